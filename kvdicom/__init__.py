@@ -1,0 +1,13 @@
+"""kvdicom: uncompressed DICOM pixel data from disk into GPU (CuPy) or host (NumPy) memory.
+
+The header is parsed by pydicom; the pixel bytes are read straight from their
+offset in the file by KvikIO (GPU) or ``preadv`` (CPU), then decoded by one
+code path for both. The result equals ``pydicom``'s ``pixel_array``.
+"""
+
+from kvdicom.errors import DicomLoadError
+from kvdicom.layout import PixelLayout, inspect
+from kvdicom.loader import load
+
+__all__ = ["DicomLoadError", "PixelLayout", "inspect", "load"]
+__version__ = "0.1.0"

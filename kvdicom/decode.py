@@ -1,0 +1,92 @@
+"""Raw pixel bytes to pydicom's ``pixel_array``, on NumPy or CuPy alike.
+
+Every step takes the array module (``numpy`` or ``cupy``) from its input, so
+the CPU and GPU loaders run the same code and any difference between them is
+a difference in where the bytes came from, never in how they were decoded.
+"""
+
+from __future__ import annotations
+
+from kvdicom.layout import PixelLayout
+
+
+def array_module(arr):
+    """``cupy`` for a CuPy array, ``numpy`` otherwise, without importing CuPy on a CPU."""
+    if type(arr).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
+
+def _swap_bytes(raw, itemsize: int):
+    """Reverse the bytes of each ``itemsize``-wide word (big endian → native)."""
+    xp = array_module(raw)
+    return xp.ascontiguousarray(raw.reshape(-1, itemsize)[:, ::-1]).reshape(-1)
+
+
+def _unpack_bits(raw, count: int):
+    """Bit-packed (Bits Allocated 1) data, least significant bit first, as uint8 0/1."""
+    xp = array_module(raw)
+    return xp.unpackbits(raw, bitorder="little")[:count]
+
+
+def _expand_ybr_422(arr):
+    """Y1 Y2 Cb Cr → Y1 Cb Cr Y2 Cb Cr, as pydicom does for native YBR_FULL_422."""
+    xp = array_module(arr)
+    out = xp.empty(arr.shape[0] // 2 * 3, dtype=arr.dtype)
+    out[0::6] = arr[0::4]
+    out[3::6] = arr[1::4]
+    out[1::6] = arr[2::4]
+    out[4::6] = arr[2::4]
+    out[2::6] = arr[3::4]
+    out[5::6] = arr[3::4]
+    return out
+
+
+def _reshape(arr, layout: PixelLayout):
+    """pydicom's frame/row/column/sample order, planar configuration 1 transposed."""
+    samples = layout.samples_per_pixel
+    if samples > 1 and layout.planar_configuration == 1:
+        planes = (samples, layout.rows, layout.columns)
+        if layout.number_of_frames > 1:
+            return arr.reshape((layout.number_of_frames,) + planes).transpose(0, 2, 3, 1)
+        return arr.reshape(planes).transpose(1, 2, 0)
+    return arr.reshape(layout.shape)
+
+
+def _correct_unused_bits(arr, shift: int):
+    """Shift the unused high bits out and back: masks unsigned, sign-extends signed."""
+    xp = array_module(arr)
+    xp.left_shift(arr, shift, out=arr)
+    xp.right_shift(arr, shift, out=arr)
+    return arr
+
+
+def decode(raw, layout: PixelLayout):
+    """Return the pixel array for ``raw``, the ``layout.nbytes`` bytes at ``layout.offset``.
+
+    ``raw`` is a 1-D uint8 NumPy or CuPy array; the result lives on the same
+    device and may share its memory.
+    """
+    if layout.bits_allocated == 1:
+        return _reshape(_unpack_bits(raw, layout.pixel_count), layout)
+
+    itemsize = layout.dtype.itemsize
+    stored = layout.pixel_count * itemsize
+    if layout.photometric_interpretation == "YBR_FULL_422":
+        stored = stored // 3 * 2
+    if layout.swap_8bit_words:
+        raw = _swap_bytes(raw, 2)[:stored]
+    elif not layout.little_endian and itemsize > 1:
+        raw = _swap_bytes(raw[:stored], itemsize)
+    arr = raw[:stored].view(layout.dtype)
+
+    if layout.photometric_interpretation == "YBR_FULL_422":
+        arr = _expand_ybr_422(arr)
+    arr = _reshape(arr, layout)
+    if layout.unused_high_bits:
+        arr = _correct_unused_bits(arr, layout.unused_high_bits)
+    return arr

@@ -1,0 +1,243 @@
+"""Where the pixels are in a file and what array they make, from the header alone.
+
+The layout is worked out by pydicom's own pixel machinery (``as_pixel_options``,
+``DecodeRunner``) so that kvdicom and ``Dataset.pixel_array`` agree on frame
+lengths, dtypes, excess frames and padding; kvdicom only adds the byte offset
+and refuses what it cannot read straight from the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.pixels.utils import as_pixel_options
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from kvdicom.bounded_file import BoundedReader
+from kvdicom.errors import DicomLoadError
+
+#: Elements larger than this are not read while parsing the header. Pixel data
+#: is always larger in practice; what matters is that it is never loaded.
+HEADER_DEFER_BYTES = 1024
+
+#: (tag, keyword) of the elements that can hold native pixel data.
+PIXEL_ELEMENTS = (
+    (0x7FE00010, "PixelData"),
+    (0x7FE00008, "FloatPixelData"),
+    (0x7FE00009, "DoubleFloatPixelData"),
+)
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Everything needed to turn bytes at ``offset`` into pydicom's ``pixel_array``."""
+
+    path: str
+    transfer_syntax: UID
+    pixel_keyword: str
+    offset: int  #: file offset of the pixel data value
+    nbytes: int  #: bytes to read from ``offset``
+    value_length: int  #: length the element header declares
+    file_size: int
+    dtype: np.dtype  #: native-endian dtype of the returned array
+    shape: tuple[int, ...]  #: shape of the returned array
+    number_of_frames: int
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    planar_configuration: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    little_endian: bool
+    swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
+
+    @property
+    def pixel_count(self) -> int:
+        """Samples in the output before YBR_FULL_422 expansion and reshape."""
+        return self.number_of_frames * self.rows * self.columns * self.samples_per_pixel
+
+    @property
+    def unused_high_bits(self) -> int:
+        """Bits above Bits Stored that pydicom shifts out (0 for float data)."""
+        if self.pixel_keyword != "PixelData" or self.bits_allocated == 1:
+            return 0
+        return self.bits_allocated - self.bits_stored
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes of the returned array."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _fail(path: str, reason: str) -> DicomLoadError:
+    return DicomLoadError(path, reason)
+
+
+def _read_header(path: str, force: bool) -> pydicom.Dataset:
+    """Parse the header with large values deferred and reads bounded by the file size."""
+    try:
+        with BoundedReader(path) as fp:
+            return pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # pydicom raises many types for a corrupt header
+        raise _fail(path, f"cannot parse the DICOM header ({type(exc).__name__}: {exc})") from exc
+
+
+def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
+    """The transfer syntax pydicom itself would decode the pixel data with."""
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if tsyntax is None:
+        # No file meta (read with force=True): pydicom encodes the dataset as
+        # it was read, so do the same.
+        implicit, little = ds.original_encoding
+        if implicit is None:
+            raise _fail(path, "no (0002,0010) Transfer Syntax UID and the encoding is unknown")
+        if implicit:
+            tsyntax = pydicom.uid.ImplicitVRLittleEndian
+        else:
+            tsyntax = pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+    tsyntax = UID(str(tsyntax))
+    if tsyntax == DeflatedExplicitVRLittleEndian:
+        raise _fail(
+            path,
+            f"transfer syntax {tsyntax.name} ({tsyntax}) is zlib-compressed as a whole, "
+            "so its pixel data has no offset in the file; kvdicom reads uncompressed "
+            "Implicit VR LE, Explicit VR LE and Explicit VR BE only",
+        )
+    if not tsyntax.is_transfer_syntax or tsyntax.is_compressed:
+        raise _fail(
+            path,
+            f"transfer syntax {tsyntax.name} ({tsyntax}) is compressed or unknown; kvdicom "
+            "reads uncompressed Implicit VR LE, Explicit VR LE and Explicit VR BE only",
+        )
+    return tsyntax
+
+
+def _pixel_element(path: str, ds: pydicom.Dataset):
+    """The one native pixel data element, still undecoded."""
+    found = [(tag, kw) for tag, kw in PIXEL_ELEMENTS if tag in ds._dict]
+    if not found:
+        raise _fail(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
+    if len(found) > 1:
+        names = ", ".join(kw for _, kw in found)
+        raise _fail(path, f"more than one pixel data element ({names})")
+    tag, keyword = found[0]
+    raw = ds.get_item(tag, keep_deferred=True)
+    value_tell = getattr(raw, "value_tell", None)
+    if value_tell is None:
+        raise _fail(path, f"{keyword} was not read from the file, so its offset is unknown")
+    if raw.length == UNDEFINED_LENGTH:
+        raise _fail(path, f"{keyword} has undefined length (encapsulated), which native transfer syntaxes forbid")
+    return keyword, raw, value_tell
+
+
+def _runner(path: str, ds: pydicom.Dataset, tsyntax: UID, keyword: str, vr: str) -> DecodeRunner:
+    """pydicom's decode runner, validated, so that its checks are ours."""
+    try:
+        runner = DecodeRunner(tsyntax)
+        runner.set_options(**as_pixel_options(ds), pixel_keyword=keyword, pixel_vr=vr)
+        runner._validate_options()
+    except Exception as exc:
+        raise _fail(path, f"invalid Image Pixel module: {exc}") from exc
+    return runner
+
+
+def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
+    """Frames pydicom would return, given the bytes that really follow the header.
+
+    Mirrors ``DecodeRunner._validate_buffer``: short data is an error, trailing
+    padding is ignored, and whole excess frames are returned (pydicom's
+    ``allow_excess_frames`` default).
+    """
+    frame_length = runner.frame_length(unit="bytes")
+    frames = runner.number_of_frames
+    expected = math.ceil(frame_length * frames)
+    padded = expected + expected % 2
+    if available < padded and available != expected:
+        raise _fail(
+            path,
+            f"pixel data is shorter than the header promises: {available} bytes present, "
+            f"{padded} expected for {frames} frame(s) of {runner.rows}x{runner.columns}x"
+            f"{runner.samples_per_pixel} at {runner.bits_allocated} bits allocated",
+        )
+    if available > padded and runner.photometric_interpretation == "YBR_FULL_422":
+        ybr_length = expected // 2 * 3
+        if available >= ybr_length + ybr_length % 2:
+            raise _fail(
+                path,
+                "pixel data is a third larger than YBR_FULL_422 allows; the "
+                "(0028,0004) Photometric Interpretation is probably wrong",
+            )
+    elif available > padded:
+        whole_frames = int(available // frame_length)
+        if whole_frames > frames:
+            return whole_frames
+    return frames
+
+
+def _shape(runner: DecodeRunner, frames: int) -> tuple[int, ...]:
+    """The shape ``pixel_array`` returns (``DecodeRunner.reshape``'s rules)."""
+    planes = (runner.rows, runner.columns)
+    if runner.samples_per_pixel > 1:
+        planes += (runner.samples_per_pixel,)
+    return ((frames,) if frames > 1 else ()) + planes
+
+
+def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
+    """Return the pixel layout of ``path`` without reading its pixel data.
+
+    Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
+    ``pydicom.dcmread(path, force=force).pixel_array`` would.
+    """
+    path = os.fspath(path)
+    ds = _read_header(path, force)
+    tsyntax = _transfer_syntax(path, ds)
+    keyword, raw, offset = _pixel_element(path, ds)
+    runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
+    file_size = os.stat(path).st_size
+
+    available = max(0, min(raw.length, file_size - offset))
+    frames = _frames_present(path, runner, available)
+    runner.set_option("number_of_frames", frames)
+
+    nbytes = math.ceil(runner.frame_length(unit="bytes") * frames)
+    swap_8bit_words = runner._test_for("be_swap_ow")
+    if swap_8bit_words:
+        nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
+    if offset + nbytes > file_size:
+        raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
+
+    dtype = runner.pixel_dtype.newbyteorder("=")
+    return PixelLayout(
+        path=path,
+        transfer_syntax=tsyntax,
+        pixel_keyword=keyword,
+        offset=offset,
+        nbytes=nbytes,
+        value_length=raw.length,
+        file_size=file_size,
+        dtype=dtype,
+        shape=_shape(runner, frames),
+        number_of_frames=frames,
+        rows=runner.rows,
+        columns=runner.columns,
+        samples_per_pixel=runner.samples_per_pixel,
+        planar_configuration=runner.planar_configuration if runner.samples_per_pixel > 1 else 0,
+        bits_allocated=runner.bits_allocated,
+        bits_stored=runner.bits_stored if keyword == "PixelData" else runner.bits_allocated,
+        pixel_representation=runner.pixel_representation if keyword == "PixelData" else 0,
+        photometric_interpretation=str(runner.photometric_interpretation),
+        little_endian=tsyntax.is_little_endian,
+        swap_8bit_words=swap_8bit_words,
+    )
