@@ -140,6 +140,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     add_derived_fields(output_json["benchmarks"])
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     gpu = config.stash[GPU_STATUS]
     bench_session = getattr(config, "_benchmarksession", None)

@@ -50,3 +50,31 @@ def mismatch(got, ref: np.ndarray) -> str | None:
     if host.dtype.kind == "f" and not np.array_equal(np.signbit(host), np.signbit(ref)):
         return "signs of zeros differ"
     return None
+
+
+def check_load(path, device: str, *, force: bool = False) -> str | None:
+    """The oracle: kvdicom must return pydicom's array, or raise DicomLoadError where pydicom fails.
+
+    Returns why the two disagree, or ``None`` when they agree. Any exception
+    from kvdicom other than :class:`kvdicom.DicomLoadError` propagates.
+    """
+    import kvdicom
+
+    try:
+        ref = pydicom_pixels(path, force=force)
+    except Exception as exc:
+        ref_error = exc
+    else:
+        ref_error = None
+    try:
+        got = kvdicom.load(path, device, force=force)
+    except kvdicom.DicomLoadError as exc:
+        if ref_error is not None:
+            return None
+        return f"kvdicom refused a file pydicom decodes: {exc}"
+    if ref_error is not None:
+        return f"pydicom fails ({type(ref_error).__name__}: {ref_error}) but kvdicom returned an array"
+    expected_module = "cupy" if device == "cuda" else "numpy"
+    if type(got).__module__.split(".")[0] != expected_module:
+        return f"device={device!r} returned a {type(got).__module__}.{type(got).__name__}, not a {expected_module} array"
+    return mismatch(got, ref)

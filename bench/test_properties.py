@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-import kvdicom
-from bench.reference import mismatch, pydicom_pixels
+from bench.reference import check_load
 from fixtures.spec import DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom
@@ -29,8 +28,7 @@ def _write(scratch, spec: DicomSpec):
 
 @given(spec=dicom_specs())
 def test_cpu_load_equals_pydicom(scratch, spec):
-    path = _write(scratch, spec)
-    problem = mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path))
+    problem = check_load(_write(scratch, spec), "cpu")
     assert problem is None, f"{spec}: {problem}"
 
 
@@ -38,7 +36,5 @@ def test_cpu_load_equals_pydicom(scratch, spec):
 @given(spec=dicom_specs())
 def test_gpu_load_equals_pydicom(cuda, scratch, spec):
     path = _write(scratch, spec)
-    out = kvdicom.load(path, "cuda")
-    assert isinstance(out, cuda.ndarray)
-    problem = mismatch(out, pydicom_pixels(path))
+    problem = check_load(path, "cuda")
     assert problem is None, f"{spec}: {problem}"

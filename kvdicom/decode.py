@@ -7,7 +7,11 @@ a difference in where the bytes came from, never in how they were decoded.
 
 from __future__ import annotations
 
+from kvdicom.color import ybr_full_to_rgb
 from kvdicom.layout import PixelLayout
+
+#: Photometric interpretations pydicom's ``pixel_array`` converts to RGB by default.
+CONVERTED_TO_RGB = ("YBR_FULL", "YBR_FULL_422")
 
 
 def array_module(arr):
@@ -89,4 +93,6 @@ def decode(raw, layout: PixelLayout):
     arr = _reshape(arr, layout)
     if layout.unused_high_bits:
         arr = _correct_unused_bits(arr, layout.unused_high_bits)
+    if layout.photometric_interpretation in CONVERTED_TO_RGB:
+        arr = ybr_full_to_rgb(arr)
     return arr

@@ -219,6 +219,12 @@ def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
         raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
 
     dtype = runner.pixel_dtype.newbyteorder("=")
+    if runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and dtype != np.uint8:
+        raise _fail(
+            path,
+            f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
+            "for unsigned 8-bit samples only, so there is no reference array to match",
+        )
     return PixelLayout(
         path=path,
         transfer_syntax=tsyntax,

@@ -1,0 +1,185 @@
+"""kvdicom.inspect: offsets, dtypes and shapes from the header, and clean refusals."""
+
+from __future__ import annotations
+
+import re
+import struct
+import tracemalloc
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEGBaseline8Bit, RLELossless
+
+import kvdicom
+from bench.reference import pydicom_pixels
+from fixtures.spec import DicomSpec
+from fixtures.writer import build_dataset, pixel_bytes
+
+
+def test_offset_points_at_the_pixel_bytes(make_file):
+    spec = DicomSpec(frames=3, rows=5, cols=7, bits_allocated=16, bits_stored=12, signed=True)
+    path = make_file(spec)
+    layout = kvdicom.inspect(path)
+    data = path.read_bytes()
+    assert data[layout.offset : layout.offset + layout.nbytes] == pixel_bytes(spec)
+    assert layout.nbytes == 3 * 5 * 7 * 2
+    assert layout.dtype == np.dtype("int16")
+    assert layout.shape == (3, 5, 7)
+    assert layout.transfer_syntax == pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_single_frame_is_two_dimensional_like_pydicom(make_file):
+    path = make_file(frames=1, rows=4, cols=6, number_of_frames_tag=True)
+    assert kvdicom.inspect(path).shape == (4, 6) == pydicom_pixels(path).shape
+
+
+def test_big_endian_layout_reports_native_dtype(make_file):
+    layout = kvdicom.inspect(make_file(transfer_syntax="explicit_be", bits_allocated=32, bits_stored=32))
+    assert layout.dtype.isnative and not layout.little_endian
+
+
+def test_excess_whole_frames_are_returned_as_pydicom_does(make_file):
+    # 2 frames declared, 3 frames of bytes present: pydicom returns all 3.
+    spec = DicomSpec(frames=2, rows=2, cols=2, bits_allocated=8, bits_stored=8, trailing_padding=4)
+    path = make_file(spec)
+    assert kvdicom.inspect(path).shape == (3, 2, 2) == pydicom_pixels(path).shape
+
+
+def _save(ds, path, tsyntax):
+    ds.file_meta.TransferSyntaxUID = tsyntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("tsyntax", [JPEGBaseline8Bit, RLELossless])
+def test_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
+    ds = build_dataset(DicomSpec(bits_allocated=8, bits_stored=8))
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    path = _save(ds, tmp_path / "compressed.dcm", tsyntax)
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape(tsyntax.name)) as info:
+        kvdicom.inspect(path)
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+
+
+def test_deflated_transfer_syntax_is_refused(make_file):
+    with pytest.raises(kvdicom.DicomLoadError, match="Deflated"):
+        kvdicom.inspect(make_file(transfer_syntax="deflated_le"))
+
+
+def test_missing_pixel_data_is_refused(tmp_path):
+    ds = build_dataset(DicomSpec())
+    del ds.PixelData
+    path = _save(ds, tmp_path / "nopixels.dcm", pydicom.uid.ExplicitVRLittleEndian)
+    with pytest.raises(kvdicom.DicomLoadError, match="no pixel data element"):
+        kvdicom.inspect(path)
+
+
+def test_not_a_dicom_file_is_refused(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not dicom at all\n" * 20)
+    with pytest.raises(kvdicom.DicomLoadError, match="cannot parse the DICOM header"):
+        kvdicom.inspect(path)
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        kvdicom.inspect(tmp_path / "absent.dcm")
+
+
+def test_truncated_pixel_data_is_refused_before_allocating(make_file, monkeypatch):
+    path = make_file(frames=4, rows=16, cols=16)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    allocations = []
+    monkeypatch.setattr("kvdicom.loader._allocate", lambda *a: allocations.append(a))
+    with pytest.raises(kvdicom.DicomLoadError, match="shorter than the header promises"):
+        kvdicom.load(path, "cpu")
+    assert allocations == []
+
+
+def _patch_pixel_length(path, new_length: int) -> None:
+    """Rewrite the 4-byte length of Pixel Data (Explicit VR LE, OW) in place."""
+    layout = kvdicom.inspect(path)
+    data = bytearray(path.read_bytes())
+    data[layout.offset - 4 : layout.offset] = struct.pack("<I", new_length)
+    path.write_bytes(bytes(data))
+
+
+def test_rows_lying_about_size_never_allocate_it(make_file, monkeypatch):
+    path = make_file(frames=1, rows=8, cols=8)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 65535, 65535, 1000
+    ds.save_as(path)
+    allocations = []
+    monkeypatch.setattr("kvdicom.loader._allocate", lambda *a: allocations.append(a))
+    with pytest.raises(kvdicom.DicomLoadError, match="shorter than the header promises"):
+        kvdicom.load(path, "cpu")
+    assert allocations == []
+
+
+def test_huge_declared_length_is_bounded_by_the_file(make_file):
+    # ~4 GiB declared, the real 128 bytes present: pydicom reads to the end of
+    # the file and decodes them, so kvdicom must too, allocating only what is there.
+    path = make_file(frames=1, rows=8, cols=8)
+    _patch_pixel_length(path, 0xFFFFFFF0)
+    tracemalloc.start()
+    try:
+        out = kvdicom.load(path, "cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(out, pydicom_pixels(path))
+    assert peak < 16 << 20, f"peak Python allocation {peak} bytes for a 4 GiB lie"
+
+
+def test_huge_declared_length_with_missing_frames_is_refused(make_file):
+    path = make_file(frames=4, rows=8, cols=8)
+    _patch_pixel_length(path, 0xFFFFFFF0)
+    data = path.read_bytes()
+    path.write_bytes(data[:-64])
+    with pytest.raises(kvdicom.DicomLoadError, match="shorter than the header promises"):
+        kvdicom.load(path, "cpu")
+
+
+def test_lying_length_in_a_small_element_is_bounded(tmp_path):
+    # A non-deferred element (in the file meta) declaring 2 GiB must not be allocated.
+    path = tmp_path / "lie.dcm"
+    spec = DicomSpec(rows=4, cols=4)
+    ds = build_dataset(spec)
+    ds.save_as(path, enforce_file_format=True)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x02\x00\x10\x00UI")  # (0002,0010) Transfer Syntax UID, explicit VR
+    data[at + 6 : at + 8] = b"\xff\xff"
+    data[at + 4 : at + 6] = b"UN"  # UN has a 4-byte length: make it huge
+    data[at + 6 : at + 6] = b"\x00\x00"
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(kvdicom.DicomLoadError):
+            kvdicom.load(path, "cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_file_without_meta_needs_force(make_file):
+    path = make_file(file_meta=False, transfer_syntax="implicit_le")
+    with pytest.raises(kvdicom.DicomLoadError, match="cannot parse"):
+        kvdicom.inspect(path)
+    layout = kvdicom.inspect(path, force=True)
+    assert layout.transfer_syntax == pydicom.uid.ImplicitVRLittleEndian
+
+
+def test_ybr_with_16_bit_samples_is_refused(make_file):
+    path = make_file(samples_per_pixel=3, photometric="YBR_FULL", bits_allocated=16, bits_stored=16)
+    with pytest.raises(kvdicom.DicomLoadError, match="unsigned 8-bit"):
+        kvdicom.inspect(path)
+
+
+def test_unknown_device_is_a_value_error(make_file):
+    with pytest.raises(ValueError, match="device"):
+        kvdicom.load(make_file(), "gpu")
