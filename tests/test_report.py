@@ -219,7 +219,7 @@ def markdown_tables(markdown: str) -> dict[str, list[dict[str, str]]]:
             while i < len(lines) and lines[i].startswith("|"):
                 cells = [unescape(c) for c in _PIPE.split(lines[i])[1:-1]]
                 assert len(cells) == len(headers), f"broken table row: {lines[i]!r}"
-                rows.append(dict(zip(headers, cells)))
+                rows.append(dict(zip(headers, cells, strict=True)))
                 i += 1
             tables[heading] = rows
             continue

@@ -12,7 +12,7 @@ from .tables import Table, case_tables, ceiling_table, machine_table
 
 
 @dataclass(frozen=True)
-class Figure:
+class PlotLink:
     """A PNG written next to the report, by file name (relative link)."""
 
     filename: str
@@ -25,7 +25,7 @@ class ReportContent:
 
     generated: datetime
     machines: Table
-    figures: tuple[Figure, ...]
+    figures: tuple[PlotLink, ...]
     cases: tuple[Table, ...]
     ceilings: Table
     notes: tuple[str, ...]
@@ -43,7 +43,7 @@ def build_content(
     return ReportContent(
         generated=generated,
         machines=machine_table(machines),
-        figures=tuple(Figure(spec.filename, spec.title) for spec in plots),
+        figures=tuple(PlotLink(spec.filename, spec.title) for spec in plots),
         cases=tuple(case_tables(machines)),
         ceilings=ceiling_table(machines),
         notes=tuple(notes),

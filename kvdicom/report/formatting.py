@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 def seconds(value: float) -> str:
     """A duration to three significant digits, in µs, ms or s (``500 µs``, ``2.00 ms``)."""
-    for scale, unit in ((1e-3, "µs"), (1.0, "ms")):
-        if value < scale:
-            scaled = value * 1e3 / scale
-            break
+    if value < 1e-3:
+        scaled, unit = value * 1e6, "µs"
+    elif value < 1.0:
+        scaled, unit = value * 1e3, "ms"
     else:
         scaled, unit = value, "s"
     decimals = max(0, 2 - math.floor(math.log10(scaled))) if scaled > 0 else 0

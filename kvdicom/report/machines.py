@@ -53,7 +53,7 @@ def newest_run_per_machine(runs: Iterable[Run]) -> list[Machine]:
         chosen.append((base_name(ordered[0].machine_info), ordered[0], tuple(r.path for r in ordered[1:])))
 
     names = unique_names([(name, run) for name, run, _ in chosen])
-    machines = [Machine(name=unique, run=run, older_runs=older) for unique, (_, run, older) in zip(names, chosen)]
+    machines = [Machine(name=unique, run=run, older_runs=older) for unique, (_, run, older) in zip(names, chosen, strict=True)]
     return sorted(machines, key=lambda m: m.name.casefold())
 
 
@@ -74,7 +74,7 @@ def unique_names(named_runs: list[tuple[str, Run]]) -> list[str]:
         seen[name] += 1
     return [
         f"{name} [{run.path.name}]" if seen[name] > 1 else name
-        for name, (_, run) in zip(names, named_runs)
+        for name, (_, run) in zip(names, named_runs, strict=True)
     ]
 
 

@@ -41,7 +41,7 @@ def table(t: Table) -> str:
         "<tr>"
         + "".join(
             f'<td class="num">{esc(cell)}</td>' if is_num else f"<td>{esc(cell)}</td>"
-            for cell, is_num in zip(row, numeric)
+            for cell, is_num in zip(row, numeric, strict=True)
         )
         + "</tr>"
         for row in t.rows

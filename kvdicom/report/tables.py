@@ -88,7 +88,7 @@ def case_tables(machines: Iterable[Machine]) -> list[Table]:
                 formatting.percent(bench.pct_of_ceiling),
                 formatting.speedup(speedup_vs_pydicom(machine.run, bench)),
             )
-            for (machine, bench), label in zip(entries, labels)
+            for (machine, bench), label in zip(entries, labels, strict=True)
         )
         tables.append(Table(title=case, headers=CASE_HEADERS, rows=rows))
     return tables
