@@ -584,3 +584,30 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         write_atomic(tmp_path, "../escape.md", b"x")
     assert not (tmp_path.parent / "escape.md").exists()
+
+
+def test_cold_and_warm_runs_and_repeated_loaders_get_their_own_rows(tmp_path, capsys):
+    """A thread sweep (same loader twice in a case) is told apart by its test id."""
+    benchmarks = [
+        bench(LARGE, "pydicom", "cpu", LARGE_BYTES, 0.02, page_cache="warm"),
+        bench(LARGE, "pydicom", "cpu", LARGE_BYTES, 0.05, page_cache="cold"),
+        bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, 0.001, page_cache="warm"),
+        bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, 0.005, page_cache="cold"),
+        bench(LARGE, "seed", "cuda", LARGE_BYTES, 0.004, page_cache="warm"),
+        bench(LARGE, "seed", "cuda", LARGE_BYTES, 0.002, page_cache="warm"),
+    ]
+    benchmarks[4]["param"] = "threads1"
+    benchmarks[5]["param"] = "threads8"
+    path = write_result(
+        tmp_path / "r.json", result_document(machine_info(H100, "h100"), benchmarks, "2026-03-01T02:00:00+00:00", derived=False)
+    )
+    out = tmp_path / "out"
+    assert run_report(capsys, path, "-o", out)[0] == 0
+    rows = markdown_tables((out / "report.md").read_text())[f"Case: {LARGE}"]
+    by_key = {(r["Loader"], r["Page cache"]): r for r in rows}
+    assert len(by_key) == len(rows) == 6
+    # Speed-up is against pydicom under the same page cache.
+    assert by_key[("kvdicom", "warm")]["Speed-up vs pydicom"] == "20.00×"
+    assert by_key[("kvdicom", "cold")]["Speed-up vs pydicom"] == "10.00×"
+    assert by_key[("seed [threads1]", "warm")]["Median time"] == "4.00 ms"
+    assert by_key[("seed [threads8]", "warm")]["Median time"] == "2.00 ms"
