@@ -1,0 +1,51 @@
+"""Gather everything the report says, once, for both the Markdown and the HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from .model import Machine, Skipped
+from .plot_data import PlotSpec
+from .tables import Table, case_tables, ceiling_table, machine_table
+
+
+@dataclass(frozen=True)
+class PlotLink:
+    """A PNG written next to the report, by file name (relative link)."""
+
+    filename: str
+    title: str
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    """The report's sections, as plain text; renderers only escape and lay out."""
+
+    generated: datetime
+    machines: Table
+    figures: tuple[PlotLink, ...]
+    cases: tuple[Table, ...]
+    ceilings: Table
+    notes: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def build_content(
+    machines: Sequence[Machine],
+    plots: Sequence[PlotSpec],
+    skipped: Sequence[Skipped],
+    notes: Sequence[str],
+    generated: datetime,
+) -> ReportContent:
+    """Assemble the sections from the chosen runs and the plots that were drawn."""
+    return ReportContent(
+        generated=generated,
+        machines=machine_table(machines),
+        figures=tuple(PlotLink(spec.filename, spec.title) for spec in plots),
+        cases=tuple(case_tables(machines)),
+        ceilings=ceiling_table(machines),
+        notes=tuple(notes),
+        skipped=tuple(skipped),
+    )

@@ -1,0 +1,51 @@
+"""How numbers look in the tables: one place, so Markdown and HTML always agree."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+
+def seconds(value: float) -> str:
+    """A duration to three significant digits, in µs, ms or s (``500 µs``, ``2.00 ms``)."""
+    if value < 1e-3:
+        scaled, unit = value * 1e6, "µs"
+    elif value < 1.0:
+        scaled, unit = value * 1e3, "ms"
+    else:
+        scaled, unit = value, "s"
+    decimals = max(0, 2 - math.floor(math.log10(scaled))) if scaled > 0 else 0
+    return f"{scaled:.{decimals}f} {unit}"
+
+
+def gbps(value: float) -> str:
+    """Throughput in GB/s (10^9 bytes per second); three significant digits below 1."""
+    if value >= 1:
+        return f"{value:.2f}"
+    decimals = 2 - math.floor(math.log10(value)) if value > 0 else 2
+    return f"{value:.{decimals}f}"
+
+
+def percent(value: float | None) -> str:
+    """A percentage, blank when unknown."""
+    return "" if value is None else f"{value:.1f}%"
+
+
+def speedup(value: float | None) -> str:
+    """A ratio such as ``12.30×``, blank when unknown."""
+    return "" if value is None else f"{value:.2f}×"
+
+
+def byte_count(value: int) -> str:
+    """Bytes in binary units, so 1024x1024 u16 reads as 2.0 MiB."""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if size.is_integer() else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def timestamp(value: datetime) -> str:
+    """A run's start in UTC, to the second."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,97 @@
+"""Lay the report out as one self-contained HTML page: no JavaScript, no external CSS.
+
+Every value goes through ``html.escape``: case and machine names come from
+result files and must never become markup.
+"""
+
+from __future__ import annotations
+
+import html
+
+from . import formatting
+from .content import ReportContent
+from .render_markdown import TITLE
+from .tables import Table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.note { border-left: 4px solid #c90; padding-left: 0.6em; }
+"""
+
+NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored"}
+
+
+def esc(value: object) -> str:
+    """``html.escape`` with quotes, for text and attribute values alike."""
+    return html.escape(str(value), quote=True)
+
+
+def table(t: Table) -> str:
+    """An HTML table; an empty one says so."""
+    if not t.rows:
+        return "<p><em>None.</em></p>"
+    numeric = [header in NUMERIC_HEADERS for header in t.headers]
+    head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
+    body = "\n".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{esc(cell)}</td>' if is_num else f"<td>{esc(cell)}</td>"
+            for cell, is_num in zip(row, numeric, strict=True)
+        )
+        + "</tr>"
+        for row in t.rows
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def render_html(content: ReportContent) -> str:
+    """The whole report as one HTML document."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{esc(TITLE)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{esc(TITLE)}</h1>",
+        f"<p>Generated {esc(formatting.timestamp(content.generated))}.</p>",
+        "<p>Each machine's numbers come from its newest run (by the run's <code>datetime</code>); "
+        "the file is named in the table below.</p>",
+        "<h2>Machines</h2>",
+        table(content.machines),
+    ]
+    parts += [f'<p class="note">{esc(note)}</p>' for note in content.notes]
+
+    parts.append("<h2>Throughput plots</h2>")
+    if not content.figures:
+        parts.append("<p><em>No plots.</em></p>")
+    for figure in content.figures:
+        parts.append(
+            f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
+            f"<figcaption>{esc(figure.title)}</figcaption></figure>"
+        )
+
+    parts.append("<h2>Results by case</h2>")
+    if not content.cases:
+        parts.append("<p><em>No loader benchmarks.</em></p>")
+    for case in content.cases:
+        parts.append(f"<h3>Case: <code>{esc(case.title)}</code></h3>")
+        parts.append(table(case))
+
+    parts += [f"<h2>{esc(content.ceilings.title)}</h2>", table(content.ceilings)]
+
+    parts.append("<h2>Skipped files</h2>")
+    if content.skipped:
+        items = "\n".join(f"<li><code>{esc(s.path)}</code>: {esc(s.reason)}</li>" for s in content.skipped)
+        parts.append(f"<ul>\n{items}\n</ul>")
+    else:
+        parts.append("<p>None.</p>")
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)

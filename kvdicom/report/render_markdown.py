@@ -1,0 +1,74 @@
+"""Lay the report out as GitHub-flavoured Markdown, escaping every value.
+
+Case and machine names come from result files, so a ``|`` or ``<script>`` in
+one must show as text, not break a table or inject HTML.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import formatting
+from .content import ReportContent
+from .tables import Table
+
+TITLE = "DICOM to GPU loading benchmarks"
+_SPECIAL = re.compile(r"([\\`*\[\]<>|&~])")
+_LONE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def escape(value: str) -> str:
+    """Backslash-escape Markdown syntax; underscores inside words stay readable."""
+    flat = " ".join(str(value).split())
+    escaped = _SPECIAL.sub(r"\\\1", flat)
+    return _LONE_UNDERSCORE.sub(r"\\_", escaped)
+
+
+def table(t: Table) -> list[str]:
+    """A pipe table; an empty one says so instead of leaving a header alone."""
+    if not t.rows:
+        return ["_None._", ""]
+    lines = ["| " + " | ".join(escape(h) for h in t.headers) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in t.headers) + "|")
+    for row in t.rows:
+        lines.append("| " + " | ".join(escape(cell) for cell in row) + " |")
+    lines.append("")
+    return lines
+
+
+def render_markdown(content: ReportContent) -> str:
+    """The whole report as one Markdown document."""
+    lines = [f"# {TITLE}", "", f"Generated {formatting.timestamp(content.generated)}.", ""]
+    lines += [
+        "Each machine's numbers come from its newest run (by the run's `datetime`); "
+        "the file is named in the table below.",
+        "",
+        "## Machines",
+        "",
+    ]
+    lines += table(content.machines)
+    for note in content.notes:
+        lines += [f"> {escape(note)}", ""]
+
+    lines += ["## Throughput plots", ""]
+    if not content.figures:
+        lines += ["_No plots._", ""]
+    for figure in content.figures:
+        lines += [f"![{escape(figure.title)}]({figure.filename})", ""]
+
+    lines += ["## Results by case", ""]
+    if not content.cases:
+        lines += ["_No loader benchmarks._", ""]
+    for case in content.cases:
+        lines += [f"### Case: {escape(case.title)}", ""]
+        lines += table(case)
+
+    lines += [f"## {content.ceilings.title}", ""]
+    lines += table(content.ceilings)
+
+    lines += ["## Skipped files", ""]
+    if not content.skipped:
+        lines += ["None.", ""]
+    for item in content.skipped:
+        lines.append(f"- {escape(item.path)}: {escape(item.reason)}")
+    return "\n".join(lines).rstrip("\n") + "\n"

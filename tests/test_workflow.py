@@ -1,0 +1,228 @@
+"""Tests for .github/workflows/nightly-gpu.yml: valid for GitHub, and doing what it should.
+
+Validation uses the GitHub workflow schema that check-jsonschema vendors from
+SchemaStore, so it runs offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from check_jsonschema.builtin_schemas import get_builtin_schema
+
+WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "nightly-gpu.yml"
+BENCH_COMMAND = "./dgb bench --profile nightly --benchmark-compare --benchmark-compare-fail=median:10%"
+REPORT_COMMAND = "-m kvdicom.report results -o report"
+
+
+class GitHubYamlLoader(yaml.SafeLoader):
+    """YAML as GitHub reads it: only true/false are booleans, so ``on:`` stays a key."""
+
+
+GitHubYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+GitHubYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_workflow() -> dict:
+    with open(WORKFLOW, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=GitHubYamlLoader)
+
+
+def schema_errors(document: dict) -> list[str]:
+    schema = get_builtin_schema("vendor.github-workflows")
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def steps(job: dict) -> list[dict]:
+    return job["steps"]
+
+
+def step_using(job: dict, action: str) -> dict:
+    found = [s for s in steps(job) if str(s.get("uses", "")).startswith(action + "@")]
+    assert len(found) == 1, f"expected one step using {action}"
+    return found[0]
+
+
+def step_running(job: dict, fragment: str) -> dict:
+    found = [s for s in steps(job) if fragment in " ".join(str(s.get("run", "")).split())]
+    assert len(found) == 1, f"expected one step running {fragment!r}"
+    return found[0]
+
+
+# --- a tiny evaluator for the `if:` expressions this workflow uses ----------
+
+_TOKEN = re.compile(r"\s*(?:(\|\||&&|==|!=|!|\(|\))|'((?:[^']|'')*)'|([A-Za-z_][\w.\-]*))")
+
+
+def evaluate_if(expression: str, context: dict[str, str]) -> bool:
+    """Evaluate ``==``/``!=``/``&&``/``||``/``!`` over context values and string literals.
+
+    GitHub compares strings case-insensitively; anything else is an error, so
+    the test fails loudly rather than guessing if the workflow grows new syntax.
+    """
+    text = expression.strip()
+    if text.startswith("${{") and text.endswith("}}"):
+        text = text[3:-2]
+    python, position = [], 0
+    text = text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if not match or match.end() == position:
+            raise ValueError(f"cannot evaluate {expression!r} at {text[position:]!r}")
+        operator, literal, name = match.groups()
+        if operator:
+            python.append({"||": " or ", "&&": " and ", "!": " not "}.get(operator, f" {operator} "))
+        elif literal is not None:
+            python.append(repr(literal.replace("''", "'").casefold()))
+        elif name in context:
+            python.append(repr(context[name].casefold()))
+        else:
+            raise ValueError(f"unknown name {name!r} in {expression!r}")
+        position = match.end()
+    return bool(eval("".join(python), {"__builtins__": {}}, {}))  # only literals and operators
+
+
+def job_runs(workflow: dict, job_name: str, event: str, ref: str) -> bool:
+    """Would GitHub start this job for this event? (trigger listed and `if:` true)"""
+    triggers = workflow["on"]
+    if event not in triggers:
+        return False
+    if event == "push":
+        branches = (triggers["push"] or {}).get("branches")
+        if branches is not None and ref.removeprefix("refs/heads/") not in branches:
+            return False
+    condition = workflow["jobs"][job_name].get("if")
+    return condition is None or evaluate_if(str(condition), {"github.event_name": event, "github.ref": ref})
+
+
+EVENTS = {
+    "schedule": "refs/heads/main",
+    "workflow_dispatch": "refs/heads/main",
+    "pull_request": "refs/pull/7/merge",
+    "push": "refs/heads/main",
+}
+
+
+# --- tests -------------------------------------------------------------------
+
+
+def test_workflow_is_valid_against_github_schema():
+    workflow = load_workflow()
+    assert schema_errors(workflow) == []
+
+
+def test_schema_check_has_teeth():
+    """The same check rejects a broken copy, so a pass above means something."""
+    broken = copy.deepcopy(load_workflow())
+    del broken["jobs"]["gpu-nightly"]["runs-on"]
+    broken["jobs"]["cpu-tests"]["steps"][0]["uses"] = 42
+    assert schema_errors(broken)
+
+
+def test_check_jsonschema_command_accepts_workflow():
+    """The documented command line, with the schema bundled in the package (no network)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_triggers():
+    triggers = load_workflow()["on"]
+    crons = [entry["cron"] for entry in triggers["schedule"]]
+    assert len(crons) == 1
+    minute, hour, day, month, weekday = crons[0].split()
+    assert (day, month, weekday) == ("*", "*", "*")  # every night
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24
+    assert "workflow_dispatch" in triggers
+    assert "pull_request" in triggers
+    assert triggers["push"]["branches"] == ["main"]
+
+
+@pytest.mark.parametrize(
+    ("event", "gpu", "cpu"),
+    [
+        ("schedule", True, False),
+        ("workflow_dispatch", True, False),
+        ("pull_request", False, True),
+        ("push", False, True),
+    ],
+)
+def test_which_jobs_run_for_each_event(event, gpu, cpu):
+    workflow = load_workflow()
+    assert job_runs(workflow, "gpu-nightly", event, EVENTS[event]) is gpu
+    assert job_runs(workflow, "cpu-tests", event, EVENTS[event]) is cpu
+
+
+def test_push_to_other_branches_runs_nothing():
+    workflow = load_workflow()
+    assert not job_runs(workflow, "cpu-tests", "push", "refs/heads/feature")
+    assert not job_runs(workflow, "gpu-nightly", "push", "refs/heads/feature")
+
+
+def test_gpu_job_benchmarks_then_always_reports_and_uploads():
+    job = load_workflow()["jobs"]["gpu-nightly"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    checkout = step_using(job, "actions/checkout")
+    bench = step_running(job, BENCH_COMMAND)
+    assert " ".join(bench["run"].split()) == BENCH_COMMAND
+    assert "if" not in bench
+    report = step_running(job, REPORT_COMMAND)
+    assert report["if"] == "always()"
+    upload = step_using(job, "actions/upload-artifact")
+    assert upload["uses"] == "actions/upload-artifact@v4"
+    assert upload["if"] == "always()"
+    paths = [line.strip() for line in upload["with"]["path"].splitlines() if line.strip()]
+    assert "results/**/*.json" in paths
+    assert any(p.rstrip("/") == "report" for p in paths)
+    order = [steps(job).index(s) for s in (checkout, bench, report, upload)]
+    assert order == sorted(order)
+
+
+def _fake_python(path: Path, label: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho "{label} $*" > called.txt\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_report_step_prefers_the_venv_python(tmp_path):
+    """Run the step's own shell script with stand-in interpreters."""
+    script = step_running(load_workflow()["jobs"]["gpu-nightly"], REPORT_COMMAND)["run"]
+    bin_dir = tmp_path / "bin"
+    _fake_python(bin_dir / "python3", "python3")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+    subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    assert (tmp_path / "called.txt").read_text().split() == ["python3", *REPORT_COMMAND.split()]
+
+    _fake_python(tmp_path / ".venv" / "bin" / "python", "venv")
+    subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    assert (tmp_path / "called.txt").read_text().split() == ["venv", *REPORT_COMMAND.split()]
+
+
+def test_cpu_job_runs_tests_on_python_312():
+    job = load_workflow()["jobs"]["cpu-tests"]
+    assert job["runs-on"] == "ubuntu-latest"
+    step_using(job, "actions/checkout")
+    setup = step_using(job, "actions/setup-python")
+    assert str(setup["with"]["python-version"]) == "3.12"
+    assert " ".join(step_running(job, "./dgb test")["run"].split()) == "./dgb test"
+    assert not any("bench" in str(s.get("run", "")) for s in steps(job))
