@@ -43,6 +43,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CuPy, a CUDA device and KvikIO; skipped with the reason otherwise")
+    config.addinivalue_line("markers", "cold: page cache dropped before every round; run on the larger files only")
     gpu = probe_gpu()
     config.stash[GPU_STATUS] = gpu
     if config.getoption("profile") is None:
@@ -70,10 +71,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+#: Cold-cache benchmarks run on files at least this large: below it, the read is
+#: mostly latency and the disk's sequential speed says little.
+COLD_MIN_BYTES = 8 << 20
+
+
 def pytest_generate_tests(metafunc):
-    """Parametrize every test that asks for ``spec`` over the profile's matrix."""
+    """Parametrize every test that asks for ``spec`` over the profile's matrix (``cold``: large files only)."""
     if "spec" in metafunc.fixturenames:
         specs = profile_specs(metafunc.config.getoption("profile"))
+        if metafunc.definition.get_closest_marker("cold"):
+            specs = [s for s in specs if s.pixel_bytes >= COLD_MIN_BYTES]
         metafunc.parametrize("spec", specs, ids=[s.case_id for s in specs], scope="session")
 
 

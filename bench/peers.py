@@ -45,3 +45,17 @@ def seed_notebook_gpu(path):
         buffer = cupy.empty(nbytes, dtype=cupy.int8)
         f.read(buffer, nbytes, offset)
     return buffer.view(dtype).reshape((frames, rows, columns))
+
+
+def monai_reader(to_gpu: bool = True):
+    """MONAI's ``PydicomReader`` as a MONAI pipeline builds it (raises ImportError without MONAI)."""
+    from monai.data import PydicomReader
+
+    return PydicomReader(to_gpu=to_gpu)
+
+
+def monai_gpu(reader, path):
+    """MONAI ``PydicomReader(to_gpu=True)``: read, then ``get_data`` (its own array layout and rescale)."""
+    image = reader.read(str(path))
+    data, _meta = reader.get_data(image)
+    return data

@@ -1,8 +1,9 @@
-"""Benchmarks: each loader on each file of the profile, page cache warm.
+"""Benchmarks: each loader on each file of the profile, page cache warm, and cold on the larger files.
 
 Every benchmark loads its file once before timing (warming the page cache,
 CuPy's pool and KvikIO) and records in ``extra_info`` whether that output
 equals pydicom's, so a fast wrong loader shows up as wrong, not just fast.
+GPU rounds end with a device synchronize inside the timed call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import pytest
 
 import kvdicom
 from bench import peers
+from bench.ceilings import cached_fraction, drop_page_cache
 from bench.reference import mismatch, pydicom_pixels
+
+#: Rounds of a cold benchmark: each one reads the whole file from the disk.
+COLD_ROUNDS = 5
 
 
 @pytest.fixture(scope="session")
@@ -20,40 +25,66 @@ def reference(spec_file):
     return pydicom_pixels(spec_file)
 
 
-def _record(benchmark, spec, path, loader, device, output, reference, **extra):
-    layout = kvdicom.inspect(path)
-    problem = mismatch(output, reference)
+def _record(benchmark, spec, path, loader, device, output, reference, page_cache="warm", **extra):
+    """Describe this benchmark in ``extra_info``; return why its output differs from pydicom's, if it does.
+
+    ``output=None`` records no verdict (for loaders whose layout differs by design).
+    """
+    problem = None if output is None else mismatch(output, reference)
     benchmark.extra_info.update(
         case=spec.case_id,
         loader=loader,
         device=device,
         file_bytes=path.stat().st_size,
-        pixel_bytes=layout.nbytes,
-        page_cache="warm",
-        matches_pydicom=problem is None,
+        pixel_bytes=kvdicom.inspect(path).nbytes,
+        page_cache=page_cache,
+        matches_pydicom=None if output is None else problem is None,
         kvikio_threads=None,
         kvikio_task_size=None,
+        ceiling=("h2d_pinned" if device == "cuda" else "host_read") if page_cache == "warm" else "disk_read",
     )
     benchmark.extra_info.update(extra)
     return problem
 
 
-def _kvikio_extra(nbytes):
+def _kvikio_plan(path):
     from kvdicom.io_tuning import plan_read
 
-    plan = plan_read(nbytes)
-    return {"kvikio_threads": plan.threads, "kvikio_task_size": plan.task_size, "ceiling": "h2d_pinned"}
+    plan = plan_read(kvdicom.inspect(path).nbytes)
+    return {"kvikio_threads": plan.threads, "kvikio_task_size": plan.task_size}
+
+
+def _synced(cupy, load, *args):
+    """``load(*args)`` followed by a device synchronize, as one timed call."""
+
+    def run():
+        out = load(*args)
+        cupy.cuda.Device().synchronize()
+        return out
+
+    return run
+
+
+def _cold(benchmark, path, target):
+    """Time ``target`` with the file evicted from the page cache before every round."""
+
+    def setup():
+        drop_page_cache(path)
+        benchmark.extra_info["cached_fraction_before"] = cached_fraction(path)
+
+    benchmark.pedantic(target, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
+
+
+# --- warm page cache -------------------------------------------------------------------------
 
 
 def test_pydicom_cpu(benchmark, spec, spec_file, reference):
-    out = peers.pydicom_cpu(spec_file)
-    _record(benchmark, spec, spec_file, "pydicom", "cpu", out, reference)
+    _record(benchmark, spec, spec_file, "pydicom", "cpu", peers.pydicom_cpu(spec_file), reference)
     benchmark(peers.pydicom_cpu, spec_file)
 
 
 def test_kvdicom_cpu(benchmark, spec, spec_file, reference):
-    out = kvdicom.load(spec_file, "cpu")
-    problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", out, reference)
+    problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", kvdicom.load(spec_file, "cpu"), reference)
     assert problem is None, problem
     benchmark(kvdicom.load, spec_file, "cpu")
 
@@ -61,17 +92,16 @@ def test_kvdicom_cpu(benchmark, spec, spec_file, reference):
 @pytest.mark.gpu
 def test_kvdicom_gpu(benchmark, cuda, spec, spec_file, reference):
     out = kvdicom.load(spec_file, "cuda")
-    layout = kvdicom.inspect(spec_file)
-    problem = _record(benchmark, spec, spec_file, "kvdicom", "cuda", out, reference, **_kvikio_extra(layout.nbytes))
+    problem = _record(benchmark, spec, spec_file, "kvdicom", "cuda", out, reference, **_kvikio_plan(spec_file))
     assert problem is None, problem
     del out
+    benchmark(_synced(cuda, kvdicom.load, spec_file, "cuda"))
 
-    def load_and_sync():
-        arr = kvdicom.load(spec_file, "cuda")
-        cuda.cuda.Device().synchronize()
-        return arr
 
-    benchmark(load_and_sync)
+@pytest.mark.gpu
+def test_pydicom_to_cupy(benchmark, cuda, spec, spec_file, reference):
+    _record(benchmark, spec, spec_file, "pydicom+cupy", "cuda", peers.pydicom_to_cupy(spec_file), reference)
+    benchmark(_synced(cuda, peers.pydicom_to_cupy, spec_file))
 
 
 @pytest.mark.gpu
@@ -83,13 +113,46 @@ def test_seed_notebook_gpu(benchmark, cuda, spec, spec_file, reference):
             out = peers.seed_notebook_gpu(spec_file)
         except ValueError as exc:
             pytest.skip(f"the seed loader cannot read {spec.case_id}: {exc}")
-        _record(benchmark, spec, spec_file, "seed", "cuda", out, reference,
-                kvikio_threads=peers.SEED_KVIKIO_THREADS, ceiling="h2d_pinned")
+        _record(benchmark, spec, spec_file, "seed", "cuda", out, reference, kvikio_threads=peers.SEED_KVIKIO_THREADS)
         del out
+        benchmark(_synced(cuda, peers.seed_notebook_gpu, spec_file))
 
-        def load_and_sync():
-            arr = peers.seed_notebook_gpu(spec_file)
-            cuda.cuda.Device().synchronize()
-            return arr
 
-        benchmark(load_and_sync)
+@pytest.mark.gpu
+def test_monai_gpu(benchmark, cuda, spec, spec_file, reference):
+    try:
+        reader = peers.monai_reader(to_gpu=True)
+    except ImportError as exc:
+        pytest.skip(f"MONAI is not installed ({exc})")
+    peers.monai_gpu(reader, spec_file)
+    # MONAI returns its own layout (spatial axes transposed, optional rescale), so
+    # its output is not compared element by element with pydicom's.
+    _record(benchmark, spec, spec_file, "monai", "cuda", None, reference)
+    benchmark(_synced(cuda, peers.monai_gpu, reader, spec_file))
+
+
+# --- cold page cache ------------------------------------------------------------------------
+
+
+@pytest.mark.cold
+def test_pydicom_cpu_cold(benchmark, spec, spec_file, reference):
+    _record(benchmark, spec, spec_file, "pydicom", "cpu", peers.pydicom_cpu(spec_file), reference, page_cache="cold")
+    _cold(benchmark, spec_file, lambda: peers.pydicom_cpu(spec_file))
+
+
+@pytest.mark.cold
+def test_kvdicom_cpu_cold(benchmark, spec, spec_file, reference):
+    problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", kvdicom.load(spec_file, "cpu"), reference, page_cache="cold")
+    assert problem is None, problem
+    _cold(benchmark, spec_file, lambda: kvdicom.load(spec_file, "cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.cold
+def test_kvdicom_gpu_cold(benchmark, cuda, spec, spec_file, reference):
+    out = kvdicom.load(spec_file, "cuda")
+    problem = _record(benchmark, spec, spec_file, "kvdicom", "cuda", out, reference, page_cache="cold",
+                      **_kvikio_plan(spec_file))
+    assert problem is None, problem
+    del out
+    _cold(benchmark, spec_file, _synced(cuda, kvdicom.load, spec_file, "cuda"))

@@ -1,0 +1,115 @@
+"""The machine's own limits, measured on the same bytes as the loaders.
+
+A loader's GB/s means little alone: 40 GB/s is the limit on one machine and
+poor on another. Each ceiling moves the same number of bytes as the case it
+is compared with, so small-file latency and large-file bandwidth are both fair.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from kvdicom import host_read
+from kvdicom.io_tuning import machine_threads
+
+DIRECT_IO_ALIGN = 4096
+DIRECT_IO_CHUNK = 16 << 20
+
+
+def drop_page_cache(path) -> None:
+    """Evict ``path`` from the page cache (no privileges needed: POSIX_FADV_DONTNEED)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def cached_fraction(path) -> float | None:
+    """Fraction of ``path``'s pages in the page cache (``None`` without KvikIO)."""
+    try:
+        import kvikio
+    except Exception:
+        return None
+    cached, total = kvikio.get_page_cache_info(str(path))
+    return cached / total if total else 1.0
+
+
+class HostToDevice:
+    """One host→device copy of ``nbytes`` from pinned or pageable memory, synchronized."""
+
+    def __init__(self, nbytes: int, pinned: bool):
+        import cupy
+        import cupyx
+
+        self.cupy = cupy
+        self.host = cupyx.empty_pinned(nbytes, dtype=np.uint8) if pinned else np.empty(nbytes, dtype=np.uint8)
+        self.host[:] = 1  # touch every page so no first-touch faults land in the timing
+        self.device = cupy.empty(nbytes, dtype=cupy.uint8)
+
+    def __call__(self):
+        self.device.set(self.host)
+        self.cupy.cuda.get_current_stream().synchronize()
+
+
+class PageCacheRead:
+    """Multi-threaded read of the file's pixel bytes from the page cache into host memory."""
+
+    def __init__(self, path, offset: int, nbytes: int):
+        self.path, self.offset = str(path), offset
+        self.buffer = np.empty(nbytes, dtype=np.uint8)
+        self.buffer[:] = 0
+
+    def __call__(self):
+        return host_read.read_into(self.path, self.buffer, self.offset, threads=machine_threads())
+
+
+class DiskRead:
+    """Sequential read of the whole file from the disk: O_DIRECT where the file system allows it.
+
+    Call ``drop_page_cache`` before each round; with O_DIRECT the cache is
+    bypassed anyway, and without it (tmpfs, some overlay file systems) the
+    dropped cache makes the read come from the device.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.size = os.stat(self.path).st_size
+        self.aligned = self.size // DIRECT_IO_ALIGN * DIRECT_IO_ALIGN
+        self.buffer = mmap.mmap(-1, -(-max(self.size, 1) // DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN)  # page-aligned
+        self.direct = self._direct_io_works()
+
+    def _direct_io_works(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+        except (OSError, AttributeError):
+            return False
+        try:
+            os.preadv(fd, [memoryview(self.buffer)[:DIRECT_IO_ALIGN]], 0)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    @property
+    def nbytes(self) -> int:
+        return self.aligned if self.direct else self.size
+
+    def __call__(self) -> int:
+        if not self.direct:
+            out = np.frombuffer(self.buffer, dtype=np.uint8)
+            return host_read.read_into(self.path, out[: self.size], 0, threads=machine_threads())
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+        view = memoryview(self.buffer)
+        try:
+            starts = range(0, self.aligned, DIRECT_IO_CHUNK)
+            with ThreadPoolExecutor(max_workers=machine_threads()) as pool:
+                return sum(pool.map(lambda s: os.preadv(fd, [view[s : min(s + DIRECT_IO_CHUNK, self.aligned)]], s), starts))
+        finally:
+            os.close(fd)

@@ -1,0 +1,57 @@
+"""Benchmarks of the machine's ceilings, on the same byte counts as the loaders, in the same session.
+
+``ceiling:h2d_pinned`` is what a GPU loader with a warm page cache is held
+against (the bytes must cross PCIe at least once), ``ceiling:host_read`` what a
+CPU loader is held against, ``ceiling:disk_read`` what a cold load is held
+against. ``h2d_pageable`` shows what an unpinned copy (``cupy.asarray``) costs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import kvdicom
+from bench.ceilings import DiskRead, HostToDevice, PageCacheRead, cached_fraction, drop_page_cache
+from bench.test_throughput import COLD_ROUNDS
+
+
+def _describe(benchmark, spec, path, name, device, nbytes, page_cache="warm", **extra):
+    benchmark.extra_info.update(
+        case=spec.case_id, loader=f"ceiling:{name}", device=device, file_bytes=path.stat().st_size,
+        pixel_bytes=nbytes, page_cache=page_cache, **extra,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "pageable"])
+def test_host_to_device_copy(benchmark, cuda, spec, spec_file, pinned):
+    nbytes = kvdicom.inspect(spec_file).nbytes
+    copy = HostToDevice(nbytes, pinned)
+    copy()
+    _describe(benchmark, spec, spec_file, "h2d_pinned" if pinned else "h2d_pageable", "cuda", nbytes)
+    benchmark(copy)
+
+
+def test_page_cache_read(benchmark, spec, spec_file):
+    layout = kvdicom.inspect(spec_file)
+    read = PageCacheRead(spec_file, layout.offset, layout.nbytes)
+    assert read() == layout.nbytes
+    _describe(benchmark, spec, spec_file, "host_read", "cpu", layout.nbytes)
+    benchmark(read)
+
+
+@pytest.mark.cold
+def test_disk_read(benchmark, spec, spec_file):
+    read = DiskRead(spec_file)
+    drop_page_cache(spec_file)
+    assert read() == read.nbytes
+    # Held against the pixel bytes the loaders read, at the whole file's speed.
+    pixel_bytes = kvdicom.inspect(spec_file).nbytes
+    _describe(benchmark, spec, spec_file, "disk_read", "cpu", pixel_bytes, page_cache="cold",
+              direct_io=read.direct, bytes_read=read.nbytes)
+
+    def setup():
+        drop_page_cache(spec_file)
+        benchmark.extra_info["cached_fraction_before"] = cached_fraction(spec_file)
+
+    benchmark.pedantic(read, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
