@@ -14,6 +14,9 @@ from bench.machine import machine_info as describe_machine
 from fixtures.cache import Corpus, CorpusError
 from fixtures.profiles import PROFILES, profile_specs
 
+# Regression tracking (BASELINE file, noise rule, --regression-noise-k): see bench/baseline.py.
+pytest_plugins = ["bench.baseline"]
+
 ROOT = Path(__file__).resolve().parent
 GPU_STATUS = pytest.StashKey[GpuStatus]()
 

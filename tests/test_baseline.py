@@ -1,0 +1,186 @@
+"""bench/baseline.py: which saved run --benchmark-compare uses, the missing-baseline message, the noise rule.
+
+The end-to-end tests run pytest in a subprocess on a one-benchmark file (a fixed
+10 ms sleep) against a storage folder in tmp_path, whose saved runs are written
+here with chosen medians and IQRs, so the verdicts do not depend on timing luck:
+a baseline of 0.1 ms is a ~100x slow-down, far beyond any noise; a baseline of
+8 ms with an IQR of 8 ms (spread 100 %, noise band 200 % at k = 2) makes the
+~+25 % of a 10 ms sleep a change within noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = "test-machine"
+NAME = "test_tiny.py::test_sleep"
+
+TINY_TEST = """
+import time
+
+def test_sleep(benchmark):
+    benchmark.pedantic(time.sleep, args=(0.01,), rounds=5, iterations=1, warmup_rounds=1)
+"""
+
+# What the root conftest.py does, with a fixed machine folder instead of the GPU slug.
+TINY_CONFTEST = f"""
+import pytest
+
+pytest_plugins = ["bench.baseline"]
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    bs = session.config._benchmarksession
+    bs.machine_id = bs.storage.default_machine_id = {MACHINE!r}
+"""
+
+
+def saved_run(median: float, iqr: float) -> dict:
+    """A pytest-benchmark JSON file holding one run of test_sleep with the given median and IQR."""
+    stats = {
+        "min": median, "max": median + iqr, "mean": median, "stddev": iqr, "rounds": 5,
+        "median": median, "iqr": iqr, "q1": median - iqr / 2, "q3": median + iqr / 2,
+        "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
+        "ld15iqr": median, "hd15iqr": median, "ops": 1 / median, "total": 5 * median, "iterations": 1,
+    }
+    bench = {
+        "group": None, "name": "test_sleep", "fullname": NAME, "params": None, "param": None,
+        "extra_info": {}, "options": {}, "stats": stats,
+    }
+    return {
+        "machine_info": {"machine_slug": MACHINE}, "commit_info": {}, "benchmarks": [bench],
+        "datetime": "2026-01-01T00:00:00", "version": "5.2.3",
+    }
+
+
+FAST = saved_run(0.0001, 0.000001)     # 100x faster than a 10 ms sleep, 1 % spread
+NOISY = saved_run(0.008, 0.008)        # 8 ms, spread 100 %
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "test_tiny.py").write_text(TINY_TEST)
+    (tmp_path / "conftest.py").write_text(TINY_CONFTEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    return tmp_path
+
+
+def machine_folder(project: Path, runs: dict[str, dict], baseline: str | None = None) -> Path:
+    folder = project / "store" / MACHINE
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in runs.items():
+        (folder / name).write_text(json.dumps(data))
+    if baseline is not None:
+        (folder / BASELINE_FILE).write_text(baseline + "\n")
+    return folder
+
+
+def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
+           f"--benchmark-storage=file://{project / 'store'}", "--benchmark-compare", *args]
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+# ------------------------------------------------------------------ end to end
+
+def test_baseline_file_is_chosen_over_newer_runs(project):
+    machine_folder(project, {"0001_fast.json": FAST, "0002_noisy.json": NOISY}, baseline="0001_fast.json")
+    proc = run_pytest(project)
+    assert proc.returncode == 0, proc.output           # no --benchmark-compare-fail: report only
+    assert f"Comparing against benchmarks from: {MACHINE}/0001_fast.json" in proc.output
+    assert "0001_fast.json (BASELINE)" in proc.output
+
+
+def test_newest_run_without_baseline_file(project):
+    machine_folder(project, {"0001_fast.json": FAST, "0002_noisy.json": NOISY})
+    proc = run_pytest(project)
+    assert proc.returncode == 0, proc.output
+    assert f"Comparing against benchmarks from: {MACHINE}/0002_noisy.json" in proc.output
+    assert "0002_noisy.json (newest run)" in proc.output
+
+
+def test_regression_beyond_noise_fails(project):
+    machine_folder(project, {"0001_fast.json": FAST, "0002_noisy.json": NOISY}, baseline="0001_fast.json")
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%")
+    assert proc.returncode == 1, proc.output
+    assert "REGRESSED test_sleep: median +" in proc.output
+    assert "performance has regressed beyond noise; exit status 1" in proc.output
+    assert "Traceback" not in proc.output
+
+
+def test_change_within_noise_passes(project):
+    machine_folder(project, {"0001_noisy.json": NOISY})
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%")
+    assert proc.returncode == 0, proc.output
+    assert "noise     test_sleep: median +" in proc.output     # over 10 %, but within the 200 % band
+    assert "1 compared, 0 beyond noise, 1 over threshold but within noise" in proc.output
+
+
+def test_noise_k_zero_keeps_the_plain_threshold(project):
+    machine_folder(project, {"0001_noisy.json": NOISY})
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%", "--regression-noise-k=0")
+    assert proc.returncode == 1, proc.output
+    assert "REGRESSED test_sleep" in proc.output
+
+
+@pytest.mark.parametrize("layout, reason", [
+    ("no folder", "the folder does not exist"),
+    ("empty folder", "the folder holds no saved run"),
+    ("dangling BASELINE", "BASELINE names 0007_gone.json, which is not there"),
+])
+def test_missing_baseline_warns_and_passes(project, layout, reason):
+    if layout == "empty folder":
+        machine_folder(project, {})
+    elif layout == "dangling BASELINE":
+        machine_folder(project, {"0001_fast.json": FAST}, baseline="0007_gone.json")
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%")
+    assert proc.returncode == 0, proc.output
+    line = f"dicom-gpu-bench: no baseline in store/{MACHINE}/ ({reason}); this run is not compared."
+    assert proc.output.count(line) == 2, proc.output     # at the start and in the terminal summary
+    assert "run `./dgb bench` once on this machine and commit its JSON" in proc.output
+    assert "--benchmark-compare-fail was NOT applied" in proc.output
+    assert "Traceback" not in proc.output and "UsageError" not in proc.output
+
+
+# ------------------------------------------------------------------ units
+
+def test_resolve_baseline(tmp_path):
+    folder = tmp_path / MACHINE
+    assert resolve_baseline(folder) == (None, "", "the folder does not exist")
+    folder.mkdir()
+    assert resolve_baseline(folder) == (None, "", "the folder holds no saved run")
+    for name in ("0001_a.json", "0002_b.json", "0010_c.json", "notes.json"):
+        (folder / name).write_text("{}")
+    assert resolve_baseline(folder) == (folder / "0010_c.json", "newest run", None)
+    (folder / BASELINE_FILE).write_text("0002_b.json\n")
+    assert resolve_baseline(folder) == (folder / "0002_b.json", "BASELINE", None)
+    (folder / BASELINE_FILE).write_text("")
+    assert resolve_baseline(folder)[2] == "BASELINE is empty"
+
+
+def test_missing_message_is_one_line(tmp_path):
+    msg = missing_message(tmp_path / "results" / MACHINE, "the folder does not exist")
+    assert "\n" not in msg
+    assert msg.startswith("dicom-gpu-bench: no baseline in ")
+    assert f"{MACHINE}/{BASELINE_FILE}" in msg
+
+
+def test_noise_floor():
+    now = {"median": 1.0, "iqr": 0.05}
+    base = {"median": 2.0, "iqr": 0.4}
+    assert noise_floor(now, base, 2, percent=True) == pytest.approx(40.0)    # 2 x 100 x 0.4 / 2
+    assert noise_floor(now, base, 2, percent=False) == pytest.approx(0.8)    # 2 x the larger IQR, in seconds
+    assert noise_floor(now, base, 0, percent=True) == 0
