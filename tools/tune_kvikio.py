@@ -62,6 +62,26 @@ def sweep(path, rows):
                           f"{gbps:6.1f} GB/s ({100 * gbps / ceiling:5.1f}%)")
 
 
+def host_limits(path):
+    """Page cache → host memory with the machine's threads: the copy every compat-mode read must make."""
+    import cupyx
+    import numpy as np
+
+    from kvdicom import host_read
+    from kvdicom.io_tuning import machine_threads
+
+    layout = kvdicom.inspect(path)
+    out = {}
+    for name, buf in (("pageable", np.empty(layout.nbytes, np.uint8)),
+                      ("pinned", cupyx.empty_pinned(layout.nbytes, dtype=np.uint8))):
+        buf[:] = 0
+        for threads in (8, 16, 32):
+            secs = median_seconds(lambda: host_read.read_into(str(path), buf, layout.offset, threads=threads))
+            out[f"{name}_{threads}"] = layout.nbytes / secs / 1e9
+            print(f"  page cache -> {name:8} host, {threads:>2} threads: {out[f'{name}_{threads}']:6.1f} GB/s")
+    return out
+
+
 def small_file_breakdown(path):
     """Where the time of a one-frame GPU load goes."""
     layout = kvdicom.inspect(path)
@@ -85,13 +105,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=".")
     parser.add_argument("--corpus-dir", default=".corpus")
+    parser.add_argument("--sweep", action="store_true", help="also sweep threads x task size x bounce buffer")
     args = parser.parse_args()
     corpus = Corpus(args.corpus_dir, 8 << 30)
     print(cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "kvikio", kvikio.__version__,
           "compat" if kvikio.defaults.is_compat_mode_preferred() else "gds")
     small = small_file_breakdown(corpus.ensure(CT_SLICE))
-    rows = []
+    limits = {}
     for spec in (SEED_VOLUME, GIB_VOLUME):
+        print(f"\nhost limits, {spec.case_id}:")
+        limits[spec.case_id] = host_limits(corpus.ensure(spec))
+    rows = []
+    for spec in (SEED_VOLUME, GIB_VOLUME) if args.sweep else ():
         sweep(corpus.ensure(spec), rows)
     best = {}
     for r in rows:
@@ -99,7 +124,7 @@ def main():
         if key not in best or r["gbps"] > best[key]["gbps"]:
             best[key] = r
     print("\nbest:", json.dumps(best, indent=1))
-    Path(args.out, "tune_kvikio.json").write_text(json.dumps({"small": small, "sweep": rows, "best": best}, indent=1))
+    Path(args.out, "tune_kvikio.json").write_text(json.dumps({"small": small, "limits": limits, "sweep": rows, "best": best}, indent=1))
 
 
 if __name__ == "__main__":
