@@ -132,23 +132,24 @@ def _original(spec: DicomSpec) -> tuple[bytes, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "original.dcm"
         write_dicom(spec, path)
-        offset = kvdicom.inspect(path, force=not spec.file_meta).offset
-        return path.read_bytes(), offset
-
-
-def _small(spec: DicomSpec) -> bool:
-    return spec.pixel_count <= MAX_PIXELS
+        data = path.read_bytes()
+        try:
+            offset = kvdicom.inspect(path, force=not spec.file_meta).offset
+        except kvdicom.DicomLoadError:  # a file pydicom refuses too (e.g. YBR_FULL_422 padded by a third)
+            offset = next(e.value_at for e in mutate.walk(data, **_encoding(spec)) if e.tag in PIXEL_TAGS)
+    return data, offset
 
 
 @st.composite
 def mutants(draw) -> Mutant:
-    spec = draw(dicom_specs().filter(_small))
+    spec = draw(dicom_specs(max_pixels=MAX_PIXELS))
     data, pixel_offset = _original(spec)
     enc = _encoding(spec)
     force = not spec.file_meta or draw(st.booleans())
     mutant = Mutant(spec, data, force)
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["truncate", "header_bytes", "image_pixel", "length", "pixel_length", "delete"]))
+        kind = draw(st.sampled_from(["truncate", "header_bytes", "image_pixel", "image_pixel", "length",
+                                     "pixel_length", "pixel_resize", "delete"]))
         data = mutant.data
         try:
             elements = mutate.walk(data, **enc)
@@ -180,6 +181,21 @@ def mutants(draw) -> Mutant:
             else:
                 value = draw(st.one_of(st.sampled_from(PHOTOMETRIC_VALUES), st.text("ABCMOR12_ ", max_size=12)))
             mutant.data, edit = mutate.set_value(data, tag, vr, value, **enc), f"{name} = {value!r}"
+        elif kind == "pixel_resize":
+            # New pixel data of a size that may fit the rewritten Image Pixel values.
+            target = next((e for e in elements if e.tag in PIXEL_TAGS), None)
+            if target is None:
+                continue
+            value = data[target.value_at : target.end]
+            size = draw(st.one_of(
+                st.sampled_from([0, 1, len(value) // 2, len(value) * 3 // 2, len(value) * 3 // 4, len(value) * 2,
+                                 len(value) * 3, len(value) + 1, len(value) - 1]),
+                st.integers(0, 2 * len(value) + 16),
+            ))
+            size = max(0, size)
+            new = (value * (size // max(1, len(value)) + 1))[:size]
+            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", new, **enc)
+            edit = f"pixel data resized {len(value)} -> {size}"
         elif kind == "delete":
             name = draw(st.sampled_from(sorted(mutate.IMAGE_PIXEL)))
             mutant.data, edit = mutate.delete(data, mutate.IMAGE_PIXEL[name][0], **enc), f"delete {name}"

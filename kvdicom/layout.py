@@ -218,9 +218,17 @@ def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
                 "(0028,0004) Photometric Interpretation is probably wrong",
             )
     elif available > padded:
-        whole_frames = int(available // frame_length)
+        whole_frames = available // frame_length
         if whole_frames > frames:
-            return whole_frames
+            if not isinstance(frame_length, int):
+                # pydicom then sets a float frame count and fails slicing with it
+                raise _fail(
+                    path,
+                    f"pixel data holds {int(whole_frames)} whole frames of {frame_length} bytes, more than the "
+                    f"(0028,0008) Number of Frames {frames}; excess frames are supported only when a frame "
+                    "is a whole number of bytes (pydicom fails on bit-packed frames that are not)",
+                )
+            return int(whole_frames)
     return frames
 
 
