@@ -157,7 +157,9 @@ def mutants(draw) -> Mutant:
             elements = None  # an earlier edit broke the structure: only byte edits apply now
             kind = draw(st.sampled_from(["truncate", "header_bytes"]))
         if kind == "truncate":
-            at = draw(st.integers(0, len(data)))
+            # mostly around and inside the pixel data, where the length checks are
+            at = draw(st.one_of(st.integers(max(0, min(pixel_offset, len(data)) - 16), len(data)),
+                                st.integers(0, len(data))))
             mutant.data, edit = data[:at], f"truncate at {at} of {len(data)}"
         elif kind == "header_bytes":
             end = min(pixel_offset, len(data))
