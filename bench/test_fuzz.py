@@ -45,7 +45,7 @@ PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 US_INTERESTING = [0, 1, 2, 3, 4, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 128, 255, 256,
                   0x7FFF, 0x8000, 0xFFFE, 0xFFFF]
 NUMBER_OF_FRAMES_VALUES = ["0", "-1", "-7", "1", "2", "3", "65535", "99999999999", "2147483648",
-                           "abc", "", " ", "1.5", "2\\3", "+2", " 4", "1e3", "0x10", "\0\0"]
+                           "abc", "", " ", "1.5", "2.0", "3.5", "2\\3", "+2", " 4", "1e3", "0x10", "\0\0"]
 PHOTOMETRIC_VALUES = ["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR",
                       "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420", "HSV", "ARGB", "CMYK", "rgb", "", "X" * 17,
                       "MONOCHROME2\\RGB"]
@@ -149,7 +149,7 @@ def mutants(draw) -> Mutant:
     mutant = Mutant(spec, data, force)
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["truncate", "header_bytes", "image_pixel", "image_pixel", "length",
-                                     "pixel_length", "pixel_resize", "delete"]))
+                                     "pixel_length", "pixel_resize", "bits_allocated", "delete"]))
         data = mutant.data
         try:
             elements = mutate.walk(data, **enc)
@@ -198,6 +198,18 @@ def mutants(draw) -> Mutant:
             new = (value * (size // max(1, len(value)) + 1))[:size]
             mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", new, **enc)
             edit = f"pixel data resized {len(value)} -> {size}"
+        elif kind == "bits_allocated":
+            # Bits Allocated and a pixel data length that agrees with it, so the
+            # length checks pass and the width itself is what is tested.
+            target = next((e for e in elements if e.tag in PIXEL_TAGS), None)
+            if target is None:
+                continue
+            bits = draw(st.sampled_from([1, 8, 16, 24, 32, 40, 48, 56, 64, 72, 128]))
+            size = -(-mutant.spec.pixel_count * bits // 8)
+            value = data[target.value_at : target.end] or b"\x5a"
+            data = mutate.set_value(data, mutate.IMAGE_PIXEL["BitsAllocated"][0], "US", bits, **enc)
+            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", (value * (size // len(value) + 1))[:size], **enc)
+            edit = f"BitsAllocated = {bits} with {size} bytes of pixel data"
         elif kind == "delete":
             name = draw(st.sampled_from(sorted(mutate.IMAGE_PIXEL)))
             mutant.data, edit = mutate.delete(data, mutate.IMAGE_PIXEL[name][0], **enc), f"delete {name}"

@@ -191,6 +191,24 @@ def _runner(path: str, ds: pydicom.Dataset, tsyntax: UID, keyword: str, vr: str)
     return runner
 
 
+def _check_bits_allocated(path: str, runner: DecodeRunner, keyword: str) -> None:
+    """Bits Allocated values pydicom validates but cannot return an array for."""
+    bits = runner.bits_allocated
+    float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword)
+    if float_bits is not None and bits != float_bits:
+        raise _fail(
+            path,
+            f"(0028,0100) Bits Allocated {bits} with {keyword}, which holds {float_bits}-bit floats; "
+            f"kvdicom (like pydicom) reads {keyword} with Bits Allocated {float_bits} only",
+        )
+    if bits not in SUPPORTED_BITS_ALLOCATED:
+        raise _fail(
+            path,
+            f"(0028,0100) Bits Allocated {bits} has no NumPy dtype (pydicom fails on it too); "
+            f"kvdicom supports {', '.join(map(str, SUPPORTED_BITS_ALLOCATED))}",
+        )
+
+
 def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
     """Frames pydicom would return, given the bytes that really follow the header.
 
@@ -198,8 +216,15 @@ def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
     padding is ignored, and whole excess frames are returned (pydicom's
     ``allow_excess_frames`` default).
     """
-    frame_length = runner.frame_length(unit="bytes")
     frames = runner.number_of_frames
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        # pydicom reads "1.5" as a float, sizes the buffer with it, then fails to reshape
+        raise _fail(
+            path,
+            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
+            "kvdicom (like pydicom) needs an integer of at least 1",
+        )
+    frame_length = runner.frame_length(unit="bytes")
     expected = math.ceil(frame_length * frames)
     padded = expected + expected % 2
     if available < padded and available != expected:
@@ -309,6 +334,7 @@ def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
     tsyntax = _transfer_syntax(path, ds)
     keyword, raw, offset = _pixel_element(path, ds)
     runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
+    _check_bits_allocated(path, runner, keyword)
     file_size = os.stat(path).st_size
 
     available = max(0, min(raw.length, file_size - offset))

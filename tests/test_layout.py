@@ -247,3 +247,44 @@ def test_odd_length_pixel_data_has_its_pad_byte(make_file):
     layout = kvdicom.inspect(path)
     assert layout.value_length == 10 and layout.nbytes == 9
     assert mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path)) is None
+
+
+@pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"), (32, "DoubleFloatPixelData")])
+def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, keyword):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, 16)
+    path = make_file(rows=4, cols=4, pixel_keyword=keyword, bits_allocated=float_bits, bits_stored=float_bits)
+    elements = mutate.walk(path.read_bytes())
+    pixel = next(e for e in elements if e.tag in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    data = mutate.set_value(path.read_bytes(), 0x00280100, "US", bits)
+    path.write_bytes(mutate.set_value(data, pixel.tag, pixel.vr, bytes(16 * bits // 8)))
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape(f"(0028,0100) Bits Allocated {bits}")) as info:
+        kvdicom.inspect(path)
+    assert str(path) in str(info.value)
+    assert check_load(path, "cpu") is None  # pydicom fails too
+
+
+@pytest.mark.parametrize("frames", ["1.5", "3.5"])
+def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(rows=4, cols=4)
+    data = mutate.set_value(path.read_bytes(), 0x00280008, "IS", frames)
+    path.write_bytes(mutate.set_value(data, 0x7FE00010, "OW", bytes(int(32 * float(frames)))))
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape("(0028,0008) Number of Frames")) as info:
+        kvdicom.inspect(path)
+    assert str(path) in str(info.value)
+    assert check_load(path, "cpu") is None
+
+
+def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(frames=2, rows=4, cols=4)
+    path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "2.0"))
+    assert kvdicom.inspect(path).shape == (2, 4, 4)
+    assert check_load(path, "cpu") is None
