@@ -216,15 +216,8 @@ def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
     padding is ignored, and whole excess frames are returned (pydicom's
     ``allow_excess_frames`` default).
     """
-    frames = runner.number_of_frames
-    if not isinstance(frames, int) or isinstance(frames, bool):
-        # pydicom reads "1.5" as a float, sizes the buffer with it, then fails to reshape
-        raise _fail(
-            path,
-            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
-            "kvdicom (like pydicom) needs an integer of at least 1",
-        )
     frame_length = runner.frame_length(unit="bytes")
+    frames = runner.number_of_frames
     expected = math.ceil(frame_length * frames)
     padded = expected + expected % 2
     if available < padded and available != expected:
@@ -339,6 +332,14 @@ def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
 
     available = max(0, min(raw.length, file_size - offset))
     frames = _frames_present(path, runner, available)
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        # pydicom reads "1.5" as a float and sizes the buffer with it; unless
+        # excess whole frames replace it, it then fails to reshape
+        raise _fail(
+            path,
+            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
+            "kvdicom (like pydicom) needs an integer of at least 1",
+        )
     runner.set_option("number_of_frames", frames)
 
     nbytes = math.ceil(runner.frame_length(unit="bytes") * frames)

@@ -288,3 +288,14 @@ def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "2.0"))
     assert kvdicom.inspect(path).shape == (2, 4, 4)
     assert check_load(path, "cpu") is None
+
+
+def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pydicom(make_file):
+    # 1.5 frames declared, 3 whole frames of bytes present: pydicom returns 3 frames.
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(frames=3, rows=1, cols=1, bits_allocated=16, bits_stored=16)
+    path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "1.5"))
+    assert kvdicom.inspect(path).shape == (3, 1, 1)
+    assert check_load(path, "cpu") is None
