@@ -6,11 +6,14 @@ import warnings
 
 import numpy as np
 import pydicom
+from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 
-def pydicom_pixels(path, *, force: bool = False) -> np.ndarray:
+def pydicom_pixels(path, *, force: bool = False, rescale: bool = False) -> np.ndarray:
     """``pydicom.dcmread(path).pixel_array``, with pydicom's warnings silenced.
+
+    With ``rescale=True``: ``pydicom.pixels.apply_modality_lut(pixel_array, ds)``.
 
     A file without file meta (readable only with ``force=True``) has no
     Transfer Syntax UID, so ``pixel_array`` refuses it; kvdicom decodes it with
@@ -25,6 +28,8 @@ def pydicom_pixels(path, *, force: bool = False) -> np.ndarray:
             ds.file_meta.TransferSyntaxUID = (
                 ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
             )
+        if rescale:
+            return apply_modality_lut(ds.pixel_array, ds)
         return ds.pixel_array
 
 
@@ -52,7 +57,7 @@ def mismatch(got, ref: np.ndarray) -> str | None:
     return None
 
 
-def check_load(path, device: str, *, force: bool = False) -> str | None:
+def check_load(path, device: str, *, force: bool = False, rescale: bool = False) -> str | None:
     """The oracle: kvdicom must return pydicom's array, or raise DicomLoadError where pydicom fails.
 
     Returns why the two disagree, or ``None`` when they agree. Any exception
@@ -61,13 +66,13 @@ def check_load(path, device: str, *, force: bool = False) -> str | None:
     import kvdicom
 
     try:
-        ref = pydicom_pixels(path, force=force)
+        ref = pydicom_pixels(path, force=force, rescale=rescale)
     except Exception as exc:
         ref_error = exc
     else:
         ref_error = None
     try:
-        got = kvdicom.load(path, device, force=force)
+        got = kvdicom.load(path, device, force=force, rescale=rescale)
     except kvdicom.DicomLoadError as exc:
         if ref_error is not None:
             return None

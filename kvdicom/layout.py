@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
 from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from kvdicom.bounded_file import BoundedReader
@@ -33,6 +35,31 @@ PIXEL_ELEMENTS = (
 )
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+
+#: Bits Allocated values with a NumPy dtype (pydicom fails on 24, 40, 48, 56).
+SUPPORTED_BITS_ALLOCATED = (1, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class ModalityLUT:
+    """The first item of (0028,3000) Modality LUT Sequence, as pydicom reads it."""
+
+    first_map: int  #: first value mapped (LUT Descriptor[1])
+    nr_entries: int  #: LUT Descriptor[0], 0 meaning 65536
+    dtype: str  #: ``uint<LUT Descriptor[2]>``
+    data: tuple[int, ...]  #: LUT Data
+
+
+@dataclass(frozen=True)
+class ModalityTransform:
+    """What ``rescale=True`` does: ``kind`` is "none", "rescale" or "lut" (see :mod:`kvdicom.modality`)."""
+
+    kind: str = "none"
+    slope: float | tuple[float, ...] | None = None
+    intercept: float | tuple[float, ...] | None = None
+    lut: ModalityLUT | None = None
+    #: why pydicom's ``apply_modality_lut`` would fail or could not be matched; refused on use
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,8 @@ class PixelLayout:
     photometric_interpretation: str
     little_endian: bool
     swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
+    #: the modality LUT / rescale that ``load(..., rescale=True)`` applies
+    modality: ModalityTransform = field(default_factory=ModalityTransform)
 
     @property
     def pixel_count(self) -> int:
@@ -86,11 +115,20 @@ def _read_header(path: str, force: bool) -> pydicom.Dataset:
     """Parse the header with large values deferred and reads bounded by the file size."""
     try:
         with BoundedReader(path) as fp:
-            return pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
+            ds = pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
     except FileNotFoundError:
         raise
     except Exception as exc:  # pydicom raises many types for a corrupt header
         raise _fail(path, f"cannot parse the DICOM header ({type(exc).__name__}: {exc})") from exc
+    # pydicom re-opens the file with ``ds.fileobj_type(filename, "rb")`` to read a
+    # deferred value (a lying length on a small element defers it too): keep
+    # those reads bounded as well.
+    ds.fileobj_type = _bounded_open
+    return ds
+
+
+def _bounded_open(path, mode: str = "rb") -> BoundedReader:
+    return BoundedReader(path)
 
 
 def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
@@ -153,6 +191,24 @@ def _runner(path: str, ds: pydicom.Dataset, tsyntax: UID, keyword: str, vr: str)
     return runner
 
 
+def _check_bits_allocated(path: str, runner: DecodeRunner, keyword: str) -> None:
+    """Bits Allocated values pydicom validates but cannot return an array for."""
+    bits = runner.bits_allocated
+    float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword)
+    if float_bits is not None and bits != float_bits:
+        raise _fail(
+            path,
+            f"(0028,0100) Bits Allocated {bits} with {keyword}, which holds {float_bits}-bit floats; "
+            f"kvdicom (like pydicom) reads {keyword} with Bits Allocated {float_bits} only",
+        )
+    if bits not in SUPPORTED_BITS_ALLOCATED:
+        raise _fail(
+            path,
+            f"(0028,0100) Bits Allocated {bits} has no NumPy dtype (pydicom fails on it too); "
+            f"kvdicom supports {', '.join(map(str, SUPPORTED_BITS_ALLOCATED))}",
+        )
+
+
 def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
     """Frames pydicom would return, given the bytes that really follow the header.
 
@@ -180,10 +236,76 @@ def _frames_present(path: str, runner: DecodeRunner, available: int) -> int:
                 "(0028,0004) Photometric Interpretation is probably wrong",
             )
     elif available > padded:
-        whole_frames = int(available // frame_length)
+        whole_frames = available // frame_length
         if whole_frames > frames:
-            return whole_frames
+            if not isinstance(frame_length, int):
+                # pydicom then sets a float frame count and fails slicing with it
+                raise _fail(
+                    path,
+                    f"pixel data holds {int(whole_frames)} whole frames of {frame_length} bytes, more than the "
+                    f"(0028,0008) Number of Frames {frames}; excess frames are supported only when a frame "
+                    "is a whole number of bytes (pydicom fails on bit-packed frames that are not)",
+                )
+            return int(whole_frames)
     return frames
+
+
+def _number(tag: str, value) -> float | tuple[float, ...]:
+    """A DS value as pydicom's arithmetic sees it: one float, or a tuple for a multi-valued element."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return tuple(_number(tag, v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{tag} value {value!r} is not a number")
+    return float(value)
+
+
+def _modality_lut(ds: pydicom.Dataset, item: pydicom.Dataset, tsyntax: UID, dtype: np.dtype) -> ModalityLUT:
+    """The Modality LUT Sequence item as pydicom's ``apply_modality_lut`` reads it."""
+    desc = item.LUTDescriptor
+    nr_entries, first_map, depth = int(desc[0]) or 2**16, int(desc[1]), int(desc[2])
+    lut_dtype = np.dtype(f"uint{depth}")
+    if item["LUTData"].VR == "OW":
+        little = tsyntax.is_little_endian
+        data = struct.unpack(f"{'><'[little]}{nr_entries}H", item.LUTData)
+    else:
+        data = item.LUTData
+    table = np.asarray(data, dtype=lut_dtype)
+    if table.ndim != 1:
+        raise ValueError(f"(0028,3006) LUT Data {data!r} is not a list of values")
+    # pydicom's own steps on one pixel of the output dtype: the errors that do
+    # not depend on pixel values (a float array, a first value the dtype cannot
+    # hold) show up here; running past a short table is checked on load.
+    probe = np.zeros(1, dtype=dtype)
+    clipped = np.zeros(probe.shape, dtype=probe.dtype)
+    mapped = probe >= first_map
+    clipped[mapped] = probe[mapped] - first_map
+    np.clip(clipped, 0, nr_entries - 1, out=clipped)
+    if table.size:
+        table[clipped]
+    return ModalityLUT(first_map, nr_entries, str(lut_dtype), tuple(int(v) for v in table))
+
+
+def _modality(ds: pydicom.Dataset, tsyntax: UID, dtype: np.dtype) -> ModalityTransform:
+    """What ``pydicom.pixels.apply_modality_lut(arr, ds)`` would do, or why it would fail."""
+    stage = "(0028,3000) Modality LUT Sequence"
+    try:
+        sequence = ds.get("ModalityLUTSequence")
+        if sequence:
+            return ModalityTransform("lut", lut=_modality_lut(ds, sequence[0], tsyntax, dtype))
+        stage = "(0028,1053) Rescale Slope / (0028,1052) Rescale Intercept"
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            return ModalityTransform(
+                "rescale",
+                slope=_number("(0028,1053) Rescale Slope", ds.RescaleSlope),
+                intercept=_number("(0028,1052) Rescale Intercept", ds.RescaleIntercept),
+            )
+    except Exception as exc:
+        return ModalityTransform(
+            problem=f"cannot apply the modality LUT: {stage} is unusable ({type(exc).__name__}: {exc}); "
+            "kvdicom applies numeric Rescale Slope and Intercept, or a Modality LUT Sequence with "
+            "integer pixel data and a 3-value LUT Descriptor, as pydicom does"
+        )
+    return ModalityTransform()
 
 
 def _shape(runner: DecodeRunner, frames: int) -> tuple[int, ...]:
@@ -205,10 +327,19 @@ def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
     tsyntax = _transfer_syntax(path, ds)
     keyword, raw, offset = _pixel_element(path, ds)
     runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
+    _check_bits_allocated(path, runner, keyword)
     file_size = os.stat(path).st_size
 
     available = max(0, min(raw.length, file_size - offset))
     frames = _frames_present(path, runner, available)
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        # pydicom reads "1.5" as a float and sizes the buffer with it; unless
+        # excess whole frames replace it, it then fails to reshape
+        raise _fail(
+            path,
+            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
+            "kvdicom (like pydicom) needs an integer of at least 1",
+        )
     runner.set_option("number_of_frames", frames)
 
     nbytes = math.ceil(runner.frame_length(unit="bytes") * frames)
@@ -246,4 +377,5 @@ def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
         photometric_interpretation=str(runner.photometric_interpretation),
         little_endian=tsyntax.is_little_endian,
         swap_8bit_words=swap_8bit_words,
+        modality=_modality(ds, tsyntax, dtype),
     )

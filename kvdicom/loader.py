@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from kvdicom import device_read, host_read
+from kvdicom import device_read, host_read, modality
 from kvdicom.decode import decode
 from kvdicom.errors import DicomLoadError
 from kvdicom.layout import PixelLayout, inspect
@@ -35,15 +35,21 @@ def read_pixels(layout: PixelLayout, device: str = "cuda"):
     return buffer
 
 
-def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False):
+def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, rescale: bool = False):
     """Load the pixel data of an uncompressed DICOM file.
 
     Returns what ``pydicom.dcmread(path, force=force).pixel_array`` returns, in
     native byte order: a CuPy array for ``device="cuda"``, a NumPy array for
-    ``device="cpu"``. Raises :class:`DicomLoadError` for files it cannot load
-    exactly, before allocating any pixel buffer.
+    ``device="cpu"``. With ``rescale=True``, returns
+    ``pydicom.pixels.apply_modality_lut(pixel_array, ds)`` instead, computed on
+    the same device (see :mod:`kvdicom.modality`). Raises
+    :class:`DicomLoadError` for files it cannot load exactly, before
+    allocating any pixel buffer.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     layout = inspect(path, force=force)
-    return decode(read_pixels(layout, device), layout)
+    if rescale:
+        modality.check(layout)
+    arr = decode(read_pixels(layout, device), layout)
+    return modality.apply(arr, layout) if rescale else arr

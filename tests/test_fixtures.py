@@ -65,3 +65,30 @@ def test_profiles_grow_and_hold_the_seed_case():
     assert sum(s.pixel_bytes for s in quick) < 64 << 20
     with pytest.raises(ValueError, match="unknown profile"):
         profile_specs("huge")
+
+
+def test_mutate_rewrites_values_and_lengths_in_place(make_file):
+    from fixtures import mutate
+
+    path = make_file(DicomSpec(rows=4, cols=4, transfer_syntax="explicit_be"))
+    data = path.read_bytes()
+    edited = mutate.set_value(data, 0x00280008, "IS", "abc")  # absent: inserted in tag order
+    edited = mutate.set_value(edited, 0x00280010, "US", 7)
+    path.write_bytes(edited)
+    ds = pydicom.dcmread(path)
+    assert ds.Rows == 7 and ds["NumberOfFrames"].value == "abc"
+    pixel = mutate.find(mutate.walk(edited), 0x7FE00010)
+    longer = mutate.set_length(edited, 0x7FE00010, 0xFFFFFFF0)
+    assert mutate.find(mutate.walk(longer[: pixel.value_at]), 0x7FE00010).length == 0xFFFFFFF0
+    assert mutate.delete(edited, 0x00280008) != edited
+
+
+def test_ow_big_endian_8_bit_pixels_are_swapped_pairwise(make_file):
+    spec = DicomSpec(rows=1, cols=3, bits_allocated=8, bits_stored=8, transfer_syntax="explicit_be", pixel_vr="OW")
+    ds = pydicom.dcmread(make_file(spec))
+    assert ds["PixelData"].VR == "OW"
+    # values 0, 255, x and the pad byte: written as (255, 0), (0, x)
+    assert ds.PixelData[0] == 255 and ds.PixelData[1] == 0 and ds.PixelData[2] == 0
+    assert ds.pixel_array.tolist()[0][:2] == [0, 255]
+    with pytest.raises(ValueError, match="pixel_vr"):
+        DicomSpec(bits_allocated=16, pixel_vr="OB")

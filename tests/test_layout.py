@@ -12,7 +12,7 @@ import pytest
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
 import kvdicom
-from bench.reference import pydicom_pixels
+from bench.reference import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, pixel_bytes
 
@@ -183,3 +183,119 @@ def test_ybr_with_16_bit_samples_is_refused(make_file):
 def test_unknown_device_is_a_value_error(make_file):
     with pytest.raises(ValueError, match="device"):
         kvdicom.load(make_file(), "gpu")
+
+
+def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_file):
+    # 9 frames of 1 x 1 bit-packed pixels declared, 2 bytes present: pydicom
+    # counts 16 "whole" frames of 0.125 bytes and fails on the float count.
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(frames=9, rows=1, cols=2, bits_allocated=1, bits_stored=1)
+    path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280011, "US", 1))
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape("(0028,0008) Number of Frames 9")) as info:
+        kvdicom.inspect(path)
+    assert str(path) in str(info.value) and "whole number of bytes" in str(info.value)
+    assert check_load(path, "cpu") is None
+
+
+def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file):
+    from kvdicom.bounded_file import BoundedReader
+    from kvdicom.layout import _read_header
+
+    path = make_file(rows=2, cols=2)
+    ds = _read_header(str(path), False)
+    with ds.fileobj_type(ds.filename, "rb") as fp:
+        assert isinstance(fp, BoundedReader)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 3), (2, 3), (4, 4)])
+def test_big_endian_8_bit_ow_is_swapped_pairwise_like_pydicom(make_file, rows, cols):
+    path = make_file(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, transfer_syntax="explicit_be", pixel_vr="OW")
+    layout = kvdicom.inspect(path)
+    assert layout.swap_8bit_words and layout.nbytes % 2 == 0
+    out = kvdicom.load(path, "cpu")
+    assert mismatch(out, pydicom_pixels(path)) is None
+    assert out.ravel()[0] == 0 and out.ravel()[1] == 255  # the writer puts both extremes first
+
+
+def test_number_of_frames_absent_and_1_give_the_same_2d_array(make_file):
+    absent = kvdicom.load(make_file(rows=3, cols=4, number_of_frames_tag=False), "cpu")
+    one = kvdicom.load(make_file(rows=3, cols=4, number_of_frames_tag=True), "cpu")
+    assert absent.shape == one.shape == (3, 4)
+
+
+@pytest.mark.parametrize("syntax", ["implicit_le", "explicit_le", "explicit_be"])
+def test_file_without_meta_loads_with_force_like_pydicom(make_file, syntax):
+    from bench.reference import check_load
+
+    path = make_file(rows=3, cols=3, bits_allocated=16, bits_stored=12, signed=True, transfer_syntax=syntax, file_meta=False)
+    assert check_load(path, "cpu", force=True) is None
+    assert kvdicom.load(path, "cpu", force=True).shape == (3, 3)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "PALETTE COLOR"])
+def test_monochrome1_and_palette_return_stored_values_like_pydicom(make_file, photometric):
+    path = make_file(rows=3, cols=3, bits_allocated=8, bits_stored=8, photometric=photometric)
+    out = kvdicom.load(path, "cpu")
+    assert mismatch(out, pydicom_pixels(path)) is None
+    assert out.ravel()[0] == 0 and out.ravel()[1] == 255  # no inversion, no palette lookup
+
+
+def test_odd_length_pixel_data_has_its_pad_byte(make_file):
+    path = make_file(rows=3, cols=3, bits_allocated=8, bits_stored=8)
+    layout = kvdicom.inspect(path)
+    assert layout.value_length == 10 and layout.nbytes == 9
+    assert mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path)) is None
+
+
+@pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"), (32, "DoubleFloatPixelData")])
+def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, keyword):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, 16)
+    path = make_file(rows=4, cols=4, pixel_keyword=keyword, bits_allocated=float_bits, bits_stored=float_bits)
+    elements = mutate.walk(path.read_bytes())
+    pixel = next(e for e in elements if e.tag in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    data = mutate.set_value(path.read_bytes(), 0x00280100, "US", bits)
+    path.write_bytes(mutate.set_value(data, pixel.tag, pixel.vr, bytes(16 * bits // 8)))
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape(f"(0028,0100) Bits Allocated {bits}")) as info:
+        kvdicom.inspect(path)
+    assert str(path) in str(info.value)
+    assert check_load(path, "cpu") is None  # pydicom fails too
+
+
+@pytest.mark.parametrize("frames", ["1.5", "3.5"])
+def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(rows=4, cols=4)
+    data = mutate.set_value(path.read_bytes(), 0x00280008, "IS", frames)
+    path.write_bytes(mutate.set_value(data, 0x7FE00010, "OW", bytes(int(32 * float(frames)))))
+    with pytest.raises(kvdicom.DicomLoadError, match=re.escape("(0028,0008) Number of Frames")) as info:
+        kvdicom.inspect(path)
+    assert str(path) in str(info.value)
+    assert check_load(path, "cpu") is None
+
+
+def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(frames=2, rows=4, cols=4)
+    path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "2.0"))
+    assert kvdicom.inspect(path).shape == (2, 4, 4)
+    assert check_load(path, "cpu") is None
+
+
+def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pydicom(make_file):
+    # 1.5 frames declared, 3 whole frames of bytes present: pydicom returns 3 frames.
+    from bench.reference import check_load
+    from fixtures import mutate
+
+    path = make_file(frames=3, rows=1, cols=1, bits_allocated=16, bits_stored=16)
+    path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "1.5"))
+    assert kvdicom.inspect(path).shape == (3, 1, 1)
+    assert check_load(path, "cpu") is None

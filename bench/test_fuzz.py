@@ -1,0 +1,283 @@
+"""Fuzz: corrupted files either load exactly as pydicom would or raise DicomLoadError.
+
+Valid small files from :func:`fixtures.strategies.dicom_specs` are mutated
+(truncated, header bytes overwritten, Image Pixel values and element lengths
+rewritten, elements deleted). For every mutant, kvdicom must
+
+* agree with pydicom (``check_load`` returns ``None``): the same array, or a
+  :class:`kvdicom.DicomLoadError` where pydicom fails;
+* raise nothing but :class:`kvdicom.DicomLoadError`;
+* finish within :data:`EXAMPLE_TIMEOUT_S` (a signal alarm, so a hang fails
+  the example instead of the run);
+* never ask ``kvdicom.loader._allocate`` for more bytes than the file holds,
+  and keep the peak Python allocation (tracemalloc) below the file size plus
+  :data:`HEAP_SLACK_BYTES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import tempfile
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+import kvdicom
+import kvdicom.loader
+from bench.reference import check_load
+from fixtures import mutate
+from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
+from fixtures.strategies import dicom_specs
+from fixtures.writer import write_dicom
+
+EXAMPLE_TIMEOUT_S = 20
+HEAP_SLACK_BYTES = 8 << 20
+#: Mutants stay small: property tests are about layouts, not sizes.
+MAX_PIXELS = 512
+
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+US_INTERESTING = [0, 1, 2, 3, 4, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 128, 255, 256,
+                  0x7FFF, 0x8000, 0xFFFE, 0xFFFF]
+NUMBER_OF_FRAMES_VALUES = ["0", "-1", "-7", "1", "2", "3", "65535", "99999999999", "2147483648",
+                           "abc", "", " ", "1.5", "2.0", "3.5", "2\\3", "+2", " 4", "1e3", "0x10", "\0\0"]
+PHOTOMETRIC_VALUES = ["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR",
+                      "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420", "HSV", "ARGB", "CMYK", "rgb", "", "X" * 17,
+                      "MONOCHROME2\\RGB"]
+DS_VALUES = ["1", "0", "-1", "2.5", "-1024", "1e3", "1E-3", "nan", "inf", "-inf", "abc", "", "1\\2",
+             "1.7976931348623157e308", "0.0000001"]
+
+
+class ExampleTimeout(BaseException):
+    """Raised by the alarm; a BaseException so that ``except Exception`` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail the example with :class:`ExampleTimeout` if it runs longer than ``seconds``."""
+
+    def _alarm(signum, frame):
+        raise ExampleTimeout(f"example ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def recorded_allocations():
+    """Patch ``kvdicom.loader._allocate`` to record each requested size; restore it after."""
+    sizes: list[int] = []
+    original = kvdicom.loader._allocate
+
+    def recording(layout, device):
+        sizes.append(layout.nbytes)
+        return original(layout, device)
+
+    kvdicom.loader._allocate = recording
+    try:
+        yield sizes
+    finally:
+        kvdicom.loader._allocate = original
+
+
+def bounded_load(path: Path, device: str, *, force: bool, rescale: bool = False):
+    """kvdicom.load, asserting it stays within the file's size; returns the array or the DicomLoadError."""
+    file_size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with recorded_allocations() as sizes:
+            try:
+                result = kvdicom.load(path, device, force=force, rescale=rescale)
+            except kvdicom.DicomLoadError as exc:
+                result = exc
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert all(n <= file_size for n in sizes), f"asked to allocate {sizes} bytes for a {file_size}-byte file"
+    assert peak <= file_size + HEAP_SLACK_BYTES, f"peak Python allocation {peak} bytes for a {file_size}-byte file"
+    if isinstance(result, kvdicom.DicomLoadError):
+        assert str(path) in str(result), f"error does not name the file: {result}"
+    return result
+
+
+@dataclass
+class Mutant:
+    spec: DicomSpec
+    data: bytes
+    force: bool
+    edits: list[str] = field(default_factory=list)
+
+
+def _encoding(spec: DicomSpec) -> dict:
+    """Encoding arguments for :mod:`fixtures.mutate` (needed only for files without meta)."""
+    if spec.file_meta:
+        return {}
+    uid = TRANSFER_SYNTAXES[spec.transfer_syntax]
+    return {"implicit": uid == TRANSFER_SYNTAXES["implicit_le"], "little": uid != TRANSFER_SYNTAXES["explicit_be"]}
+
+
+@functools.lru_cache(maxsize=512)
+def _original(spec: DicomSpec) -> tuple[bytes, int]:
+    """The valid file of ``spec`` and its pixel data offset (from kvdicom.inspect)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "original.dcm"
+        write_dicom(spec, path)
+        data = path.read_bytes()
+        try:
+            offset = kvdicom.inspect(path, force=not spec.file_meta).offset
+        except kvdicom.DicomLoadError:  # a file pydicom refuses too (e.g. YBR_FULL_422 padded by a third)
+            offset = next(e.value_at for e in mutate.walk(data, **_encoding(spec)) if e.tag in PIXEL_TAGS)
+    return data, offset
+
+
+@st.composite
+def mutants(draw) -> Mutant:
+    spec = draw(dicom_specs(max_pixels=MAX_PIXELS))
+    data, pixel_offset = _original(spec)
+    enc = _encoding(spec)
+    force = not spec.file_meta or draw(st.booleans())
+    mutant = Mutant(spec, data, force)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["truncate", "header_bytes", "image_pixel", "image_pixel", "length",
+                                     "pixel_length", "pixel_resize", "bits_allocated", "delete"]))
+        data = mutant.data
+        try:
+            elements = mutate.walk(data, **enc)
+        except (mutate.WalkError, UnicodeDecodeError, IndexError, ValueError):
+            elements = None  # an earlier edit broke the structure: only byte edits apply now
+            kind = draw(st.sampled_from(["truncate", "header_bytes"]))
+        if kind == "truncate":
+            # mostly around and inside the pixel data, where the length checks are
+            at = draw(st.one_of(st.integers(max(0, min(pixel_offset, len(data)) - 16), len(data)),
+                                st.integers(0, len(data))))
+            mutant.data, edit = data[:at], f"truncate at {at} of {len(data)}"
+        elif kind == "header_bytes":
+            end = min(pixel_offset, len(data))
+            if end == 0:
+                continue
+            at = draw(st.integers(0, end - 1))
+            new = draw(st.binary(min_size=1, max_size=min(8, end - at)))
+            mutant.data, edit = data[:at] + new + data[at + len(new):], f"bytes {new.hex()} at {at}"
+        elif kind == "image_pixel":
+            name = draw(st.sampled_from(sorted(mutate.IMAGE_PIXEL)))
+            tag, vr = mutate.IMAGE_PIXEL[name]
+            if vr == "US":
+                value = draw(st.one_of(
+                    st.sampled_from(US_INTERESTING), st.integers(0, 0xFFFF),
+                    st.binary(max_size=5),  # wrong value length
+                ))
+            elif vr == "IS":
+                value = draw(st.one_of(st.sampled_from(NUMBER_OF_FRAMES_VALUES), st.integers(-(2**40), 2**40)))
+            elif vr == "DS":
+                value = draw(st.sampled_from(DS_VALUES))
+            else:
+                value = draw(st.one_of(st.sampled_from(PHOTOMETRIC_VALUES), st.text("ABCMOR12_ ", max_size=12)))
+            mutant.data, edit = mutate.set_value(data, tag, vr, value, **enc), f"{name} = {value!r}"
+        elif kind == "pixel_resize":
+            # New pixel data of a size that may fit the rewritten Image Pixel values.
+            target = next((e for e in elements if e.tag in PIXEL_TAGS), None)
+            if target is None:
+                continue
+            value = data[target.value_at : target.end]
+            size = draw(st.one_of(
+                st.sampled_from([0, 1, len(value) // 2, len(value) * 3 // 2, len(value) * 3 // 4, len(value) * 2,
+                                 len(value) * 3, len(value) + 1, len(value) - 1]),
+                st.integers(0, 2 * len(value) + 16),
+            ))
+            size = max(0, size)
+            new = (value * (size // max(1, len(value)) + 1))[:size]
+            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", new, **enc)
+            edit = f"pixel data resized {len(value)} -> {size}"
+        elif kind == "bits_allocated":
+            # Bits Allocated and a pixel data length that agrees with it, so the
+            # length checks pass and the width itself is what is tested.
+            target = next((e for e in elements if e.tag in PIXEL_TAGS), None)
+            if target is None:
+                continue
+            bits = draw(st.sampled_from([1, 8, 16, 24, 32, 40, 48, 56, 64, 72, 128]))
+            size = -(-mutant.spec.pixel_count * bits // 8)
+            value = data[target.value_at : target.end] or b"\x5a"
+            data = mutate.set_value(data, mutate.IMAGE_PIXEL["BitsAllocated"][0], "US", bits, **enc)
+            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", (value * (size // len(value) + 1))[:size], **enc)
+            edit = f"BitsAllocated = {bits} with {size} bytes of pixel data"
+        elif kind == "delete":
+            name = draw(st.sampled_from(sorted(mutate.IMAGE_PIXEL)))
+            mutant.data, edit = mutate.delete(data, mutate.IMAGE_PIXEL[name][0], **enc), f"delete {name}"
+        else:
+            if kind == "pixel_length":
+                target = next((e for e in elements if e.tag in PIXEL_TAGS), None)
+            else:
+                target = draw(st.sampled_from(elements)) if elements else None
+            if target is None:
+                continue
+            limit = 0xFFFFFFFF if target.length_size == 4 else 0xFFFF
+            length = draw(st.one_of(
+                st.sampled_from([0, 1, target.length - 1, target.length + 1, target.length + 2,
+                                 len(data), len(data) + 1, limit - 1, limit]),
+                st.integers(0, limit),
+            ))
+            length = max(0, min(length, limit))
+            mutant.data = mutate.set_length(data, target.tag, length, **enc)
+            edit = f"length of ({target.tag >> 16:04X},{target.tag & 0xFFFF:04X}) {target.length} -> {length}"
+        mutant.edits.append(edit)
+    return mutant
+
+
+@pytest.fixture(scope="session")
+def fuzz_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="session")
+def warm_kvdicom(fuzz_dir):
+    """Build lazily cached tables and import pydicom's plugins before memory is measured."""
+    from kvdicom.color import _host_table
+
+    _host_table()
+    for spec in (DicomSpec(rows=2, cols=2), DicomSpec(rows=2, cols=2, bits_allocated=1, bits_stored=1)):
+        path = fuzz_dir / f"warm-{spec.key()}.dcm"
+        write_dicom(spec, path)
+        kvdicom.load(path, "cpu", rescale=True)
+        check_load(path, "cpu", rescale=True)
+
+
+def _check_mutant(fuzz_dir, mutant: Mutant, device: str, rescale: bool):
+    note(f"spec={mutant.spec} force={mutant.force} rescale={rescale} edits={mutant.edits}")
+    path = fuzz_dir / f"mutant-{device}.dcm"
+    path.write_bytes(mutant.data)
+    with time_limit(EXAMPLE_TIMEOUT_S):
+        try:
+            bounded_load(path, device, force=mutant.force, rescale=rescale)
+            problem = check_load(path, device, force=mutant.force, rescale=rescale)
+        except (AssertionError, ExampleTimeout):
+            raise
+        except Exception as exc:
+            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError): {exc}; edits={mutant.edits}")
+    assert problem is None, f"{problem}; edits={mutant.edits}"
+
+
+FUZZ_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                HealthCheck.data_too_large])
+
+
+@FUZZ_SETTINGS
+@given(mutant=mutants(), rescale=st.booleans())
+def test_cpu_mutants_load_like_pydicom_or_raise_dicom_load_error(warm_kvdicom, fuzz_dir, mutant, rescale):
+    _check_mutant(fuzz_dir, mutant, "cpu", rescale)
+
+
+@pytest.mark.gpu
+@FUZZ_SETTINGS
+@given(mutant=mutants(), rescale=st.booleans())
+def test_gpu_mutants_load_like_pydicom_or_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, rescale):
+    _check_mutant(fuzz_dir, mutant, "cuda", rescale)
