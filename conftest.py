@@ -149,8 +149,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_benchmark_update_commit_info(config, commit_info):
     """Where the checkout has no .git (a copied tree on a GPU box), take the commit from DGB_COMMIT."""
-    if not commit_info.get("id") and os.environ.get("DGB_COMMIT"):
-        commit_info.update(id=os.environ["DGB_COMMIT"], dirty=False, project="dicom-gpu-bench")
+    if commit_info.get("id") in (None, "", "unknown") and os.environ.get("DGB_COMMIT"):
+        commit_info.update(id=os.environ["DGB_COMMIT"], dirty=False, error=None, project="dicom-gpu-bench")
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
