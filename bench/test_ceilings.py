@@ -41,13 +41,15 @@ def test_page_cache_read(benchmark, spec, spec_file):
 
 
 @pytest.mark.cold
-def test_disk_read(benchmark, spec, spec_file):
-    read = DiskRead(spec_file)
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+def test_disk_read(benchmark, spec, spec_file, direct):
+    read = DiskRead(spec_file, direct=direct)
     drop_page_cache(spec_file)
     assert read() == read.nbytes
     # Held against the pixel bytes the loaders read, at the whole file's speed.
     pixel_bytes = kvdicom.inspect(spec_file).nbytes
-    _describe(benchmark, spec, spec_file, "disk_read", "cpu", pixel_bytes, page_cache="cold",
+    name = "disk_read_direct" if read.direct else "disk_read_buffered"
+    _describe(benchmark, spec, spec_file, name, "cpu", pixel_bytes, page_cache="cold",
               direct_io=read.direct, bytes_read=read.nbytes)
 
     def setup():
