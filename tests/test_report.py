@@ -611,3 +611,46 @@ def test_cold_and_warm_runs_and_repeated_loaders_get_their_own_rows(tmp_path, ca
     assert by_key[("kvdicom", "cold")]["Speed-up vs pydicom"] == "10.00×"
     assert by_key[("seed [threads1]", "warm")]["Median time"] == "4.00 ms"
     assert by_key[("seed [threads8]", "warm")]["Median time"] == "2.00 ms"
+
+
+# --- the committed device results ------------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SEED_CASE = "f128_1024x1024_u16_explicit_le"
+
+
+def _committed_runs() -> list[Path]:
+    return sorted(RESULTS.glob("*/*.json"))
+
+
+@pytest.mark.skipif(not _committed_runs(), reason="no committed device results in results/")
+def test_report_on_the_committed_device_results(tmp_path, capsys):
+    from kvdicom.report import formatting
+
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in RESULTS.rglob("*") if p.is_file()}
+    out = tmp_path / "report"
+    code, _, err = run_report(capsys, RESULTS, "-o", out)
+    assert code == 0, err
+    markdown = (out / "report.md").read_text()
+    tables = markdown_tables(markdown)
+
+    newest = {}
+    for path in _committed_runs():
+        doc = json.loads(path.read_text())
+        slug = doc["machine_info"]["machine_slug"]
+        if slug not in newest or doc["datetime"] > newest[slug]["datetime"]:
+            newest[slug] = doc
+    seed_rows = tables[f"Case: {SEED_CASE}"]
+    for doc in newest.values():
+        gpu = doc["machine_info"]["gpu_name"]
+        assert gpu in markdown, f"machine {gpu} is not named in the report"
+        kv = next(b for b in doc["benchmarks"] if b["extra_info"].get("case") == SEED_CASE
+                  and b["extra_info"]["loader"] == "kvdicom" and b["extra_info"]["device"] == "cuda"
+                  and b["extra_info"]["page_cache"] == "warm")
+        row = next(r for r in seed_rows if r["Machine"].startswith(gpu) and r["Loader"] == "kvdicom"
+                   and r["Device"] == "cuda" and r["Page cache"] == "warm")
+        assert row["GB/s"] == formatting.gbps(kv["extra_info"]["gbps"])
+        assert row["Speed-up vs pydicom"] == formatting.speedup(kv["extra_info"]["speedup_vs_pydicom"])
+    assert not re.search(r"Python 3\.\d+", markdown.split("## Results by case")[0])
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in RESULTS.rglob("*") if p.is_file()}
+    assert after == before, "the report modified results/"
