@@ -1,0 +1,83 @@
+"""The suite end to end on this machine: what a user sees and what lands in the results folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.derived import add_derived_fields
+from bench.machine import machine_slug, probe_gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    storage, corpus = tmp / "results", tmp / "corpus"
+    cmd = [sys.executable, "-m", "pytest", "bench/test_throughput.py", "bench/test_ceilings.py",
+           "-k", "f1_64x64", "--profile", "quick", f"--corpus-dir={corpus}",
+           f"--benchmark-storage=file://{storage}", "--benchmark-autosave", "-p", "no:cacheprovider"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return proc, storage
+
+
+def test_suite_passes_and_says_why_gpu_parts_did_not_run(suite_run):
+    proc, _ = suite_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dicom-gpu-bench: throughput" in proc.stdout
+    gpu = probe_gpu()
+    if not gpu.available:
+        assert f"GPU benchmarks and GPU property tests did not run: {gpu.reason}" in proc.stdout
+        assert f"no GPU: {gpu.reason}" in proc.stdout  # each skip carries the reason (-rs)
+
+
+def test_results_land_in_a_folder_named_after_the_machine(suite_run):
+    _, storage = suite_run
+    slug = machine_slug(probe_gpu())
+    saved = sorted((storage / slug).glob("0001_*.json"))
+    assert len(saved) == 1, list(storage.rglob("*"))
+    doc = json.loads(saved[0].read_text())
+    info = doc["machine_info"]
+    assert info["machine_slug"] == slug and info["profile"] == "quick"
+    for key in ("pydicom_version", "numpy_version", "corpus_filesystem", "gpu_name"):
+        assert key in info
+
+    by_loader = {(b["extra_info"]["loader"], b["extra_info"]["page_cache"]): b["extra_info"] for b in doc["benchmarks"]}
+    pydicom, kvdicom_cpu = by_loader[("pydicom", "warm")], by_loader[("kvdicom", "warm")]
+    assert pydicom["case"] == kvdicom_cpu["case"] == "f1_64x64_u8_explicit_le"
+    assert pydicom["speedup_vs_pydicom"] == 1.0
+    assert kvdicom_cpu["matches_pydicom"] is True and kvdicom_cpu["gbps"] > 0
+    assert kvdicom_cpu["ceiling"] == "host_read"
+    ceiling = by_loader[("ceiling:host_read", "warm")]
+    assert kvdicom_cpu["pct_of_ceiling"] == pytest.approx(100 * kvdicom_cpu["gbps"] / ceiling["gbps"])
+
+
+def _bench(case, loader, median, pixel_bytes=10**9, page_cache="warm", **extra):
+    return {"extra_info": {"case": case, "loader": loader, "pixel_bytes": pixel_bytes, "page_cache": page_cache, **extra},
+            "stats": {"median": median, "iqr": median / 10, "rounds": 7}}
+
+
+def test_derived_fields_compare_within_one_case_and_cache_state():
+    benches = [
+        _bench("a", "pydicom", 1.0),
+        _bench("a", "kvdicom", 0.05, ceiling="h2d_pinned"),
+        _bench("a", "ceiling:h2d_pinned", 0.025),
+        _bench("a", "kvdicom", 0.5, page_cache="cold", ceiling="disk_read"),
+        _bench("a", "ceiling:disk_read_direct", 0.8, page_cache="cold"),
+        _bench("a", "ceiling:disk_read_buffered", 0.4, page_cache="cold"),
+        _bench("b", "kvdicom", 0.1, ceiling="h2d_pinned"),
+    ]
+    add_derived_fields(benches)
+    warm, cold, other = benches[1]["extra_info"], benches[3]["extra_info"], benches[6]["extra_info"]
+    assert warm["gbps"] == pytest.approx(20.0) and warm["speedup_vs_pydicom"] == pytest.approx(20.0)
+    assert warm["pct_of_ceiling"] == pytest.approx(50.0) and warm["spread"] == pytest.approx(0.1)
+    assert cold["pct_of_ceiling"] == pytest.approx(80.0)  # against the faster disk ceiling
+    assert "speedup_vs_pydicom" not in cold  # no cold pydicom in this session
+    assert "pct_of_ceiling" not in other and "speedup_vs_pydicom" not in other
