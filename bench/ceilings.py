@@ -40,6 +40,20 @@ def cached_fraction(path) -> float | None:
     return cached / total if total else 1.0
 
 
+#: Rounds of a cold benchmark: each one reads the whole file from the disk.
+COLD_ROUNDS = 5
+
+
+def time_cold(benchmark, path, target) -> None:
+    """Time ``target`` with ``path`` evicted from the page cache before every round."""
+
+    def setup():
+        drop_page_cache(path)
+        benchmark.extra_info["cached_fraction_before"] = cached_fraction(path)
+
+    benchmark.pedantic(target, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
+
+
 class HostToDevice:
     """One host→device copy of ``nbytes`` from pinned or pageable memory, synchronized."""
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 
 import kvdicom
-from bench.ceilings import DiskRead, HostToDevice, PageCacheRead, cached_fraction, drop_page_cache
-from bench.test_throughput import COLD_ROUNDS
+from bench.ceilings import DiskRead, HostToDevice, PageCacheRead, drop_page_cache, time_cold
 
 
 def _describe(benchmark, spec, path, name, device, nbytes, page_cache="warm", **extra):
@@ -51,9 +50,4 @@ def test_disk_read(benchmark, spec, spec_file, direct):
     name = "disk_read_direct" if read.direct else "disk_read_buffered"
     _describe(benchmark, spec, spec_file, name, "cpu", pixel_bytes, page_cache="cold",
               direct_io=read.direct, bytes_read=read.nbytes)
-
-    def setup():
-        drop_page_cache(spec_file)
-        benchmark.extra_info["cached_fraction_before"] = cached_fraction(spec_file)
-
-    benchmark.pedantic(read, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
+    time_cold(benchmark, spec_file, read)

@@ -12,11 +12,8 @@ import pytest
 
 import kvdicom
 from bench import peers
-from bench.ceilings import cached_fraction, drop_page_cache
+from bench.ceilings import time_cold
 from bench.reference import mismatch, pydicom_pixels
-
-#: Rounds of a cold benchmark: each one reads the whole file from the disk.
-COLD_ROUNDS = 5
 
 
 @pytest.fixture(scope="session")
@@ -63,16 +60,6 @@ def _synced(cupy, load, *args):
         return out
 
     return run
-
-
-def _cold(benchmark, path, target):
-    """Time ``target`` with the file evicted from the page cache before every round."""
-
-    def setup():
-        drop_page_cache(path)
-        benchmark.extra_info["cached_fraction_before"] = cached_fraction(path)
-
-    benchmark.pedantic(target, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
 
 
 # --- warm page cache -------------------------------------------------------------------------
@@ -137,14 +124,14 @@ def test_monai_gpu(benchmark, cuda, spec, spec_file, reference):
 @pytest.mark.cold
 def test_pydicom_cpu_cold(benchmark, spec, spec_file, reference):
     _record(benchmark, spec, spec_file, "pydicom", "cpu", peers.pydicom_cpu(spec_file), reference, page_cache="cold")
-    _cold(benchmark, spec_file, lambda: peers.pydicom_cpu(spec_file))
+    time_cold(benchmark, spec_file, lambda: peers.pydicom_cpu(spec_file))
 
 
 @pytest.mark.cold
 def test_kvdicom_cpu_cold(benchmark, spec, spec_file, reference):
     problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", kvdicom.load(spec_file, "cpu"), reference, page_cache="cold")
     assert problem is None, problem
-    _cold(benchmark, spec_file, lambda: kvdicom.load(spec_file, "cpu"))
+    time_cold(benchmark, spec_file, lambda: kvdicom.load(spec_file, "cpu"))
 
 
 @pytest.mark.gpu
@@ -155,4 +142,4 @@ def test_kvdicom_gpu_cold(benchmark, cuda, spec, spec_file, reference):
                       **_kvikio_plan(spec_file))
     assert problem is None, problem
     del out
-    _cold(benchmark, spec_file, _synced(cuda, kvdicom.load, spec_file, "cuda"))
+    time_cold(benchmark, spec_file, _synced(cuda, kvdicom.load, spec_file, "cuda"))

@@ -101,11 +101,6 @@ class PixelLayout:
             return 0
         return self.bits_allocated - self.bits_stored
 
-    @property
-    def output_bytes(self) -> int:
-        """Bytes of the returned array."""
-        return math.prod(self.shape) * self.dtype.itemsize
-
 
 def _fail(path: str, reason: str) -> DicomLoadError:
     return DicomLoadError(path, reason)
