@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import kvdicom
 import kvdicom.loader
-from bench.reference import check_load
+from fixtures.oracle import check_load
 from fixtures import mutate
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs

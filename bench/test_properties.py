@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from bench.reference import check_load
+from fixtures.oracle import check_load
 from fixtures.spec import DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom

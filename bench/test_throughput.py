@@ -13,7 +13,7 @@ import pytest
 import kvdicom
 from bench import peers
 from bench.ceilings import time_cold
-from bench.reference import mismatch, pydicom_pixels
+from fixtures.oracle import mismatch, pydicom_pixels
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""bench/baseline.py: which saved run --benchmark-compare uses, the missing-baseline message, the noise rule.
+"""dgbench/baseline.py: which saved run --benchmark-compare uses, the missing-baseline message, the noise rule.
 
 The end-to-end tests run pytest in a subprocess on a one-benchmark file (a fixed
 10 ms sleep) against a storage folder in tmp_path, whose saved runs are written
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline
+from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -35,7 +35,7 @@ def test_sleep(benchmark):
 TINY_CONFTEST = f"""
 import pytest
 
-pytest_plugins = ["bench.baseline"]
+pytest_plugins = ["dgbench.baseline"]
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kvdicom
-from bench.reference import mismatch, pydicom_pixels
+from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
 

@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from bench.reference import pydicom_pixels
+from fixtures.oracle import pydicom_pixels
 from fixtures.profiles import CT_SLICE, SEED_VOLUME, profile_specs
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.writer import stored_range, write_dicom

@@ -12,7 +12,7 @@ import pytest
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
 import kvdicom
-from bench.reference import mismatch, pydicom_pixels
+from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, pixel_bytes
 
@@ -188,7 +188,7 @@ def test_unknown_device_is_a_value_error(make_file):
 def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_file):
     # 9 frames of 1 x 1 bit-packed pixels declared, 2 bytes present: pydicom
     # counts 16 "whole" frames of 0.125 bytes and fails on the float count.
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
     from fixtures import mutate
 
     path = make_file(frames=9, rows=1, cols=2, bits_allocated=1, bits_stored=1)
@@ -227,7 +227,7 @@ def test_number_of_frames_absent_and_1_give_the_same_2d_array(make_file):
 
 @pytest.mark.parametrize("syntax", ["implicit_le", "explicit_le", "explicit_be"])
 def test_file_without_meta_loads_with_force_like_pydicom(make_file, syntax):
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
 
     path = make_file(rows=3, cols=3, bits_allocated=16, bits_stored=12, signed=True, transfer_syntax=syntax, file_meta=False)
     assert check_load(path, "cpu", force=True) is None
@@ -251,7 +251,7 @@ def test_odd_length_pixel_data_has_its_pad_byte(make_file):
 
 @pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"), (32, "DoubleFloatPixelData")])
 def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, keyword):
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
     from fixtures import mutate
 
     float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, 16)
@@ -268,7 +268,7 @@ def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, ke
 
 @pytest.mark.parametrize("frames", ["1.5", "3.5"])
 def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
     from fixtures import mutate
 
     path = make_file(rows=4, cols=4)
@@ -281,7 +281,7 @@ def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
 
 
 def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
     from fixtures import mutate
 
     path = make_file(frames=2, rows=4, cols=4)
@@ -292,7 +292,7 @@ def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
 
 def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pydicom(make_file):
     # 1.5 frames declared, 3 whole frames of bytes present: pydicom returns 3 frames.
-    from bench.reference import check_load
+    from fixtures.oracle import check_load
     from fixtures import mutate
 
     path = make_file(frames=3, rows=1, cols=1, bits_allocated=16, bits_stored=16)

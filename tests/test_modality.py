@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 import kvdicom
-from bench.reference import check_load, mismatch, pydicom_pixels
+from fixtures.oracle import check_load, mismatch, pydicom_pixels
 from fixtures import mutate
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset

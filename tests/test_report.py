@@ -1,4 +1,4 @@
-"""Tests for ``python -m kvdicom.report``: real result-shaped files in, real numbers out."""
+"""Tests for ``python -m dgbench.report``: real result-shaped files in, real numbers out."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kvdicom.report import main
-from kvdicom.report.atomic_write import write_atomic
+from dgbench.report import main
+from dgbench.report.atomic_write import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -477,11 +477,11 @@ def test_no_usable_file_exits_2(tmp_path, capsys, content):
 
 
 def test_command_line_entry_point(two_machines, tmp_path):
-    """``python -m kvdicom.report`` works as a command, exit codes included."""
+    """``python -m dgbench.report`` works as a command, exit codes included."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "cli_out"
     done = subprocess.run(
-        [sys.executable, "-m", "kvdicom.report", str(two_machines), "-o", str(out)],
+        [sys.executable, "-m", "dgbench.report", str(two_machines), "-o", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -490,7 +490,7 @@ def test_command_line_entry_point(two_machines, tmp_path):
     empty_dir = tmp_path / "nothing_here"
     empty_dir.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "kvdicom.report", str(empty_dir), "-o", str(tmp_path / "never")],
+        [sys.executable, "-m", "dgbench.report", str(empty_dir), "-o", str(tmp_path / "never")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2
@@ -625,7 +625,7 @@ def _committed_runs() -> list[Path]:
 
 @pytest.mark.skipif(not _committed_runs(), reason="no committed device results in results/")
 def test_report_on_the_committed_device_results(tmp_path, capsys):
-    from kvdicom.report import formatting
+    from dgbench.report import formatting
 
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in RESULTS.rglob("*") if p.is_file()}
     out = tmp_path / "report"

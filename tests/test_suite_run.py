@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.derived import add_derived_fields
-from bench.machine import machine_slug, probe_gpu
+from dgbench.derived import add_derived_fields
+from dgbench.machine import machine_slug, probe_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "nightly-gpu.yml"
 BENCH_COMMAND = "./dgb bench --profile nightly --benchmark-compare --benchmark-compare-fail=median:10%"
-REPORT_COMMAND = "-m kvdicom.report results -o report"
+REPORT_COMMAND = "-m dgbench.report results -o report"
 
 
 class GitHubYamlLoader(yaml.SafeLoader):

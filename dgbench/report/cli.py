@@ -1,4 +1,4 @@
-"""``python -m kvdicom.report PATH... -o DIR``: read results, write the report into DIR.
+"""``python -m dgbench.report PATH... -o DIR``: read results, write the report into DIR.
 
 Exit status 0 when a report was written (even if some files were skipped),
 2 when no usable result file was found or the arguments are wrong.
@@ -27,7 +27,7 @@ REPORT_HTML = "report.html"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: result files or folders, and the output folder."""
     parser = argparse.ArgumentParser(
-        prog="python -m kvdicom.report",
+        prog="python -m dgbench.report",
         description="Summarise pytest-benchmark result files from any number of machines "
         "into report.md, report.html and PNG plots.",
     )

@@ -1,4 +1,4 @@
-"""Entry point for ``python -m kvdicom.report``."""
+"""Entry point for ``python -m dgbench.report``."""
 
 import sys
 

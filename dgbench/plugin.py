@@ -1,0 +1,178 @@
+"""The dicom-gpu-bench pytest plugin: options, GPU probe, corpus, machine info, results folder, summary.
+
+Loaded by the root ``conftest.py`` (``pytest_plugins = ["dgbench.plugin"]``), so it serves
+``bench/`` and ``tests/`` alike and is not registered for other projects (no ``pytest11`` entry point).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from dgbench.derived import add_derived_fields, format_table, summary_rows
+from dgbench.machine import GpuStatus, machine_slug, probe_gpu
+from dgbench.machine import machine_info as describe_machine
+from fixtures.cache import Corpus, CorpusError
+from fixtures.profiles import PROFILES, profile_specs
+
+# Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py.
+pytest_plugins = ["dgbench.baseline"]
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_STATUS = pytest.StashKey[GpuStatus]()
+
+# Hypothesis: `ci` is fast and repeatable, `dev` explores, `nightly` digs.
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=30, derandomize=True, print_blob=True, **_common)
+settings.register_profile("dev", max_examples=60, **_common)
+settings.register_profile("nightly", max_examples=1000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("dicom-gpu-bench")
+    group.addoption(
+        "--profile", choices=PROFILES, default=os.environ.get("DGB_PROFILE"),
+        help="benchmark matrix: quick (CI), full (default with a GPU), nightly (adds >= 1 GiB files). Env: DGB_PROFILE",
+    )
+    group.addoption(
+        "--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", str(ROOT / ".corpus")),
+        help="where generated DICOM fixtures are cached between sessions. Env: DGB_CORPUS_DIR",
+    )
+    group.addoption(
+        "--corpus-cap", type=float, default=float(os.environ.get("DGB_CORPUS_CAP_GB", "16")),
+        help="size cap of the corpus in GiB; least recently used files are evicted. Env: DGB_CORPUS_CAP_GB",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CuPy, a CUDA device and KvikIO; skipped with the reason otherwise")
+    config.addinivalue_line("markers", "cold: page cache dropped before every round; run on the larger files only")
+    gpu = probe_gpu()
+    config.stash[GPU_STATUS] = gpu
+    if config.getoption("profile") is None:
+        config.option.profile = "full" if gpu.available else "quick"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    """Name pytest-benchmark's storage folder after the GPU, not the Python version."""
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if bench_session is None:
+        return
+    slug = machine_slug(session.config.stash[GPU_STATUS])
+    bench_session.machine_id = slug
+    bench_session.storage.default_machine_id = slug
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = config.stash[GPU_STATUS]
+    if gpu.available:
+        return
+    skip = pytest.mark.skip(reason=f"no GPU: {gpu.reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+#: Cold-cache benchmarks run on files at least this large: below it, the read is
+#: mostly latency and the disk's sequential speed says little.
+COLD_MIN_BYTES = 8 << 20
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize every test that asks for ``spec`` over the profile's matrix (``cold``: large files only)."""
+    if "spec" in metafunc.fixturenames:
+        specs = profile_specs(metafunc.config.getoption("profile"))
+        if metafunc.definition.get_closest_marker("cold"):
+            specs = [s for s in specs if s.pixel_bytes >= COLD_MIN_BYTES]
+        metafunc.parametrize("spec", specs, ids=[s.case_id for s in specs], scope="session")
+
+
+@pytest.fixture(scope="session")
+def gpu_status(pytestconfig) -> GpuStatus:
+    return pytestconfig.stash[GPU_STATUS]
+
+
+@pytest.fixture(scope="session")
+def corpus(pytestconfig) -> Corpus:
+    """The on-disk fixture cache, checked to hold the whole profile before anything is written."""
+    cap = int(pytestconfig.getoption("corpus_cap") * 2**30)
+    try:
+        store = Corpus(pytestconfig.getoption("corpus_dir"), cap)
+        store.check_fits(profile_specs(pytestconfig.getoption("profile")))
+    except (CorpusError, OSError) as exc:
+        pytest.fail(f"corpus unusable: {exc}", pytrace=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def spec_file(request, corpus, spec) -> Path:
+    """The cached file of the current matrix point, generated on first use."""
+    keep = {corpus.path_for(s) for s in profile_specs(request.config.getoption("profile"))}
+    try:
+        return corpus.ensure(spec, keep)
+    except (CorpusError, OSError) as exc:
+        pytest.fail(f"cannot generate fixture {spec.case_id}: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cuda(gpu_status):
+    """Warm CUDA, CuPy's memory pool and KvikIO (thread pool, cuFile/compat path) before any timing."""
+    if not gpu_status.available:
+        pytest.skip(f"no GPU: {gpu_status.reason}")
+    import tempfile
+
+    import cupy
+    import kvikio
+
+    from kvdicom.io_tuning import configure_kvikio
+
+    configure_kvikio()
+    data = cupy.arange(1 << 20, dtype=cupy.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "warmup.bin")
+        with kvikio.CuFile(path, "w") as f:
+            f.write(data)
+        back = cupy.empty_like(data)
+        with kvikio.CuFile(path, "r") as f:
+            f.read(back)
+    assert bool((back == data).all()), "KvikIO warm-up read back different bytes"
+    cupy.cuda.Device().synchronize()
+    return cupy
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info.update(
+        describe_machine(config.stash[GPU_STATUS], config.getoption("corpus_dir"), config.getoption("profile"))
+    )
+
+
+def pytest_benchmark_update_commit_info(config, commit_info):
+    """Where the checkout has no .git (a copied tree on a GPU box), take the commit from DGB_COMMIT."""
+    if commit_info.get("id") in (None, "", "unknown") and os.environ.get("DGB_COMMIT"):
+        commit_info.update(id=os.environ["DGB_COMMIT"], dirty=False, error=None, project="dicom-gpu-bench")
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    add_derived_fields(output_json["benchmarks"])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    gpu = config.stash[GPU_STATUS]
+    bench_session = getattr(config, "_benchmarksession", None)
+    ran = [b for b in getattr(bench_session, "benchmarks", []) if b]
+    if ran:
+        dicts = [b.as_dict(include_data=False) for b in ran]
+        add_derived_fields(dicts)
+        rows = summary_rows(dicts)
+        if rows:
+            terminalreporter.section("dicom-gpu-bench: throughput")
+            for line in format_table(rows):
+                terminalreporter.write_line(line)
+    if not gpu.available:
+        terminalreporter.write_line(f"dicom-gpu-bench: GPU benchmarks and GPU property tests did not run: {gpu.reason}")
