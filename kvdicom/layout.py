@@ -126,7 +126,7 @@ def _bounded_open(path, mode: str = "rb") -> BoundedReader:
     return BoundedReader(path)
 
 
-def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
+def _transfer_syntax(path: str, ds: pydicom.Dataset, allow_compressed: bool = False) -> UID:
     """The transfer syntax pydicom itself would decode the pixel data with."""
     meta = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -148,6 +148,8 @@ def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
             "so its pixel data has no offset in the file; kvdicom reads uncompressed "
             "Implicit VR LE, Explicit VR LE and Explicit VR BE only",
         )
+    if allow_compressed and tsyntax.is_transfer_syntax and tsyntax.is_encapsulated:
+        return tsyntax  # kvdicom.compressed takes it from here
     if not tsyntax.is_transfer_syntax or tsyntax.is_compressed:
         raise _fail(
             path,
@@ -311,15 +313,22 @@ def _shape(runner: DecodeRunner, frames: int) -> tuple[int, ...]:
     return ((frames,) if frames > 1 else ()) + planes
 
 
-def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
+def inspect(path: str | os.PathLike, *, force: bool = False):
     """Return the pixel layout of ``path`` without reading its pixel data.
 
-    Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
+    A :class:`PixelLayout` for native pixel data, a
+    :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
+    locations) for encapsulated data. Raises :class:`DicomLoadError` for
+    anything kvdicom cannot load exactly as
     ``pydicom.dcmread(path, force=force).pixel_array`` would.
     """
     path = os.fspath(path)
     ds = _read_header(path, force)
-    tsyntax = _transfer_syntax(path, ds)
+    tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
+    if tsyntax.is_encapsulated:
+        from kvdicom.compressed import inspect_compressed
+
+        return inspect_compressed(path, ds, tsyntax, _modality)
     keyword, raw, offset = _pixel_element(path, ds)
     runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
     _check_bits_allocated(path, runner, keyword)
