@@ -19,7 +19,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
-from kvdicom import encapsulated
+from kvdicom import codestream, encapsulated
 from kvdicom.bounded_file import BoundedReader
 from kvdicom.errors import DicomLoadError
 
@@ -152,15 +152,39 @@ def read_frames(layout: CompressedLayout) -> tuple[np.ndarray, list]:
     return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset)
 
 
-def check_frame_sizes(layout: CompressedLayout, frames: list) -> None:
-    """RLE frames whose header-promised size they could not hold are refused before any allocation."""
-    if layout.codec != "rle":
-        return
-    frame_bytes = layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
-    for i, frame in enumerate(frames):
-        if frame_bytes > RLE_MAX_EXPANSION * len(frame) + 64:
-            raise DicomLoadError(layout.path, f"RLE frame {i} has {len(frame)} bytes, too few for the "
-                                 f"{frame_bytes} bytes the header promises; the header is wrong")
+def check_frames(layout: CompressedLayout, frames: list) -> list:
+    """Each frame's codestream facts, refusing frames that disagree with the header before any allocation.
+
+    JPEG, JPEG-LS and JPEG 2000 frames must have the header's rows, columns
+    and samples; RLE frames must be large enough to hold what the header
+    promises at RLE's maximum expansion. Returns the per-frame
+    :class:`kvdicom.codestream.FrameInfo` (None where a frame has no header to parse).
+    """
+    if layout.codec == "rle":
+        frame_bytes = layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
+        for i, frame in enumerate(frames):
+            if frame_bytes > RLE_MAX_EXPANSION * len(frame) + 64:
+                raise DicomLoadError(layout.path, f"RLE frame {i} has {len(frame)} bytes, too few for the "
+                                     f"{frame_bytes} bytes the header promises; the header is wrong")
+        return [None] * len(frames)
+    parse = codestream.j2k_info if layout.codec in ("jpeg2000", "htj2k") else codestream.jpeg_info
+    infos = [parse(f) for f in frames]
+    for index, info in enumerate(infos):
+        if info is None:
+            continue
+        if (info.height, info.width) != (layout.rows, layout.columns) or info.components != layout.samples_per_pixel:
+            raise DicomLoadError(
+                layout.path,
+                f"frame {index} codestream is {info.height}x{info.width} with {info.components} component(s), but "
+                f"the header says {layout.rows}x{layout.columns} with {layout.samples_per_pixel} sample(s) per pixel",
+            )
+    if any(i is None for i in infos):
+        # pydicom allocates the header's size before its decoder sees the stream: bound it by the bytes read
+        decoded = layout.decoded_nbytes
+        if decoded > RLE_MAX_EXPANSION * layout.nbytes + (1 << 20):
+            raise DicomLoadError(layout.path, f"a {layout.codec} frame has no readable header and the header "
+                                 f"promises {decoded} decoded bytes from {layout.nbytes} compressed bytes")
+    return infos
 
 
 def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None = None) -> np.ndarray:
@@ -182,7 +206,7 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
 def load_cpu(layout: CompressedLayout) -> np.ndarray:
     """``device="cpu"``: one read, then pydicom's decoders."""
     value, frames = read_frames(layout)
-    check_frame_sizes(layout, frames)
+    check_frames(layout, frames)
     arr = host_decode(layout, value)
     if arr.shape != layout.shape:
         raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")
