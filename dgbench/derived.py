@@ -36,6 +36,8 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
         info, stats = bench["extra_info"], bench["stats"]
         median = stats["median"]
         info["gbps"] = info["pixel_bytes"] / median / 1e9 if median > 0 else None
+        if info.get("frames") and median > 0:  # compressed cases: decoded frames per second
+            info["frames_per_s"] = info["frames"] / median
         info["rounds"] = stats["rounds"]
         info["spread"] = stats["iqr"] / median if median > 0 else None
         by_key[_key(bench, info.get("loader"))] = bench
