@@ -15,12 +15,13 @@ Bits Allocated, then for JPEG 2000 re-signs from the codestream's precision
 (``_correct_unused_bits``). A frame nvImageCodec returns as ``None``, in an
 unexpected shape, or as all zeros, is decoded again on the host (blank frames
 are legitimate; a silent all-zero failure is a known nvJPEG bug before 13.0.2).
+Lossless JPEG (SOF3) stays on the host: nvJPEG 13.2.3 decoded a 12-bit stream to
+wrong, non-zero values on the device, which no check after the fact can catch.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +30,6 @@ import pydicom
 from kvdicom import compressed
 from kvdicom.compressed import CompressedLayout
 from kvdicom.decode import array_module
-
-#: nvJPEG releases before this return zeros for 9–15-bit lossless JPEG (nvImageCodec issue 50).
-NVJPEG_LOSSLESS_FIXED = (13, 0, 2)
 
 
 @dataclass(frozen=True)
@@ -44,21 +42,6 @@ class Plan:
     raw_itemsize: int = 0  #: bytes per sample the decoder returns (from the codestream precision)
     precision: int = 0  #: codestream precision (of the last frame, as pydicom uses it)
     signed: bool = False  #: codestream signedness (JPEG 2000)
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
-
-
-@functools.lru_cache(maxsize=1)
-def nvjpeg_version() -> tuple[int, ...] | None:
-    """Installed nvJPEG wheel version (None when it comes from a CUDA toolkit, not a wheel)."""
-    for dist in ("nvidia-nvjpeg", "nvidia-nvjpeg-cu13", "nvidia-nvjpeg-cu12"):
-        try:
-            return _version_tuple(importlib.metadata.version(dist))
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _host(reason: str) -> Plan:
@@ -85,15 +68,16 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
         ):
             return _host(f"colour JPEG 2000 as {layout.photometric_interpretation}, planar {layout.planar_configuration}")
         return Plan("gpu", raw_itemsize=1 if last.precision <= 8 else 2, precision=last.precision, signed=last.signed)
-    if codec in ("jpeg", "jpeg_lossless") and layout.transfer_syntax != pydicom.uid.JPEGExtended12Bit:
+    if codec == "jpeg_lossless":
+        # Measured on an H200 (nvImageCodec 0.9.0.20, nvJPEG 13.2.3): a 12-bit SV1 stream from libjpeg-turbo
+        # decoded to wrong values (max difference 4091) while reporting success. Never wrong data: host.
+        return _host("lossless JPEG (SOF3) decoded wrong by nvJPEG 13.2.3 on the device; decoded on the host")
+    if codec == "jpeg" and layout.transfer_syntax != pydicom.uid.JPEGExtended12Bit:
         if any(i is None for i in infos):
             return _host("a frame has no JPEG frame header")
         precision = infos[-1].precision
         if len({i.precision for i in infos}) > 1:
             return _host("frames differ in precision")
-        version = nvjpeg_version()
-        if codec == "jpeg_lossless" and 8 < precision < 16 and (version is None or version < NVJPEG_LOSSLESS_FIXED):
-            return _host(f"{precision}-bit lossless JPEG needs nvJPEG >= 13.0.2 (found {version})")
         color = "unchanged"
         if layout.samples_per_pixel > 1:
             baseline_ybr = (layout.transfer_syntax == pydicom.uid.JPEGBaseline8Bit
