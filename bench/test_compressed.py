@@ -102,7 +102,10 @@ def test_compressed_cpu_load_matches_pydicom(cspec, cfile, creference):
 
 
 @pytest.mark.gpu
-def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference):
+def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, monkeypatch):
+    from kvdicom import gpu_codec
+
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)  # small files too: test the GPU route on all
     got = kvdicom.load(cfile, "cuda")
     assert type(got).__module__.startswith("cupy")
     diff = difference(got, creference)
@@ -111,9 +114,12 @@ def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference):
 
 
 @pytest.mark.gpu
-def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_path):
+def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_path, monkeypatch):
     """A legitimately black frame decodes to zeros (re-decoded on the host, still zeros) beside a non-black one."""
     pytest.importorskip("openjpeg")
+    from kvdicom import gpu_codec
+
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
     import pydicom
     from pydicom.encaps import encapsulate
 

@@ -20,7 +20,6 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from kvdicom import codestream, encapsulated
-from kvdicom.bounded_file import BoundedReader
 from kvdicom.errors import DicomLoadError
 
 #: Transfer syntax → codec name reported by ``inspect`` (what pydicom 3 can decode).
@@ -127,8 +126,7 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
         options["extended_offsets"] = extended
     file_size = os.stat(path).st_size
     frames_declared = int(runner.number_of_frames)
-    with BoundedReader(path) as fp:
-        table = encapsulated.locate(path, fp, offset, file_size, frames_declared, extended)
+    table = encapsulated.locate(path, offset, file_size, frames_declared, extended)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "

@@ -13,6 +13,8 @@ single frame, else JPEG EOI markers. The bytes of all frames are read with one
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
 from dataclasses import dataclass
 
@@ -41,14 +43,24 @@ class FrameTable:
         return self.span[1] - self.span[0]
 
 
-def _items(path: str, fp, offset: int, file_size: int) -> tuple[list[int], list[tuple[int, int]]]:
-    """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``."""
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise OSError(f"short read at offset {offset}")
+    return data
+
+
+def _items(path: str, fd: int, offset: int, file_size: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``.
+
+    One 8-byte ``pread`` per item header (unbuffered: a buffered reader would
+    read 8 KiB of fragment data at every seek).
+    """
     pos = offset
     table: list[int] | None = None
     fragments: list[tuple[int, int]] = []
     while pos + HEADER <= file_size:
-        fp.seek(pos)
-        tag, length = struct.unpack("<2I", fp.read(HEADER))
+        tag, length = struct.unpack("<2I", _pread(fd, HEADER, pos))
         if tag == SEQUENCE_DELIMITER:
             break
         if tag != ITEM:
@@ -61,8 +73,7 @@ def _items(path: str, fp, offset: int, file_size: int) -> tuple[list[int], list[
         if table is None:
             if length % 4:
                 raise DicomLoadError(path, f"Basic Offset Table length {length} is not a multiple of 4")
-            fp.seek(value)
-            table = list(struct.unpack(f"<{length // 4}I", fp.read(length)))
+            table = list(struct.unpack(f"<{length // 4}I", _pread(fd, length, value)))
         else:
             fragments.append((value, length))
         pos = value + length
@@ -84,13 +95,17 @@ def _by_offsets(path: str, fragments, starts: list[int], first_item: int, what: 
     if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
         raise DicomLoadError(path, f"{what} offsets are not increasing")
     bounds.append(len(fragments))
-    return tuple(tuple(fragments[a:b]) for a, b in zip(bounds, bounds[1:]))
+    return tuple(tuple(fragments[a:b]) for a, b in itertools.pairwise(bounds))
 
 
-def locate(path: str, fp, offset: int, file_size: int, number_of_frames: int,
+def locate(path: str, offset: int, file_size: int, number_of_frames: int,
            extended: tuple[bytes, bytes] | None = None) -> FrameTable:
     """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag)."""
-    table, fragments = _items(path, fp, offset, file_size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))
+    finally:
+        os.close(fd)
     first_item = fragments[0][0] - HEADER
     span = (fragments[0][0], fragments[-1][0] + fragments[-1][1])
     if extended:

@@ -50,6 +50,12 @@ CASES = [
 IDS = [s.case_id for s, _ in CASES]
 
 
+@pytest.fixture(autouse=True)
+def any_size_on_the_gpu(monkeypatch):
+    """Small files normally decode on the host (faster); route them as large ones are, to test that route."""
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("compressed")
@@ -133,6 +139,14 @@ def test_lossless_jpeg_decodes_on_the_host(files):
     _, frames = compressed.read_frames(layout)
     how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
     assert how.route == "host" and "lossless JPEG" in how.reason
+
+
+def test_small_files_decode_on_the_host(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 256 << 10)
+    layout = kvdicom.inspect(files[CASES[0][0]])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "the host is faster" in how.reason
 
 
 def test_sign_correction_from_the_j2k_codestream(tmp_path):
