@@ -116,7 +116,9 @@ def corpus(pytestconfig) -> Corpus:
 @pytest.fixture(scope="session")
 def spec_file(request, corpus, spec) -> Path:
     """The cached file of the current matrix point, generated on first use."""
-    keep = {corpus.path_for(s) for s in profile_specs(request.config.getoption("profile"))}
+    profile = request.config.getoption("profile")
+    keep = {corpus.path_for(s) for s in profile_specs(profile)}
+    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
     try:
         return corpus.ensure(spec, keep)
     except (CorpusError, OSError) as exc:
