@@ -7,6 +7,9 @@ import hashlib
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given
+
+from fixtures.strategies import dicom_specs
 
 from fixtures.headers import CT_RESCALE, normal
 from fixtures.oracle import check_load
@@ -90,6 +93,15 @@ def test_kvdicom_agrees_with_pydicom_on_every_kind(make_file, kind):
         path = make_file(_spec(kind, syntax))
         assert check_load(path, "cpu") is None
         assert check_load(path, "cpu", rescale=True) is None
+
+
+@given(spec=dicom_specs(headers=True, rescale=True))
+def test_kvdicom_agrees_with_pydicom_on_generated_specs_with_headers(tmp_path_factory, spec):
+    path = tmp_path_factory.mktemp("gen") / f"{spec.key()}.dcm"
+    write_dicom(spec, path)
+    force = not spec.file_meta
+    assert check_load(path, "cpu", force=force) is None
+    assert check_load(path, "cpu", force=force, rescale=True) is None
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
