@@ -75,7 +75,7 @@ def test_sequences_of_defined_and_undefined_length_and_private_blocks(make_file,
     assert creators and len(private) - len(creators) >= 20
 
 
-@pytest.mark.parametrize("syntax", SYNTAXES)
+@pytest.mark.parametrize("syntax", [*SYNTAXES, "deflated_le"])
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_pydicom_reads_every_kind_with_the_specs_values(make_file, kind, syntax):
     spec = _spec(kind, syntax)
