@@ -108,8 +108,8 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
         raise DicomLoadError(path, "no (7FE0,0010) Pixel Data element")
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     offset = getattr(raw, "value_tell", None)
-    if offset is None or raw.length != encapsulated.UNDEFINED_LENGTH:
-        raise DicomLoadError(path, f"{tsyntax.name} pixel data must be encapsulated (undefined length)")
+    if offset is None:
+        raise DicomLoadError(path, "Pixel Data was not read from the file, so its offset is unknown")
     try:
         runner = DecodeRunner(tsyntax)
         options = as_pixel_options(ds)
@@ -117,16 +117,18 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
         runner._validate_options()
     except Exception as exc:
         raise DicomLoadError(path, f"invalid Image Pixel module: {exc}") from exc
-    if runner.bits_allocated not in (8, 16):
+    if runner.bits_allocated not in (8, 16, 32):
         raise DicomLoadError(path, f"(0028,0100) Bits Allocated {runner.bits_allocated} with {tsyntax.name}; "
-                             "kvdicom decodes compressed 8- and 16-bit samples")
+                             "kvdicom decodes compressed samples of 8, 16 or 32 bits allocated")
     extended = None
     if "ExtendedOffsetTable" in ds:
         extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.get("ExtendedOffsetTableLengths", b"")))
         options["extended_offsets"] = extended
     file_size = os.stat(path).st_size
     frames_declared = int(runner.number_of_frames)
-    table = encapsulated.locate(path, offset, file_size, frames_declared, extended)
+    # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
+    end = file_size if raw.length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + raw.length)
+    table = encapsulated.locate(path, offset, end, frames_declared, extended)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "
@@ -195,7 +197,9 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
                                   **opts)
     except DicomLoadError as exc:
         raise DicomLoadError(layout.path, exc.reason) from exc
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pylibjpeg-rle's Rust panics are BaseExceptions (pyo3 PanicException)
         raise DicomLoadError(layout.path, f"pydicom cannot decode the {layout.codec} data "
                              f"({type(exc).__name__}: {exc})") from exc
     return arr

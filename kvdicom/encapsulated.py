@@ -100,7 +100,10 @@ def _by_offsets(path: str, fragments, starts: list[int], first_item: int, what: 
 
 def locate(path: str, offset: int, file_size: int, number_of_frames: int,
            extended: tuple[bytes, bytes] | None = None) -> FrameTable:
-    """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag)."""
+    """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
+
+    ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))

@@ -91,7 +91,9 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
         if layout.samples_per_pixel > 1:
             baseline_ybr = (layout.transfer_syntax == pydicom.uid.JPEGBaseline8Bit
                             and layout.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422"))
-            if not baseline_ybr or any(i.rgb_ids for i in infos) or layout.planar_configuration:
+            if (not baseline_ybr or any(i.rgb_ids for i in infos) or layout.planar_configuration
+                    or layout.bits_stored != 8):
+                # nvJPEG converts to RGB while decoding; pydicom shifts out unused bits first, then converts
                 return _host(f"colour JPEG as {layout.photometric_interpretation}: colour handling as pydicom's "
                              "only for baseline YBR")
             color = "srgb"  # libjpeg, and so pydicom, return RGB for baseline YBR

@@ -284,3 +284,109 @@ def test_a_pinned_encoder_version_that_is_not_installed_is_never_written(monkeyp
     monkeypatch.setenv("DGB_ENCODERS", "imagecodecs=1999.1.1")
     with pytest.raises(EncoderUnavailable, match="pinned to imagecodecs 1999.1.1"):
         write_dicom(DicomSpec(rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16), tmp_path / "x.dcm")
+
+
+# --- fuzz: mutated compressed files load as pydicom does, or raise DicomLoadError --------------------
+
+FUZZ_BASES = [
+    DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **S16),
+    DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16),
+    DicomSpec(frames=2, rows=16, cols=16, transfer_syntax="rle", **S16),
+    DicomSpec(frames=2, rows=16, cols=16, photometric="YBR_FULL_422", transfer_syntax="jpeg_baseline", **RGB8),
+    DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16),
+]
+#: (tag, VR, values) of the Image Pixel elements the fuzzer rewrites
+FUZZ_ELEMENTS = [
+    (0x00280010, "US", [0, 1, 8, 31, 32, 33, 64, 0xFFFF]),  # Rows
+    (0x00280011, "US", [0, 1, 8, 31, 32, 33, 64, 0xFFFF]),  # Columns
+    (0x00280100, "US", [1, 8, 12, 16, 32]),  # Bits Allocated
+    (0x00280101, "US", [1, 7, 8, 12, 15, 16, 17]),  # Bits Stored
+    (0x00280103, "US", [0, 1, 2]),  # Pixel Representation
+    (0x00280002, "US", [1, 3, 4]),  # Samples per Pixel
+    (0x00280008, "IS", ["1", "2", "3", "4", "0"]),  # Number of Frames
+    (0x00280004, "CS", ["MONOCHROME2", "RGB", "YBR_FULL_422", "YBR_ICT", "PALETTE COLOR"]),
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzzbase")
+    out = []
+    for spec in FUZZ_BASES:
+        path = root / f"{spec.case_id}.dcm"
+        write_dicom(spec, path)
+        out.append(path.read_bytes())
+    return out
+
+
+def _mutant(data: bytes, draw) -> tuple[bytes, bool]:
+    """(mutated file, whether its codestreams are intact)."""
+    from hypothesis import strategies as st
+
+    kind = draw(st.sampled_from(["truncate", "bytes", "element", "element", "pixel_bytes"]))
+    if kind == "truncate":
+        return data[: draw(st.integers(144, len(data) - 1))], False
+    if kind == "element":  # through pydicom: fixtures.mutate walks defined-length datasets only
+        import io
+
+        tag, vr, values = draw(st.sampled_from(FUZZ_ELEMENTS))
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.add_new(tag, vr, draw(st.sampled_from(values)))
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue(), True
+    # past the file meta: corrupt file meta is bench/test_fuzz.py's ground (native syntaxes)
+    meta_end = 144 + struct.unpack("<I", data[140:144])[0]
+    start = data.index(b"\xe0\x7f\x10\x00") if kind == "pixel_bytes" else meta_end
+    pos = draw(st.integers(start, len(data) - 1))
+    chunk = draw(st.binary(min_size=1, max_size=8))
+    return data[:pos] + chunk + data[pos + len(chunk):], False
+
+
+def test_fuzzed_compressed_files_match_pydicom_or_are_refused(fuzz_bases, tmp_path_factory):
+    import contextlib
+    import tracemalloc
+
+    from hypothesis import HealthCheck, given, note, settings
+    from hypothesis import strategies as st
+
+    root = tmp_path_factory.mktemp("fuzz")
+
+    @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+    @given(st.integers(0, len(FUZZ_BASES) - 1), st.data())
+    def check(base, data):
+        mutant, streams_intact = _mutant(fuzz_bases[base], data.draw)
+        path = root / "mutant.dcm"
+        path.write_bytes(mutant)
+        note(f"base {FUZZ_BASES[base].case_id}, {len(mutant)} bytes")
+        problem = check_load(path, "cpu")
+        assert problem is None, problem
+        tracemalloc.start()
+        try:
+            with contextlib.suppress(kvdicom.DicomLoadError):
+                kvdicom.load(path, "cpu")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < compressed.RLE_MAX_EXPANSION * len(mutant) + (8 << 20)
+        # the GPU route's decision and corrections, with the stand-in decoder
+        try:
+            layout = kvdicom.inspect(path)
+            _, frames = compressed.read_frames(layout)
+            how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+        except kvdicom.DicomLoadError:
+            return
+        if how.route != "gpu":
+            return
+        try:
+            ref = pydicom_pixels(path)
+            raw = _stand_in_decode(layout, frames, how)
+        except Exception:
+            return  # a stream the CPU codecs cannot decode: the GPU route re-decodes such frames on the host
+        got = gpu_codec.finish(raw, layout, how)
+        tol = 5 if layout.codec == "jpeg" else 0
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        if streams_intact:  # decoders differ on corrupt streams; GPU and pydicom agree only on valid ones
+            assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= tol
+
+    check()
