@@ -390,3 +390,15 @@ def test_fuzzed_compressed_files_match_pydicom_or_are_refused(fuzz_bases, tmp_pa
             assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= tol
 
     check()
+
+
+def test_compressed_series_slices_load_like_pydicom(tmp_path):
+    """Series fixtures take compressed syntaxes too (one encapsulated frame per slice file)."""
+    from fixtures.series import SeriesSpec, write_series
+
+    write_series(SeriesSpec(slices=3, rows=32, cols=32, transfer_syntax="htj2k_lossless"), tmp_path)
+    files = sorted(p for p in tmp_path.iterdir() if p.suffix == ".dcm")
+    assert len(files) == 3
+    for path in files:
+        assert kvdicom.inspect(path).codec == "htj2k"
+        assert check_load(path, "cpu") is None
