@@ -56,14 +56,14 @@ ds.pixelData()
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dicomsdl_problem(path: str) -> str | None:
     """Why dicomsdl cannot load ``path``, found in a child process (it aborts the process on some files)."""
     try:
         import dicomsdl  # noqa: F401
     except ImportError as exc:
         return f"dicomsdl is not installed ({exc})"
-    run = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120, check=False)
     if run.returncode:
         return f"dicomsdl fails on this file (exit {run.returncode}: {run.stderr.strip()[-200:]})"
     return None

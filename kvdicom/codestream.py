@@ -59,8 +59,8 @@ def j2k_info(frame: bytes) -> FrameInfo | None:
             if len(comps[-1]) < 3:
                 return None
             ssiz = comps[0][0]
-            info = dict(width=xsiz - xo, height=ysiz - yo, components=csiz, precision=(ssiz & 0x7F) + 1,
-                        signed=bool(ssiz & 0x80), subsampled=any(c[1] != 1 or c[2] != 1 for c in comps))
+            info = {"width": xsiz - xo, "height": ysiz - yo, "components": csiz, "precision": (ssiz & 0x7F) + 1,
+                    "signed": bool(ssiz & 0x80), "subsampled": any(c[1] != 1 or c[2] != 1 for c in comps)}
         elif marker == CAP and len(body) >= 4:
             pcap = struct.unpack(">I", body[:4])[0]
             ht = bool(pcap & (1 << (32 - 15)))  # Pcap bit for Part 15
@@ -83,7 +83,7 @@ def jpeg_info(frame: bytes) -> FrameInfo | None:
     """JPEG / JPEG-LS frame header facts via pydicom's parser, or None if it has none."""
     try:
         params = _get_jpg_parameters(bytes(frame[:65536]))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a frame pydicom's parser cannot read has no header to check
         return None
     if "height" not in params:
         return None

@@ -31,7 +31,6 @@ from kvdicom import compressed
 from kvdicom.compressed import CompressedLayout
 from kvdicom.decode import array_module
 
-
 #: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
 #: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
 #: one 128² int16 J2K frame 12.0 vs 3.7 ms; 4 × 128² int16 HTJ2K 2.6 vs 1.8 ms; 4 × 64 × 80 RGB JPEG
@@ -125,6 +124,16 @@ def finish(raw, layout: CompressedLayout, how: Plan):
 
 
 @functools.lru_cache(maxsize=1)
+def nvimgcodec_problem() -> str | None:
+    """Why nvImageCodec cannot be used here (then every frame decodes on the host), or None."""
+    try:
+        from nvidia import nvimgcodec  # noqa: F401
+    except ImportError as exc:
+        return f"nvImageCodec is not installed ({exc}); pip install nvidia-nvimgcodec-cu13 (requirements-gpu.txt)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
 def _decoder():
     from nvidia import nvimgcodec
 
@@ -160,7 +169,7 @@ def load(layout: CompressedLayout):
 
     value, frames = compressed.read_frames(layout)
     how = plan(layout, compressed.check_frames(layout, frames))
-    if how.route == "host":
+    if how.route == "host" or nvimgcodec_problem():
         return cupy.asarray(compressed.host_decode(layout, value))
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
