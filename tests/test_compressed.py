@@ -42,6 +42,10 @@ CASES = [
     (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg_lossless", **S16), 0),
     (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpegls_lossless", **S16), 0),
     (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000", **S16), 1),
+    (DicomSpec(frames=2, rows=32, cols=32, photometric="YBR_RCT", transfer_syntax="jpeg2000_lossless", **RGB8), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **RGB8), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg2000_lossless"), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg2000_lossless"), 0),
     (DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16), 0),
     (DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="none", fragments=2,
                **S16), 0),
@@ -54,6 +58,7 @@ IDS = [s.case_id for s, _ in CASES]
 def any_size_on_the_gpu(monkeypatch):
     """Small files normally decode on the host (faster); route them as large ones are, to test that route."""
     monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +152,15 @@ def test_small_files_decode_on_the_host(files, monkeypatch):
     _, frames = compressed.read_frames(layout)
     how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
     assert how.route == "host" and "the host is faster" in how.reason
+
+
+def test_colour_j2k_stays_on_the_host_until_verified_on_the_device(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", False)
+    spec = next(s for s, _ in CASES if s.photometric == "YBR_RCT")
+    layout = kvdicom.inspect(files[spec])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "GPU_COLOUR_J2K" in how.reason
 
 
 def test_sign_correction_from_the_j2k_codestream(tmp_path):
