@@ -416,3 +416,16 @@ def test_compressed_series_slices_load_like_pydicom(tmp_path):
     for path in files:
         assert kvdicom.inspect(path).codec == "htj2k"
         assert check_load(path, "cpu") is None
+
+
+def test_frames_split_on_jpeg_eoi_markers_without_an_offset_table(tmp_path):
+    """No offset table, more fragments than frames: pydicom splits frames at fragments ending in EOI."""
+    spec = DicomSpec(frames=3, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg_baseline",
+                     offset_table="none", fragments=2)
+    path = tmp_path / "eoi.dcm"
+    write_dicom(spec, path)
+    layout = kvdicom.inspect(path)
+    assert layout.frame_table.split_on_eoi
+    _, frames = compressed.read_frames(layout)
+    assert len(frames) == 3
+    assert check_load(path, "cpu") is None
