@@ -23,6 +23,7 @@ pytest_plugins = ["dgbench.baseline"]
 
 ROOT = cfg.ROOT
 GPU_STATUS = pytest.StashKey[GpuStatus]()
+CORPUS = pytest.StashKey[Corpus]()
 
 cfg.register_hypothesis_profiles()
 
@@ -100,6 +101,7 @@ def corpus(pytestconfig) -> Corpus:
         store.check_fits(profile_specs(pytestconfig.getoption("profile")))
     except (CorpusError, OSError) as exc:
         pytest.fail(f"corpus unusable: {exc}", pytrace=False)
+    pytestconfig.stash[CORPUS] = store  # its notices (regenerated files) go into the summary
     return store
 
 
@@ -177,5 +179,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.section("dicom-gpu-bench: throughput")
             for line in format_table(rows):
                 terminalreporter.write_line(line)
+    corpus = config.stash.get(CORPUS, None)
+    for notice in corpus.notices if corpus is not None else ():
+        terminalreporter.write_line(notice, yellow=True)
     if not gpu.available:
         terminalreporter.write_line(f"dicom-gpu-bench: GPU benchmarks and GPU property tests did not run: {gpu.reason}")
