@@ -39,6 +39,7 @@ from pathlib import Path
 import pytest
 
 from dgbench.config import DEFAULT_NOISE_K
+from dgbench.derived import noise_floor
 
 BASELINE_FILE = "BASELINE"
 #: Stats a compared run must hold as finite, non-negative numbers (pytest-benchmark's table and the noise rule).
@@ -185,22 +186,6 @@ def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:
 
 
 # --------------------------------------------------------------------------- noise rule
-
-def _stat(stats, field):
-    return stats[field] if isinstance(stats, dict) else getattr(stats, field)
-
-
-def noise_floor(now_stats, base_stats, k: float, percent: bool) -> float:
-    """k × the larger run-to-run spread of the two runs, in the check's units.
-
-    Spread is IQR / median (the ``spread`` of ``extra_info``) for percentage
-    checks, in percent; for absolute checks (seconds) it is the larger IQR.
-    """
-    if percent:
-        spreads = [_stat(s, "iqr") / _stat(s, "median") for s in (now_stats, base_stats) if _stat(s, "median") > 0]
-        return k * 100.0 * max(spreads, default=0.0)
-    return k * max(_stat(now_stats, "iqr"), _stat(base_stats, "iqr"))
-
 
 def judge(bench_session, k: float) -> list[Verdict]:
     """One verdict per (compared benchmark, --benchmark-compare-fail check); median:0% when none given."""

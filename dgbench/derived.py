@@ -87,6 +87,31 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
                 info["pct_of_ceiling"] = 100.0 * info["gbps"] / info["ceiling_gbps"]
 
 
+def noise_floor(now_stats, base_stats, k: float, percent: bool) -> float:
+    """k × the larger run-to-run spread of the two runs, in the check's units (the baseline rule's noise).
+
+    Spread is IQR / median (the ``spread`` of ``extra_info``) for percentage
+    checks, in percent; for absolute checks (seconds) it is the larger IQR.
+    Stats are dicts or objects with ``median`` and ``iqr``.
+    """
+    def get(stats, field):
+        return stats[field] if isinstance(stats, dict) else getattr(stats, field)
+
+    if percent:
+        spreads = [get(s, "iqr") / get(s, "median") for s in (now_stats, base_stats) if get(s, "median") > 0]
+        return k * 100.0 * max(spreads, default=0.0)
+    return k * max(get(now_stats, "iqr"), get(base_stats, "iqr"))
+
+
+def regressed(now_stats, base_stats, threshold_pct: float, k: float) -> tuple[float, bool]:
+    """(median change in %, whether it is a regression by the baseline rule: above both the threshold and the noise)."""
+    def get(stats, field):
+        return stats[field] if isinstance(stats, dict) else getattr(stats, field)
+
+    change = 100.0 * (get(now_stats, "median") - get(base_stats, "median")) / get(base_stats, "median")
+    return change, change > max(threshold_pct, noise_floor(now_stats, base_stats, k, percent=True))
+
+
 def summary_rows(benchmarks: list[dict]) -> list[tuple]:
     """(case, loader, device, page cache, GB/s, % of ceiling, × pydicom) for the terminal table."""
     rows = []

@@ -10,20 +10,23 @@ import html
 
 from . import formatting
 from .content import ReportContent
-from .render_markdown import TITLE
+from .render_markdown import SCORECARD_NOTE, TITLE, TREND_NOTE
 from .tables import Table
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 100%; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; overflow-wrap: anywhere; }
+code { overflow-wrap: anywhere; }
+li { overflow-wrap: anywhere; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { border-left: 4px solid #c90; padding-left: 0.6em; }
 """
 
-NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored"}
+NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored",
+                   "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
 
 
 def esc(value: object) -> str:
@@ -62,6 +65,13 @@ def render_html(content: ReportContent) -> str:
         "<body>",
         f"<h1>{esc(TITLE)}</h1>",
         f"<p>Generated {esc(formatting.timestamp(content.generated))}.</p>",
+    ]
+    if content.sources:
+        parts.append("<p>Paths are relative to: " + ", ".join(f"<code>{esc(s)}</code>" for s in content.sources) + ".</p>")
+    parts += [
+        "<h2>Scorecard</h2>",
+        f"<p>{esc(SCORECARD_NOTE)}</p>",
+        table(content.scorecard),
         "<p>Each machine's numbers come from its newest run (by the run's <code>datetime</code>); "
         "the file is named in the table below.</p>",
         "<h2>Machines</h2>",
@@ -73,6 +83,13 @@ def render_html(content: ReportContent) -> str:
     if not content.figures:
         parts.append("<p><em>No plots.</em></p>")
     for figure in content.figures:
+        parts.append(
+            f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
+            f"<figcaption>{esc(figure.title)}</figcaption></figure>"
+        )
+
+    parts += ["<h2>Trend</h2>", f"<p>{esc(TREND_NOTE)}</p>", table(content.trend)]
+    for figure in content.trend_figures:
         parts.append(
             f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
             f"<figcaption>{esc(figure.title)}</figcaption></figure>"
