@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 
 from dgbench.config import COLD_MAX_RESIDENT
-from dgbench.schema import CEILING_PREFIX, is_ceiling
+from dgbench.schema import ceiling_loader, is_ceiling
 
-__all__ = ["CEILING_PREFIX", "add_derived_fields", "effective_page_cache", "format_table", "gbps", "summary_rows"]
+__all__ = ["add_derived_fields", "effective_page_cache", "format_table", "gbps", "noise_floor", "regressed",
+           "summary_rows"]
 
 
 def gbps(pixel_bytes: float, median_s: float) -> float | None:
@@ -81,7 +82,7 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
             info["speedup_vs_pydicom"] = pydicom["stats"]["median"] / bench["stats"]["median"]
         ceiling = info.get("ceiling")
         if ceiling and effective_page_cache(info) in ("warm", "cold"):
-            ref = _best_ceiling(by_key, info, CEILING_PREFIX + ceiling)
+            ref = _best_ceiling(by_key, info, ceiling_loader(ceiling))
             if ref is not None and ref["extra_info"].get("gbps"):
                 info["ceiling_gbps"] = ref["extra_info"]["gbps"]
                 info["pct_of_ceiling"] = 100.0 * info["gbps"] / info["ceiling_gbps"]

@@ -126,6 +126,7 @@ def bench_document(
     iqr: float | None = None,
     rounds: int = 7,
     name: str | None = None,
+    fullname: str | None = None,
     **extra: Any,
 ) -> dict:
     """One ``benchmarks[]`` entry as pytest-benchmark saves it, ``extra_info`` built by :func:`bench_extra`."""
@@ -135,7 +136,7 @@ def bench_document(
     param = f"{case}-{loader}-{device}-{page_cache}"
     name = name or f"{test}[{param}]"
     return {
-        "group": None, "name": name, "fullname": f"bench/test_x.py::{name}", "params": {"spec": case},
+        "group": None, "name": name, "fullname": fullname or f"bench/test_x.py::{name}", "params": {"spec": case},
         "param": param, "extra_info": info, "options": {}, "stats": stats_for(median, iqr, rounds),
     }
 

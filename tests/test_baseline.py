@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline, run_fault
+from dgbench.schema import bench_document, run_document
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -46,20 +47,8 @@ def pytest_sessionstart(session):
 
 def saved_run(median: float, iqr: float) -> dict:
     """A pytest-benchmark JSON file holding one run of test_sleep with the given median and IQR."""
-    stats = {
-        "min": median, "max": median + iqr, "mean": median, "stddev": iqr, "rounds": 5,
-        "median": median, "iqr": iqr, "q1": median - iqr / 2, "q3": median + iqr / 2,
-        "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
-        "ld15iqr": median, "hd15iqr": median, "ops": 1 / median, "total": 5 * median, "iterations": 1,
-    }
-    bench = {
-        "group": None, "name": "test_sleep", "fullname": NAME, "params": None, "param": None,
-        "extra_info": {}, "options": {}, "stats": stats,
-    }
-    return {
-        "machine_info": {"machine_slug": MACHINE}, "commit_info": {}, "benchmarks": [bench],
-        "datetime": "2026-01-01T00:00:00", "version": "5.2.3",
-    }
+    bench = bench_document("sleep", "pydicom", median, iqr=iqr, rounds=5, name="test_sleep", fullname=NAME)
+    return run_document({"machine_slug": MACHINE}, [bench], "2026-01-01T00:00:00")
 
 
 FAST = saved_run(0.0001, 0.000001)     # 100x faster than a 10 ms sleep, 1 % spread

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dgbench.schema import CEILING_PREFIX
+from dgbench.schema import is_ceiling
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Benchmark:
     @property
     def is_ceiling(self) -> bool:
         """Ceilings (``ceiling:<name>``) are reference measurements, not loaders."""
-        return self.loader.startswith(CEILING_PREFIX)
+        return is_ceiling(self.loader)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Iterable
 
 from dgbench.config import DEFAULT_NOISE_K, REGRESSION_THRESHOLD_PCT
 from dgbench.derived import regressed
-from dgbench.schema import LOADERS
+from dgbench.schema import LOADERS, is_ceiling
 
 from .model import Benchmark, Machine, Run
 from .tables import loader_rank
@@ -210,7 +210,7 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
     panels = []
     for case in cases:
         series = []
-        for key in sorted(by_case[case], key=lambda k: (k[1].startswith("ceiling:"), loader_rank(k[1]), k[2], k[3])):
+        for key in sorted(by_case[case], key=lambda k: (is_ceiling(k[1]), loader_rank(k[1]), k[2], k[3])):
             _, loader, device, cache = key
             points = trends[key]
             band = []
@@ -219,7 +219,7 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
                 low = b.pixel_bytes / b.q3_s / 1e9 if b.q3_s else b.gbps
                 high = b.pixel_bytes / b.q1_s / 1e9 if b.q1_s else b.gbps
                 band.append((low, high))
-            ceiling = loader.startswith("ceiling:")
+            ceiling = is_ceiling(loader)
             series.append(Series(
                 label=f"{loader} ({device}, {cache})",
                 points=tuple((index[id(p.run)], p.bench.gbps) for p in points),
