@@ -59,6 +59,9 @@ def test_results_land_in_a_folder_named_after_the_machine(suite_run):
     assert pydicom["speedup_vs_pydicom"] == 1.0
     assert kvdicom_cpu["matches_pydicom"] is True and kvdicom_cpu["gbps"] > 0
     assert kvdicom_cpu["ceiling"] == "host_read"
+    for key in ("case", "loader", "device", "file_bytes", "pixel_bytes", "page_cache", "matches_pydicom",
+                "kvikio_threads", "kvikio_task_size", "ceiling"):
+        assert key in kvdicom_cpu, key  # the keys committed baselines and the report rely on
     ceiling = by_loader[("ceiling:host_read", "cpu", "warm")]
     assert kvdicom_cpu["pct_of_ceiling"] == pytest.approx(100 * kvdicom_cpu["gbps"] / ceiling["gbps"])
 
