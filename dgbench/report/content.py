@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .model import Machine, Skipped
 from .plot_data import PlotSpec
-from .scorecard import scorecard, trend_table
+from .scorecard import scorecard, trend_coverage, trend_table
 from .tables import Table, case_tables, ceiling_table, machine_table
 
 
@@ -30,6 +30,7 @@ class ReportContent:
     machines: Table
     figures: tuple[PlotLink, ...]
     trend: Table
+    trend_coverage: tuple[str, ...]
     trend_figures: tuple[PlotLink, ...]
     cases: tuple[Table, ...]
     ceilings: Table
@@ -54,6 +55,7 @@ def build_content(
         machines=machine_table(machines),
         figures=tuple(PlotLink(spec.filename, spec.title) for spec in plots),
         trend=trend_table(machines),
+        trend_coverage=tuple(trend_coverage(machines)),
         trend_figures=tuple(PlotLink(spec.filename, spec.title) for spec in trend_plots),
         cases=tuple(case_tables(machines)),
         ceilings=ceiling_table(machines),

@@ -58,8 +58,9 @@ class Series:
     label: str
     points: tuple[tuple[float, float], ...]
     colour: str
-    dashed: bool = False
-    marker: str = "o"
+    dashed: bool = False          # ceilings (grey, dashed)
+    marker: str = "o"             # "o" on CUDA, "s" on the CPU
+    dotted: bool = False          # a CPU loader: dash-dot, so kvdicom cpu and cuda (one colour) stay apart
     band: tuple[tuple[float, float], ...] = ()
     flagged: tuple[int, ...] = ()
 
@@ -125,6 +126,7 @@ def throughput_series(benches: list[Benchmark]) -> list[Series]:
             colour=CEILING_COLOUR if ceiling else loader_colour(loader),
             dashed=ceiling,
             marker="s" if device == "cpu" else "o",
+            dotted=device == "cpu" and not ceiling,
         ))
     return series
 

@@ -23,7 +23,7 @@ def _draw_panel(axes, panel: Panel) -> None:
     for series in panel.series:
         xs = [x for x, _ in series.points]
         ys = [y for _, y in series.points]
-        axes.plot(xs, ys, linestyle="--" if series.dashed else "-", marker=series.marker, markersize=4,
+        axes.plot(xs, ys, linestyle="--" if series.dashed else "-." if series.dotted else "-", marker=series.marker, markersize=4,
                   color=series.colour, label=series.label, linewidth=1.4)
         if series.band:
             axes.fill_between(xs, [lo for lo, _ in series.band], [hi for _, hi in series.band],

@@ -16,7 +16,8 @@ from .tables import Table
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; overflow-wrap: anywhere; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.wrap { overflow-wrap: anywhere; min-width: 10em; }
 code { overflow-wrap: anywhere; }
 li { overflow-wrap: anywhere; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -25,6 +26,8 @@ img { max-width: 100%; border: 1px solid #ddd; }
 .note { border-left: 4px solid #c90; padding-left: 0.6em; }
 """
 
+#: Columns of long unbroken names (slugs, paths, case ids): wrapped anywhere so a table never outgrows the page.
+WRAP_HEADERS = {"Machine slug", "Result file", "Case id", "Case"}
 NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored",
                    "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
 
@@ -38,13 +41,13 @@ def table(t: Table) -> str:
     """An HTML table; an empty one says so."""
     if not t.rows:
         return "<p><em>None.</em></p>"
-    numeric = [header in NUMERIC_HEADERS for header in t.headers]
+    kinds = ["num" if h in NUMERIC_HEADERS else "wrap" if h in WRAP_HEADERS else "" for h in t.headers]
     head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
     body = "\n".join(
         "<tr>"
         + "".join(
-            f'<td class="num">{esc(cell)}</td>' if is_num else f"<td>{esc(cell)}</td>"
-            for cell, is_num in zip(row, numeric, strict=True)
+            f'<td class="{kind}">{esc(cell)}</td>' if kind else f"<td>{esc(cell)}</td>"
+            for cell, kind in zip(row, kinds, strict=True)
         )
         + "</tr>"
         for row in t.rows
@@ -88,7 +91,10 @@ def render_html(content: ReportContent) -> str:
             f"<figcaption>{esc(figure.title)}</figcaption></figure>"
         )
 
-    parts += ["<h2>Trend</h2>", f"<p>{esc(TREND_NOTE)}</p>", table(content.trend)]
+    parts += ["<h2>Trend</h2>", f"<p>{esc(TREND_NOTE)}</p>"]
+    if content.trend_coverage:
+        parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in content.trend_coverage) + "</ul>")
+    parts.append(table(content.trend))
     for figure in content.trend_figures:
         parts.append(
             f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'

@@ -69,6 +69,7 @@ def render_markdown(content: ReportContent) -> str:
         lines += [f"![{escape(figure.title)}]({figure.filename})", ""]
 
     lines += ["## Trend", "", TREND_NOTE, ""]
+    lines += [f"- {escape(line)}" for line in content.trend_coverage] + [""]
     lines += table(content.trend)
     for figure in content.trend_figures:
         lines += [f"![{escape(figure.title)}]({figure.filename})", ""]

@@ -88,3 +88,14 @@ def trend_table(machines: Iterable[Machine]) -> Table:
                 ", ".join((p.run.commit_id or "?")[:7] for p in flagged) or "no",
             ))
     return Table(title="Trend", headers=TREND_HEADERS, rows=tuple(rows))
+
+
+def trend_coverage(machines: Iterable[Machine]) -> list[str]:
+    """One line per machine: how many runs it has and how many benchmarks can be followed across them."""
+    lines = []
+    for machine in machines:
+        runs = len(machine.history) or 1
+        followed = len(trend_points(machine))
+        lines.append(f"{machine.name}: {runs} run{'s' if runs != 1 else ''}, "
+                     f"{followed} benchmark{'s' if followed != 1 else ''} in two runs or more")
+    return lines
