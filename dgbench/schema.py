@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-#: Loaders measured, in the order tables and legends show them.
-LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai")
+#: Loaders measured, in the order tables and legends show them (``+rescale``: with each slice's modality LUT).
+LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
+           "pydicom+rescale", "kvdicom+rescale", "dicomsdl", "dicomsdl+cupy", "sitk", "sitk+cupy")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
-CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read")
+CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read")
 #: ``cold`` only where every round's drop of the page cache was verified; ``unverified`` where it was not.
 PAGE_CACHE_STATES = ("warm", "cold", "unverified")
 PageCache = Literal["warm", "cold", "unverified"]
@@ -39,6 +40,11 @@ class ExtraInfo(TypedDict, total=False):
     cached_fraction_before: float | None  # the same, as KvikIO reports it (None without KvikIO)
     direct_io: bool              # disk ceilings
     bytes_read: int              # disk ceilings
+    slices: int                  # series: slices in the volume, and files in the folder
+    files: int
+    rescale: bool                # series peers that apply the modality LUT
+    matches_pydicom_values: bool  # peers returning their own dtype: compared by value
+    output_dtype: str
     # filled in by dgbench.derived after the session
     gbps: float
     rounds: int

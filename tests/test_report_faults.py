@@ -176,8 +176,10 @@ def test_scorecard_comes_first_with_the_reference_cases(tmp_path, capsys):
         bench(SEED, "kvdicom", "cuda", SEED_BYTES, 0.01),
         bench(SEED, "kvdicom", "cpu", SEED_BYTES, 0.05),
         bench(SEED, "ceiling:h2d_pinned", "cuda", SEED_BYTES, 0.008),
-        bench("series_100x512x512_ct", "pydicom", "cpu", 100 * 512 * 512 * 2, 0.4),
-        bench("series_100x512x512_ct", "kvdicom", "cuda", 100 * 512 * 512 * 2, 0.02),
+        bench("series16_64x64_i16_explicit_le_ct", "kvdicom", "cuda", 16 * 64 * 64 * 2, 0.001),
+        bench("series256_512x512_i16_explicit_le_ct", "pydicom", "cpu", 256 * 512 * 512 * 2, 0.4),
+        bench("series256_512x512_i16_explicit_le_ct", "kvdicom", "cuda", 256 * 512 * 512 * 2, 0.02),
+        bench("series1024_512x512_i16_explicit_le_ct", "kvdicom", "cuda", 1024 * 512 * 512 * 2, 0.08),
         bench("f1_512x512_i16_explicit_le", "kvdicom", "cpu", 512 * 512 * 2, 0.0002),
     ]
     path = write_result(tmp_path / "r" / "a.json",
@@ -191,7 +193,8 @@ def test_scorecard_comes_first_with_the_reference_cases(tmp_path, capsys):
     seed = rows["Seed volume, 256 MiB"]
     assert (seed["kvdicom on"], seed["GB/s"], seed["× pydicom"], seed["% of ceiling"]) == (
         "cuda, warm", f"{SEED_BYTES / 0.01 / 1e9:.2f}", "50.00×", "80.0%")
-    assert rows["CT series"]["Case id"] == "series_100x512x512_ct" and rows["CT series"]["× pydicom"] == "20.00×"
+    assert rows["CT series"]["Case id"] == "series256_512x512_i16_explicit_le_ct"   # the profile's CT series
+    assert rows["CT series"]["× pydicom"] == "20.00×"
     assert rows["CT slice"]["kvdicom on"] == "cpu, warm"
 
 

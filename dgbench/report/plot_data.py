@@ -38,7 +38,8 @@ PAGE_CACHE_PANELS = ("warm", "cold", "unverified")
 MAX_TREND_PANELS = 12
 
 #: One colour per loader in every plot (matplotlib's tab10, colour-blind-safe order).
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+            "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
 LOADER_COLOURS = dict(zip(LOADERS, _PALETTE, strict=False))
 CEILING_COLOUR = "#7f7f7f"
 

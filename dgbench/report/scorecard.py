@@ -1,7 +1,7 @@
 """The report's first table: per machine, kvdicom on the reference cases, read in ten seconds.
 
 Reference cases (whichever a run holds): the seed notebook's 256 MiB file, the
-CT series (cases ``series_*``), one CT slice, and a compressed series. For each:
+CT series (cases ``series<N>_*``), one CT slice, and a compressed series. For each:
 kvdicom's GB/s (on CUDA, warm page cache, where it ran there; else on the CPU),
 its speed-up over pydicom, and its % of that machine's ceiling. Then the trend
 table: what changed between a machine's runs, judged by the baseline rule.
@@ -9,6 +9,7 @@ table: what changed between a machine's runs, judged by the baseline rule.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 from . import formatting
@@ -17,7 +18,10 @@ from .plot_data import trend_points
 from .tables import Table
 
 SEED_CASE = "f128_1024x1024_u16_explicit_le"
-CT_SLICE_CASE = "f1_512x512_i16_explicit_le"
+#: fixtures.profiles.CT_SERIES (256 slices of 512² int16, CT headers) and its one-slice counterparts.
+CT_SERIES_CASE = "series256_512x512_i16_explicit_le_ct"
+CT_SLICE_CASES = ("f1_512x512_i16_explicit_le_ct", "f1_512x512_i16_explicit_le")
+_SERIES = re.compile(r"^series\d*_")
 COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
 
 SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling")
@@ -35,15 +39,19 @@ def _largest(run: Run, accept: Callable[[str], bool]) -> str | None:
 
 
 def reference_cases(run: Run) -> list[tuple[str, str | None]]:
-    """(label, case id or None when the run lacks it); the compressed series only where present."""
+    """(label, case id or None when the run lacks it); the compressed series only where present.
+
+    The CT series is fixtures.profiles.CT_SERIES where the run has it, else its largest CT series.
+    """
     cases = {b.case for b in run.benchmarks}
-    ct_slices = sorted(c for c in cases if c.startswith("f1_") and c.endswith("_ct"))
+    ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
+        run, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not _compressed(c))
     refs = [
         ("Seed volume, 256 MiB", SEED_CASE if SEED_CASE in cases else None),
-        ("CT series", _largest(run, lambda c: c.startswith("series_") and not _compressed(c))),
-        ("CT slice", ct_slices[0] if ct_slices else (CT_SLICE_CASE if CT_SLICE_CASE in cases else None)),
+        ("CT series", ct_series),
+        ("CT slice", next((c for c in CT_SLICE_CASES if c in cases), None)),
     ]
-    compressed = _largest(run, lambda c: c.startswith("series_") and _compressed(c))
+    compressed = _largest(run, lambda c: bool(_SERIES.match(c)) and _compressed(c))
     if compressed:
         refs.append(("Compressed series", compressed))
     return refs
