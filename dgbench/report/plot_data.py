@@ -227,8 +227,9 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
                 label=f"{loader} ({device}, {cache})",
                 points=tuple((index[id(p.run)], p.bench.gbps) for p in points),
                 colour=CEILING_COLOUR if ceiling else loader_colour(loader),
-                dashed=ceiling or cache != "warm",
+                dashed=ceiling,
                 marker="s" if device == "cpu" else "o",
+                dotted=device == "cpu" and not ceiling,
                 band=tuple(band),
                 flagged=tuple(i for i, p in enumerate(points) if p.regressed),
             ))
