@@ -15,6 +15,7 @@ from dgbench.machine import machine_slug, probe_gpu
 from dgbench.schema import bench_document
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMIT = "0badc0ffee0badc0ffee0badc0ffee0badc0ffee"  # as tools/device_run.sh passes it: wins over the git checkout
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def suite_run(tmp_path_factory):
            "-k", "f1_64x64", "--profile", "quick", f"--corpus-dir={corpus}",
            f"--benchmark-storage=file://{storage}", "--benchmark-autosave", "-p", "no:cacheprovider"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "DGB_COMMIT": COMMIT})
     return proc, storage
 
 
@@ -44,7 +45,9 @@ def test_results_land_in_a_folder_named_after_the_machine(suite_run):
     slug = machine_slug(probe_gpu())
     saved = sorted((storage / slug).glob("0001_*.json"))
     assert len(saved) == 1, list(storage.rglob("*"))
+    assert saved[0].name.startswith(f"0001_{COMMIT}_")
     doc = json.loads(saved[0].read_text())
+    assert doc["commit_info"]["id"] == COMMIT and doc["commit_info"]["dirty"] is False
     info = doc["machine_info"]
     assert info["machine_slug"] == slug and info["profile"] == "quick"
     for key in ("pydicom_version", "numpy_version", "corpus_filesystem", "gpu_name"):
