@@ -14,6 +14,7 @@ import pytest
 
 import kvdicom
 from bench import compressed_peers as peers
+from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
 from fixtures.oracle import to_host
 from fixtures.profiles import compressed_specs, is_series_stand_in
@@ -74,14 +75,13 @@ def _gpu_route(path) -> str:
 def _record(benchmark, spec, path, loader, device, output, reference, decoder):
     layout = kvdicom.inspect(path)
     ok = None if output is None else within_tolerance(spec, output, reference)
-    benchmark.extra_info.update(
-        case=spec.case_id, loader=loader, device=device, file_bytes=path.stat().st_size,
-        pixel_bytes=int(reference.nbytes), page_cache="warm", matches_pydicom=ok,
-        kvikio_threads=None, kvikio_task_size=None, ceiling=None,
+    benchmark.extra_info.update(bench_extra(
+        spec.case_id, loader, device, path.stat().st_size, int(reference.nbytes), "warm",
+        matches_pydicom=ok, ceiling=None,  # decode-bound: no I/O ceiling applies
         compressed_bytes=layout.nbytes, compression_ratio=reference.nbytes / path.stat().st_size,
         frames=layout.number_of_frames, codec=layout.codec, decoder=decoder,
         lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2], series_stand_in=is_series_stand_in(spec),
-    )
+    ))
     return ok
 
 
