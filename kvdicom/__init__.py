@@ -5,9 +5,10 @@ offset in the file by KvikIO (GPU) or ``preadv`` (CPU), then decoded by one
 code path for both. The result equals ``pydicom``'s ``pixel_array``.
 """
 
-from kvdicom.errors import DicomLoadError
+from kvdicom.errors import DicomLoadError, GpuUnavailableError
+from kvdicom.io_tuning import configure
 from kvdicom.layout import PixelLayout, inspect
 from kvdicom.loader import load
 
-__all__ = ["DicomLoadError", "PixelLayout", "inspect", "load"]
+__all__ = ["DicomLoadError", "GpuUnavailableError", "PixelLayout", "configure", "inspect", "load"]
 __version__ = "0.1.0"

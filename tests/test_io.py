@@ -15,7 +15,7 @@ def test_parallel_host_read_returns_the_exact_bytes(tmp_path, monkeypatch):
     path = tmp_path / "blob"
     path.write_bytes(b"head" + data.tobytes())
     out = np.empty(data.size, dtype=np.uint8)
-    assert host_read.read_into(str(path), out, 4, threads=3) == data.size
+    assert host_read.read_into(str(path), out, 4) == data.size
     assert np.array_equal(out, data)
 
 

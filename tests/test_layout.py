@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import tracemalloc
@@ -14,7 +15,7 @@ from pydicom.uid import JPEGBaseline8Bit, RLELossless
 import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
-from fixtures.writer import build_dataset, pixel_bytes
+from fixtures.writer import build_dataset, pixel_bytes, write_dicom
 
 
 def test_offset_points_at_the_pixel_bytes(make_file):
@@ -199,14 +200,21 @@ def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_fi
     assert check_load(path, "cpu") is None
 
 
-def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file):
+def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file, tmp_path):
+    # Deferred values come from the header's own open, bounded file, not from
+    # whatever the path names by the time they are read.
     from kvdicom.bounded_file import BoundedReader
     from kvdicom.layout import _read_header
 
-    path = make_file(rows=2, cols=2)
-    ds = _read_header(str(path), False)
-    with ds.fileobj_type(ds.filename, "rb") as fp:
-        assert isinstance(fp, BoundedReader)
+    path = make_file(rows=32, cols=32)
+    other = tmp_path / "other.dcm"
+    write_dicom(DicomSpec(rows=32, cols=32, seed=7), other)
+    with BoundedReader(path) as fp:
+        ds = _read_header(str(path), fp, False)
+        assert ds.get_item(0x7FE00010, keep_deferred=True).value is None  # deferred
+        os.replace(other, path)
+        assert isinstance(ds.buffer, BoundedReader)
+        assert ds.PixelData == pixel_bytes(DicomSpec(rows=32, cols=32))
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 3), (2, 3), (4, 4)])
