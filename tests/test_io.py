@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import threading
+
 import numpy as np
 
 from kvdicom import host_read
@@ -40,3 +44,84 @@ def test_task_size_spreads_work_within_bounds():
 
 def test_machine_threads_is_bounded():
     assert 1 <= machine_threads() <= 16
+
+
+def test_short_preadv_results_are_read_to_the_end(tmp_path, monkeypatch):
+    # preadv may return fewer bytes than asked; the reader must keep going.
+    data = np.random.default_rng(1).integers(0, 255, 1000, dtype=np.uint8)
+    path = tmp_path / "blob"
+    path.write_bytes(data.tobytes())
+    real = os.preadv
+    calls = []
+
+    def short(fd, buffers, offset):
+        calls.append(offset)
+        return real(fd, [memoryview(buffers[0])[:7]], offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    out = np.zeros(data.size, dtype=np.uint8)
+    assert host_read.read_into(str(path), out, 0) == data.size
+    assert np.array_equal(out, data) and len(calls) > 100
+
+
+def test_one_persistent_pool_serves_every_large_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 256)
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 16)
+    threads = set()
+    real = host_read._pread_exact
+    monkeypatch.setattr(host_read, "_pread_exact", lambda *a: threads.add(threading.current_thread().name) or real(*a))
+    pool = host_read.pool()
+    monkeypatch.setattr(host_read, "ThreadPoolExecutor", None)  # no pool may be created per read
+    for _ in range(3):
+        assert host_read.read_into(str(path), np.empty(4096, dtype=np.uint8), 0) == 4096
+    assert host_read.pool() is pool
+    assert threads and all(name.startswith("kvdicom-read") for name in threads)
+
+
+def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path, monkeypatch):
+    # Series loading submits per-file reads to the pool; each read must not wait
+    # on chunk tasks queued behind it on a full pool.
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 256)
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 16)
+    workers = host_read.pool()._max_workers
+    outs = [np.empty(4096, dtype=np.uint8) for _ in range(workers * 2)]
+    futures = [host_read.pool().submit(host_read.read_into, str(path), o, 0) for o in outs]
+    done, pending = concurrent.futures.wait(futures, timeout=20)
+    assert not pending, "reads on the pool deadlocked"
+    assert all(f.result() == 4096 for f in done)
+
+
+def test_disk_ceiling_reads_through_kvdicoms_reader(tmp_path, monkeypatch):
+    from bench.ceilings import DiskRead
+
+    data = np.random.default_rng(2).integers(0, 255, 3 * 4096 + 100, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    calls = []
+    real = host_read.read_chunks
+    monkeypatch.setattr(host_read, "read_chunks", lambda *a, **k: calls.append(k) or real(*a, **k))
+    for direct in (True, False):
+        read = DiskRead(path, direct=direct)
+        assert read() == read.nbytes
+        assert bytes(read.buffer[: read.nbytes]) == data[: read.nbytes]
+    assert len(calls) == 2
+
+
+def test_direct_reads_use_o_direct(tmp_path, monkeypatch):
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(8192))
+    flags = []
+    real = os.open
+    monkeypatch.setattr(os, "open", lambda p, f, *a: flags.append(f) or real(p, f, *a))
+    import mmap
+
+    buffer = np.frombuffer(mmap.mmap(-1, 8192), dtype=np.uint8)
+    try:
+        host_read.read_into(str(path), buffer, 0, direct=True)
+    except OSError:  # a file system without O_DIRECT
+        pass
+    assert flags and flags[-1] & os.O_DIRECT
