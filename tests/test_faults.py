@@ -73,9 +73,14 @@ def test_directory_is_refused(tmp_path, call):
         kvdicom.inspect(tmp_path) if call == "inspect" else kvdicom.load(tmp_path, "cpu")
 
 
-def test_character_device_is_refused_without_reading_it():
+def test_character_device_is_refused_without_opening_it(monkeypatch):
+    # Opening some devices has effects (a tape rewinds, a watchdog starts): stat first.
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a: opened.append(os.fspath(p)) or real_open(p, *a))
     with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="character device"):
         kvdicom.load("/dev/zero", "cpu")
+    assert "/dev/zero" not in opened
 
 
 def test_open_regular_refuses_a_fifo_that_appears_after_the_stat(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
+import pytest
 
 from kvdicom import host_read
 from kvdicom.io_tuning import MAX_TASK_BYTES, MIN_TASK_BYTES, machine_threads, task_size_for
@@ -80,19 +82,26 @@ def test_one_persistent_pool_serves_every_large_read(tmp_path, monkeypatch):
     assert threads and all(name.startswith("kvdicom-read") for name in threads)
 
 
-def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path, monkeypatch):
+def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path):
     # Series loading submits per-file reads to the pool; each read must not wait
-    # on chunk tasks queued behind it on a full pool.
-    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
-    monkeypatch.setattr(host_read, "CHUNK_BYTES", 256)
+    # on chunk tasks queued behind it on a full pool. In a child process, so a
+    # deadlock fails the test instead of hanging the run.
     path = tmp_path / "blob"
     path.write_bytes(bytes(range(256)) * 16)
-    workers = host_read.pool()._max_workers
-    outs = [np.empty(4096, dtype=np.uint8) for _ in range(workers * 2)]
-    futures = [host_read.pool().submit(host_read.read_into, str(path), o, 0) for o in outs]
-    done, pending = concurrent.futures.wait(futures, timeout=20)
-    assert not pending, "reads on the pool deadlocked"
-    assert all(f.result() == 4096 for f in done)
+    script = f"""
+import concurrent.futures, numpy as np
+from kvdicom import host_read
+host_read.PARALLEL_READ_BYTES, host_read.CHUNK_BYTES = 1000, 256
+outs = [np.empty(4096, dtype=np.uint8) for _ in range(host_read.pool()._max_workers * 2)]
+futures = [host_read.pool().submit(host_read.read_into, {str(path)!r}, o, 0) for o in outs]
+print(sum(f.result() for f in futures) == 4096 * len(outs))
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=root)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reads submitted to the pool deadlocked")
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "True", proc.stderr
 
 
 def test_disk_ceiling_reads_through_kvdicoms_reader(tmp_path, monkeypatch):
@@ -125,3 +134,28 @@ def test_direct_reads_use_o_direct(tmp_path, monkeypatch):
     except OSError:  # a file system without O_DIRECT
         pass
     assert flags and flags[-1] & os.O_DIRECT
+
+
+def test_a_failed_chunk_waits_for_the_others_before_raising(tmp_path, monkeypatch):
+    # The caller closes the descriptor and may reuse the buffer once read_into
+    # returns or raises: no chunk may still be reading then.
+    import time
+
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 1024)
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(4096))
+    running = []
+
+    def chunk(fd, view, offset):
+        if offset == 0:
+            raise OSError(5, "Input/output error")
+        running.append(offset)
+        time.sleep(0.2)
+        running.remove(offset)
+        return len(view)
+
+    monkeypatch.setattr(host_read, "_pread_exact", chunk)
+    with pytest.raises(OSError, match="Input/output error"):
+        host_read.read_into(str(path), np.empty(4096, dtype=np.uint8), 0)
+    assert running == []

@@ -307,3 +307,30 @@ def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pyd
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "1.5"))
     assert kvdicom.inspect(path).shape == (3, 1, 1)
     assert check_load(path, "cpu") is None
+
+
+def test_the_pad_byte_of_odd_length_pixel_data_is_not_an_extra_frame(make_file):
+    # 5 one-byte frames: 5 bytes plus the pad byte. pydicom treats the 6th byte as
+    # padding, not as a sixth whole frame.
+    path = make_file(frames=5, rows=1, cols=1, bits_allocated=8, bits_stored=8)
+    layout = kvdicom.inspect(path)
+    assert layout.value_length == 6
+    assert layout.number_of_frames == 5 and layout.shape == (5, 1, 1) and layout.nbytes == 5
+    assert mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path)) is None
+
+
+def test_pixel_data_shorter_than_promised_is_refused_even_with_bytes_after_it(make_file):
+    # The Pixel Data length says 2 bytes fewer than the Image Pixel module needs,
+    # while the file still holds them (so no end-of-file check can catch it):
+    # pydicom refuses, and kvdicom must refuse for this reason, not read on.
+    from fixtures.oracle import check_load
+
+    path = make_file(frames=1, rows=8, cols=8)
+    expected = kvdicom.inspect(path).nbytes
+    _patch_pixel_length(path, expected - 2)
+    with pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.inspect(path)
+    reason = info.value.reason
+    assert reason.startswith("pixel data is shorter than the header promises")
+    assert f"{expected - 2} bytes present" in reason and f"{expected} expected" in reason
+    assert check_load(path, "cpu") is None
