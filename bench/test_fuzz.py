@@ -38,12 +38,12 @@ from hypothesis import strategies as st
 
 import kvdicom
 import kvdicom.loader
-from kvdicom import device_read, host_read
 from fixtures.oracle import check_load
 from fixtures import mutate
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom
+from kvdicom import device_read, host_read
 
 EXAMPLE_TIMEOUT_S = 20
 HEAP_SLACK_BYTES = 8 << 20

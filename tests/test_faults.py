@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 
-import numpy as np
 import pytest
 
 import kvdicom

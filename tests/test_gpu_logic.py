@@ -189,7 +189,7 @@ def test_ybr_table_is_built_once_by_concurrent_first_users():
         assert len(results) == 8 and all((r == results[0]).all() for r in results)
         print(len(calls))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) == 256, f"{int(proc.stdout.split()[-1]) // 256} builds"

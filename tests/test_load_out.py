@@ -8,7 +8,6 @@ import pytest
 import kvdicom
 import kvdicom.loader
 from fixtures.oracle import mismatch, pydicom_pixels
-from fixtures.spec import DicomSpec
 from kvdicom import host_read
 
 
