@@ -241,3 +241,35 @@ def test_read_errors_after_the_header_are_dicom_load_errors(dcm, monkeypatch):
     monkeypatch.setattr(host_read, "_pread_exact", failing)
     with pytest.raises(kvdicom.DicomLoadError, match="Input/output error"):
         kvdicom.load(dcm, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("frames", [2, 1024], ids=["staged", "kvikio"])
+def test_gpu_a_file_changed_during_load_is_refused(cuda, tmp_path, fault, frames):
+    # 2 frames go through the staged (pinned preadv) path, 1024 (8 MiB) through KvikIO.
+    from kvdicom import device_read
+
+    path = tmp_path / "a.dcm"
+    write_dicom(DicomSpec(frames=frames, rows=64, cols=64), path)
+    original = device_read.read_into
+
+    def faulty(*args, **kwargs):
+        fault(path, tmp_path)
+        return original(*args, **kwargs)
+
+    device_read.read_into = faulty
+    try:
+        with no_hang(20), pytest.raises(kvdicom.DicomLoadError) as info:
+            kvdicom.load(path, "cuda")
+    finally:
+        device_read.read_into = original
+    assert info.value.path == str(path)
+
+
+@pytest.mark.gpu
+def test_gpu_fifo_is_refused_at_once(cuda, tmp_path):
+    path = tmp_path / "f.dcm"
+    os.mkfifo(path)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
+        kvdicom.load(path, "cuda")

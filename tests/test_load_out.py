@@ -95,3 +95,25 @@ def test_rescaled_out_must_have_the_rescaled_dtype(make_file):
     path = make_file(rows=4, cols=4, rescale_slope=2.0, rescale_intercept=1.0)
     with pytest.raises(kvdicom.DicomLoadError, match="float64"):
         kvdicom.load(path, "cpu", rescale=True, out=_out_for(path))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fields", [
+    dict(frames=3, rows=8, cols=8),
+    dict(frames=1024, rows=64, cols=64),  # 8 MiB: through KvikIO, not the staged path
+    dict(rows=8, cols=8, bits_allocated=16, bits_stored=12, signed=True, dirty_unused_bits=True),
+    dict(rows=4, cols=4, transfer_syntax="explicit_be"),
+], ids=["u16", "u16_kvikio", "s12_dirty", "big_endian"])
+def test_gpu_out_is_filled(cuda, make_file, fields):
+    path = make_file(**fields)
+    layout = kvdicom.inspect(path)
+    out = cuda.full(layout.shape, 7, dtype=layout.dtype)
+    assert kvdicom.load(path, "cuda", out=out) is out
+    assert mismatch(out, pydicom_pixels(path)) is None
+
+
+@pytest.mark.gpu
+def test_gpu_out_must_be_a_cupy_array(cuda, make_file):
+    path = make_file(rows=8, cols=8)
+    with pytest.raises(ValueError, match="cupy"):
+        kvdicom.load(path, "cuda", out=_out_for(path))
