@@ -27,6 +27,7 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import threading
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ def configure(threads: str | int | None = "auto") -> None:
     The host read pool has the integer's size, else :func:`machine_threads`.
     """
     global _setting, _applied
-    if not (threads is None or threads == "auto" or (type(threads) is int and threads >= 1)):
+    if isinstance(threads, numbers.Integral) and not isinstance(threads, bool) and threads >= 1:
+        threads = int(threads)
+    elif not (threads is None or (isinstance(threads, str) and threads == "auto")):
         raise ValueError(f"threads must be 'auto', a positive int or None, not {threads!r}")
     with _lock:
         _setting, _applied = threads, False

@@ -100,7 +100,7 @@ def test_none_never_touches_kvikios_pool(fake_kvikio):
 def test_a_number_sets_kvikio_and_the_host_pool(fake_kvikio):
     from kvdicom import host_read
 
-    kvdicom.configure(3)
+    kvdicom.configure(np.int64(3))
     try:
         assert io_tuning.configured_threads() == 3
         assert io_tuning.plan_read(64 << 20).threads == 3
