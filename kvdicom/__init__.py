@@ -6,9 +6,10 @@ code path for both. The result equals ``pydicom``'s ``pixel_array``.
 """
 
 from kvdicom.compressed import CompressedLayout
-from kvdicom.errors import DicomLoadError
+from kvdicom.errors import DicomLoadError, GpuUnavailableError
+from kvdicom.io_tuning import configure
 from kvdicom.layout import PixelLayout, inspect
 from kvdicom.loader import load
 
-__all__ = ["CompressedLayout", "DicomLoadError", "PixelLayout", "inspect", "load"]
+__all__ = ["CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "configure", "inspect", "load"]
 __version__ = "0.1.0"

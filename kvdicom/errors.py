@@ -17,3 +17,11 @@ class DicomLoadError(ValueError):
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class GpuUnavailableError(ImportError):
+    """``device="cuda"`` without the GPU stack (CuPy, KvikIO); raised before any file is opened.
+
+    An ``ImportError`` so that code which already falls back on a missing CuPy
+    keeps working; the message names what is missing and how to install it.
+    """

@@ -8,9 +8,11 @@ and refuses what it cannot read straight from the file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +90,9 @@ class PixelLayout:
     swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
     #: the modality LUT / rescale that ``load(..., rescale=True)`` applies
     modality: ModalityTransform = field(default_factory=ModalityTransform)
+    #: :func:`kvdicom.fileid.identify` of the file the header was read from; pixel
+    #: reads refuse a file that is not this one any more (``None``: not checked)
+    file_id: tuple[int, int, int, int] | None = None
 
     @property
     def pixel_count(self) -> int:
@@ -106,18 +111,17 @@ def _fail(path: str, reason: str) -> DicomLoadError:
     return DicomLoadError(path, reason)
 
 
-def _read_header(path: str, force: bool) -> pydicom.Dataset:
-    """Parse the header with large values deferred and reads bounded by the file size."""
+def _read_header(path: str, fp: BoundedReader, force: bool) -> pydicom.Dataset:
+    """Parse the header from the open ``fp``, large values deferred, reads bounded by the file size."""
     try:
-        with BoundedReader(path) as fp:
-            ds = pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
-    except FileNotFoundError:
-        raise
+        ds = pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
     except Exception as exc:  # pydicom raises many types for a corrupt header
         raise _fail(path, f"cannot parse the DICOM header ({type(exc).__name__}: {exc})") from exc
-    # pydicom re-opens the file with ``ds.fileobj_type(filename, "rb")`` to read a
-    # deferred value (a lying length on a small element defers it too): keep
-    # those reads bounded as well.
+    # pydicom reads a deferred value (a lying length on a small element defers it
+    # too) from ``ds.buffer`` while it is open, else by re-opening ``ds.filename``:
+    # keep those reads on the same open, bounded file, never a re-opened path.
+    ds.buffer = fp
+    ds.filename = path
     ds.fileobj_type = _bounded_open
     return ds
 
@@ -316,14 +320,30 @@ def _shape(runner: DecodeRunner, frames: int) -> tuple[int, ...]:
 def inspect(path: str | os.PathLike, *, force: bool = False):
     """Return the pixel layout of ``path`` without reading its pixel data.
 
-    A :class:`PixelLayout` for native pixel data, a
-    :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
-    locations) for encapsulated data. Raises :class:`DicomLoadError` for
-    anything kvdicom cannot load exactly as
-    ``pydicom.dcmread(path, force=force).pixel_array`` would.
+    Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
+    ``pydicom.dcmread(path, force=force).pixel_array`` would, and for anything
+    that is not a regular file; ``FileNotFoundError``, ``PermissionError`` (and
+    any other ``OSError`` of ``open()``) when the path cannot be opened.
+    """
+    with opened_layout(path, force=force) as layout:
+        return layout
+
+
+@contextlib.contextmanager
+def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[PixelLayout]:
+    """:func:`inspect`, with the header's file kept open until the block ends.
+
+    While it is open its inode cannot be freed and reused, so a file deleted
+    and re-created at ``path`` before the pixel read always differs from
+    ``layout.file_id``.
     """
     path = os.fspath(path)
-    ds = _read_header(path, force)
+    with BoundedReader(path) as fp:
+        yield _layout(path, fp, force)
+
+
+def _layout(path: str, fp: BoundedReader, force: bool) -> PixelLayout:
+    ds = _read_header(path, fp, force)
     tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
     if tsyntax.is_encapsulated:
         from kvdicom.compressed import inspect_compressed
@@ -332,7 +352,7 @@ def inspect(path: str | os.PathLike, *, force: bool = False):
     keyword, raw, offset = _pixel_element(path, ds)
     runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
     _check_bits_allocated(path, runner, keyword)
-    file_size = os.stat(path).st_size
+    file_size = fp.size
 
     available = max(0, min(raw.length, file_size - offset))
     frames = _frames_present(path, runner, available)
@@ -382,4 +402,5 @@ def inspect(path: str | os.PathLike, *, force: bool = False):
         little_endian=tsyntax.is_little_endian,
         swap_8bit_words=swap_8bit_words,
         modality=_modality(ds, tsyntax, dtype),
+        file_id=fp.file_id,
     )
