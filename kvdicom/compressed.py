@@ -74,6 +74,9 @@ class CompressedLayout:
     modality: object = None  #: kvdicom.layout.ModalityTransform
     pixel_keyword: str = "PixelData"
     compressed: bool = True
+    #: (st_dev, st_ino, st_size, st_mtime_ns) of the file the header was read from (as PixelLayout.file_id):
+    #: the fragment walk and the pixel read refuse any other file
+    file_id: tuple[int, int, int, int] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -99,8 +102,13 @@ def _shape(frames: int, rows: int, cols: int, samples: int) -> tuple[int, ...]:
     return ((frames,) if frames > 1 else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
 
 
-def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of) -> CompressedLayout:
-    """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`)."""
+def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of,
+                       file_id: tuple[int, int, int, int] | None = None) -> CompressedLayout:
+    """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`).
+
+    ``file_id``: the identity of the open file the header came from (``BoundedReader.file_id``); its size
+    bounds the fragments, and the fragment walk must find the same file.
+    """
     if tsyntax not in CODECS:
         raise DicomLoadError(path, f"transfer syntax {tsyntax.name} ({tsyntax}) is compressed with a codec kvdicom "
                              f"does not decode; supported: {', '.join(sorted({u.name for u in CODECS}))}")
@@ -124,11 +132,11 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
     if "ExtendedOffsetTable" in ds:
         extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.get("ExtendedOffsetTableLengths", b"")))
         options["extended_offsets"] = extended
-    file_size = os.stat(path).st_size
+    file_size = file_id[2] if file_id is not None else os.stat(path).st_size
     frames_declared = int(runner.number_of_frames)
     # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
     end = file_size if raw.length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + raw.length)
-    table = encapsulated.locate(path, offset, end, frames_declared, extended)
+    table = encapsulated.locate(path, offset, end, frames_declared, extended, file_id=file_id)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "
@@ -143,13 +151,13 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
         bits_allocated=runner.bits_allocated, bits_stored=runner.bits_stored,
         pixel_representation=runner.pixel_representation,
         photometric_interpretation=str(runner.photometric_interpretation), options=options,
-        modality=modality_of(ds, tsyntax, dtype),
+        modality=modality_of(ds, tsyntax, dtype), file_id=file_id,
     )
 
 
 def read_frames(layout: CompressedLayout) -> tuple[np.ndarray, list]:
     """One read of every frame's bytes: (the encapsulated value as read, one buffer per frame)."""
-    return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset)
+    return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset, file_id=layout.file_id)
 
 
 def check_frames(layout: CompressedLayout, frames: list) -> list:

@@ -9,6 +9,12 @@ allocated. Frames are then assigned to fragments with pydicom's rules
 Basic Offset Table, else one fragment per frame, else all fragments for a
 single frame, else JPEG EOI markers. The bytes of all frames are read with one
 ``pread`` of the span from the first fragment to the last.
+
+Both the walk and the read open the path with :func:`kvdicom.fileid.open_regular`
+(a FIFO is refused, never waited on) and check the file they opened against the
+header's ``file_id`` before and after: a file swapped, truncated, rewritten or
+deleted since the header was parsed is a :class:`DicomLoadError` naming it,
+never its new bytes read with the old layout.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import host_read
+from kvdicom import fileid, host_read
 from kvdicom.errors import DicomLoadError
 
 ITEM = 0xE000FFFE  #: (FFFE,E000) read as one little-endian uint32 (group first)
@@ -98,17 +104,28 @@ def _by_offsets(path: str, fragments, starts: list[int], first_item: int, what: 
     return tuple(tuple(fragments[a:b]) for a, b in itertools.pairwise(bounds))
 
 
+def _changed(path: str, exc: OSError, what: str) -> DicomLoadError:
+    return DicomLoadError(path, f"cannot read the {what} after the header ({type(exc).__name__}: {exc}); "
+                          "the file was changed, removed or made unreadable in between")
+
+
 def locate(path: str, offset: int, file_size: int, number_of_frames: int,
-           extended: tuple[bytes, bytes] | None = None) -> FrameTable:
+           extended: tuple[bytes, bytes] | None = None, file_id: fileid.FileId | None = None) -> FrameTable:
     """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
 
     ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
+    With ``file_id`` (the header's open file), the file walked must be that file before and after.
     """
-    fd = os.open(path, os.O_RDONLY)
     try:
-        table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))
-    finally:
-        os.close(fd)
+        fd = fileid.open_regular(path)
+        try:
+            fileid.check_same(path, fd, file_id, "before the fragment walk")
+            table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))
+            fileid.check_same(path, fd, file_id, "after the fragment walk")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _changed(path, exc, "encapsulated item headers") from exc
     first_item = fragments[0][0] - HEADER
     span = (fragments[0][0], fragments[-1][0] + fragments[-1][1])
     if extended:
@@ -150,17 +167,22 @@ def _split_on_eoi(frames: tuple, data, base: int) -> list:
     return out
 
 
-def read_frames(path: str, table: FrameTable, start: int | None = None) -> tuple[np.ndarray, list]:
+def read_frames(path: str, table: FrameTable, start: int | None = None,
+                file_id: fileid.FileId | None = None) -> tuple[np.ndarray, list]:
     """(the bytes from ``start`` to the last fragment's end, one buffer per frame): one read.
 
     ``start`` defaults to the first fragment; pass the value's offset to keep the
     Basic Offset Table (pydicom's decoders want the whole value). A frame of one
-    fragment is a view into the read bytes, not a copy.
+    fragment is a view into the read bytes, not a copy. With ``file_id``, the
+    file read must be that file before and after the read.
     """
     start = table.span[0] if start is None else start
     end = table.span[1]
     data = np.empty(end - start, dtype=np.uint8)
-    got = host_read.read_into(path, data, start)
+    try:
+        got = host_read.read_into(path, data, start, file_id=file_id)
+    except OSError as exc:
+        raise _changed(path, exc, "compressed pixel data") from exc
     if got != data.nbytes:
         raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; did the file change?")
     frames = _split_on_eoi(table.frames, data, start) if table.split_on_eoi else table.frames

@@ -348,7 +348,7 @@ def _layout(path: str, fp: BoundedReader, force: bool) -> PixelLayout:
     if tsyntax.is_encapsulated:
         from kvdicom.compressed import inspect_compressed
 
-        return inspect_compressed(path, ds, tsyntax, _modality)
+        return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id)
     keyword, raw, offset = _pixel_element(path, ds)
     runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
     _check_bits_allocated(path, runner, keyword)

@@ -103,43 +103,46 @@ def test_open_regular_refuses_a_fifo_that_appears_after_the_stat(tmp_path, monke
 # --- 2. the pixels come from the file the header came from --------------------------------
 
 
-def _swap(path, tmp_path):
-    os.replace(_twin(tmp_path), path)
+# Each fault takes ``twin``: a function writing a file of the same size and layout, other pixels.
 
 
-def _truncate(path, tmp_path):
+def _swap(path, tmp_path, twin=_twin):
+    os.replace(twin(tmp_path), path)
+
+
+def _truncate(path, tmp_path, twin=_twin):
     os.truncate(path, path.stat().st_size - 10)
 
 
-def _append(path, tmp_path):
+def _append(path, tmp_path, twin=_twin):
     with open(path, "ab") as f:
         f.write(b"\0\0")
 
 
-def _delete(path, tmp_path):
+def _delete(path, tmp_path, twin=_twin):
     os.unlink(path)
 
 
-def _delete_and_recreate(path, tmp_path):
+def _delete_and_recreate(path, tmp_path, twin=_twin):
     os.unlink(path)
-    write_dicom(TWIN, path)
+    os.replace(twin(tmp_path), path)
 
 
-def _directory(path, tmp_path):
+def _directory(path, tmp_path, twin=_twin):
     os.unlink(path)
     os.mkdir(path)
 
 
-def _fifo(path, tmp_path):
+def _fifo(path, tmp_path, twin=_twin):
     os.unlink(path)
     os.mkfifo(path)
 
 
-def _rewrite_in_place(path, tmp_path):
+def _rewrite_in_place(path, tmp_path, twin=_twin):
     # Same inode, same size, other bytes: only the mtime tells.
     st = path.stat()
     with open(path, "r+b") as f:
-        f.write(_twin(tmp_path).read_bytes())
+        f.write(twin(tmp_path).read_bytes())
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
 
 
@@ -273,3 +276,120 @@ def test_gpu_fifo_is_refused_at_once(cuda, tmp_path):
     os.mkfifo(path)
     with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
         kvdicom.load(path, "cuda")
+
+
+# --- 2b. the same for compressed (encapsulated) files --------------------------------------
+
+COMPRESSED = DicomSpec(frames=2, rows=16, cols=16, transfer_syntax="rle")
+
+
+def _write_rle(path, add: int):
+    """An RLE file of COMPRESSED's header whose pixels are ``add`` more: same runs, so the same size."""
+    import numpy as np
+    from pydicom.uid import RLELossless
+
+    from fixtures.writer import build_dataset
+
+    ds = build_dataset(COMPRESSED)
+    base = np.random.default_rng(0).integers(0, 100, (2, 16, 16)) * 0x0101  # high byte == low byte
+    ds.compress(RLELossless, (base + add).astype(np.uint16), encoding_plugin="pydicom")
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _compressed_twin(tmp_path):
+    return _write_rle(tmp_path / "twin-rle.dcm", 0x0101)
+
+
+@pytest.fixture
+def rle(tmp_path):
+    path = _write_rle(tmp_path / "a-rle.dcm", 0)
+    assert path.stat().st_size == _compressed_twin(tmp_path).stat().st_size  # only the identity tells them apart
+    return path
+
+
+def test_compressed_layout_carries_the_headers_file_id(rle):
+    layout = kvdicom.inspect(rle)
+    assert layout.compressed and layout.file_id == fileid.identify(rle)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_a_compressed_file_changed_after_inspect_is_refused(rle, tmp_path, fault):
+    from kvdicom import compressed
+
+    layout = kvdicom.inspect(rle)
+    fault(rle, tmp_path, twin=_compressed_twin)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+        compressed.load_cpu(layout)
+    assert info.value.path == str(rle)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_a_compressed_file_changed_during_load_is_refused(rle, tmp_path, fault):
+    original = host_read.read_into
+
+    def faulty(*args, **kwargs):
+        fault(rle, tmp_path, twin=_compressed_twin)
+        return original(*args, **kwargs)
+
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+        host_read.read_into = faulty
+        try:
+            kvdicom.load(rle, "cpu")
+        finally:
+            host_read.read_into = original
+    assert info.value.path == str(rle)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_a_compressed_file_changed_before_the_fragment_walk_is_refused(rle, tmp_path, fault, monkeypatch):
+    # The frame table is found by walking the item headers in the file after the header parse: that
+    # open, too, must be the header's file (and must not block on a FIFO).
+    from kvdicom import encapsulated
+
+    original = encapsulated.locate
+
+    def faulty(*args, **kwargs):
+        fault(rle, tmp_path, twin=_compressed_twin)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(encapsulated, "locate", faulty)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.load(rle, "cpu")
+    assert info.value.path == str(rle)
+
+
+def test_a_compressed_file_truncated_during_the_read_is_refused(rle, monkeypatch):
+    real = host_read._pread_exact
+
+    def truncating(fd, view, offset):
+        got = real(fd, view, offset)
+        os.truncate(rle, rle.stat().st_size - 1)  # the sequence delimiter: the fragments are all there
+        return got
+
+    monkeypatch.setattr(host_read, "_pread_exact", truncating)
+    with pytest.raises(kvdicom.DicomLoadError, match="after the pixel read"):
+        kvdicom.load(rle, "cpu")
+
+
+def test_an_untouched_compressed_file_still_loads(rle):
+    assert mismatch(kvdicom.load(rle, "cpu"), pydicom_pixels(rle)) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_gpu_a_compressed_file_changed_during_load_is_refused(cuda, rle, tmp_path, fault):
+    # Compressed bytes are read on the host (then decoded on the GPU or the host): the same read.
+    original = host_read.read_into
+
+    def faulty(*args, **kwargs):
+        fault(rle, tmp_path, twin=_compressed_twin)
+        return original(*args, **kwargs)
+
+    host_read.read_into = faulty
+    try:
+        with no_hang(20), pytest.raises(kvdicom.DicomLoadError) as info:
+            kvdicom.load(rle, "cuda")
+    finally:
+        host_read.read_into = original
+    assert info.value.path == str(rle)
