@@ -17,7 +17,10 @@ The same mutants are also loaded with the file changed between the header
 parse and the pixel read (:data:`FAULTS`: swapped for a file with the same
 header and other pixels, deleted, turned into a FIFO or a directory,
 truncated): that must always be a :class:`kvdicom.DicomLoadError` naming the
-file, never another exception, a hang, or the other file's pixels.
+file, never another exception, a hang, or the other file's pixels. Compressed
+files (:data:`COMPRESSED_BASES`, whole or truncated) get the same faults, plus
+a replacement by an identical copy (only the identity differs), fired before
+the fragment walk of the header parse or before the pixel read.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from fixtures import mutate
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom
-from kvdicom import device_read, host_read
+from kvdicom import device_read, encapsulated, host_read
 from kvdicom.layout import PIXEL_ELEMENTS
 
 EXAMPLE_TIMEOUT_S = 20
@@ -300,7 +303,12 @@ FAULTS = ("swap", "delete", "fifo", "directory", "truncate")
 
 def _apply_fault(path: Path, fault: str, data: bytes, pixel_offset: int) -> None:
     """Change ``path`` the way ``fault`` says, as a concurrent writer would."""
-    if fault == "swap":
+    if fault == "copy":
+        # Another file with the same bytes: only its identity (inode, mtime) differs.
+        other = path.with_name(path.name + ".other")
+        other.write_bytes(path.read_bytes())
+        os.replace(other, path)
+    elif fault == "swap":
         # Same header, other pixels, same size: only the file's identity tells.
         other = path.with_name(path.name + ".other")
         other.write_bytes(data[:pixel_offset] + bytes(b ^ 0xFF for b in data[pixel_offset:]))
@@ -316,9 +324,9 @@ def _apply_fault(path: Path, fault: str, data: bytes, pixel_offset: int) -> None
 
 
 @contextlib.contextmanager
-def fault_before_pixel_read(reader, path: Path, fault: str, data: bytes, pixel_offset: int):
-    """Patch ``reader.read_into`` (host or device) to apply ``fault`` once, just before it reads."""
-    original = reader.read_into
+def fault_before_pixel_read(reader, path: Path, fault: str, data: bytes, pixel_offset: int, name: str = "read_into"):
+    """Patch ``reader.<name>`` (host or device ``read_into``) to apply ``fault`` once, just before it runs."""
+    original = getattr(reader, name)
     fired = []
 
     def faulty(*args, **kwargs):
@@ -327,11 +335,11 @@ def fault_before_pixel_read(reader, path: Path, fault: str, data: bytes, pixel_o
             _apply_fault(path, fault, data, pixel_offset)
         return original(*args, **kwargs)
 
-    reader.read_into = faulty
+    setattr(reader, name, faulty)
     try:
         yield fired
     finally:
-        reader.read_into = original
+        setattr(reader, name, original)
 
 
 def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
@@ -370,3 +378,73 @@ def test_cpu_files_changed_mid_load_raise_dicom_load_error(warm_kvdicom, fuzz_di
 @given(mutant=mutants(), fault=st.sampled_from(FAULTS))
 def test_gpu_files_changed_mid_load_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, fault):
     _check_changed_mid_load(fuzz_dir, mutant, fault, "cuda")
+
+
+# --- compressed files changed mid-load -----------------------------------------------------------
+
+#: Small compressed files of every codec whose encoder the suite always has (pydicom, pylibjpeg-openjpeg).
+COMPRESSED_BASES = (
+    DicomSpec(frames=2, rows=16, cols=16, bits_allocated=16, bits_stored=16, signed=True, transfer_syntax="rle"),
+    DicomSpec(frames=3, rows=8, cols=8, bits_allocated=8, bits_stored=8, samples_per_pixel=3, transfer_syntax="rle"),
+    DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg2000_lossless"),
+    DicomSpec(frames=3, rows=32, cols=32, bits_allocated=16, bits_stored=16, signed=True,
+              transfer_syntax="jpeg2000_lossless", offset_table="eot"),
+)
+#: Where the fault fires: before the fragment walk (inside the header parse) or before the pixel read.
+COMPRESSED_FAULT_POINTS = {"walk": (encapsulated, "locate"), "read": (host_read, "read_into")}
+
+
+@st.composite
+def compressed_mutants(draw) -> Mutant:
+    """A compressed base file, whole (most often: the load must otherwise succeed) or truncated."""
+    pytest.importorskip("openjpeg", reason="compressed fuzz cases need pylibjpeg-openjpeg (requirements.txt)")
+    spec = draw(st.sampled_from(COMPRESSED_BASES))
+    data, pixel_offset = _original(spec)
+    mutant = Mutant(spec, data, force=False)
+    if draw(st.integers(0, 3)) == 0:
+        at = draw(st.integers(max(0, pixel_offset - 16), len(data)))
+        mutant.data = data[:at]
+        mutant.edits.append(f"truncate at {at} of {len(data)}")
+    return mutant
+
+
+def _check_compressed_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, point: str, device: str):
+    note(f"spec={mutant.spec} fault={fault} at={point} edits={mutant.edits}")
+    path = fuzz_dir / f"changing-compressed-{device}.dcm"
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_bytes(mutant.data)
+    _, pixel_offset = _original(mutant.spec)
+    module, name = COMPRESSED_FAULT_POINTS[point]
+    with (time_limit(EXAMPLE_TIMEOUT_S),
+          fault_before_pixel_read(module, path, fault, mutant.data, pixel_offset, name) as fired):
+        try:
+            result = kvdicom.load(path, device)
+        except kvdicom.DicomLoadError as exc:
+            assert exc.path == str(path), f"error does not name the file: {exc}"
+            return
+        except ExampleTimeout:
+            raise
+        except Exception as exc:
+            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault} before the "
+                        f"{point}: {exc}; edits={mutant.edits}")
+    pytest.fail(f"kvdicom returned a {type(result).__name__} of shape {result.shape} although the file was "
+                f"changed ({fault} before the {point}, fired={bool(fired)}); edits={mutant.edits}")
+
+
+@FUZZ_SETTINGS
+@given(mutant=compressed_mutants(), fault=st.sampled_from(FAULTS + ("copy",)),
+       point=st.sampled_from(sorted(COMPRESSED_FAULT_POINTS)))
+def test_cpu_compressed_files_changed_mid_load_raise_dicom_load_error(warm_kvdicom, fuzz_dir, mutant, fault, point):
+    _check_compressed_changed_mid_load(fuzz_dir, mutant, fault, point, "cpu")
+
+
+@pytest.mark.gpu
+@FUZZ_SETTINGS
+@given(mutant=compressed_mutants(), fault=st.sampled_from(FAULTS + ("copy",)),
+       point=st.sampled_from(sorted(COMPRESSED_FAULT_POINTS)))
+def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, fault,
+                                                                      point):
+    _check_compressed_changed_mid_load(fuzz_dir, mutant, fault, point, "cuda")
