@@ -292,7 +292,7 @@ def _write_rle(path, add: int):
 
     ds = build_dataset(COMPRESSED)
     base = np.random.default_rng(0).integers(0, 100, (2, 16, 16)) * 0x0101  # high byte == low byte
-    ds.compress(RLELossless, (base + add).astype(np.uint16), encoding_plugin="pydicom")
+    ds.compress(RLELossless, (base + add).astype(np.uint16), encoding_plugin="pydicom", generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
     return path
 
