@@ -217,6 +217,10 @@ def load_cpu(layout: CompressedLayout) -> np.ndarray:
     """``device="cpu"``: one read, then pydicom's decoders."""
     value, frames = read_frames(layout)
     check_frames(layout, frames)
+    from kvdicom import rle
+
+    if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
+        return rle.load_host(layout, frames)  # the same decoder, frame by frame into the output
     arr = host_decode(layout, value)
     if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
         raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")

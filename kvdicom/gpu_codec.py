@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom import compressed
+from kvdicom import compressed, rle
 from kvdicom.compressed import CompressedLayout
 from kvdicom.decode import array_module
 
@@ -181,6 +181,8 @@ def load(layout: CompressedLayout):
     value, frames = compressed.read_frames(layout)
     how = plan(layout, compressed.check_frames(layout, frames))
     if how.route == "host" or nvimgcodec_problem() or len(frames) != layout.number_of_frames:
+        if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
+            return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
         return cupy.asarray(compressed.host_decode(layout, value))
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
