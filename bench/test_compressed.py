@@ -62,11 +62,15 @@ def _gpu_route(path) -> str:
     """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
     from kvdicom import compressed, gpu_codec
 
+    from kvdicom import rle
+
     layout = kvdicom.inspect(path)
     _, frames = compressed.read_frames(layout)
     how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
     if how.route == "gpu" and not gpu_codec.nvimgcodec_problem():
         return "nvimgcodec"
+    if rle.decoder(layout):
+        return f"host:{rle.decoder(layout)} + pinned chunked copy"
     if how.route == "gpu":
         return f"host:{compressed.reference_plugin(layout.transfer_syntax)} (no nvImageCodec)"
     return f"host:{compressed.reference_plugin(layout.transfer_syntax)} ({how.reason})"
@@ -83,6 +87,16 @@ def _record(benchmark, spec, path, loader, device, output, reference, decoder):
         lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2], series_stand_in=is_series_stand_in(spec),
     ))
     return ok
+
+
+@pytest.fixture(autouse=True)
+def _decoder_recorded(request):
+    """Every compressed benchmark row says which decoder ran (``extra_info['decoder']``, issue 10)."""
+    bench = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
+    yield
+    info = bench.extra_info if bench is not None else {}
+    if info.get("case"):  # a row was recorded (skipped tests record none)
+        assert info.get("decoder"), f"{request.node.name}: extra_info has no 'decoder' ({info})"
 
 
 def _synced(cupy, load, *args):
@@ -163,9 +177,17 @@ def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
     benchmark(peers.pydicom_pinned, cfile, "gdcm")
 
 
+def _cpu_route(path) -> str:
+    """Which decoder kvdicom's CPU load uses for ``path``."""
+    from kvdicom import compressed, rle
+
+    layout = kvdicom.inspect(path)
+    return rle.decoder(layout) or f"pydicom:{compressed.reference_plugin(layout.transfer_syntax)} (one read)"
+
+
 def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):
     out = kvdicom.load(cfile, "cpu")
-    assert _record(benchmark, cspec, cfile, "kvdicom", "cpu", out, creference, "pydicom (one read)")
+    assert _record(benchmark, cspec, cfile, "kvdicom", "cpu", out, creference, _cpu_route(cfile))
     benchmark(kvdicom.load, cfile, "cpu")
 
 

@@ -63,6 +63,19 @@ def problem(layout) -> str | None:
     return None
 
 
+def decoder(layout) -> str:
+    """Which decoder :func:`decode_into` runs for ``layout`` (for benchmark records), or "" where pydicom's path runs."""
+    if problem(layout) is not None:
+        return ""
+    if not _HAVE_IMAGECODECS:
+        return "kvdicom.rle:pylibjpeg-rle (frame by frame)"
+    if layout.number_of_frames > 1 and frame_nbytes(layout) * layout.number_of_frames >= CONCURRENT_MIN_BYTES:
+        from kvdicom import io_tuning
+
+        return f"kvdicom.rle:imagecodecs-packbits ({io_tuning.host_threads()} threads)"
+    return "kvdicom.rle:imagecodecs-packbits (one thread)"
+
+
 def frame_nbytes(layout) -> int:
     return layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
 
