@@ -23,9 +23,16 @@ from fixtures.profiles import compressed_specs, is_series_stand_in
 TOLERANCE = {"jpeg_baseline": 5, "jpeg_extended": 5, "jpeg2000": 1, "htj2k": 1}
 
 
+def _is_colour_j2k(spec) -> bool:
+    return spec.samples_per_pixel > 1 and spec.transfer_syntax in ("jpeg2000_lossless", "jpeg2000", "htj2k_lossless",
+                                                                   "htj2k")
+
+
 def pytest_generate_tests(metafunc):
     if "cspec" in metafunc.fixturenames:
         specs = compressed_specs(metafunc.config.getoption("profile"))
+        if metafunc.function.__name__.startswith("test_gpu_colour_j2k"):
+            specs = [s for s in specs if _is_colour_j2k(s)]
         metafunc.parametrize("cspec", specs, ids=[s.case_id for s in specs], scope="session")
 
 
@@ -130,6 +137,42 @@ def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, mon
     diff = difference(got, creference)
     assert diff is not None, f"shape/dtype {got.shape}/{got.dtype} != pydicom's {creference.shape}/{creference.dtype}"
     assert diff <= TOLERANCE.get(cspec.transfer_syntax, 0), f"max difference {diff} ({_gpu_route(cfile)})"
+
+
+@pytest.mark.gpu
+def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cuda, cspec, cfile, creference,
+                                                                               monkeypatch):
+    """The device check for ``gpu_codec.GPU_COLOUR_J2K`` (off until this passes on the device).
+
+    Forces colour JPEG 2000 (RGB, YBR_RCT, YBR_ICT) onto the GPU route and requires that nvImageCodec
+    really decoded it (not a host fallback) within the exactness rule. Passing on the device is what
+    allows turning ``GPU_COLOUR_J2K`` on; a failure names the case and the difference.
+    """
+    from kvdicom import compressed, gpu_codec
+
+    if (why := gpu_codec.nvimgcodec_problem()) is not None:
+        pytest.skip(why)
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)
+    layout = kvdicom.inspect(cfile)
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "gpu", f"colour J2K did not take the GPU route even when forced: {how.reason}"
+    redo = []
+    real = gpu_codec._decode_batch
+
+    def recording(*args):
+        raw, again = real(*args)
+        redo.extend(again)
+        return raw, again
+
+    monkeypatch.setattr(gpu_codec, "_decode_batch", recording)
+    got = kvdicom.load(cfile, "cuda")
+    assert not redo, f"nvImageCodec returned no usable image for frames {redo} (decoded again on the host)"
+    diff = difference(got, creference)
+    assert diff is not None, f"shape/dtype {got.shape}/{got.dtype} != pydicom's {creference.shape}/{creference.dtype}"
+    assert diff <= TOLERANCE.get(cspec.transfer_syntax, 0), (
+        f"{cspec.case_id}: max difference {diff} from pydicom with GPU_COLOUR_J2K forced on; keep it off")
 
 
 @pytest.mark.gpu
