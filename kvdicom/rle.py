@@ -1,25 +1,47 @@
 """RLE Lossless decoded frame by frame straight into the output (host) or a pinned staging buffer (GPU).
 
 pydicom's ``pixel_array`` for RLE calls pylibjpeg-rle's ``decode_frame`` once
-per frame and then copies, reshapes and bit-corrects the result; kvdicom's
-first host path did the same through ``Decoder.as_array`` after copying the
-whole encapsulated value into ``bytes``, and was slower than pydicom. Here the
-same Rust decoder (so the same bytes: pydicom's reference plugin for RLE is
-pylibjpeg-rle) writes each frame, which is then placed in the output array,
-interleaving colour planes (RLE frames are planar) and shifting out unused
-bits exactly as pydicom's ``_correct_unused_bits`` does. For ``device="cuda"``
-frames are decoded into one pinned host buffer and copied to the device in
-chunks of :data:`COPY_CHUNK_BYTES` as they are ready, so the host-to-device
-copy overlaps the decoding of the next frames instead of following it.
+per frame, then copies, reshapes and bit-corrects; kvdicom's first host path
+did the same through ``Decoder.as_array`` after copying the whole value into
+``bytes``, and was slower than pydicom (0.8x on the H200 for the GPU load).
 
-Frames are decoded one after another: ``decode_frame`` holds the GIL
-(pylibjpeg-rle 2.2, no ``allow_threads``), so threads do not help: measured
-on this suite's 2-core CPU machine, 16 frames of 512² int16 took 18.4 ms in
-one thread and 16.3–17.7 ms in two (noise, shared machine).
+Here each frame is decoded into its place in the output:
 
-Measured on that 2-core CPU machine (shared, medians of 7; pydicom 3.0.2,
-pylibjpeg-rle 2.2.0), ``compressed_specs('full')``'s RLE cases, warm:
-see :data:`MEASURED`.
+* with imagecodecs (a suite requirement; optional for kvdicom), each segment
+  by its PackBits decoder (C, GIL released) into a scratch row, then written
+  to its byte of each sample; accepted only when the RLE header is exactly
+  what the layout needs (pylibjpeg-rle's header rules) and every segment
+  decodes without error to one byte per pixel, the case in which
+  pylibjpeg-rle decodes the same runs to the same bytes. Anything else is
+  decoded again by pylibjpeg-rle, which then succeeds or fails exactly as
+  pydicom does;
+* without imagecodecs, by pylibjpeg-rle itself (pydicom's reference plugin).
+
+Then colour planes are interleaved (RLE frames are planar) and unused bits
+shifted out as pydicom's ``_correct_unused_bits`` does. Frames decode
+concurrently on kvdicom's pool (``host_read.pool()``) only with imagecodecs,
+since pylibjpeg-rle's ``decode_frame`` holds the GIL (2.2.0: no
+``allow_threads``; 16 frames took 18.4 ms on one thread, 16.3-17.7 ms on two),
+and only where :data:`CONCURRENT_MIN_BYTES` and :data:`CONCURRENT_MIN_CPUS`
+say it pays. For ``device="cuda"`` frames are decoded into one pinned host
+buffer and copied to the device in chunks of :data:`COPY_CHUNK_BYTES` as
+they are ready, so the copy overlaps the decoding of the next frames.
+
+Measured on the 2-core CPU machine (shared with other work; pydicom 3.0.2,
+pylibjpeg-rle 2.2.0, imagecodecs 2026.3.6; ``tools/measure_rle.py``, median of
+41 warm rounds, ms), ``compressed_specs('full')``'s RLE cases, CPU load:
+
+======================= ======= ========== ============ ============= =============
+case                    pydicom kvdicom    imagecodecs  imagecodecs   pylibjpeg-rle
+                                (default)  one thread   on the pool   only
+======================= ======= ========== ============ ============= =============
+f16_512x512_i16_rle     14.68   10.30      10.58        12.05         13.76
+f2_128x128_i16_rle      1.68    1.67       1.57         2.31          1.69
+======================= ======= ========== ============ ============= =============
+
+(the old path, ``Decoder.as_array`` on the whole value: 18.7 ms and 1.20 ms
+against pydicom's 15.3 and 1.09 in the same session). Run the script on the
+device for the GPU load and the pool on many cores.
 
 YBR_FULL / YBR_FULL_422 (which pydicom converts to RGB) and files without
 pylibjpeg-rle keep pydicom's own path (:func:`kvdicom.compressed.host_decode`).
@@ -29,6 +51,7 @@ from __future__ import annotations
 
 import concurrent.futures as concurrent_futures
 import importlib.util
+import os
 
 import numpy as np
 
@@ -44,6 +67,10 @@ COPY_CHUNK_BYTES = 2 << 20
 #: Frames decode concurrently (imagecodecs, kvdicom's pool) from this many decoded bytes per file; below it
 #: the hand-off to the pool costs more than it saves (2 frames of 128² int16: 2.0 ms pooled vs 1.6 ms).
 CONCURRENT_MIN_BYTES = 1 << 20
+#: ... and only with at least this many cores: on the 2-core CPU machine two pool threads were no faster
+#: than one (16 × 512² int16: 11.4–12.1 ms vs 9.9–10.7 ms, medians of 41, other work running). Whether
+#: they pay on the device is for ``tools/measure_rle.py`` to show there.
+CONCURRENT_MIN_CPUS = 4
 
 
 def problem(layout) -> str | None:
@@ -69,7 +96,7 @@ def decoder(layout) -> str:
         return ""
     if not _HAVE_IMAGECODECS:
         return "kvdicom.rle:pylibjpeg-rle (frame by frame)"
-    if layout.number_of_frames > 1 and frame_nbytes(layout) * layout.number_of_frames >= CONCURRENT_MIN_BYTES:
+    if _concurrent(layout, layout.number_of_frames):
         from kvdicom import io_tuning
 
         return f"kvdicom.rle:imagecodecs-packbits ({io_tuning.host_threads()} threads)"
@@ -165,6 +192,12 @@ def decode_frame_into(layout, index: int, frame, dst: np.ndarray) -> None:
         np.right_shift(out, shift, out=out)
 
 
+def _concurrent(layout, frames: int) -> bool:
+    """Whether ``frames`` frames of ``layout`` decode on kvdicom's pool (see CONCURRENT_MIN_BYTES / _CPUS)."""
+    return (_HAVE_IMAGECODECS and frames > 1 and frame_nbytes(layout) * frames >= CONCURRENT_MIN_BYTES
+            and (os.cpu_count() or 1) >= CONCURRENT_MIN_CPUS)
+
+
 def _decode_all(layout, frames: list, target, on_done=None) -> None:
     """Decode every frame into ``target(i)`` (its uint8 view), on kvdicom's pool where the GIL is released.
 
@@ -172,9 +205,7 @@ def _decode_all(layout, frames: list, target, on_done=None) -> None:
     """
     from kvdicom import host_read
 
-    concurrent = (_HAVE_IMAGECODECS and len(frames) > 1 and frame_nbytes(layout) * len(frames) >= CONCURRENT_MIN_BYTES
-                  and not getattr(host_read._worker, "in_pool", False))
-    if not concurrent:
+    if not _concurrent(layout, len(frames)) or getattr(host_read._worker, "in_pool", False):
         for i, frame in enumerate(frames):
             decode_frame_into(layout, i, frame, target(i))
             if on_done:

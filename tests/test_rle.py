@@ -84,6 +84,7 @@ def route(name: str):
             pytest.importorskip("imagecodecs")
         mp.setattr(rle, "_HAVE_IMAGECODECS", have)
         mp.setattr(rle, "CONCURRENT_MIN_BYTES", concurrent_from)
+        mp.setattr(rle, "CONCURRENT_MIN_CPUS", 1)
         yield
 
 
@@ -218,3 +219,18 @@ def test_a_segment_of_the_wrong_length_decodes_or_fails_as_pydicom(tmp_path, how
         else:
             assert np.array_equal(kvdicom.load(path, "cpu"), ref)
     assert (ref is None) == (run < 64)
+
+
+def test_the_pool_route_decodes_on_kvdicoms_pool_threads(tmp_path, monkeypatch):
+    import threading
+
+    path = tmp_path / "x.dcm"
+    arr = np.random.default_rng(4).integers(0, 2**16, size=(4, 16, 16), dtype=np.uint16)
+    _rle_file(path, arr, bits_stored=16)
+    threads = []
+    real = rle.decode_frame_into
+    monkeypatch.setattr(rle, "decode_frame_into",
+                        lambda *a: threads.append(threading.current_thread().name) or real(*a))
+    with route("imagecodecs-pool"):
+        assert np.array_equal(kvdicom.load(path, "cpu"), arr)
+    assert len(threads) == 4 and all(name.startswith("kvdicom-read") for name in threads)
