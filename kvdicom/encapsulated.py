@@ -137,9 +137,10 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
         frames = []
         for off, length in zip(offsets, lengths):
             start = first_item + off + HEADER
-            if start + length > span[1]:
-                raise DicomLoadError(path, f"Extended Offset Table frame at {off} (+{length} bytes) runs past the fragments")
-            frames.append(((start, length),))
+            if start > span[1]:
+                raise DicomLoadError(path, f"Extended Offset Table frame at {off} starts past the fragments")
+            # a length running past the value is cut at its end, as pydicom's ``buffer.read(length)`` does
+            frames.append(((start, min(length, span[1] - start)),))
         return FrameTable(span, tuple(frames))
     if table:
         return FrameTable(span, _by_offsets(path, fragments, table, first_item, "Basic Offset Table"))

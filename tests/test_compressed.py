@@ -429,3 +429,18 @@ def test_frames_split_on_jpeg_eoi_markers_without_an_offset_table(tmp_path):
     _, frames = compressed.read_frames(layout)
     assert len(frames) == 3
     assert check_load(path, "cpu") is None
+
+
+def test_extended_offset_table_length_past_the_value_is_cut_as_pydicom_cuts_it(tmp_path):
+    # pydicom reads each EOT frame with ``buffer.read(length)``: a length running past the value's end
+    # gives the bytes up to it. kvdicom cut it the same way instead of refusing the file.
+    import struct
+
+    spec = DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16)
+    ds = build_dataset(spec)
+    lengths = list(struct.unpack("<3Q", ds.ExtendedOffsetTableLengths))
+    lengths[-1] += 1000
+    ds.ExtendedOffsetTableLengths = struct.pack("<3Q", *lengths)
+    path = tmp_path / "eot.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert np.array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
