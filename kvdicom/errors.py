@@ -17,3 +17,11 @@ class DicomLoadError(ValueError):
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class NoPixelDataError(DicomLoadError):
+    """A DICOM object without a pixel data element (a DICOMDIR, a structured report, ...).
+
+    A subclass so that ``load_series`` can skip such files and list them
+    instead of refusing the whole series.
+    """
