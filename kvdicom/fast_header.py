@@ -235,17 +235,15 @@ def _walk_dataset(src: _Source, pos: int, end: int | None, implicit: bool, depth
             if pos != end:
                 raise _Unprovable("element runs past its item")
             return pos
-        if first and not implicit:
-            # pydicom reads an item whose first element looks implicit as implicit
-            head = src.bytes_at(pos, 6)
-            if _U32.unpack_from(head)[0] != ITEM_DELIMITER and not _looks_explicit(head[4:6]):
-                raise _Unprovable("item switches to implicit VR")
-        first = False
-        word, vr, value_at, length = _element(src, pos, implicit)
-        if word == ITEM_DELIMITER:
+        head = src.bytes_at(pos, 8)
+        if _U32.unpack_from(head)[0] == ITEM_DELIMITER:
             if end is not None:
                 raise _Unprovable("item delimiter in an item of defined length")
             return pos + 8
+        if first and not implicit and not _looks_explicit(head[4:6]):
+            raise _Unprovable("item switches to implicit VR")  # as pydicom would read it
+        first = False
+        word, vr, value_at, length = _element(src, pos, implicit)
         if length == UNDEFINED:
             if not _undefined_is_sequence(src, word, vr, value_at):
                 raise _Unprovable("undefined length outside a sequence")
