@@ -115,10 +115,16 @@ def test_modality_lut_sequence_goes_to_pydicom(tmp_path):
     assert kvdicom.inspect(path).modality.kind == "lut"
 
 
-def test_element_after_the_pixel_data_goes_to_pydicom(make_file):
+def test_needed_element_after_the_pixel_data_goes_to_pydicom(make_file):
     path = make_file(rows=2, cols=2)
-    path.write_bytes(path.read_bytes() + struct.pack("<HH2sH", 0xFFFC, 0xFFFC, b"OB", 0))
+    path.write_bytes(path.read_bytes() + struct.pack("<HH2sH", 0x0028, 0x1053, b"DS", 2) + b"2 ")
     assert fast_header.scan(str(path)) is None
+
+
+def test_trailing_padding_after_the_pixel_data_is_walked(make_file):
+    path = make_file(rows=2, cols=2)
+    path.write_bytes(path.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, 6) + bytes(6))
+    assert isinstance(check_same(path), kvdicom.PixelLayout)
 
 
 def test_no_dicm_prefix_without_force_goes_to_pydicom_which_refuses(make_file):
