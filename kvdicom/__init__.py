@@ -8,6 +8,7 @@ code path for both. The result equals ``pydicom``'s ``pixel_array``.
 from kvdicom.errors import DicomLoadError
 from kvdicom.layout import PixelLayout, inspect
 from kvdicom.loader import load
+from kvdicom.series import SeriesInfo, load_series
 
-__all__ = ["DicomLoadError", "PixelLayout", "inspect", "load"]
+__all__ = ["DicomLoadError", "PixelLayout", "SeriesInfo", "inspect", "load", "load_series"]
 __version__ = "0.1.0"
