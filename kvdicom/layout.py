@@ -167,7 +167,9 @@ def _pixel_element(path: str, ds: pydicom.Dataset):
     """The one native pixel data element, still undecoded."""
     found = [(tag, kw) for tag, kw in PIXEL_ELEMENTS if tag in ds._dict]
     if not found:
-        raise NoPixelDataError(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
+        error = NoPixelDataError(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
+        error.has_rows = 0x00280010 in ds._dict  # an image header without its pixels: truncated?
+        raise error
     if len(found) > 1:
         names = ", ".join(kw for _, kw in found)
         raise _fail(path, f"more than one pixel data element ({names})")

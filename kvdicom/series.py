@@ -133,7 +133,9 @@ def read_header(path: str) -> _Header:
             return _Header(path, skip="not a DICOM file (no 128-byte preamble and DICM prefix)")
         layout, ds = inspect_dataset(path)
         return _Header(path, layout, series_keys.from_dataset(path, ds))
-    except NoPixelDataError:
+    except NoPixelDataError as exc:
+        if exc.has_rows:
+            return _Header(path, error="an image header (it has Rows) without pixel data: truncated?")
         return _Header(path, skip="no pixel data (not an image: DICOMDIR, report, ...)")
     except DicomLoadError as exc:
         return _Header(path, error=exc.reason)
