@@ -59,3 +59,158 @@ def monai_gpu(reader, path):
     image = reader.read(str(path))
     data, _meta = reader.get_data(image)
     return data
+
+
+# --- dicomsdl (C++; a peer only: it can abort the process natively) ------------------------------
+
+
+def dicomsdl_cpu(path):
+    """dicomsdl's stored values (``storedvalue=True``: no rescale, like ``pixel_array``), all frames."""
+    import dicomsdl
+    import numpy as np
+
+    ds = dicomsdl.open(str(path))
+    info = ds.getPixelDataInfo()
+    frames = info["NumberOfFrames"] or 1
+    if frames == 1:
+        return ds.pixelData(storedvalue=True)
+    out = np.empty((frames, info["Rows"], info["Cols"]), dtype=info["dtype"])
+    for i in range(frames):
+        ds.copyFrameData(i, out[i])
+    return out
+
+
+def dicomsdl_to_cupy(path):
+    """dicomsdl on the host, then one ``cupy.asarray`` copy to the GPU."""
+    import cupy
+
+    return cupy.asarray(dicomsdl_cpu(path))
+
+
+_DICOMSDL_PROBES: dict[tuple[str, ...], str | None] = {}
+
+
+def dicomsdl_crash(paths) -> str | None:
+    """Why dicomsdl cannot be benchmarked on ``paths``, or ``None`` if a child process read them all.
+
+    dicomsdl aborted the whole process (a native double free) on a 16-bit RGB
+    RLE file, so it first reads exactly these files in a subprocess: a crash
+    there becomes a skip reason instead of the end of the session.
+    """
+    import subprocess
+    import sys
+
+    key = tuple(str(p) for p in paths)
+    if key not in _DICOMSDL_PROBES:
+        script = ("import sys\nfrom bench.peers import dicomsdl_cpu\n"
+                  "for p in sys.stdin.read().split('\\0'):\n    dicomsdl_cpu(p)\n")
+        root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+        try:
+            child = subprocess.run([sys.executable, "-c", script], input="\0".join(key), text=True, cwd=root,
+                                   capture_output=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            _DICOMSDL_PROBES[key] = "dicomsdl did not finish reading these files within 600 s in a child process"
+        else:
+            if child.returncode == 0:
+                _DICOMSDL_PROBES[key] = None
+            else:
+                last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+                how = f"signal {-child.returncode}" if child.returncode < 0 else f"exit {child.returncode}"
+                _DICOMSDL_PROBES[key] = f"dicomsdl failed in a child process ({how}): {last}"
+    return _DICOMSDL_PROBES[key]
+
+
+# --- series: a folder of single-frame files ------------------------------------------------------
+
+
+def series_files(folder) -> list:
+    """The files of a series folder, in directory-listing order (what a user's loop gets)."""
+    import os
+    from pathlib import Path
+
+    return [Path(folder) / name for name in sorted(os.listdir(folder))]
+
+
+def slice_sort_key(position, orientation, instance_number):
+    """GDCM's order: Image Position projected on the normal of Image Orientation; else Instance Number."""
+    if position is None or orientation is None:
+        return (1, float(instance_number or 0))
+    r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:]]
+    n = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    return (0, sum(float(p) * q for p, q in zip(position, n)))
+
+
+def pydicom_series(folder, rescale: bool = False):
+    """pydicom loop over the folder, sort by position on the normal, ``np.stack``: the reference.
+
+    With ``rescale=True`` each slice gets its own modality LUT (``apply_modality_lut``).
+    """
+    import numpy as np
+    from pydicom.pixels import apply_modality_lut
+
+    slices = []
+    for path in series_files(folder):
+        ds = pydicom.dcmread(path)
+        arr = apply_modality_lut(ds.pixel_array, ds) if rescale else ds.pixel_array
+        key = slice_sort_key(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"), ds.get("InstanceNumber"))
+        slices.append((key, arr))
+    slices.sort(key=lambda s: s[0])
+    return np.stack([arr for _, arr in slices])
+
+
+def pydicom_series_to_cupy(folder, rescale: bool = False):
+    import cupy
+
+    return cupy.asarray(pydicom_series(folder, rescale))
+
+
+def dicomsdl_series(folder):
+    """dicomsdl loop (``pixelData(storedvalue=True)``), same sort, ``np.stack``."""
+    import dicomsdl
+    import numpy as np
+
+    slices = []
+    for path in series_files(folder):
+        ds = dicomsdl.open(str(path))
+        key = slice_sort_key(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.InstanceNumber)
+        slices.append((key, ds.pixelData(storedvalue=True)))
+    slices.sort(key=lambda s: s[0])
+    return np.stack([arr for _, arr in slices])
+
+
+def dicomsdl_series_to_cupy(folder):
+    import cupy
+
+    return cupy.asarray(dicomsdl_series(folder))
+
+
+def sitk_series(folder):
+    """SimpleITK ``ImageSeriesReader`` (GDCM's sort; it applies the rescale), as a NumPy (z, y, x) array."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return sitk.GetArrayFromImage(reader.Execute())
+
+
+def sitk_series_to_cupy(folder):
+    import cupy
+
+    return cupy.asarray(sitk_series(folder))
+
+
+def monai_series_loader():
+    """MONAI ``LoadImage(reader="PydicomReader")`` as a pipeline builds it (ImportError without MONAI)."""
+    from monai.transforms import LoadImage
+
+    return LoadImage(reader="PydicomReader", image_only=True)
+
+
+def kvdicom_load_series():
+    """``kvdicom.load_series`` (issue 8), or ImportError naming what is missing."""
+    import kvdicom
+
+    load_series = getattr(kvdicom, "load_series", None)
+    if load_series is None:
+        raise ImportError("kvdicom.load_series is not in this kvdicom yet")
+    return load_series

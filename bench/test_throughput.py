@@ -118,6 +118,29 @@ def test_monai_gpu(benchmark, cuda, spec, spec_file, reference):
     benchmark(_synced(cuda, peers.monai_gpu, reader, spec_file))
 
 
+def _dicomsdl_or_skip(spec, path):
+    try:
+        import dicomsdl  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"dicomsdl is not installed ({exc})")
+    crash = peers.dicomsdl_crash([path])
+    if crash:
+        pytest.skip(f"{spec.case_id}: {crash}")
+
+
+def test_dicomsdl_cpu(benchmark, spec, spec_file, reference):
+    _dicomsdl_or_skip(spec, spec_file)
+    _record(benchmark, spec, spec_file, "dicomsdl", "cpu", peers.dicomsdl_cpu(spec_file), reference)
+    benchmark(peers.dicomsdl_cpu, spec_file)
+
+
+@pytest.mark.gpu
+def test_dicomsdl_to_cupy(benchmark, cuda, spec, spec_file, reference):
+    _dicomsdl_or_skip(spec, spec_file)
+    _record(benchmark, spec, spec_file, "dicomsdl+cupy", "cuda", peers.dicomsdl_to_cupy(spec_file), reference)
+    benchmark(_synced(cuda, peers.dicomsdl_to_cupy, spec_file))
+
+
 # --- cold page cache ------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from dgbench.derived import add_derived_fields, format_table, summary_rows
 from dgbench.machine import GpuStatus, machine_slug, probe_gpu
 from dgbench.machine import machine_info as describe_machine
 from fixtures.cache import Corpus, CorpusError
-from fixtures.profiles import PROFILES, profile_specs
+from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 
 # Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py.
 pytest_plugins = ["dgbench.baseline"]
@@ -90,6 +90,9 @@ def pytest_generate_tests(metafunc):
         if metafunc.definition.get_closest_marker("cold"):
             specs = [s for s in specs if s.pixel_bytes >= COLD_MIN_BYTES]
         metafunc.parametrize("spec", specs, ids=[s.case_id for s in specs], scope="session")
+    if "series_spec" in metafunc.fixturenames:
+        series = series_profile_specs(metafunc.config.getoption("profile"))
+        metafunc.parametrize("series_spec", series, ids=[s.case_id for s in series], scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +106,8 @@ def corpus(pytestconfig) -> Corpus:
     cap = int(pytestconfig.getoption("corpus_cap") * 2**30)
     try:
         store = Corpus(pytestconfig.getoption("corpus_dir"), cap)
-        store.check_fits(profile_specs(pytestconfig.getoption("profile")))
+        profile = pytestconfig.getoption("profile")
+        store.check_fits([*profile_specs(profile), *series_profile_specs(profile)])
     except (CorpusError, OSError) as exc:
         pytest.fail(f"corpus unusable: {exc}", pytrace=False)
     return store
@@ -112,11 +116,25 @@ def corpus(pytestconfig) -> Corpus:
 @pytest.fixture(scope="session")
 def spec_file(request, corpus, spec) -> Path:
     """The cached file of the current matrix point, generated on first use."""
-    keep = {corpus.path_for(s) for s in profile_specs(request.config.getoption("profile"))}
+    profile = request.config.getoption("profile")
+    keep = {corpus.path_for(s) for s in profile_specs(profile)}
+    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
     try:
         return corpus.ensure(spec, keep)
     except (CorpusError, OSError) as exc:
         pytest.fail(f"cannot generate fixture {spec.case_id}: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def series_dir(request, corpus, series_spec) -> Path:
+    """The cached folder of the current series, generated on first use."""
+    profile = request.config.getoption("profile")
+    keep = {corpus.path_for(s) for s in profile_specs(profile)}
+    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
+    try:
+        return corpus.ensure_series(series_spec, keep)
+    except (CorpusError, OSError) as exc:
+        pytest.fail(f"cannot generate series fixture {series_spec.case_id}: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
