@@ -197,3 +197,25 @@ def test_mutated_headers_give_pydicoms_layout_or_step_aside(tmp_path, data):
 def test_transfer_syntax_names_cover_the_fast_syntaxes():
     assert fast_header._TS_EXPLICIT.decode() == TRANSFER_SYNTAXES["explicit_le"]
     assert fast_header._TS_IMPLICIT.decode() == TRANSFER_SYNTAXES["implicit_le"]
+
+
+# Clinical header kinds (fixtures/headers.py): ct, mr, enhanced_mr, seed.
+
+@PROPERTY
+@given(spec=dicom_specs(rescale=True, headers=True), elements=hs.header_blocks())
+def test_fast_layout_equals_pydicom_layout_on_clinical_header_kinds(tmp_path, spec, elements):
+    path, force = _write(tmp_path, spec, elements)
+    check_same(path, force)
+
+
+@pytest.mark.parametrize("kind", ["ct", "mr", "enhanced_mr", "seed"])
+@pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
+def test_fast_path_is_taken_for_every_clinical_header_kind(tmp_path, kind, syntax):
+    frames = 3 if kind in ("enhanced_mr", "seed") else 1
+    spec = DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax, signed=True)
+    path, _ = _write(tmp_path, spec)
+    got = check_same(path)
+    assert isinstance(got, kvdicom.PixelLayout), f"fast path stepped aside on a {kind} header"
+    header = fast_header.scan(str(path))
+    if kind in ("ct", "mr"):
+        assert {"series_uid", "position", "orientation", "instance_number", "pixel_spacing"} <= set(header.keys)

@@ -340,3 +340,51 @@ def test_gpu_volume_equals_cpu_volume(cuda, tmp_path):
         vol, info = kvdicom.load_series(tmp_path / "s", "cuda", rescale=rescale)
         assert type(vol).__module__.startswith("cupy")
         np.testing.assert_array_equal(vol.get(), pydicom_volume(info.paths, rescale=rescale))
+
+
+# The series fixtures (fixtures/series.py): the folder knows its true slice order.
+
+from fixtures.series import SAGITTAL as FIXTURE_SAGITTAL  # noqa: E402
+from fixtures.series import SeriesSpec, layout, volume_paths, write_series  # noqa: E402
+
+
+def _fixture_folder(tmp_path, spec):
+    folder = tmp_path / spec.case_id
+    folder.mkdir()
+    write_series(spec, folder)
+    return folder
+
+
+@pytest.mark.parametrize("folder_spec", [
+    SeriesSpec(slices=6, rows=8, cols=8),
+    SeriesSpec(slices=5, rows=8, cols=12, header="mr", signed=False, bits_stored=12, orientation=FIXTURE_SAGITTAL,
+               transfer_syntax="implicit_le"),
+    SeriesSpec(slices=4, rows=6, cols=6, transfer_syntax="explicit_be"),
+    SeriesSpec(slices=5, rows=6, cols=6, non_dicom=True, dicomdir=True),
+    SeriesSpec(slices=4, rows=6, cols=6, positions=False),
+], ids=lambda s: s.case_id)
+@pytest.mark.parametrize("rescale", [False, True])
+def test_fixture_series_load_in_true_order(tmp_path, folder_spec, rescale):
+    spec = folder_spec
+    folder = _fixture_folder(tmp_path, spec)
+    vol, info = kvdicom.load_series(folder, "cpu", rescale=rescale)
+    truth = [str(p) for p in volume_paths(folder, spec)]
+    assert list(info.paths) == truth
+    np.testing.assert_array_equal(vol, pydicom_volume(truth, rescale=rescale))
+    assert info.sort_rule == ("position" if spec.positions else "instance_number")
+    skipped = {os.path.basename(p) for p, _ in info.skipped}
+    assert skipped == {f.name for f in layout(spec) if f.role in ("non_dicom", "dicomdir")}
+
+
+def test_fixture_irregularities_are_reported(tmp_path):
+    _, info = kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=6, rows=6, cols=6, uniform=False)), "cpu")
+    assert any("non-uniform" in r for r in info.irregularities)
+    _, info = kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=6, rows=6, cols=6, tilt=15.0)), "cpu")
+    assert any("gantry tilt" in r for r in info.irregularities)
+
+
+def test_fixture_refusals(tmp_path):
+    with pytest.raises(kvdicom.DicomLoadError, match="2 series"):
+        kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=4, rows=6, cols=6, other_series=2)), "cpu")
+    with pytest.raises(kvdicom.DicomLoadError, match="same slice position"):
+        kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=4, rows=6, cols=6, duplicates=1)), "cpu")
