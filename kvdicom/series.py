@@ -498,6 +498,8 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
         _read_all(layouts, staging, starts)
         raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
         raw.set(staging)  # the one host-to-device copy
+        # asynchronous from pinned memory: finish it before ``staging`` goes back to CuPy's pinned pool
+        xp.cuda.get_current_stream().synchronize()
     else:
         raw = stored.view(np.uint8).reshape(-1) if direct else np.empty(total, dtype=np.uint8)
         _read_all(layouts, raw, starts)

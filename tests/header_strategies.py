@@ -145,3 +145,13 @@ def splice(data: bytes, elements, *, implicit: bool, with_meta: bool) -> bytes:
     """``data`` with ``elements`` inserted where its dataset starts."""
     start = mutate.encoding_of(data).dataset_start if with_meta else 0
     return data[:start] + encode(elements, implicit) + data[start:]
+
+
+#: What scanners leave after the pixel data: Data Set Trailing Padding, a private element.
+TRAILING = [(), (Value(0xFFFCFFFC, "OB", bytes(6)),), (Value(0xFFFCFFFC, "OB", bytes(3)),),
+            (Value(0x00090010, "LO", b"ACME"), Value(0x00091001, "UN", b"x"))]
+
+
+def append(data: bytes, elements, *, implicit: bool) -> bytes:
+    """``data`` with ``elements`` after its last element (the pixel data)."""
+    return data + encode(elements, implicit)

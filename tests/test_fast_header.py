@@ -60,13 +60,13 @@ def check_same(path, force=False):
     return got
 
 
-def _write(tmp_path, spec: DicomSpec, elements=()) -> tuple:
-    path = tmp_path / f"{spec.key()}-{abs(hash(elements))}.dcm"
+def _write(tmp_path, spec: DicomSpec, elements=(), trailing=()) -> tuple:
+    path = tmp_path / f"{spec.key()}-{abs(hash((elements, trailing)))}.dcm"
     write_dicom(spec, path)
-    if elements:
+    if elements or trailing:
         implicit = spec.transfer_syntax == "implicit_le"
         data = hs.splice(path.read_bytes(), elements, implicit=implicit, with_meta=spec.file_meta)
-        path.write_bytes(data)
+        path.write_bytes(hs.append(data, trailing, implicit=implicit))
     return path, not spec.file_meta
 
 
@@ -75,17 +75,17 @@ PROPERTY = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, 
 
 
 @PROPERTY
-@given(spec=dicom_specs(rescale=True), elements=hs.header_blocks())
-def test_fast_layout_equals_pydicom_layout_on_generated_headers(tmp_path, spec, elements):
-    path, force = _write(tmp_path, spec, elements)
+@given(spec=dicom_specs(rescale=True), elements=hs.header_blocks(), trailing=st.sampled_from(hs.TRAILING))
+def test_fast_layout_equals_pydicom_layout_on_generated_headers(tmp_path, spec, elements, trailing):
+    path, force = _write(tmp_path, spec, elements, trailing)
     check_same(path, force)
 
 
 @PROPERTY
 @given(spec=dicom_specs(transfer_syntaxes=("explicit_le", "implicit_le"), rescale=True),
-       elements=hs.header_blocks(lenient=False))
-def test_fast_path_is_taken_for_little_endian_headers_it_can_prove(tmp_path, spec, elements):
-    path, force = _write(tmp_path, spec, elements)
+       elements=hs.header_blocks(lenient=False), trailing=st.sampled_from(hs.TRAILING))
+def test_fast_path_is_taken_for_little_endian_headers_it_can_prove(tmp_path, spec, elements, trailing):
+    path, force = _write(tmp_path, spec, elements, trailing)
     got = check_same(path, force)
     assert got is not None, "the fast path stepped aside on a plain little-endian header"
 
