@@ -80,20 +80,28 @@ def _number(path: str, element: str, value) -> float:
     raise DicomLoadError(path, f"{element} value {value!r} is not a number")
 
 
+def _get(path: str, ds, keyword: str):
+    """``ds.get(keyword)``, with pydicom's conversion errors (e.g. DS "abc") as a DicomLoadError."""
+    try:
+        return ds.get(keyword)
+    except Exception as exc:
+        raise DicomLoadError(path, f"{keyword} cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def from_dataset(path: str, ds) -> SliceKeys:
     """Keys from a pydicom dataset (the fallback path)."""
     values: dict = {}
     for name, keyword in (("series_uid", "SeriesInstanceUID"), ("sop_class_uid", "SOPClassUID")):
-        value = ds.get(keyword)
+        value = _get(path, ds, keyword)
         values[name] = str(value) if value not in (None, "") else None
-    number = ds.get("InstanceNumber")
+    number = _get(path, ds, "InstanceNumber")
     if number not in (None, ""):
         if not isinstance(number, int) or isinstance(number, bool):
             raise DicomLoadError(path, f"(0020,0013) Instance Number {number!r} is not an integer")
         values["instance_number"] = int(number)
     for name, keyword in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
                           ("pixel_spacing", "PixelSpacing"), ("slice_thickness", "SliceThickness")):
-        value = ds.get(keyword)
+        value = _get(path, ds, keyword)
         if value in (None, ""):
             continue
         element = _VECTORS[name][0]

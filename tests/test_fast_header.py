@@ -219,3 +219,27 @@ def test_fast_path_is_taken_for_every_clinical_header_kind(tmp_path, kind, synta
     header = fast_header.scan(str(path))
     if kind in ("ct", "mr"):
         assert {"series_uid", "position", "orientation", "instance_number", "pixel_spacing"} <= set(header.keys)
+
+
+# Series keys: the fast path's decoding of DS / IS / UI values equals pydicom's.
+
+@PROPERTY
+@given(elements=hs.series_keys(lenient=True), syntax=st.sampled_from(["explicit_le", "implicit_le"]))
+def test_series_keys_from_raw_bytes_equal_pydicoms_values(tmp_path, elements, syntax):
+    from kvdicom import series_keys
+
+    path, _ = _write(tmp_path, DicomSpec(rows=2, cols=2, transfer_syntax=syntax), tuple(elements))
+    header = fast_header.scan(str(path))
+    assert header is not None
+    try:
+        ref = series_keys.from_dataset(str(path), pydicom.dcmread(path))
+    except kvdicom.DicomLoadError as exc:
+        ref = exc
+    try:
+        got = series_keys.from_raw(str(path), header.keys)
+    except series_keys.Unprovable:
+        return  # load_series asks pydicom for this file
+    except kvdicom.DicomLoadError as exc:
+        assert isinstance(ref, kvdicom.DicomLoadError), f"fast keys refused what pydicom reads: {exc}"
+        return
+    assert got == ref

@@ -388,3 +388,16 @@ def test_fixture_refusals(tmp_path):
         kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=4, rows=6, cols=6, other_series=2)), "cpu")
     with pytest.raises(kvdicom.DicomLoadError, match="same slice position"):
         kvdicom.load_series(_fixture_folder(tmp_path, SeriesSpec(slices=4, rows=6, cols=6, duplicates=1)), "cpu")
+
+
+def test_malformed_position_is_refused_naming_the_file(tmp_path):
+    from fixtures import mutate
+
+    paths = make_series(tmp_path / "s", 3)
+    with open(paths[1], "rb") as f:
+        data = f.read()
+    with open(paths[1], "wb") as f:
+        f.write(mutate.set_value(data, 0x00200032, "DS", b"abc\\1\\2 "))
+    with pytest.raises(kvdicom.DicomLoadError, match="ImagePositionPatient|Image Position") as info:
+        kvdicom.load_series(tmp_path / "s", "cpu")
+    assert paths[1] in str(info.value)
