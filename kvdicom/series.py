@@ -395,7 +395,12 @@ def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
 
 
 def _stored_volume(layouts, xp, raw, target):
-    """Decode ``raw`` (all slices' bytes, slice order) into ``target`` (stored dtype) on ``xp``'s device."""
+    """Decode ``raw`` (all slices' bytes, slice order) into ``target`` (stored dtype) on ``xp``'s device.
+
+    Where ``raw`` is ``target``'s own memory (:func:`_decodes_in_place`), decoding
+    returns a view of it and nothing is copied; ``may_share_memory`` (a bounds
+    check: CuPy's exact ``shares_memory`` sorts every element's address) tells.
+    """
     first = layouts[0]
     n = len(layouts)
     uniform = all(getattr(l, f) == getattr(first, f) for l in layouts for f in _DECODE_FIELDS)
@@ -406,13 +411,13 @@ def _stored_volume(layouts, xp, raw, target):
     if uniform and contiguous and n > 1:
         block = dataclasses.replace(first, number_of_frames=n, shape=(n,) + first.shape, nbytes=first.nbytes * n)
         decoded = decode(raw, block)
-        if decoded is not target and not xp.shares_memory(decoded, target):
+        if decoded is not target and not xp.may_share_memory(decoded, target):
             target[...] = decoded
         return
     start = 0
     for i, layout in enumerate(layouts):
         decoded = decode(raw[start : start + layout.nbytes], layout)
-        if not xp.shares_memory(decoded, target[i]):
+        if not xp.may_share_memory(decoded, target[i]):
             target[i] = decoded
         start += layout.nbytes
 
