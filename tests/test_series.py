@@ -401,3 +401,16 @@ def test_malformed_position_is_refused_naming_the_file(tmp_path):
     with pytest.raises(kvdicom.DicomLoadError, match="ImagePositionPatient|Image Position") as info:
         kvdicom.load_series(tmp_path / "s", "cpu")
     assert paths[1] in str(info.value)
+
+
+def test_stored_bytes_are_read_straight_into_the_volume(tmp_path, monkeypatch):
+    make_series(tmp_path / "s", 4)
+    buffers = []
+    original = series._read_all
+    monkeypatch.setattr(series, "_read_all", lambda layouts, host, starts: (buffers.append(host),
+                                                                           original(layouts, host, starts)))
+    vol, _ = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert len(buffers) == 1 and np.shares_memory(buffers[0], vol)  # no scratch buffer, no copy
+    buffers.clear()
+    vol, _ = kvdicom.load_series(tmp_path / "s", "cpu", rescale=False, out=np.empty_like(vol))
+    assert np.shares_memory(buffers[0], vol)
