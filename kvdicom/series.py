@@ -4,7 +4,7 @@ Steps, each with its own helper:
 
 1. list the files (:func:`_list_files`), read every header
    (:func:`_read_headers`: the fast walk, pydicom where it steps aside; in a
-   persistent process pool when the series is large enough to pay for it);
+   persistent process pool when the series and the machine are large enough);
 2. skip what is not DICOM or has no pixel data (listed in the record), refuse
    unreadable or corrupt files, pick the series (:func:`_pick_series`), refuse
    slices that cannot stack (:func:`_check_stackable`);
@@ -37,19 +37,25 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.uid import UID
 
 from kvdicom import fast_header, host_read, modality, series_keys
 from kvdicom.decode import CONVERTED_TO_RGB, decode
 from kvdicom.errors import DicomLoadError, NoPixelDataError
 from kvdicom.fileid import identify
-from kvdicom.layout import PixelLayout, inspect_dataset
+from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, inspect_dataset
 
-#: Series at least this long parse their headers in the process pool. Measured
-#: on the 2-core CPU dev machine (256 CT headers of 262 elements, best of 7):
-#: in-process 53 ms, pool of 2 processes 43 ms once warm; starting the pool
-#: and its first parse took 665 ms (once per process). So the pool pays off
-#: only for long series on few cores; on a 16-core machine the split is wider.
-POOL_MIN_FILES = 128
+#: Series at least this long parse their headers in the process pool, on
+#: machines with at least :data:`POOL_MIN_PROCESSES` cores. On the 2-core CPU
+#: dev machine (shared by other jobs) the pool showed no reliable gain: 256
+#: CT headers took 53 / 72 ms in-process against 43 / 99 ms pooled in two
+#: runs, and starting the pool took 665 ms (once per process). A worker parses
+#: a header in about 0.25 ms there, and the parent unpacks a result in about
+#: 0.015 ms (plain tuples; pickled dataclasses cost 0.1 ms), so with 16 cores
+#: the pool should cut the header time several-fold; 64 files is a guess to
+#: confirm on the device (bench/test_series.py).
+POOL_MIN_FILES = 64
+POOL_MIN_PROCESSES = 4
 #: Worker processes at most; headers are CPU-bound Python, one per core.
 MAX_HEADER_PROCESSES = 16
 #: Chunks per worker: small enough to balance, large enough that pickling a
@@ -147,6 +153,57 @@ def _read_chunk(paths: list[str]) -> list[_Header]:
     return [read_header(p) for p in paths]
 
 
+_LAYOUT_FIELDS = tuple(f.name for f in dataclasses.fields(PixelLayout))
+_MODALITY_FIELDS = tuple(f.name for f in dataclasses.fields(ModalityTransform))
+
+
+def _pack(header: _Header) -> tuple:
+    """``header`` as plain tuples: unpickling frozen dataclasses, dtypes and UIDs cost the parent
+    ~0.1 ms per file (25 ms for 256 CT slices on the 2-core CPU dev machine), tuples far less."""
+    layout = header.layout
+    packed_layout = None
+    if layout is not None:
+        values = [getattr(layout, name) for name in _LAYOUT_FIELDS]
+        values[_LAYOUT_FIELDS.index("transfer_syntax")] = str(layout.transfer_syntax)
+        values[_LAYOUT_FIELDS.index("dtype")] = layout.dtype.str
+        modality_values = [getattr(layout.modality, name) for name in _MODALITY_FIELDS]
+        lut = layout.modality.lut
+        modality_values[_MODALITY_FIELDS.index("lut")] = None if lut is None else dataclasses.astuple(lut)
+        values[_LAYOUT_FIELDS.index("modality")] = tuple(modality_values)
+        packed_layout = tuple(values)
+    keys = None if header.keys is None else tuple(getattr(header.keys, f.name) for f in dataclasses.fields(header.keys))
+    return (header.path, packed_layout, keys, header.skip, header.error)
+
+
+_TS_INDEX = _LAYOUT_FIELDS.index("transfer_syntax")
+_DTYPE_INDEX = _LAYOUT_FIELDS.index("dtype")
+_MODALITY_INDEX = _LAYOUT_FIELDS.index("modality")
+_LUT_INDEX = _MODALITY_FIELDS.index("lut")
+_uids: dict[str, UID] = {}
+_dtypes: dict[str, np.dtype] = {}
+
+
+def _unpack(packed: tuple) -> _Header:
+    path, packed_layout, keys, skip, error = packed
+    layout = None
+    if packed_layout is not None:
+        values = list(packed_layout)
+        ts = values[_TS_INDEX]
+        values[_TS_INDEX] = _uids.get(ts) or _uids.setdefault(ts, UID(ts))
+        dtype = values[_DTYPE_INDEX]
+        values[_DTYPE_INDEX] = _dtypes.get(dtype) or _dtypes.setdefault(dtype, np.dtype(dtype))
+        modality_values = list(values[_MODALITY_INDEX])
+        if modality_values[_LUT_INDEX] is not None:
+            modality_values[_LUT_INDEX] = ModalityLUT(*modality_values[_LUT_INDEX])
+        values[_MODALITY_INDEX] = ModalityTransform(*modality_values)
+        layout = PixelLayout(*values)
+    return _Header(path, layout, None if keys is None else series_keys.SliceKeys(*keys), skip, error)
+
+
+def _read_chunk_packed(paths: list[str]) -> list[tuple]:
+    return [_pack(read_header(p)) for p in paths]
+
+
 _pool: ProcessPoolExecutor | None = None
 _pool_broken = False  #: a worker died once: parse in-process from then on
 _pool_lock = threading.Lock()
@@ -186,13 +243,13 @@ def _read_headers(paths: list[str], parallel: bool | None = None) -> list[_Heade
     """Every header, in the order of ``paths``."""
     workers = header_processes()
     if parallel is None:
-        parallel = len(paths) >= POOL_MIN_FILES and workers > 1 and not _pool_broken
+        parallel = len(paths) >= POOL_MIN_FILES and workers >= POOL_MIN_PROCESSES and not _pool_broken
     if not parallel:
         return _read_chunk(paths)
     size = max(1, math.ceil(len(paths) / (workers * CHUNKS_PER_WORKER)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     try:
-        return [h for chunk in header_pool().map(_read_chunk, chunks) for h in chunk]
+        return [_unpack(h) for chunk in header_pool().map(_read_chunk_packed, chunks) for h in chunk]
     except BrokenProcessPool:  # a worker died (killed, out of memory): parse here instead
         _shutdown_pool()
         return _read_chunk(paths)
