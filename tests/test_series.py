@@ -414,3 +414,17 @@ def test_stored_bytes_are_read_straight_into_the_volume(tmp_path, monkeypatch):
     buffers.clear()
     vol, _ = kvdicom.load_series(tmp_path / "s", "cpu", rescale=False, out=np.empty_like(vol))
     assert np.shares_memory(buffers[0], vol)
+
+
+def test_pool_results_round_trip_every_layout_field(tmp_path):
+    ds = build_dataset(DicomSpec(rows=2, cols=2, bits_allocated=8, bits_stored=8))
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.add_new(0x00283006, "US", [1, 2, 3, 4])
+    ds.ModalityLUTSequence = [item]
+    ds.ImagePositionPatient, ds.InstanceNumber = [1.0, 2.0, 3.0], 7
+    path = str(tmp_path / "lut.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    header = series.read_header(path)
+    assert header.layout.modality.kind == "lut"
+    assert series._unpack(series._pack(header)) == header
