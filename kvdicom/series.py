@@ -526,8 +526,16 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     if device == "cuda":
-        import cupy as xp
-        import cupyx
+        try:
+            import cupy as xp
+            import cupyx
+        except ImportError as exc:  # before any file work, as kvdicom.load does
+            import kvdicom
+
+            unavailable = getattr(kvdicom, "GpuUnavailableError", None)
+            if unavailable is not None:
+                raise unavailable(f"device='cuda' needs CuPy: {exc}") from exc
+            raise
     else:
         xp = np
     paths, name = _list_files(source)

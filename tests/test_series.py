@@ -428,3 +428,20 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
     header = series.read_header(path)
     assert header.layout.modality.kind == "lut"
     assert series._unpack(series._pack(header)) == header
+
+
+def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
+    import builtins
+
+    make_series(tmp_path / "s", 2)
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name.split(".")[0] in ("cupy", "cupyx"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.setattr(series, "_list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
+    with pytest.raises(ImportError):
+        kvdicom.load_series(tmp_path / "s", "cuda")
