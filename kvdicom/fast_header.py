@@ -36,7 +36,10 @@ padding after the pixel data) on 512 x 512 int16 slices, page cache warm, best
 of 5: ``pydicom.dcmread(stop_before_pixels=True)`` 611 ms, ``kvdicom.inspect``
 through this walk 60 ms (about 1/10), the pydicom path it replaces 982 ms,
 ``open`` + read of 16 KiB 5 ms. cProfile put 70 % of the walk in the per-element
-loop, hence the inlined element decoding in :func:`_walk_top`.
+loop, hence the inlined element decoding in :func:`_walk_top`. Per file, same
+machine, best of 20: fixtures' ``ct`` header 1.44 ms with pydicom against
+0.19 ms here; a 200-frame ``enhanced_mr`` header (its Per-frame Functional
+Groups walked item by item) 8.98 ms against 1.11 ms.
 """
 
 from __future__ import annotations
