@@ -14,7 +14,7 @@ from pydicom.pixels import apply_modality_lut
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
-from kvdicom import series
+from kvdicom import series, series_headers
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -164,7 +164,7 @@ def test_no_position_and_no_instance_number_is_refused(tmp_path):
 
 
 def test_affine_maps_each_slice_index_to_its_image_position(tmp_path):
-    paths = make_series(tmp_path / "s", 4, orientation=OBLIQUE, spacing=1.25, pixel_spacing=(0.5, 0.75))
+    make_series(tmp_path / "s", 4, orientation=OBLIQUE, spacing=1.25, pixel_spacing=(0.5, 0.75))
     _, info = kvdicom.load_series(tmp_path / "s", "cpu")
     row_cos, col_cos = np.array(OBLIQUE[:3]), np.array(OBLIQUE[3:])
     for i, path in enumerate(info.paths):
@@ -299,7 +299,7 @@ def test_unreadable_file_is_refused_naming_it(tmp_path, monkeypatch):
 
 def test_file_changed_after_its_header_was_read_is_refused(tmp_path, monkeypatch):
     paths = make_series(tmp_path / "s", 3)
-    original = series._read_headers
+    original = series_headers.read_headers
 
     def then_rewrite(*args, **kwargs):
         headers = original(*args, **kwargs)
@@ -308,7 +308,7 @@ def test_file_changed_after_its_header_was_read_is_refused(tmp_path, monkeypatch
             f.write(data[:-2])  # shorter: pixels no longer all there
         return headers
 
-    monkeypatch.setattr(series, "_read_headers", then_rewrite)
+    monkeypatch.setattr(series_headers, "read_headers", then_rewrite)
     out = np.zeros((3, 3, 4), np.int16)
     with pytest.raises(kvdicom.DicomLoadError, match="changed between header and pixel read") as info:
         kvdicom.load_series(tmp_path / "s", "cpu", out=out)
@@ -317,8 +317,8 @@ def test_file_changed_after_its_header_was_read_is_refused(tmp_path, monkeypatch
 
 def test_header_pool_gives_the_same_headers_as_in_process(tmp_path):
     paths = make_series(tmp_path / "s", 6)
-    pooled = series._read_headers(paths, parallel=True)
-    local = series._read_headers(paths, parallel=False)
+    pooled = series_headers.read_headers(paths, parallel=True)
+    local = series_headers.read_headers(paths, parallel=False)
     assert pooled == local
     assert all(h.layout is not None for h in pooled)
 
@@ -335,7 +335,7 @@ def test_slow_path_slices_load_like_fast_ones(tmp_path):
 
 @pytest.mark.gpu
 def test_gpu_volume_equals_cpu_volume(cuda, tmp_path):
-    paths = make_series(tmp_path / "s", 5)
+    make_series(tmp_path / "s", 5)
     for rescale in (False, True):
         vol, info = kvdicom.load_series(tmp_path / "s", "cuda", rescale=rescale)
         assert type(vol).__module__.startswith("cupy")
@@ -425,9 +425,9 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
     ds.ImagePositionPatient, ds.InstanceNumber = [1.0, 2.0, 3.0], 7
     path = str(tmp_path / "lut.dcm")
     ds.save_as(path, enforce_file_format=True)
-    header = series.read_header(path)
+    header = series_headers.read_header(path)
     assert header.layout.modality.kind == "lut"
-    assert series._unpack(series._pack(header)) == header
+    assert series_headers.unpack(series_headers.pack(header)) == header
 
 
 def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
@@ -442,6 +442,6 @@ def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cupy)
-    monkeypatch.setattr(series, "_list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
+    monkeypatch.setattr(series_headers, "list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
     with pytest.raises(ImportError):
         kvdicom.load_series(tmp_path / "s", "cuda")

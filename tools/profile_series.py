@@ -21,7 +21,7 @@ import pydicom
 
 import kvdicom
 from fixtures.series import SeriesSpec, write_series
-from kvdicom import series
+from kvdicom import series, series_headers
 from kvdicom.layout import inspect_dataset
 
 
@@ -64,14 +64,14 @@ def main() -> None:
         write_series(spec, folder)
     paths = sorted(os.path.abspath(os.path.join(folder, f)) for f in os.listdir(folder))
     r = args.repeat
-    print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, {series.header_processes()} header processes")
+    print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, {series_headers.header_processes()} header processes")
     print(f"dcmread(stop_before_pixels)   {best(lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], r):8.1f} ms")
     print(f"kvdicom.inspect (fast walk)    {best(lambda: [kvdicom.inspect(p) for p in paths], r):8.1f} ms")
     print(f"kvdicom pydicom path           {best(lambda: [inspect_dataset(p) for p in paths], min(r, 2)):8.1f} ms")
-    series._read_headers(paths, parallel=True)  # start the pool
-    print(f"headers in-process             {best(lambda: series._read_headers(paths, parallel=False), r):8.1f} ms")
-    print(f"headers in the pool            {best(lambda: series._read_headers(paths, parallel=True), r):8.1f} ms")
-    layouts = [h.layout for h in series._read_headers(paths, parallel=False)]
+    series_headers.read_headers(paths, parallel=True)  # start the pool
+    print(f"headers in-process             {best(lambda: series_headers.read_headers(paths, parallel=False), r):8.1f} ms")
+    print(f"headers in the pool            {best(lambda: series_headers.read_headers(paths, parallel=True), r):8.1f} ms")
+    layouts = [h.layout for h in series_headers.read_headers(paths, parallel=False)]
     starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
     buffer = np.empty(starts[-1], np.uint8)
     print(f"pixel reads (host)             {best(lambda: series._read_all(layouts, buffer, starts), r):8.1f} ms")
