@@ -40,8 +40,11 @@ MAX_HEADER_PROCESSES = 16
 #: chunk's layouts back costs less than parsing them.
 CHUNKS_PER_WORKER = 4
 
+
 @dataclass(frozen=True)
 class Header:
+    """One file of a series folder, as far as its header tells."""
+
     path: str
     layout: PixelLayout | None = None
     keys: series_keys.SliceKeys | None = None
