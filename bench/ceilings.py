@@ -7,12 +7,15 @@ is compared with, so small-file latency and large-file bandwidth are both fair.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from dgbench.config import COLD_MAX_RESIDENT, COLD_ROUNDS
 from kvdicom import host_read
 from kvdicom.io_tuning import machine_threads
 
@@ -20,12 +23,68 @@ DIRECT_IO_ALIGN = 4096
 DIRECT_IO_CHUNK = 16 << 20
 
 
-def drop_page_cache(path) -> None:
-    """Evict ``path`` from the page cache (no privileges needed: POSIX_FADV_DONTNEED)."""
+def drop_page_cache(path) -> float | None:
+    """Evict ``path`` from the page cache and return the fraction still resident (``None``: cannot tell).
+
+    POSIX_FADV_DONTNEED needs no privilege; where pages stay (tmpfs, some
+    overlay file systems, pages mapped elsewhere) KvikIO's ``drop_file_page_cache``
+    is tried too. The fraction is read with ``mincore`` (:func:`resident_fraction`).
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fdatasync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    left = resident_fraction(path)
+    if left is None or left > COLD_MAX_RESIDENT:
+        try:
+            import kvikio
+
+            kvikio.drop_file_page_cache(str(path))
+            left = resident_fraction(path)
+        except Exception:  # no KvikIO, an older one without it, or no privilege
+            pass
+    return left
+
+
+_PROT_READ, _MAP_SHARED = 0x1, 0x01
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _libc():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    return libc
+
+
+def resident_fraction(path) -> float | None:
+    """Fraction of ``path``'s pages in the page cache, by ``mincore`` on a read-only mapping
+    (which touches no page); ``None`` where that cannot be asked (no libc mincore, mapping refused)."""
+    try:
+        libc = _libc()
+        size = os.stat(path).st_size
+    except (OSError, AttributeError):
+        return None
+    if size == 0:
+        return 0.0
+    page = mmap.PAGESIZE
+    pages = -(-size // page)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+        if addr in (None, _MAP_FAILED):
+            return None
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
+                return None
+            return sum(b & 1 for b in vec) / pages
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
     finally:
         os.close(fd)
 
@@ -40,18 +99,30 @@ def cached_fraction(path) -> float | None:
     return cached / total if total else 1.0
 
 
-#: Rounds of a cold benchmark: each one reads the whole file from the disk.
-COLD_ROUNDS = 5
-
-
 def time_cold(benchmark, path, target) -> None:
-    """Time ``target`` with ``path`` evicted from the page cache before every round."""
+    """Time ``target`` with ``path`` evicted from the page cache before every round.
+
+    The row stays ``page_cache: "cold"`` only if every round's drop was verified
+    (at most COLD_MAX_RESIDENT of the pages resident); otherwise it becomes
+    ``"unverified"``, which the report and the derived numbers never hold against
+    the disk ceiling. ``resident_fraction_max`` records the worst round.
+    """
+    readings: list[float | None] = []
 
     def setup():
-        drop_page_cache(path)
+        readings.append(drop_page_cache(path))
         benchmark.extra_info["cached_fraction_before"] = cached_fraction(path)
 
     benchmark.pedantic(target, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
+    record_cold_verdict(benchmark.extra_info, readings)
+
+
+def record_cold_verdict(extra_info: dict, readings: list[float | None]) -> None:
+    """Set ``page_cache`` to ``cold`` or ``unverified`` from each round's residency after the drop."""
+    known = [r for r in readings if r is not None]
+    verified = bool(readings) and len(known) == len(readings) and max(known) <= COLD_MAX_RESIDENT
+    extra_info["resident_fraction_max"] = max(known) if known else None
+    extra_info["page_cache"] = "cold" if verified else "unverified"
 
 
 class HostToDevice:

@@ -12,12 +12,12 @@ import pytest
 
 import kvdicom
 from bench.ceilings import DiskRead, HostToDevice, PageCacheRead, drop_page_cache, time_cold
+from dgbench.schema import bench_extra, ceiling_loader
 
 
 def _describe(benchmark, spec, path, name, device, nbytes, page_cache="warm", **extra):
     benchmark.extra_info.update(
-        case=spec.case_id, loader=f"ceiling:{name}", device=device, file_bytes=path.stat().st_size,
-        pixel_bytes=nbytes, page_cache=page_cache, **extra,
+        bench_extra(spec.case_id, ceiling_loader(name), device, path.stat().st_size, nbytes, page_cache, **extra)
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 import kvdicom
 from bench import peers
 from bench.ceilings import SeriesRead
+from dgbench.schema import bench_extra, ceiling_loader
 from fixtures.oracle import mismatch, to_host
 
 RESCALE = pytest.mark.parametrize("rescale", [False, True], ids=["stored", "rescaled"])
@@ -58,21 +59,13 @@ def _reference(request, rescale: bool):
 def _record(benchmark, spec, layouts, loader, device, output, reference, **extra):
     """Describe this benchmark in ``extra_info``; return why its volume differs from pydicom's, if it does."""
     problem = None if output is None else mismatch(output, reference)
-    benchmark.extra_info.update(
-        case=spec.case_id,
-        loader=loader,
-        device=device,
-        file_bytes=sum(p.stat().st_size for p, _ in layouts),
-        pixel_bytes=sum(layout.nbytes for _, layout in layouts),
-        page_cache="warm",
+    benchmark.extra_info.update(bench_extra(
+        spec.case_id, loader, device, sum(p.stat().st_size for p, _ in layouts),
+        sum(layout.nbytes for _, layout in layouts), "warm",
         matches_pydicom=None if output is None else problem is None,
-        kvikio_threads=None,
-        kvikio_task_size=None,
         ceiling="series_h2d" if device == "cuda" else "series_host_read",
-        slices=spec.slices,
-        files=len(layouts),
-    )
-    benchmark.extra_info.update(extra)
+        slices=spec.slices, files=len(layouts), **extra,
+    ))
     return problem
 
 
@@ -220,11 +213,10 @@ def _ceiling(benchmark, spec, layouts, device, reference=None):
             # The ranges really are the volume's pixels, in slice order.
             got = np.frombuffer(read.host, dtype=reference.dtype.newbyteorder("<")).reshape(reference.shape)
             assert np.array_equal(got, reference), "the ceiling read other bytes than the volume's pixels"
-        benchmark.extra_info.update(
-            case=spec.case_id, loader="ceiling:series_h2d" if device == "cuda" else "ceiling:series_host_read",
-            device=device, file_bytes=sum(p.stat().st_size for p, _ in layouts), pixel_bytes=read.nbytes,
-            page_cache="warm", slices=spec.slices, files=len(layouts),
-        )
+        benchmark.extra_info.update(bench_extra(
+            spec.case_id, ceiling_loader("series_h2d" if device == "cuda" else "series_host_read"), device,
+            sum(p.stat().st_size for p, _ in layouts), read.nbytes, "warm", slices=spec.slices, files=len(layouts),
+        ))
         benchmark(read)
     finally:
         read.close()

@@ -13,6 +13,7 @@ import pytest
 import kvdicom
 from bench import peers
 from bench.ceilings import time_cold
+from dgbench.schema import bench_extra
 from fixtures.oracle import mismatch, pydicom_pixels
 
 
@@ -28,19 +29,10 @@ def _record(benchmark, spec, path, loader, device, output, reference, page_cache
     ``output=None`` records no verdict (for loaders whose layout differs by design).
     """
     problem = None if output is None else mismatch(output, reference)
-    benchmark.extra_info.update(
-        case=spec.case_id,
-        loader=loader,
-        device=device,
-        file_bytes=path.stat().st_size,
-        pixel_bytes=kvdicom.inspect(path).nbytes,
-        page_cache=page_cache,
-        matches_pydicom=None if output is None else problem is None,
-        kvikio_threads=None,
-        kvikio_task_size=None,
-        ceiling=("h2d_pinned" if device == "cuda" else "host_read") if page_cache == "warm" else "disk_read",
-    )
-    benchmark.extra_info.update(extra)
+    benchmark.extra_info.update(bench_extra(
+        spec.case_id, loader, device, path.stat().st_size, kvdicom.inspect(path).nbytes, page_cache,
+        matches_pydicom=None if output is None else problem is None, **extra,
+    ))
     return problem
 
 

@@ -17,6 +17,11 @@ works on pytest-benchmark 5.2's ``BenchmarkSession`` (``config._benchmarksession
   in the terminal summary; the run goes on uncompared and ``--benchmark-compare-fail``
   is dropped (it would otherwise end in pytest-benchmark's usage error), so
   the exit status is that of the tests alone.
+* **Broken baseline.** A ``BASELINE`` that is a directory, unreadable, binary,
+  has a byte-order mark or more than one line, or names a run whose stats lack
+  fields or hold NaN, negative or non-numeric values: the same one line, naming
+  the file and the fault (:func:`baseline_marker_fault`, :func:`run_fault`),
+  and the run is "not compared" — never judged against bad numbers, never a traceback.
 * **Noise.** After pytest-benchmark has compared (``finish`` in its
   ``pytest_sessionfinish`` wrapper), each of its ``--benchmark-compare-fail``
   regressions is kept only if it also exceeds the case's run-to-run noise, see
@@ -26,13 +31,19 @@ works on pytest-benchmark 5.2's ``BenchmarkSession`` (``config._benchmarksession
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from dgbench.config import DEFAULT_NOISE_K
+from dgbench.derived import noise_floor
+
 BASELINE_FILE = "BASELINE"
-DEFAULT_NOISE_K = 2.0
+#: Stats a compared run must hold as finite, non-negative numbers (pytest-benchmark's table and the noise rule).
+REQUIRED_STATS = ("min", "max", "mean", "stddev", "median", "iqr", "rounds")
 _STATE = pytest.StashKey["BaselineState"]()
 
 
@@ -95,15 +106,75 @@ def missing_message(folder: Path, reason: str) -> str:
             f"(or write the name of a saved run into {where}/{BASELINE_FILE}).")
 
 
+def baseline_marker_fault(marker: Path) -> tuple[str | None, str | None]:
+    """(the run's file name, None) or (None, what is wrong with ``marker``)."""
+    if marker.is_dir():
+        return None, f"{BASELINE_FILE} is a directory, not a file holding a run's name"
+    if not marker.is_file():
+        return None, f"{BASELINE_FILE} is not a regular file"
+    try:
+        raw = marker.read_bytes()
+    except OSError as exc:
+        return None, f"{BASELINE_FILE} cannot be read ({exc.strerror or exc})"
+    if raw.startswith(b"\xef\xbb\xbf") or raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None, f"{BASELINE_FILE} starts with a byte-order mark; save it as plain text (one file name)"
+    if b"\0" in raw:
+        return None, f"{BASELINE_FILE} is binary, not a run's file name"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, f"{BASELINE_FILE} is binary (not UTF-8), not a run's file name"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None, f"{BASELINE_FILE} is empty"
+    if len(lines) > 1:
+        return None, f"{BASELINE_FILE} has {len(lines)} lines; it must name one run"
+    return lines[0], None
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_fault(path: Path) -> str | None:
+    """What makes the saved run ``path`` unusable as a baseline, or ``None``."""
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror or exc})"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return f"{path.name} is not JSON ({exc})"
+    benchmarks = document.get("benchmarks") if isinstance(document, dict) else None
+    if not isinstance(benchmarks, list) or not benchmarks:
+        return f"{path.name} holds no benchmarks"
+    for index, bench in enumerate(benchmarks):
+        name = bench.get("name") if isinstance(bench, dict) else None
+        label = name if isinstance(name, str) else f"#{index}"
+        stats = bench.get("stats") if isinstance(bench, dict) else None
+        if not isinstance(stats, dict):
+            return f"{path.name}: benchmark {label} has no stats"
+        for field in REQUIRED_STATS:
+            if field not in stats:
+                return f"{path.name}: benchmark {label} lacks stats.{field}"
+            value = stats[field]
+            if not _finite_number(value):
+                return f"{path.name}: benchmark {label} has a non-numeric or non-finite stats.{field} ({value!r})"
+            if value < 0:
+                return f"{path.name}: benchmark {label} has a negative stats.{field} ({value!r})"
+        if stats["median"] <= 0:
+            return f"{path.name}: benchmark {label} has a zero stats.median"
+    return None
+
+
 def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:
     """(file, how it was chosen, None) or (None, "", reason it is missing) for one machine folder."""
     if not folder.is_dir():
         return None, "", "the folder does not exist"
     marker = folder / BASELINE_FILE
-    if marker.is_file():
-        name = marker.read_text(encoding="utf8").strip()
-        if not name:
-            return None, "", f"{BASELINE_FILE} is empty"
+    if marker.exists() or marker.is_symlink():
+        name, fault = baseline_marker_fault(marker)
+        if fault:
+            return None, "", fault
         chosen = folder / Path(name).name
         if not chosen.is_file():
             return None, "", f"{BASELINE_FILE} names {name}, which is not there"
@@ -115,22 +186,6 @@ def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:
 
 
 # --------------------------------------------------------------------------- noise rule
-
-def _stat(stats, field):
-    return stats[field] if isinstance(stats, dict) else getattr(stats, field)
-
-
-def noise_floor(now_stats, base_stats, k: float, percent: bool) -> float:
-    """k × the larger run-to-run spread of the two runs, in the check's units.
-
-    Spread is IQR / median (the ``spread`` of ``extra_info``) for percentage
-    checks, in percent; for absolute checks (seconds) it is the larger IQR.
-    """
-    if percent:
-        spreads = [_stat(s, "iqr") / _stat(s, "median") for s in (now_stats, base_stats) if _stat(s, "median") > 0]
-        return k * 100.0 * max(spreads, default=0.0)
-    return k * max(_stat(now_stats, "iqr"), _stat(base_stats, "iqr"))
-
 
 def judge(bench_session, k: float) -> list[Verdict]:
     """One verdict per (compared benchmark, --benchmark-compare-fail check); median:0% when none given."""
@@ -203,12 +258,15 @@ def _load_baseline(session):
     state.folder = Path(storage.path) / bs.machine_id
     if state.requested is True:
         state.chosen, state.how, reason = resolve_baseline(state.folder)
+        reason = reason or run_fault(state.chosen)
         if reason:
             state.missing = missing_message(state.folder, reason)
         else:
             bs.compare = str(state.chosen)
     elif not storage.query(str(state.requested)):
         state.missing = missing_message(state.folder, f"no saved run matches --benchmark-compare={state.requested}")
+    elif reason := run_fault(Path(storage.query(str(state.requested))[0])):
+        state.missing = missing_message(state.folder, reason)
     else:
         bs.compare = state.requested
         state.how = f"--benchmark-compare={state.requested}"

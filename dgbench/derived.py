@@ -1,23 +1,54 @@
 """Numbers derived from a whole session's benchmarks: GB/s, % of ceiling, speed-up over pydicom.
 
-They can only be computed once every benchmark of the session has run (a
-loader's ceiling and pydicom's time for the same case are other benchmarks),
-so they are filled in just before the JSON is saved and the summary printed.
+The one place these are computed: the plugin fills them into ``extra_info``
+before the JSON is saved and the summary printed, and the report recomputes
+them with the same functions from each saved run (so old files and files from
+other tools read the same way). They need the whole session: a loader's
+ceiling and pydicom's time for the same case are other benchmarks.
+
+A cold row is compared with the disk only if its drop of the page cache was
+verified (``page_cache == "cold"`` with a residency reading at or below
+``COLD_MAX_RESIDENT``); anything else is ``unverified`` and gets no % of ceiling.
 """
 
 from __future__ import annotations
 
-CEILING_PREFIX = "ceiling:"
+import math
+
+from dgbench.config import COLD_MAX_RESIDENT
+from dgbench.schema import ceiling_loader, is_ceiling
+
+__all__ = ["add_derived_fields", "effective_page_cache", "format_table", "gbps", "noise_floor", "regressed",
+           "summary_rows"]
 
 
-def _key(bench: dict, loader: str) -> tuple:
-    info = bench["extra_info"]
-    return info.get("case"), loader, info.get("page_cache", "warm")
+def gbps(pixel_bytes: float, median_s: float) -> float | None:
+    """Pixel bytes per second in GB/s (10^9), from the pixel bytes (not the file's): what a loader delivers."""
+    if not (median_s > 0) or not math.isfinite(median_s):
+        return None
+    value = pixel_bytes / median_s / 1e9
+    return value if math.isfinite(value) else None
 
 
-def _best_ceiling(by_key: dict, bench: dict, name: str) -> dict | None:
-    """The fastest ceiling of ``bench``'s case called ``name`` or ``name_<variant>``."""
-    case, _, cache = _key(bench, name)
+def effective_page_cache(info: dict) -> str:
+    """``warm``, ``cold`` (drop verified) or ``unverified``; a ``cold`` row without a residency reading is unverified."""
+    state = info.get("page_cache") or "warm"
+    if state != "cold":
+        return state
+    readings = [info.get(k) for k in ("resident_fraction_max", "cached_fraction_before")]
+    readings = [r for r in readings if isinstance(r, (int, float)) and not isinstance(r, bool)]
+    if not readings or max(readings) > COLD_MAX_RESIDENT:
+        return "unverified"
+    return "cold"
+
+
+def _key(info: dict, loader: str) -> tuple:
+    return info.get("case"), loader, effective_page_cache(info)
+
+
+def _best_ceiling(by_key: dict, info: dict, name: str) -> dict | None:
+    """The fastest ceiling of ``info``'s case called ``name`` or ``name_<variant>``, same page-cache state."""
+    case, _, cache = _key(info, name)
     found = [b for (c, lo, pc), b in by_key.items()
              if c == case and pc == cache and lo and (lo == name or lo.startswith(name + "_"))]
     return max(found, key=lambda b: b["extra_info"].get("gbps") or 0, default=None)
@@ -25,7 +56,7 @@ def _best_ceiling(by_key: dict, bench: dict, name: str) -> dict | None:
 
 def add_derived_fields(benchmarks: list[dict]) -> None:
     """Fill ``gbps``, ``rounds``, ``spread``, ``ceiling_gbps``, ``pct_of_ceiling`` and
-    ``speedup_vs_pydicom`` into each benchmark's ``extra_info``, in place.
+    ``speedup_vs_pydicom`` into each benchmark's ``extra_info``, in place (stale values are replaced).
 
     Each item is pytest-benchmark's dict form: ``{"extra_info": {...}, "stats": {...}}``.
     Benchmarks without stats (``--benchmark-disable``) or without ``pixel_bytes`` are left alone.
@@ -35,24 +66,51 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
     for bench in timed:
         info, stats = bench["extra_info"], bench["stats"]
         median = stats["median"]
-        info["gbps"] = info["pixel_bytes"] / median / 1e9 if median > 0 else None
+        for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom"):
+            info.pop(stale, None)
+        info["gbps"] = gbps(info["pixel_bytes"], median)
         info["rounds"] = stats["rounds"]
         info["spread"] = stats["iqr"] / median if median > 0 else None
-        by_key[_key(bench, info.get("loader"))] = bench
+        by_key[_key(info, info.get("loader"))] = bench
 
     for bench in timed:
         info = bench["extra_info"]
-        if str(info.get("loader", "")).startswith(CEILING_PREFIX):
+        if is_ceiling(info.get("loader", "")) or not info.get("gbps"):
             continue
-        pydicom = by_key.get(_key(bench, "pydicom"))
+        pydicom = by_key.get(_key(info, "pydicom"))
         if pydicom is not None:
             info["speedup_vs_pydicom"] = pydicom["stats"]["median"] / bench["stats"]["median"]
         ceiling = info.get("ceiling")
-        if ceiling:
-            ref = _best_ceiling(by_key, bench, CEILING_PREFIX + ceiling)
+        if ceiling and effective_page_cache(info) in ("warm", "cold"):
+            ref = _best_ceiling(by_key, info, ceiling_loader(ceiling))
             if ref is not None and ref["extra_info"].get("gbps"):
                 info["ceiling_gbps"] = ref["extra_info"]["gbps"]
                 info["pct_of_ceiling"] = 100.0 * info["gbps"] / info["ceiling_gbps"]
+
+
+def noise_floor(now_stats, base_stats, k: float, percent: bool) -> float:
+    """k × the larger run-to-run spread of the two runs, in the check's units (the baseline rule's noise).
+
+    Spread is IQR / median (the ``spread`` of ``extra_info``) for percentage
+    checks, in percent; for absolute checks (seconds) it is the larger IQR.
+    Stats are dicts or objects with ``median`` and ``iqr``.
+    """
+    def get(stats, field):
+        return stats[field] if isinstance(stats, dict) else getattr(stats, field)
+
+    if percent:
+        spreads = [get(s, "iqr") / get(s, "median") for s in (now_stats, base_stats) if get(s, "median") > 0]
+        return k * 100.0 * max(spreads, default=0.0)
+    return k * max(get(now_stats, "iqr"), get(base_stats, "iqr"))
+
+
+def regressed(now_stats, base_stats, threshold_pct: float, k: float) -> tuple[float, bool]:
+    """(median change in %, whether it is a regression by the baseline rule: above both the threshold and the noise)."""
+    def get(stats, field):
+        return stats[field] if isinstance(stats, dict) else getattr(stats, field)
+
+    change = 100.0 * (get(now_stats, "median") - get(base_stats, "median")) / get(base_stats, "median")
+    return change, change > max(threshold_pct, noise_floor(now_stats, base_stats, k, percent=True))
 
 
 def summary_rows(benchmarks: list[dict]) -> list[tuple]:
@@ -66,7 +124,7 @@ def summary_rows(benchmarks: list[dict]) -> list[tuple]:
             info.get("case", "?"),
             info.get("loader", "?"),
             info.get("device", "?"),
-            info.get("page_cache", "warm"),
+            effective_page_cache(info),
             info["gbps"],
             info.get("pct_of_ceiling"),
             info.get("speedup_vs_pydicom"),

@@ -59,10 +59,31 @@ def kvikio_settings() -> dict:
         "kvikio_version": kvikio.__version__,
         "kvikio_compat_mode": compat,
         "gds_available": not compat,
-        "kvikio_threads": int(kvikio.defaults.get("num_threads")),
+        "kvikio_threads": configured_kvikio_threads(),
         "kvikio_task_size": int(kvikio.defaults.get("task_size")),
         "kvikio_bounce_buffer_size": int(kvikio.defaults.get("bounce_buffer_size")),
     }
+
+
+def configured_kvikio_threads() -> int:
+    """The pool size kvdicom configures (or KVIKIO_NTHREADS), not the pool's size now.
+
+    The pool is resized on first use, so reading it gives 1 before the warm-up
+    and 16 after: a volatile value that made every comparison warn that the
+    machine changed. Nothing here touches KvikIO's pool.
+    """
+    try:
+        from kvdicom.io_tuning import configured_threads  # issue 9: the setting in force
+    except ImportError:
+        configured_threads = None
+    if configured_threads is not None:
+        value = configured_threads()
+        if value is not None:
+            return int(value)
+    from kvdicom.io_tuning import machine_threads
+
+    env = os.environ.get("KVIKIO_NTHREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else machine_threads()
 
 
 def probe_gpu() -> GpuStatus:
@@ -136,8 +157,23 @@ def filesystem_of(path: str | os.PathLike) -> str:
     return fstype
 
 
-def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str) -> dict:
-    """Fields for pytest-benchmark's machine_info; nothing that changes between runs."""
+def stable_location(path: str | os.PathLike, root: str | os.PathLike | None) -> str | None:
+    """``path`` relative to the repository ``root`` when inside it, else ``None``: never an absolute path,
+    which differs between checkouts of the same machine and would make every comparison warn."""
+    if root is None:
+        return None
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+        return os.path.relpath(real, base)
+    return None
+
+
+def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.PathLike | None = None) -> dict:
+    """Fields for pytest-benchmark's machine_info; nothing that changes between runs of one machine.
+
+    ``corpus_dir`` is recorded relative to ``root`` (the repository), or left out when outside it;
+    ``corpus_filesystem`` says what kind of disk it is either way.
+    """
     import numpy
     import pydicom
 
@@ -151,10 +187,10 @@ def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str) -> dict:
         "cupy_version": _version("cupy-cuda13x") or _version("cupy-cuda12x") or _version("cupy"),
         "pydicom_version": pydicom.__version__,
         "numpy_version": numpy.__version__,
-        "corpus_dir": os.path.realpath(corpus_dir),
+        "corpus_dir": stable_location(corpus_dir, root),
         "corpus_filesystem": filesystem_of(corpus_dir),
         "profile": profile,
         "cpu_count": len(os.sched_getaffinity(0)),
     }
-    info.update(kvikio_settings())  # read now: kvdicom sizes the pool on first use
+    info.update(kvikio_settings())
     return info

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
+from dgbench import config as cfg
 from dgbench.derived import add_derived_fields, format_table, summary_rows
 from dgbench.machine import GpuStatus, machine_slug, probe_gpu
 from dgbench.machine import machine_info as describe_machine
@@ -21,15 +21,11 @@ from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 # Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py.
 pytest_plugins = ["dgbench.baseline"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = cfg.ROOT
 GPU_STATUS = pytest.StashKey[GpuStatus]()
+CORPUS = pytest.StashKey[Corpus]()
 
-# Hypothesis: `ci` is fast and repeatable, `dev` explores, `nightly` digs.
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=30, derandomize=True, print_blob=True, **_common)
-settings.register_profile("dev", max_examples=60, **_common)
-settings.register_profile("nightly", max_examples=1000, **_common)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+cfg.register_hypothesis_profiles()
 
 
 def pytest_addoption(parser):
@@ -39,11 +35,11 @@ def pytest_addoption(parser):
         help="benchmark matrix: quick (CI), full (default with a GPU), nightly (adds >= 1 GiB files). Env: DGB_PROFILE",
     )
     group.addoption(
-        "--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", str(ROOT / ".corpus")),
+        "--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", str(cfg.DEFAULT_CORPUS_DIR)),
         help="where generated DICOM fixtures are cached between sessions. Env: DGB_CORPUS_DIR",
     )
     group.addoption(
-        "--corpus-cap", type=float, default=float(os.environ.get("DGB_CORPUS_CAP_GB", "16")),
+        "--corpus-cap", type=float, default=float(os.environ.get("DGB_CORPUS_CAP_GB", cfg.DEFAULT_CORPUS_CAP_GB)),
         help="size cap of the corpus in GiB; least recently used files are evicted. Env: DGB_CORPUS_CAP_GB",
     )
 
@@ -54,7 +50,7 @@ def pytest_configure(config):
     gpu = probe_gpu()
     config.stash[GPU_STATUS] = gpu
     if config.getoption("profile") is None:
-        config.option.profile = "full" if gpu.available else "quick"
+        config.option.profile = cfg.DEFAULT_PROFILE_GPU if gpu.available else cfg.DEFAULT_PROFILE_CPU
 
 
 @pytest.hookimpl(trylast=True)
@@ -66,6 +62,10 @@ def pytest_sessionstart(session):
     slug = machine_slug(session.config.stash[GPU_STATUS])
     bench_session.machine_id = slug
     bench_session.storage.default_machine_id = slug
+    if dgb_commit() and bench_session.autosave:  # the file name carries the commit too
+        from pytest_benchmark.utils import get_current_time
+
+        bench_session.autosave = f"{dgb_commit()}_{get_current_time()}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,17 +78,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-#: Cold-cache benchmarks run on files at least this large: below it, the read is
-#: mostly latency and the disk's sequential speed says little.
-COLD_MIN_BYTES = 8 << 20
-
-
 def pytest_generate_tests(metafunc):
     """Parametrize every test that asks for ``spec`` over the profile's matrix (``cold``: large files only)."""
     if "spec" in metafunc.fixturenames:
         specs = profile_specs(metafunc.config.getoption("profile"))
         if metafunc.definition.get_closest_marker("cold"):
-            specs = [s for s in specs if s.pixel_bytes >= COLD_MIN_BYTES]
+            specs = [s for s in specs if s.pixel_bytes >= cfg.COLD_MIN_BYTES]
         metafunc.parametrize("spec", specs, ids=[s.case_id for s in specs], scope="session")
     if "series_spec" in metafunc.fixturenames:
         series = series_profile_specs(metafunc.config.getoption("profile"))
@@ -110,6 +105,7 @@ def corpus(pytestconfig) -> Corpus:
         store.check_fits([*profile_specs(profile), *series_profile_specs(profile)])
     except (CorpusError, OSError) as exc:
         pytest.fail(f"corpus unusable: {exc}", pytrace=False)
+    pytestconfig.stash[CORPUS] = store  # its notices (regenerated files) go into the summary
     return store
 
 
@@ -165,14 +161,23 @@ def cuda(gpu_status):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(
-        describe_machine(config.stash[GPU_STATUS], config.getoption("corpus_dir"), config.getoption("profile"))
+        describe_machine(config.stash[GPU_STATUS], config.getoption("corpus_dir"), config.getoption("profile"), ROOT)
     )
 
 
 def pytest_benchmark_update_commit_info(config, commit_info):
-    """Where the checkout has no .git (a copied tree on a GPU box), take the commit from DGB_COMMIT."""
-    if commit_info.get("id") in (None, "", "unknown") and os.environ.get("DGB_COMMIT"):
-        commit_info.update(id=os.environ["DGB_COMMIT"], dirty=False, error=None, project="dicom-gpu-bench")
+    """DGB_COMMIT, when set, names the commit: a copied tree has no .git, and a tree nested in another
+    checkout would otherwise record the outer repository's commit."""
+    commit = dgb_commit()
+    if commit and commit_info.get("id") != commit:
+        commit_info.clear()  # time, branch, dirty flag of the outer checkout do not describe this tree
+        commit_info.update(id=commit, time=None, author_time=None, dirty=False, project="dicom-gpu-bench",
+                           branch=os.environ.get("DGB_BRANCH") or "(DGB_COMMIT)")
+
+
+def dgb_commit() -> str | None:
+    """The commit named by DGB_COMMIT, if set (it wins over whatever git checkout encloses the tree)."""
+    return os.environ.get("DGB_COMMIT", "").strip() or None
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
@@ -192,5 +197,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.section("dicom-gpu-bench: throughput")
             for line in format_table(rows):
                 terminalreporter.write_line(line)
+    corpus = config.stash.get(CORPUS, None)
+    for notice in corpus.notices if corpus is not None else ():
+        terminalreporter.write_line(notice, yellow=True)
     if not gpu.available:
         terminalreporter.write_line(f"dicom-gpu-bench: GPU benchmarks and GPU property tests did not run: {gpu.reason}")

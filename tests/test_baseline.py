@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline
+from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline, run_fault
+from dgbench.schema import bench_document, run_document
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -46,20 +47,8 @@ def pytest_sessionstart(session):
 
 def saved_run(median: float, iqr: float) -> dict:
     """A pytest-benchmark JSON file holding one run of test_sleep with the given median and IQR."""
-    stats = {
-        "min": median, "max": median + iqr, "mean": median, "stddev": iqr, "rounds": 5,
-        "median": median, "iqr": iqr, "q1": median - iqr / 2, "q3": median + iqr / 2,
-        "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
-        "ld15iqr": median, "hd15iqr": median, "ops": 1 / median, "total": 5 * median, "iterations": 1,
-    }
-    bench = {
-        "group": None, "name": "test_sleep", "fullname": NAME, "params": None, "param": None,
-        "extra_info": {}, "options": {}, "stats": stats,
-    }
-    return {
-        "machine_info": {"machine_slug": MACHINE}, "commit_info": {}, "benchmarks": [bench],
-        "datetime": "2026-01-01T00:00:00", "version": "5.2.3",
-    }
+    bench = bench_document("sleep", "pydicom", median, iqr=iqr, rounds=5, name="test_sleep", fullname=NAME)
+    return run_document({"machine_slug": MACHINE}, [bench], "2026-01-01T00:00:00")
 
 
 FAST = saved_run(0.0001, 0.000001)     # 100x faster than a 10 ms sleep, 1 % spread
@@ -155,7 +144,96 @@ def test_missing_baseline_warns_and_passes(project, layout, reason):
     assert "Traceback" not in proc.output and "UsageError" not in proc.output
 
 
+def _with_stats(**changes) -> dict:
+    run = json.loads(json.dumps(FAST))
+    stats = run["benchmarks"][0]["stats"]
+    for key, value in changes.items():
+        if value is None:
+            del stats[key]
+        else:
+            stats[key] = value
+    return run
+
+
+def _write_baseline(folder: Path, fault: str) -> None:
+    marker = folder / BASELINE_FILE
+    if fault == "directory":
+        marker.mkdir()
+    elif fault == "binary":
+        marker.write_bytes(b"\x00\x01\x89PNG\r\n")
+    elif fault == "two lines":
+        marker.write_text("0001_fast.json\n0002_noisy.json\n")
+    elif fault == "BOM":
+        marker.write_bytes(b"\xef\xbb\xbf0001_fast.json\n")
+    elif fault == "fifo":
+        os.mkfifo(marker)
+    else:
+        bad = {
+            "lacks median": _with_stats(median=None),
+            "NaN median": _with_stats(median=float("nan")),
+            "negative median": _with_stats(median=-0.5),
+            "text median": _with_stats(median="fast"),
+        }
+        (folder / "0003_bad.json").write_text(json.dumps(bad[fault]) if fault in bad else "{not json")
+        marker.write_text("0003_bad.json\n")
+
+
+BASELINE_FAULTS = {
+    "directory": "BASELINE is a directory",
+    "binary": "BASELINE is binary",
+    "two lines": "BASELINE has 2 lines; it must name one run",
+    "BOM": "BASELINE starts with a byte-order mark",
+    "fifo": "BASELINE is not a regular file",
+    "lacks median": "0003_bad.json: benchmark test_sleep lacks stats.median",
+    "NaN median": "0003_bad.json: benchmark test_sleep has a non-numeric or non-finite stats.median (nan)",
+    "negative median": "0003_bad.json: benchmark test_sleep has a negative stats.median (-0.5)",
+    "text median": "0003_bad.json: benchmark test_sleep has a non-numeric or non-finite stats.median ('fast')",
+    "not JSON": "0003_bad.json is not JSON",
+}
+
+
+@pytest.mark.parametrize("fault", ["directory", "BOM", "NaN median"])
+def test_a_broken_baseline_is_reported_and_the_run_not_compared(project, fault):
+    folder = machine_folder(project, {"0001_fast.json": FAST, "0002_noisy.json": NOISY})
+    _write_baseline(folder, fault)
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%")
+    assert proc.returncode == 0, proc.output
+    line = f"dicom-gpu-bench: no baseline in store/{MACHINE}/ ({BASELINE_FAULTS[fault]}"
+    assert proc.output.count(line) == 2, proc.output
+    assert "this run is not compared" in proc.output and "Comparing against" not in proc.output
+    assert "beyond noise" not in proc.output          # never a silent "no regression"
+    assert "Traceback" not in proc.output
+
+
 # ------------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize("fault", sorted(BASELINE_FAULTS))
+def test_each_baseline_fault_gets_one_clear_reason(tmp_path, fault):
+    folder = tmp_path / MACHINE
+    folder.mkdir()
+    for name, data in {"0001_fast.json": FAST, "0002_noisy.json": NOISY}.items():
+        (folder / name).write_text(json.dumps(data))
+    _write_baseline(folder, fault)
+    chosen, _, reason = resolve_baseline(folder)
+    reason = reason or run_fault(chosen)
+    assert reason is not None and reason.startswith(BASELINE_FAULTS[fault]), reason
+    assert "\n" not in missing_message(folder, reason)
+
+
+def test_an_unreadable_baseline_names_the_error(tmp_path, monkeypatch):
+    folder = tmp_path / MACHINE
+    folder.mkdir()
+    (folder / BASELINE_FILE).write_text("0001_fast.json\n")
+    real = Path.read_bytes
+
+    def refuse(path):
+        if path.name == BASELINE_FILE:
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert resolve_baseline(folder)[2] == "BASELINE cannot be read (Permission denied)"
 
 def test_resolve_baseline(tmp_path):
     folder = tmp_path / MACHINE

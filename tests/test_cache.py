@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import namedtuple
 
 import pytest
@@ -37,10 +39,67 @@ def test_a_crash_while_writing_leaves_no_file_under_the_final_name(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def _gone_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_stale_temporary_files_are_removed_on_open(tmp_path):
-    (tmp_path / "x.dcm.123.tmp").write_bytes(b"partial")
+    (tmp_path / f"x.dcm.{_gone_pid()}.tmp").write_bytes(b"partial")
+    (tmp_path / f"y.dcm.{os.getpid()}.tmp").write_bytes(b"ours, from an earlier attempt")
     Corpus(tmp_path, 1 << 30)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_live_sessions_temporary_file_is_left_alone(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = tmp_path / f"x.dcm.{writer.pid}.tmp"
+        live.write_bytes(b"being written by another session")
+        Corpus(tmp_path, 1 << 30)
+        assert live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no record"])
+def test_a_damaged_cached_file_is_regenerated_with_a_notice(tmp_path, damage, capsys):
+    path = Corpus(tmp_path, 1 << 30).ensure(SMALL)
+    good = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(good[:-10])
+    elif damage == "flip":
+        path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    else:
+        cache_module.checksum_path(path).unlink()
+    corpus = Corpus(tmp_path, 1 << 30)
+    assert corpus.ensure(SMALL).read_bytes() == good
+    assert len(corpus.notices) == 1 and path.name in corpus.notices[0] and "regenerating" in corpus.notices[0]
+    assert corpus.notices[0] in capsys.readouterr().err
+    assert cache_module.check_file(path) is None
+
+
+def test_check_file_names_the_fault(tmp_path):
+    path = tmp_path / "a.dcm"
+    path.write_bytes(b"abc")
+    assert "missing" in cache_module.check_file(path)
+    cache_module.write_checksum(path)
+    assert cache_module.check_file(path) is None
+    path.write_bytes(b"abcd")
+    assert "size 4 bytes, 3 recorded" in cache_module.check_file(path)
+    path.write_bytes(b"abd")
+    assert "hash differs" in cache_module.check_file(path)
+
+
+def test_a_request_larger_than_the_cap_evicts_nothing(tmp_path):
+    corpus = Corpus(tmp_path, 1 << 30)
+    old = corpus.ensure(SMALL)
+    corpus.cap_bytes = cache_module._size(OTHER) - 1  # OTHER alone is over the cap
+    with pytest.raises(CorpusError, match="corpus cap"):
+        corpus.ensure(OTHER)
+    assert old.exists()
 
 
 def _cap_for_one_more(first) -> int:
@@ -64,6 +123,16 @@ def test_files_in_use_are_never_evicted(tmp_path):
     with pytest.raises(CorpusError, match="corpus cap"):
         corpus.ensure(OTHER, keep={kept})
     assert kept.exists()
+
+
+def test_files_in_use_make_a_request_fail_before_any_eviction(tmp_path):
+    corpus = Corpus(tmp_path, 1 << 30)
+    kept = corpus.ensure(SMALL)
+    spare = corpus.ensure(DicomSpec(rows=8, cols=8, seed=2))
+    corpus.cap_bytes = kept.stat().st_size + spare.stat().st_size + cache_module._size(OTHER) // 2
+    with pytest.raises(CorpusError, match="corpus cap"):
+        corpus.ensure(OTHER, keep={kept})
+    assert kept.exists() and spare.exists()  # evicting spare would not have made room: it stays
 
 
 def test_profile_larger_than_the_cap_fails_with_the_option_to_raise(tmp_path):

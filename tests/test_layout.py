@@ -15,6 +15,7 @@ import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, pixel_bytes
+from kvdicom.layout import PIXEL_ELEMENTS
 
 
 def test_offset_points_at_the_pixel_bytes(make_file):
@@ -257,7 +258,7 @@ def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, ke
     float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, 16)
     path = make_file(rows=4, cols=4, pixel_keyword=keyword, bits_allocated=float_bits, bits_stored=float_bits)
     elements = mutate.walk(path.read_bytes())
-    pixel = next(e for e in elements if e.tag in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    pixel = next(e for e in elements if e.tag in dict(PIXEL_ELEMENTS))
     data = mutate.set_value(path.read_bytes(), 0x00280100, "US", bits)
     path.write_bytes(mutate.set_value(data, pixel.tag, pixel.vr, bytes(16 * bits // 8)))
     with pytest.raises(kvdicom.DicomLoadError, match=re.escape(f"(0028,0100) Bits Allocated {bits}")) as info:

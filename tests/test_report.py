@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from dgbench.derived import add_derived_fields
 from dgbench.report import main
 from dgbench.report.atomic_write import write_atomic
+from dgbench.schema import bench_document, run_document
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,91 +33,15 @@ LARGE_BYTES = 1024 * 1024 * 2
 # --------------------------------------------------------------------------
 
 
-def stats_for(median: float, rounds: int = 20) -> dict:
-    """pytest-benchmark's ``stats`` block around a given median."""
-    q1, q3 = median * 0.95, median * 1.08
-    mean = median * 1.02
-    return {
-        "min": median * 0.9,
-        "max": median * 1.4,
-        "mean": mean,
-        "stddev": median * 0.05,
-        "rounds": rounds,
-        "median": median,
-        "iqr": q3 - q1,
-        "q1": q1,
-        "q3": q3,
-        "iqr_outliers": 1,
-        "stddev_outliers": 2,
-        "outliers": "2;1",
-        "ld15iqr": median * 0.9,
-        "hd15iqr": median * 1.25,
-        "ops": 1.0 / mean,
-        "total": mean * rounds,
-        "iterations": 1,
-    }
-
-
 def bench(case: str, loader: str, device: str, pixel_bytes: int, median: float, page_cache: str = "warm", **extra) -> dict:
-    """One ``benchmarks[]`` entry as ``bench/`` writes it (derived fields filled later)."""
-    test = "test_ceiling" if loader.startswith("ceiling:") else "test_load"
-    param = f"{case}-{loader}-{page_cache}"
-    info = {
-        "case": case,
-        "loader": loader,
-        "device": device,
-        "file_bytes": pixel_bytes + 1362,
-        "pixel_bytes": pixel_bytes,
-        "page_cache": page_cache,
-        "kvikio_threads": 8 if device == "cuda" else None,
-        "kvikio_task_size": 4 * 1024 * 1024 if device == "cuda" else None,
-        "gbps": pixel_bytes / median / 1e9,
-        "rounds": 20,
-        "spread": 0.13,
-    }
-    info.update(extra)
-    return {
-        "group": case,
-        "name": f"{test}[{param}]",
-        "fullname": f"bench/test_loaders.py::{test}[{param}]",
-        "params": {"case": case, "loader": loader, "page_cache": page_cache},
-        "param": param,
-        "extra_info": info,
-        "options": {
-            "disable_gc": False,
-            "timer": "perf_counter",
-            "min_rounds": 5,
-            "max_time": 1.0,
-            "min_time": 5e-06,
-            "warmup": True,
-        },
-        "stats": stats_for(median),
-    }
-
-
-def fill_derived(benchmarks: list[dict]) -> None:
-    """What the suite does after the session: ceiling %, speed-up over pydicom."""
-    ceilings = {
-        (b["extra_info"]["loader"].removeprefix("ceiling:"), b["extra_info"]["page_cache"], b["extra_info"]["case"]):
-            b["extra_info"]["gbps"]
-        for b in benchmarks
-        if b["extra_info"]["loader"].startswith("ceiling:")
-    }
-    pydicom = {
-        b["extra_info"]["case"]: b["stats"]["median"] for b in benchmarks if b["extra_info"]["loader"] == "pydicom"
-    }
-    for b in benchmarks:
-        info = b["extra_info"]
-        if info["loader"].startswith("ceiling:"):
-            continue
-        name = "h2d_pinned" if info["page_cache"] == "warm" else "disk_read"
-        key = (name, info["page_cache"], info["case"])
-        if key in ceilings:
-            info["ceiling"] = name
-            info["ceiling_gbps"] = ceilings[key]
-            info["pct_of_ceiling"] = 100.0 * info["gbps"] / info["ceiling_gbps"]
-        if info["case"] in pydicom:
-            info["speedup_vs_pydicom"] = pydicom[info["case"]] / b["stats"]["median"]
+    """One ``benchmarks[]`` entry as ``bench/`` writes it (dgbench.schema's factory; derived fields filled later)."""
+    if page_cache == "cold":
+        extra.setdefault("resident_fraction_max", 0.0)  # a verified drop of the page cache
+    if device == "cuda" and not loader.startswith("ceiling:"):
+        extra.setdefault("kvikio_threads", 8)
+        extra.setdefault("kvikio_task_size", 4 << 20)
+    return bench_document(case, loader, median, device=device, pixel_bytes=pixel_bytes, page_cache=page_cache,
+                          iqr=median * 0.13, rounds=20, **extra)
 
 
 def machine_info(gpu_name: str | None, slug: str, *, gds: bool = False, compat: bool = False, node: str = "gpu-node-1", cpu: str = "AMD EPYC 7763 64-Core Processor") -> dict:
@@ -153,23 +79,10 @@ def machine_info(gpu_name: str | None, slug: str, *, gds: bool = False, compat: 
 
 
 def result_document(info: dict, benchmarks: list[dict], when: str, *, derived: bool = True, commit: str = "0123456789abcdef0123") -> dict:
-    """A whole saved result, as pytest-benchmark 5 writes it."""
+    """A whole saved result, as pytest-benchmark 5 writes it (derived fields by dgbench.derived, as the suite does)."""
     if derived:
-        fill_derived(benchmarks)
-    return {
-        "machine_info": info,
-        "commit_info": {
-            "id": commit,
-            "time": "2026-03-01T10:00:00+00:00",
-            "author_time": "2026-03-01T10:00:00+00:00",
-            "dirty": False,
-            "project": "dicom-gpu-bench",
-            "branch": "main",
-        },
-        "benchmarks": benchmarks,
-        "datetime": when,
-        "version": "5.2.3",
-    }
+        add_derived_fields(benchmarks)
+    return run_document(info, benchmarks, when, commit)
 
 
 def write_result(path: Path, document: dict) -> Path:
@@ -369,7 +282,7 @@ def test_newest_run_per_machine_is_used_and_its_file_named(tmp_path, capsys):
     machine_rows = tables["Machines"]
     assert len(machine_rows) == 1
     assert machine_rows[0]["Machine"] == f"{H100} (GDS)"
-    assert machine_rows[0]["Result file"] == str(newest)
+    assert machine_rows[0]["Result file"] == "h100/0001_new.json" == newest.relative_to(tmp_path / "results").as_posix()
     assert machine_rows[0]["Older runs ignored"] == "2"
     assert machine_rows[0]["Run started"] == "2026-03-02 01:30:00 UTC"
 
@@ -452,8 +365,10 @@ def test_malformed_files_are_skipped_and_listed(two_machines, tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     listed = skipped_section(markdown)
     for path, reason in expected.items():
-        assert any(line.startswith(f"skipped {path}: ") and reason in line for line in stderr_lines), (path, err)
-        assert re.sub(r"\\(.)", r"\1", listed).count(str(path)) == 1
+        shown = path.relative_to(two_machines).as_posix()  # relative to the folder on the command line
+        assert any(line.startswith(f"skipped {shown}: ") and reason in line for line in stderr_lines), (path, err)
+        assert re.sub(r"\\(.)", r"\1", listed).count(shown) == 1
+        assert str(tmp_path) not in listed
     assert len(stderr_lines) == len(expected)
 
     tables = markdown_tables(markdown)

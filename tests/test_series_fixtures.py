@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -132,7 +134,9 @@ def test_same_spec_same_files(tmp_path):
 
 def test_corpus_caches_series_atomically_and_evicts_them(tmp_path):
     corpus = Corpus(tmp_path / "corpus", cap_bytes=1 << 30)
-    stale = corpus.root / "x.series.123.tmp"
+    writer = subprocess.Popen([sys.executable, "-c", "pass"])
+    writer.wait()  # a writer that is gone: its folder is stale (a live writer's is left alone)
+    stale = corpus.root / f"x.series.{writer.pid}.tmp"
     stale.mkdir()
     (stale / "half.dcm").write_bytes(b"x")
     corpus = Corpus(corpus.root, cap_bytes=1 << 30)

@@ -7,6 +7,7 @@ SchemaStore, so it runs offline.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import stat
@@ -229,3 +230,88 @@ def test_cpu_job_runs_tests_on_python_312():
     assert str(setup["with"]["python-version"]) == "3.12"
     assert " ".join(step_running(job, "./dgb test")["run"].split()) == "./dgb test"
     assert not any("bench" in str(s.get("run", "")) for s in steps(job))
+
+
+# --- the results history branch ------------------------------------------------
+
+FETCH_STEP = "git archive FETCH_HEAD results"
+PUBLISH_STEP = 'git push --quiet origin "HEAD:refs/heads/$RESULTS_BRANCH"'
+
+
+def test_only_the_publish_job_may_write_and_it_runs_on_a_hosted_runner():
+    workflow = load_workflow()
+    assert workflow["permissions"] == {"contents": "read"}
+    writers = [name for name, job in workflow["jobs"].items() if (job.get("permissions") or {}).get("contents") == "write"]
+    assert writers == ["publish-results"]
+    job = workflow["jobs"]["publish-results"]
+    assert job["needs"] == "gpu-nightly" and job["runs-on"] == "ubuntu-latest"
+    assert "always()" in job["if"] and "needs.gpu-nightly.result" in job["if"]  # a regression's results count too
+    download = step_using(job, "actions/download-artifact")
+    assert download["with"]["name"] == "gpu-nightly-${{ github.run_id }}"
+    assert workflow["env"]["RESULTS_BRANCH"]
+
+
+def test_history_is_fetched_before_the_comparison():
+    job = load_workflow()["jobs"]["gpu-nightly"]
+    fetch, bench = step_running(job, FETCH_STEP), step_running(job, BENCH_COMMAND)
+    assert steps(job).index(fetch) < steps(job).index(bench)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def _run_step(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "RESULTS_BRANCH": "bench-results", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **env}
+    return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=full, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def origin_and_checkout(tmp_path):
+    """A bare 'origin' whose main holds one committed run, and a checkout of main."""
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = tmp_path / "seed"
+    _git(tmp_path, "clone", "-q", str(origin), str(seed))
+    (seed / "results" / "m").mkdir(parents=True)
+    (seed / "results" / "m" / "0001_main.json").write_text("{}")
+    _git(seed, "add", ".")
+    _git(seed, "commit", "-q", "-m", "main")
+    _git(seed, "push", "-q", "origin", "HEAD:main")
+    checkout = tmp_path / "checkout"
+    _git(tmp_path, "clone", "-q", "--depth=1", f"file://{origin}", str(checkout))
+    return origin, checkout
+
+
+def test_publish_then_fetch_round_trip(origin_and_checkout, tmp_path):
+    """Two nights: each commits only its new files to the branch; the GPU job then sees them all."""
+    origin, checkout = origin_and_checkout
+    workflow = load_workflow()
+    publish = step_running(workflow["jobs"]["publish-results"], PUBLISH_STEP)["run"]
+    fetch = step_running(workflow["jobs"]["gpu-nightly"], FETCH_STEP)["run"]
+
+    first = _run_step(fetch, checkout)
+    assert first.returncode == 0 and "no branch bench-results yet" in first.stdout
+
+    for night in ("0002_night1.json", "0003_night2.json"):
+        nightly = tmp_path / f"artifact-{night}"
+        (nightly / "results" / "m").mkdir(parents=True)
+        (nightly / "results" / "m" / night).write_text(json.dumps({"night": night}))
+        (nightly / "results" / "m" / "0001_main.json").write_text("{}")
+        job = tmp_path / f"publish-{night}"
+        _git(tmp_path, "clone", "-q", "--depth=1", f"file://{origin}", str(job))
+        done = _run_step(publish, job, NIGHTLY=str(nightly))
+        assert done.returncode == 0, done.stderr
+    files = _git(origin, "ls-tree", "-r", "--name-only", "bench-results").split()
+    assert files == ["results/m/0001_main.json", "results/m/0002_night1.json", "results/m/0003_night2.json"]
+    assert len(_git(origin, "log", "--format=%H", "bench-results").split()) == 2   # one commit per night
+    assert "main" in _git(origin, "branch")                                       # main untouched
+
+    done = _run_step(fetch, checkout)
+    assert done.returncode == 0, done.stderr
+    assert "3 runs from bench-results" in done.stdout
+    assert json.loads((checkout / "results" / "m" / "0003_night2.json").read_text()) == {"night": "0003_night2.json"}
+    assert _git(checkout, "status", "--porcelain", "--untracked-files=no") == ""  # tracked files unchanged

@@ -1,7 +1,8 @@
 """``python -m dgbench.report PATH... -o DIR``: read results, write the report into DIR.
 
 Exit status 0 when a report was written (even if some files were skipped),
-2 when no usable result file was found or the arguments are wrong.
+2 when no usable result file was found, the output folder cannot be written,
+or the arguments are wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .atomic_write import write_atomic
 from .content import build_content
 from .loading import load_results
 from .machines import newest_run_per_machine
-from .plot_data import comparison_plot, per_machine_plots
+from .plot_data import comparison_plot, per_machine_plots, trend_plots
 from .render_html import render_html
 from .render_markdown import render_markdown
 
@@ -56,35 +57,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     machines = newest_run_per_machine(loaded.runs)
-    specs = per_machine_plots(machines)
+    used: set[str] = set()
+    specs = per_machine_plots(machines, used)
     comparison = comparison_plot(machines)
     notes = []
     if comparison is None:
         notes.append("No machine ran the kvdicom loader on cuda, so there is no comparison plot.")
     else:
         specs.append(comparison)
+    trends = trend_plots(machines, used)
 
-    outputs = [spec.filename for spec in specs] + [REPORT_MD, REPORT_HTML]
+    outputs = [spec.filename for spec in specs + trends] + [REPORT_MD, REPORT_HTML]
     inputs = {path.resolve() for path in loaded.files}
     clashes = [name for name in outputs if (out_dir / name).resolve() in inputs]
     if clashes:
         print(f"error: refusing to overwrite input file(s): {', '.join(clashes)}", file=sys.stderr)
         return 2
 
+    try:
+        return _write(out_dir, machines, specs, trends, loaded, notes, args.paths)
+    except OSError as exc:
+        print(f"error: cannot write the report into {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _write(out_dir, machines, specs, trends, loaded, notes, sources) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = []
+    drawn, drawn_trends = [], []
     try:
         from .plots import render_png
 
         for spec in specs:
             write_atomic(out_dir, spec.filename, render_png(spec))
             drawn.append(spec)
+        for spec in trends:
+            write_atomic(out_dir, spec.filename, render_png(spec))
+            drawn_trends.append(spec)
     except ImportError as exc:
         message = f"plots not drawn: {exc}"
         print(f"warning: {message}", file=sys.stderr)
         notes.append(message.capitalize())
 
-    content = build_content(machines, drawn, loaded.skipped, notes, datetime.now(timezone.utc))
+    content = build_content(machines, drawn, loaded.skipped, notes, datetime.now(timezone.utc),
+                            sources=sources, trend_plots=drawn_trends)
     # The reports last, so they never point at a plot that was not written.
     write_atomic(out_dir, REPORT_MD, render_markdown(content).encode("utf-8"))
     write_atomic(out_dir, REPORT_HTML, render_html(content).encode("utf-8"))

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from .model import Machine, Skipped
 from .plot_data import PlotSpec
+from .scorecard import scorecard, trend_coverage, trend_table
 from .tables import Table, case_tables, ceiling_table, machine_table
 
 
@@ -24,8 +25,13 @@ class ReportContent:
     """The report's sections, as plain text; renderers only escape and lay out."""
 
     generated: datetime
+    sources: tuple[str, ...]
+    scorecard: Table
     machines: Table
     figures: tuple[PlotLink, ...]
+    trend: Table
+    trend_coverage: tuple[str, ...]
+    trend_figures: tuple[PlotLink, ...]
     cases: tuple[Table, ...]
     ceilings: Table
     notes: tuple[str, ...]
@@ -38,12 +44,19 @@ def build_content(
     skipped: Sequence[Skipped],
     notes: Sequence[str],
     generated: datetime,
+    sources: Sequence[str] = (),
+    trend_plots: Sequence[PlotSpec] = (),
 ) -> ReportContent:
     """Assemble the sections from the chosen runs and the plots that were drawn."""
     return ReportContent(
         generated=generated,
+        sources=tuple(sources),
+        scorecard=scorecard(machines),
         machines=machine_table(machines),
         figures=tuple(PlotLink(spec.filename, spec.title) for spec in plots),
+        trend=trend_table(machines),
+        trend_coverage=tuple(trend_coverage(machines)),
+        trend_figures=tuple(PlotLink(spec.filename, spec.title) for spec in trend_plots),
         cases=tuple(case_tables(machines)),
         ceilings=ceiling_table(machines),
         notes=tuple(notes),

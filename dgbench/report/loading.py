@@ -2,17 +2,26 @@
 
 Anything that is not a pytest-benchmark result with the ``extra_info`` keys of
 ``results/README.md`` is reported as skipped (with the reason) instead of
-stopping the report: one broken file must not hide every other machine.
+stopping the report: one broken file, one malformed value (a datetime out of
+range, an integer too large for a float, a median so small GB/s is infinite),
+an unreadable folder, must not hide every other machine. Derived numbers
+(GB/s, % of ceiling, × pydicom) are recomputed by ``dgbench.derived``, the
+same code that wrote them, so one rule holds for every file. Paths are shown
+relative to the folders given on the command line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from dgbench.derived import add_derived_fields, effective_page_cache
 
 from .model import Benchmark, Run, Skipped
 
@@ -32,25 +41,72 @@ class Loaded:
     skipped: tuple[Skipped, ...]
 
 
-def find_result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
-    """Expand each argument: a file is taken as is, a folder gives its ``*.json`` (recursively)."""
-    found: list[Path] = []
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _regular(path: Path) -> str | None:
+    """``None`` for a regular file (a symlink to one counts), else why it is not read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else "no such file or directory"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({kind_of(mode)})"
+
+
+def display_path(path: Path, base: Path | None, prefix: str) -> str:
+    """``path`` relative to the folder ``base`` it was found under, led by ``prefix`` when several were given;
+    a file given on the command line as typed."""
+    if base is None:
+        return str(path)  # a file argument: as the user typed it
+    rel = path.relative_to(base).as_posix()
+    return f"{prefix}/{rel}" if prefix else rel
+
+
+def find_result_files(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list[Skipped]]:
+    """Expand each argument: a file is taken as is, a folder gives its ``*.json`` (recursively).
+
+    Returns (path, display path) pairs; unreadable folders and ``*.json`` entries
+    that are not regular files are listed as skipped with the reason.
+    """
+    args = [Path(a) for a in paths]
+    found: list[tuple[Path, str]] = []
     skipped: list[Skipped] = []
     seen: set[Path] = set()
-    for arg in paths:
-        path = Path(arg)
-        if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*.json") if p.is_file())
-        elif path.is_file():
-            candidates = [path]
+    for arg in args:
+        prefix = (arg.name or str(arg)) if len(args) > 1 else ""
+        if arg.is_dir():
+            candidates: list[Path] = []
+
+            def unreadable(exc: OSError, base=arg, prefix=prefix) -> None:
+                where = display_path(Path(exc.filename), base, prefix) if exc.filename else prefix or "."
+                skipped.append(Skipped(where + "/", f"cannot read folder: {exc.strerror or exc}"))
+
+            for folder, dirs, files in os.walk(arg, onerror=unreadable, followlinks=False):
+                dirs.sort()
+                for name in sorted(files + [d for d in dirs if d.endswith(".json")]):
+                    if name.endswith(".json"):
+                        candidates.append(Path(folder) / name)
+            base: Path | None = arg
         else:
-            skipped.append(Skipped(str(path), "no such file or directory"))
-            continue
+            candidates, base = [arg], None
         for candidate in candidates:
+            shown = display_path(candidate, base, prefix)
+            fault = _regular(candidate)
+            if fault:
+                skipped.append(Skipped(shown if base is not None else str(arg), fault))
+                continue
             resolved = candidate.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found.append(candidate)
+                found.append((candidate, shown))
     return found, skipped
 
 
@@ -58,16 +114,16 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
     """Read every result file under ``paths``; never raises for a bad file."""
     files, skipped = find_result_files(paths)
     runs: list[Run] = []
-    for path in files:
+    for path, shown in files:
         try:
             document = read_json(path)
-            run, dropped = parse_run(path, document)
+            run, dropped = parse_run(path, document, shown)
         except InvalidResult as exc:
-            skipped.append(Skipped(str(path), str(exc)))
+            skipped.append(Skipped(shown, str(exc)))
             continue
         skipped.extend(dropped)
         runs.append(run)
-    return Loaded(tuple(files), tuple(runs), tuple(skipped))
+    return Loaded(tuple(path for path, _ in files), tuple(runs), tuple(skipped))
 
 
 def read_json(path: Path) -> Any:
@@ -85,12 +141,14 @@ def read_json(path: Path) -> Any:
         raise InvalidResult(f"not JSON ({exc})") from exc
 
 
-def parse_run(path: Path, document: Any) -> tuple[Run, list[Skipped]]:
+def parse_run(path: Path, document: Any, shown: str | None = None) -> tuple[Run, list[Skipped]]:
     """Check the pytest-benchmark shape and turn it into a ``Run``.
 
-    Benchmarks lacking the ``extra_info`` this report needs are dropped one by
-    one (and reported); the file is only rejected when none is left.
+    Benchmarks lacking the ``extra_info`` this report needs, or holding a value
+    that cannot be used, are dropped one by one (and reported); the file is only
+    rejected when none is left.
     """
+    shown = shown if shown is not None else str(path)
     if not isinstance(document, dict):
         raise InvalidResult(
             f"not a pytest-benchmark result (top level is a JSON {type(document).__name__}, not an object)"
@@ -107,13 +165,20 @@ def parse_run(path: Path, document: Any) -> tuple[Run, list[Skipped]]:
 
     kept: list[Benchmark] = []
     dropped: list[Skipped] = []
+    checked: list[tuple[str, dict, dict]] = []
     for index, raw in enumerate(benchmarks):
+        label = raw.get("name") if isinstance(raw, dict) else None
+        label = label if isinstance(label, str) else f"#{index}"
         try:
-            kept.append(parse_benchmark(raw))
+            checked.append((label, raw, derivable(raw)))
         except InvalidResult as exc:
-            label = raw.get("name") if isinstance(raw, dict) else None
-            label = label if isinstance(label, str) else f"#{index}"
-            dropped.append(Skipped(str(path), f"benchmark {label}: {exc}"))
+            dropped.append(Skipped(shown, f"benchmark {label}: {exc}"))
+    add_derived_fields([item for _, _, item in checked])
+    for label, raw, item in checked:
+        try:
+            kept.append(parse_benchmark(raw, item))
+        except InvalidResult as exc:
+            dropped.append(Skipped(shown, f"benchmark {label}: {exc}"))
     if not kept:
         reasons = "; ".join(item.reason for item in dropped)
         raise InvalidResult(f"no usable benchmarks ({reasons})")
@@ -122,6 +187,7 @@ def parse_run(path: Path, document: Any) -> tuple[Run, list[Skipped]]:
     commit_id = commit_info.get("id") if isinstance(commit_info, dict) else None
     run = Run(
         path=path,
+        display=shown,
         started=started,
         machine_info=machine_info,
         commit_id=commit_id if isinstance(commit_id, str) else None,
@@ -136,15 +202,16 @@ def parse_datetime(value: Any) -> datetime:
         raise InvalidResult("no 'datetime' string, so runs cannot be ordered")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidResult(f"'datetime' is not ISO 8601: {value!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        # In UTC now, so a date at the edge of the calendar fails here and not while rendering.
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidResult(f"'datetime' is not a usable ISO 8601 time: {value!r} ({exc})") from exc
 
 
-def parse_benchmark(raw: Any) -> Benchmark:
-    """Validate one entry of ``benchmarks`` against the README's contract."""
+def derivable(raw: Any) -> dict:
+    """Check one entry of ``benchmarks`` and return the copy ``dgbench.derived`` computes on."""
     if not isinstance(raw, dict):
         raise InvalidResult("not an object")
     stats = raw.get("stats")
@@ -162,40 +229,64 @@ def parse_benchmark(raw: Any) -> Benchmark:
             raise InvalidResult(f"extra_info {key} is not a non-empty string")
     pixel_bytes = extra["pixel_bytes"]
     if not is_positive_number(pixel_bytes):
-        raise InvalidResult("extra_info pixel_bytes is not a positive number")
-
-    gbps = extra.get("gbps")
-    if not is_positive_number(gbps):
-        gbps = pixel_bytes / median / 1e9
+        raise InvalidResult("extra_info pixel_bytes is not a positive number a float can hold")
     page_cache = extra.get("page_cache")
+    if page_cache is not None and not isinstance(page_cache, str):
+        raise InvalidResult("extra_info page_cache is not a string")
+    info = {k: extra.get(k) for k in ("case", "loader", "device", "page_cache", "ceiling",
+                                      "resident_fraction_max", "cached_fraction_before")}
+    info["pixel_bytes"] = pixel_bytes
+    for key in ("resident_fraction_max", "cached_fraction_before"):
+        info[key] = optional_number(info[key])
+    iqr, rounds = stats.get("iqr"), stats.get("rounds")
+    return {
+        "extra_info": info,
+        "stats": {"median": float(median), "iqr": float(iqr) if optional_number(iqr) is not None else 0.0,
+                  "rounds": rounds if isinstance(rounds, int) and not isinstance(rounds, bool) else None},
+    }
+
+
+def parse_benchmark(raw: dict, derived: dict) -> Benchmark:
+    """The report's record of one benchmark that :func:`derivable` accepted, with ``derived``'s numbers."""
+    info = derived["extra_info"]
+    if info.get("gbps") is None:
+        raise InvalidResult(f"median {raw['stats']['median']!r} s gives no finite GB/s")
+    stats = raw["stats"]
     param = raw.get("param")
+    q1, q3 = optional_number(stats.get("q1")), optional_number(stats.get("q3"))
     return Benchmark(
         name=str(raw.get("name") or raw.get("fullname") or ""),
-        case=extra["case"],
-        loader=extra["loader"],
-        device=extra["device"],
-        page_cache=page_cache if isinstance(page_cache, str) else None,
+        case=info["case"],
+        loader=info["loader"],
+        device=info["device"],
+        page_cache=effective_page_cache(info) if info.get("page_cache") is not None else None,
         param=param if isinstance(param, str) else None,
-        pixel_bytes=int(pixel_bytes),
-        median_s=float(median),
-        gbps=float(gbps),
-        pct_of_ceiling=optional_number(extra.get("pct_of_ceiling")),
-        speedup_vs_pydicom=optional_number(extra.get("speedup_vs_pydicom")),
+        pixel_bytes=int(info["pixel_bytes"]),
+        median_s=float(stats["median"]),
+        gbps=float(info["gbps"]),
+        pct_of_ceiling=optional_number(info.get("pct_of_ceiling")),
+        speedup_vs_pydicom=optional_number(info.get("speedup_vs_pydicom")),
+        q1_s=q1 if q1 is not None and q1 > 0 else None,
+        q3_s=q3 if q3 is not None and q3 > 0 else None,
     )
 
 
 def is_positive_number(value: Any) -> bool:
-    """True for a finite number above zero (bool is not a number here)."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    """True for a finite number above zero that a float can hold (bool is not a number here)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def optional_number(value: Any) -> float | None:
     """A finite number, or ``None`` for anything absent or unusable (shown blank)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
     return None

@@ -47,13 +47,15 @@ def newest_run_per_machine(runs: Iterable[Run]) -> list[Machine]:
     for run in runs:
         by_key[machine_key(run.machine_info)].append(run)
 
-    chosen: list[tuple[str, Run, tuple]] = []
+    chosen: list[tuple[str, Run, tuple, tuple]] = []
     for group in by_key.values():
         ordered = sorted(group, key=lambda r: (r.started, str(r.path)), reverse=True)
-        chosen.append((base_name(ordered[0].machine_info), ordered[0], tuple(r.path for r in ordered[1:])))
+        chosen.append((base_name(ordered[0].machine_info), ordered[0], tuple(r.path for r in ordered[1:]),
+                       tuple(reversed(ordered))))
 
-    names = unique_names([(name, run) for name, run, _ in chosen])
-    machines = [Machine(name=unique, run=run, older_runs=older) for unique, (_, run, older) in zip(names, chosen, strict=True)]
+    names = unique_names([(name, run) for name, run, _, _ in chosen])
+    machines = [Machine(name=unique, run=run, older_runs=older, history=history)
+                for unique, (_, run, older, history) in zip(names, chosen, strict=True)]
     return sorted(machines, key=lambda m: m.name.casefold())
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-CEILING_PREFIX = "ceiling:"
+from dgbench.schema import is_ceiling
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,13 @@ class Benchmark:
     gbps: float
     pct_of_ceiling: float | None
     speedup_vs_pydicom: float | None
+    q1_s: float | None = None   # the round times' quartiles, for the trend's IQR band
+    q3_s: float | None = None
 
     @property
     def is_ceiling(self) -> bool:
         """Ceilings (``ceiling:<name>``) are reference measurements, not loaders."""
-        return self.loader.startswith(CEILING_PREFIX)
+        return is_ceiling(self.loader)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Run:
     """One result file: a single ``pytest bench`` session on one machine."""
 
     path: Path
+    display: str                # the path relative to the folder given on the command line
     started: datetime
     machine_info: dict[str, Any]
     commit_id: str | None
@@ -58,3 +61,4 @@ class Machine:
     name: str
     run: Run
     older_runs: tuple[Path, ...] = field(default=())
+    history: tuple[Run, ...] = field(default=())  # every run of this machine, oldest first (the trend)

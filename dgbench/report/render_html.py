@@ -10,20 +10,26 @@ import html
 
 from . import formatting
 from .content import ReportContent
-from .render_markdown import TITLE
+from .render_markdown import SCORECARD_NOTE, TITLE, TREND_NOTE
 from .tables import Table
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 100%; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.wrap { overflow-wrap: anywhere; min-width: 10em; }
+code { overflow-wrap: anywhere; }
+li { overflow-wrap: anywhere; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { border-left: 4px solid #c90; padding-left: 0.6em; }
 """
 
-NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored"}
+#: Columns of long unbroken names (slugs, paths, case ids): wrapped anywhere so a table never outgrows the page.
+WRAP_HEADERS = {"Machine slug", "Result file", "Case id", "Case"}
+NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored",
+                   "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
 
 
 def esc(value: object) -> str:
@@ -35,13 +41,13 @@ def table(t: Table) -> str:
     """An HTML table; an empty one says so."""
     if not t.rows:
         return "<p><em>None.</em></p>"
-    numeric = [header in NUMERIC_HEADERS for header in t.headers]
+    kinds = ["num" if h in NUMERIC_HEADERS else "wrap" if h in WRAP_HEADERS else "" for h in t.headers]
     head = "".join(f"<th>{esc(h)}</th>" for h in t.headers)
     body = "\n".join(
         "<tr>"
         + "".join(
-            f'<td class="num">{esc(cell)}</td>' if is_num else f"<td>{esc(cell)}</td>"
-            for cell, is_num in zip(row, numeric, strict=True)
+            f'<td class="{kind}">{esc(cell)}</td>' if kind else f"<td>{esc(cell)}</td>"
+            for cell, kind in zip(row, kinds, strict=True)
         )
         + "</tr>"
         for row in t.rows
@@ -62,6 +68,13 @@ def render_html(content: ReportContent) -> str:
         "<body>",
         f"<h1>{esc(TITLE)}</h1>",
         f"<p>Generated {esc(formatting.timestamp(content.generated))}.</p>",
+    ]
+    if content.sources:
+        parts.append("<p>Paths are relative to: " + ", ".join(f"<code>{esc(s)}</code>" for s in content.sources) + ".</p>")
+    parts += [
+        "<h2>Scorecard</h2>",
+        f"<p>{esc(SCORECARD_NOTE)}</p>",
+        table(content.scorecard),
         "<p>Each machine's numbers come from its newest run (by the run's <code>datetime</code>); "
         "the file is named in the table below.</p>",
         "<h2>Machines</h2>",
@@ -73,6 +86,16 @@ def render_html(content: ReportContent) -> str:
     if not content.figures:
         parts.append("<p><em>No plots.</em></p>")
     for figure in content.figures:
+        parts.append(
+            f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
+            f"<figcaption>{esc(figure.title)}</figcaption></figure>"
+        )
+
+    parts += ["<h2>Trend</h2>", f"<p>{esc(TREND_NOTE)}</p>"]
+    if content.trend_coverage:
+        parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in content.trend_coverage) + "</ul>")
+    parts.append(table(content.trend))
+    for figure in content.trend_figures:
         parts.append(
             f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
             f"<figcaption>{esc(figure.title)}</figcaption></figure>"

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import re
 
+from dgbench.config import DEFAULT_NOISE_K, REGRESSION_THRESHOLD_PCT
+
 from . import formatting
 from .content import ReportContent
 from .tables import Table
 
 TITLE = "DICOM to GPU loading benchmarks"
+SCORECARD_NOTE = ("kvdicom on the reference cases, per machine: GB/s of pixel data (on CUDA with a warm page "
+                  "cache where it ran there), speed-up over pydicom, and % of that machine's ceiling.")
+TREND_NOTE = ("Every benchmark a machine ran in two runs or more, in the order of the runs' dates. A run is "
+              f"marked regressed when its median time rose more than both {REGRESSION_THRESHOLD_PCT:g}% and "
+              f"{DEFAULT_NOISE_K:g} × the larger IQR/median of it and the run before (the nightly's baseline "
+              "rule). Plots: median GB/s with its IQR band, x = run.")
 _SPECIAL = re.compile(r"([\\`*\[\]<>|&~])")
 _LONE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
@@ -39,6 +47,10 @@ def table(t: Table) -> list[str]:
 def render_markdown(content: ReportContent) -> str:
     """The whole report as one Markdown document."""
     lines = [f"# {TITLE}", "", f"Generated {formatting.timestamp(content.generated)}.", ""]
+    if content.sources:
+        lines += ["Paths are relative to: " + ", ".join(f"`{s}`" for s in content.sources) + ".", ""]
+    lines += ["## Scorecard", "", SCORECARD_NOTE, ""]
+    lines += table(content.scorecard)
     lines += [
         "Each machine's numbers come from its newest run (by the run's `datetime`); "
         "the file is named in the table below.",
@@ -54,6 +66,12 @@ def render_markdown(content: ReportContent) -> str:
     if not content.figures:
         lines += ["_No plots._", ""]
     for figure in content.figures:
+        lines += [f"![{escape(figure.title)}]({figure.filename})", ""]
+
+    lines += ["## Trend", "", TREND_NOTE, ""]
+    lines += [f"- {escape(line)}" for line in content.trend_coverage] + [""]
+    lines += table(content.trend)
+    for figure in content.trend_figures:
         lines += [f"![{escape(figure.title)}]({figure.filename})", ""]
 
     lines += ["## Results by case", ""]

@@ -6,10 +6,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
+from dgbench.schema import LOADERS as LOADER_ORDER
+
 from . import formatting
 from .model import Benchmark, Machine, Run
-
-LOADER_ORDER = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai")
 
 CASE_HEADERS = (
     "Machine",
@@ -109,16 +109,8 @@ def loader_labels(entries: list[tuple[Machine, Benchmark]]) -> list[str]:
 
 
 def speedup_vs_pydicom(run: Run, bench: Benchmark) -> float | None:
-    """The recorded speed-up, else pydicom's median for the same case in the same file."""
-    if bench.speedup_vs_pydicom is not None:
-        return bench.speedup_vs_pydicom
-    references = [b for b in run.benchmarks if b.loader == "pydicom" and b.case == bench.case]
-    same_cache = [b for b in references if b.page_cache == bench.page_cache]
-    references = same_cache or references
-    if not references:
-        return None
-    reference = min(references, key=lambda b: b.median_s)
-    return reference.median_s / bench.median_s
+    """pydicom's median over this one's, same case and page cache, same run (``dgbench.derived`` computed it)."""
+    return bench.speedup_vs_pydicom
 
 
 def ceiling_table(machines: Iterable[Machine]) -> Table:
@@ -161,7 +153,7 @@ def machine_table(machines: Iterable[Machine]) -> Table:
                 str(info.get("profile") or ""),
                 formatting.timestamp(machine.run.started),
                 (machine.run.commit_id or "")[:12],
-                str(machine.run.path),
+                machine.run.display,
                 str(len(machine.older_runs)),
             )
         )

@@ -1,0 +1,109 @@
+"""The report's first table: per machine, kvdicom on the reference cases, read in ten seconds.
+
+Reference cases (whichever a run holds): the seed notebook's 256 MiB file, the
+CT series (cases ``series<N>_*``), one CT slice, and a compressed series. For each:
+kvdicom's GB/s (on CUDA, warm page cache, where it ran there; else on the CPU),
+its speed-up over pydicom, and its % of that machine's ceiling. Then the trend
+table: what changed between a machine's runs, judged by the baseline rule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable
+
+from . import formatting
+from .model import Benchmark, Machine, Run
+from .plot_data import trend_points
+from .tables import Table
+
+SEED_CASE = "f128_1024x1024_u16_explicit_le"
+#: fixtures.profiles.CT_SERIES (256 slices of 512² int16, CT headers) and its one-slice counterparts.
+CT_SERIES_CASE = "series256_512x512_i16_explicit_le_ct"
+CT_SLICE_CASES = ("f1_512x512_i16_explicit_le_ct", "f1_512x512_i16_explicit_le")
+_SERIES = re.compile(r"^series\d*_")
+COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
+
+SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling")
+TREND_HEADERS = ("Machine", "Case", "Loader", "Device", "Page cache", "Runs", "First GB/s", "Last GB/s",
+                 "Last change", "Regressed")
+
+
+def _compressed(case: str) -> bool:
+    return any(marker in case.casefold() for marker in COMPRESSED_MARKERS)
+
+
+def _largest(run: Run, accept: Callable[[str], bool]) -> str | None:
+    sizes = {b.case: b.pixel_bytes for b in run.benchmarks if accept(b.case)}
+    return max(sizes, key=lambda c: (sizes[c], c), default=None)
+
+
+def reference_cases(run: Run) -> list[tuple[str, str | None]]:
+    """(label, case id or None when the run lacks it); the compressed series only where present.
+
+    The CT series is fixtures.profiles.CT_SERIES where the run has it, else its largest CT series.
+    """
+    cases = {b.case for b in run.benchmarks}
+    ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
+        run, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not _compressed(c))
+    refs = [
+        ("Seed volume, 256 MiB", SEED_CASE if SEED_CASE in cases else None),
+        ("CT series", ct_series),
+        ("CT slice", next((c for c in CT_SLICE_CASES if c in cases), None)),
+    ]
+    compressed = _largest(run, lambda c: bool(_SERIES.match(c)) and _compressed(c))
+    if compressed:
+        refs.append(("Compressed series", compressed))
+    return refs
+
+
+def headline(run: Run, case: str) -> Benchmark | None:
+    """kvdicom's row for ``case``: CUDA before CPU, warm before any other page cache."""
+    rows = [b for b in run.benchmarks if b.case == case and b.loader == "kvdicom"]
+    rank = {"cuda": 0, "cpu": 1}
+    return min(rows, key=lambda b: (rank.get(b.device, 2), (b.page_cache or "warm") != "warm", b.median_s),
+               default=None)
+
+
+def scorecard(machines: Iterable[Machine]) -> Table:
+    rows = []
+    for machine in machines:
+        for label, case in reference_cases(machine.run):
+            bench = headline(machine.run, case) if case else None
+            if bench is None:
+                rows.append((machine.name, label, case or "not in this run", "", "", "", ""))
+                continue
+            rows.append((
+                machine.name, label, case, f"{bench.device}, {bench.page_cache or 'warm'}",
+                formatting.gbps(bench.gbps), formatting.speedup(bench.speedup_vs_pydicom),
+                formatting.percent(bench.pct_of_ceiling),
+            ))
+    return Table(title="Scorecard", headers=SCORECARD_HEADERS, rows=tuple(rows))
+
+
+def trend_table(machines: Iterable[Machine]) -> Table:
+    """Every benchmark a machine ran in two runs or more: first and last GB/s, the last change, regressions."""
+    rows = []
+    for machine in machines:
+        trends = trend_points(machine)
+        for (case, loader, device, cache), points in sorted(trends.items()):
+            last = points[-1]
+            flagged = [p for p in points if p.regressed]
+            rows.append((
+                machine.name, case, loader, device, cache, str(len(points)),
+                formatting.gbps(points[0].bench.gbps), formatting.gbps(last.bench.gbps),
+                "" if last.change_pct is None else f"{last.change_pct:+.1f}% time",
+                ", ".join((p.run.commit_id or "?")[:7] for p in flagged) or "no",
+            ))
+    return Table(title="Trend", headers=TREND_HEADERS, rows=tuple(rows))
+
+
+def trend_coverage(machines: Iterable[Machine]) -> list[str]:
+    """One line per machine: how many runs it has and how many benchmarks can be followed across them."""
+    lines = []
+    for machine in machines:
+        runs = len(machine.history) or 1
+        followed = len(trend_points(machine))
+        lines.append(f"{machine.name}: {runs} run{'s' if runs != 1 else ''}, "
+                     f"{followed} benchmark{'s' if followed != 1 else ''} in two runs or more")
+    return lines

@@ -1,0 +1,48 @@
+"""machine_info holds nothing that changes between runs of one machine (so --benchmark-compare stays quiet)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from dgbench.machine import GpuStatus, kvikio_settings, machine_info, stable_location
+from kvdicom.io_tuning import machine_threads
+
+
+def _fake_kvikio(monkeypatch, pool_threads: int):
+    """A KvikIO whose pool has ``pool_threads`` threads right now (1 before kvdicom's warm-up)."""
+    defaults = types.ModuleType("kvikio.defaults")
+    values = {"num_threads": pool_threads, "task_size": 4 << 20, "bounce_buffer_size": 16 << 20}
+    defaults.get = values.__getitem__
+    defaults.is_compat_mode_preferred = lambda: True
+    kvikio = types.ModuleType("kvikio")
+    kvikio.__version__ = "26.10.00"
+    kvikio.defaults = defaults
+    monkeypatch.setitem(sys.modules, "kvikio", kvikio)
+    monkeypatch.setitem(sys.modules, "kvikio.defaults", defaults)
+
+
+def test_kvikio_threads_is_the_configured_value_not_the_pool_size_now(monkeypatch):
+    monkeypatch.delenv("KVIKIO_NTHREADS", raising=False)
+    _fake_kvikio(monkeypatch, pool_threads=1)
+    before = kvikio_settings()["kvikio_threads"]
+    _fake_kvikio(monkeypatch, pool_threads=16)
+    after = kvikio_settings()["kvikio_threads"]
+    assert before == after == machine_threads()
+
+
+def test_kvikio_threads_follows_the_users_setting(monkeypatch):
+    monkeypatch.setenv("KVIKIO_NTHREADS", "3")
+    _fake_kvikio(monkeypatch, pool_threads=1)
+    assert kvikio_settings()["kvikio_threads"] == 3
+
+
+def test_corpus_dir_is_never_an_absolute_path(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".corpus").mkdir(parents=True)
+    assert stable_location(repo / ".corpus", repo) == ".corpus"
+    assert stable_location(tmp_path / "elsewhere", repo) is None
+    info = machine_info(GpuStatus(False, "no GPU"), str(repo / ".corpus"), "quick", repo)
+    assert info["corpus_dir"] == ".corpus" and info["corpus_filesystem"]
+    other = machine_info(GpuStatus(False, "no GPU"), str(tmp_path / "scratch"), "quick", repo)
+    assert other["corpus_dir"] is None and str(tmp_path) not in repr(other)

@@ -1,0 +1,55 @@
+"""The installable distribution is the loader alone; the suite's needs are extras (issue 11)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _requirements(*files: str) -> dict[str, str]:
+    lines = [line.strip() for f in files for line in (ROOT / f).read_text().splitlines()]
+    return {_name(line): line for line in lines if line and not line.startswith("#")}
+
+
+def test_runtime_dependencies_are_numpy_and_pydicom_only():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "dependencies" not in project.get("dynamic", [])
+    assert {_name(r) for r in project["dependencies"]} == {"numpy", "pydicom"}
+    extras = {k: {_name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+    assert extras["gpu"] >= {"kvikio-cu13"} and any(n.startswith("cupy") for n in extras["gpu"])
+    assert extras["bench"] == {"pytest", "pytest-benchmark", "hypothesis"}
+    assert extras["report"] == {"matplotlib"}
+
+
+def test_no_pytest_plugin_is_registered_for_other_projects():
+    document = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    entry_points = document["project"].get("entry-points", {})
+    assert "pytest11" not in entry_points
+    assert (ROOT / "conftest.py").read_text().strip().endswith('pytest_plugins = ["dgbench.plugin"]')
+
+
+def test_only_the_loader_is_packaged():
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["kvdicom*"]
+
+
+def test_requirements_files_that_drive_dgb_agree_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"]) + [r for v in project["optional-dependencies"].values() for r in v]
+    pinned = _requirements("requirements.txt", "requirements-gpu.txt")
+    for requirement in declared:
+        assert pinned.get(_name(requirement)) == requirement.strip(), requirement
+
+
+def test_the_loader_imports_nothing_of_the_suite():
+    for path in (ROOT / "kvdicom").rglob("*.py"):
+        text = path.read_text()
+        for banned in ("dgbench", "pytest", "matplotlib", "fixtures", "bench."):
+            assert not re.search(rf"^\s*(from|import)\s+{re.escape(banned)}", text, re.M), (path, banned)
