@@ -45,6 +45,7 @@ class ExtraInfo(TypedDict, total=False):
     rescale: bool                # series peers that apply the modality LUT
     matches_pydicom_values: bool  # peers returning their own dtype: compared by value
     output_dtype: str
+    sort_rule: str               # series: the rule kvdicom.load_series ordered by ("position" | "instance_number")
     # filled in by dgbench.derived after the session
     gbps: float
     rounds: int
