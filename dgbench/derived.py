@@ -69,6 +69,8 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
         for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom"):
             info.pop(stale, None)
         info["gbps"] = gbps(info["pixel_bytes"], median)
+        if info.get("frames") and median > 0:  # compressed cases: decoded frames per second
+            info["frames_per_s"] = info["frames"] / median
         info["rounds"] = stats["rounds"]
         info["spread"] = stats["iqr"] / median if median > 0 else None
         by_key[_key(info, info.get("loader"))] = bench

@@ -13,7 +13,8 @@ from typing import Any, Literal, TypedDict
 
 #: Loaders measured, in the order tables and legends show them (``+rescale``: with each slice's modality LUT).
 LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
-           "pydicom+rescale", "kvdicom+rescale", "dicomsdl", "dicomsdl+cupy", "sitk", "sitk+cupy")
+           "pydicom+rescale", "kvdicom+rescale", "dicomsdl", "dicomsdl+cupy", "sitk", "sitk+cupy",
+           "pydicom+gdcm", "pydicom+nvimgcodec+cupy")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
 CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read")
@@ -46,6 +47,13 @@ class ExtraInfo(TypedDict, total=False):
     matches_pydicom_values: bool  # peers returning their own dtype: compared by value
     output_dtype: str
     sort_rule: str               # series: the rule kvdicom.load_series ordered by ("position" | "instance_number")
+    compressed_bytes: int        # compressed cases (bench/test_compressed.py): encapsulated bytes read
+    compression_ratio: float     # decoded pixel bytes / file bytes
+    frames: int                  # decoded frames (frames_per_s is derived from it)
+    codec: str                   # kvdicom's codec name: jpeg, jpeg_lossless, jpegls, jpeg2000, htj2k, rle
+    decoder: str                 # which decoder ran: "nvimgcodec", "host:<plugin> (<why>)", "pydicom:<plugin>"…
+    lossless: bool
+    series_stand_in: bool        # a multi-frame file standing in for a series of single-frame files
     # filled in by dgbench.derived after the session
     gbps: float
     rounds: int
@@ -53,6 +61,7 @@ class ExtraInfo(TypedDict, total=False):
     ceiling_gbps: float
     pct_of_ceiling: float
     speedup_vs_pydicom: float
+    frames_per_s: float          # compressed cases
 
 
 def ceiling_for(device: str, page_cache: str) -> str:

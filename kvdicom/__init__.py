@@ -5,10 +5,11 @@ offset in the file by KvikIO (GPU) or ``preadv`` (CPU), then decoded by one
 code path for both. The result equals ``pydicom``'s ``pixel_array``.
 """
 
+from kvdicom.compressed import CompressedLayout
 from kvdicom.errors import DicomLoadError
 from kvdicom.layout import PixelLayout, inspect
 from kvdicom.loader import load
 from kvdicom.series import SeriesInfo, load_series
 
-__all__ = ["DicomLoadError", "PixelLayout", "SeriesInfo", "inspect", "load", "load_series"]
+__all__ = ["CompressedLayout", "DicomLoadError", "PixelLayout", "SeriesInfo", "inspect", "load", "load_series"]
 __version__ = "0.1.0"

@@ -132,7 +132,7 @@ def _bounded_open(path, mode: str = "rb") -> BoundedReader:
     return BoundedReader(path)
 
 
-def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
+def _transfer_syntax(path: str, ds: pydicom.Dataset, allow_compressed: bool = False) -> UID:
     """The transfer syntax pydicom itself would decode the pixel data with."""
     meta = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -154,6 +154,8 @@ def _transfer_syntax(path: str, ds: pydicom.Dataset) -> UID:
             "so its pixel data has no offset in the file; kvdicom reads uncompressed "
             "Implicit VR LE, Explicit VR LE and Explicit VR BE only",
         )
+    if allow_compressed and tsyntax.is_transfer_syntax and tsyntax.is_encapsulated:
+        return tsyntax  # kvdicom.compressed takes it from here
     if not tsyntax.is_transfer_syntax or tsyntax.is_compressed:
         raise _fail(
             path,
@@ -488,11 +490,19 @@ def build_layout(
     )
 
 
-def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple[PixelLayout, pydicom.Dataset]:
-    """The pydicom path of :func:`inspect`: the layout and the parsed header."""
+def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
+    """The pydicom path of :func:`inspect`: the layout and the parsed header.
+
+    The layout is a :class:`PixelLayout`, or a
+    :class:`kvdicom.compressed.CompressedLayout` for encapsulated pixel data.
+    """
     path = os.fspath(path)
     ds = _read_header(path, force)
-    tsyntax = _transfer_syntax(path, ds)
+    tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
+    if tsyntax.is_encapsulated:
+        from kvdicom.compressed import inspect_compressed
+
+        return inspect_compressed(path, ds, tsyntax, _modality), ds
     keyword, raw, offset = _pixel_element(path, ds)
     rules = pixel_rules(tsyntax, keyword, raw.VR or "", _pixel_options(path, ds))
     file_id = ds._kvdicom_file_id
@@ -500,13 +510,17 @@ def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple[Pi
     return build_layout(path, rules, tsyntax, keyword, offset, raw.length, file_id[2], modality, file_id), ds
 
 
-def inspect(path: str | os.PathLike, *, force: bool = False) -> PixelLayout:
+def inspect(path: str | os.PathLike, *, force: bool = False):
     """Return the pixel layout of ``path`` without reading its pixel data.
 
-    Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
+    A :class:`PixelLayout` for native pixel data, a
+    :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
+    locations) for encapsulated data. Raises :class:`DicomLoadError` for
+    anything kvdicom cannot load exactly as
     ``pydicom.dcmread(path, force=force).pixel_array`` would. Tries
-    :mod:`kvdicom.fast_header` first; whatever it cannot prove goes through
-    pydicom (:func:`inspect_dataset`), and both give the same layout.
+    :mod:`kvdicom.fast_header` first (native little-endian data); whatever it
+    cannot prove goes through pydicom (:func:`inspect_dataset`), and both give
+    the same layout.
     """
     from kvdicom import fast_header
 

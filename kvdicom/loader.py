@@ -35,8 +35,14 @@ def read_pixels(layout: PixelLayout, device: str = "cuda"):
     return buffer
 
 
+def _load_compressed_gpu(layout):
+    from kvdicom import gpu_codec
+
+    return gpu_codec.load(layout)
+
+
 def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, rescale: bool = False):
-    """Load the pixel data of an uncompressed DICOM file.
+    """Load the pixel data of a DICOM file (native, or compressed: see :mod:`kvdicom.compressed`).
 
     Returns what ``pydicom.dcmread(path, force=force).pixel_array`` returns, in
     native byte order: a CuPy array for ``device="cuda"``, a NumPy array for
@@ -51,5 +57,10 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
     layout = inspect(path, force=force)
     if rescale:
         modality.check(layout)
+    if getattr(layout, "compressed", False):
+        from kvdicom import compressed
+
+        arr = compressed.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
+        return modality.apply(arr, layout) if rescale else arr
     arr = decode(read_pixels(layout, device), layout)
     return modality.apply(arr, layout) if rescale else arr

@@ -16,7 +16,8 @@ Steps, each with its own helper:
    (:func:`_read_all`): the volume itself where the stored bytes are the
    output, else one scratch buffer; for ``device="cuda"`` a pinned host
    staging buffer and one host-to-device copy; each read checks that the file
-   is the one whose header was parsed;
+   is the one whose header was parsed (a series with compressed slices is
+   decoded slice by slice, as ``kvdicom.load`` decodes each, into its slot);
 5. decode on the target device (the whole volume at once when all slices share
    a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
 
@@ -190,6 +191,37 @@ def _apply_modality(stored, layouts, out, xp) -> None:
         out[i] = modality.apply(stored[i], layout)
 
 
+def _read_native(layouts, stored, out_dtype, device, xp) -> None:
+    """Native slices: all bytes read concurrently into one buffer, decoded into ``stored``."""
+    direct = out_dtype == layouts[0].dtype and all(_decodes_in_place(l) for l in layouts)
+    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
+    total = starts[-1]
+    if device == "cuda":
+        import cupyx
+
+        staging = cupyx.empty_pinned(total, dtype=np.uint8)  # one pinned buffer for the whole series
+        _read_all(layouts, staging, starts)
+        raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
+        raw.set(staging)  # the one host-to-device copy
+        # asynchronous from pinned memory: finish it before ``staging`` goes back to CuPy's pinned pool
+        xp.cuda.get_current_stream().synchronize()
+    else:
+        raw = stored.view(np.uint8).reshape(-1) if direct else np.empty(total, dtype=np.uint8)
+        _read_all(layouts, raw, starts)
+    _stored_volume(layouts, xp, raw, stored)
+
+
+def _decode_each(layouts, stored, device: str) -> None:
+    """A series with compressed slices: each slice decoded as ``kvdicom.load`` does, into its slot."""
+    from kvdicom import compressed, loader
+
+    for i, layout in enumerate(layouts):
+        if getattr(layout, "compressed", False):
+            stored[i] = compressed.load_cpu(layout) if device == "cpu" else loader._load_compressed_gpu(layout)
+        else:
+            stored[i] = decode(loader.read_pixels(layout, device), layout)
+
+
 # the entry point --------------------------------------------------------------------
 
 def _check_out(out, shape, dtype, device):
@@ -221,7 +253,7 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     if device == "cuda":
         try:
             import cupy as xp
-            import cupyx
+            import cupyx  # noqa: F401  (checked here, before any file work)
         except ImportError as exc:  # before any file work, as kvdicom.load does
             import kvdicom
 
@@ -250,23 +282,12 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     if out is not None:
         _check_out(out, shape, out_dtype, device)
     volume = out if out is not None else xp.empty(shape, dtype=out_dtype)
-    direct = out_dtype == first.dtype and all(_decodes_in_place(l) for l in layouts)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
-    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
-    total = starts[-1]
-
-    if device == "cuda":
-        staging = cupyx.empty_pinned(total, dtype=np.uint8)  # one pinned buffer for the whole series
-        _read_all(layouts, staging, starts)
-        raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
-        raw.set(staging)  # the one host-to-device copy
-        # asynchronous from pinned memory: finish it before ``staging`` goes back to CuPy's pinned pool
-        xp.cuda.get_current_stream().synchronize()
+    if any(getattr(l, "compressed", False) for l in layouts):
+        _decode_each(layouts, stored, device)
     else:
-        raw = stored.view(np.uint8).reshape(-1) if direct else np.empty(total, dtype=np.uint8)
-        _read_all(layouts, raw, starts)
-    _stored_volume(layouts, xp, raw, stored)
+        _read_native(layouts, stored, out_dtype, device, xp)
     if stored is not volume:
         _apply_modality(stored, layouts, volume, xp)
     elif rescale and any(l.modality.kind != "none" for l in layouts):

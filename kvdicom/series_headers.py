@@ -112,7 +112,9 @@ def pack(header: Header) -> tuple:
     ~0.1 ms per file (25 ms for 256 CT slices on the 2-core CPU dev machine), tuples far less."""
     layout = header.layout
     packed_layout = None
-    if layout is not None:
+    if layout is not None and not isinstance(layout, PixelLayout):
+        packed_layout = layout  # a CompressedLayout: rare in a series, pickled as it is
+    elif layout is not None:
         values = [getattr(layout, name) for name in _LAYOUT_FIELDS]
         values[_LAYOUT_FIELDS.index("transfer_syntax")] = str(layout.transfer_syntax)
         values[_LAYOUT_FIELDS.index("dtype")] = layout.dtype.str
@@ -135,8 +137,8 @@ _dtypes: dict[str, np.dtype] = {}
 
 def unpack(packed: tuple) -> Header:
     path, packed_layout, keys, skip, error = packed
-    layout = None
-    if packed_layout is not None:
+    layout = None if packed_layout is None or isinstance(packed_layout, tuple) else packed_layout
+    if isinstance(packed_layout, tuple):
         values = list(packed_layout)
         ts = values[_TS_INDEX]
         values[_TS_INDEX] = _uids.get(ts) or _uids.setdefault(ts, UID(ts))

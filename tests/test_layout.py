@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEGBaseline8Bit, RLELossless
+from pydicom.uid import MPEG4HP41, MPEG2MPML, JPEGBaseline8Bit, RLELossless
 
 import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
@@ -53,8 +53,8 @@ def _save(ds, path, tsyntax):
     return path
 
 
-@pytest.mark.parametrize("tsyntax", [JPEGBaseline8Bit, RLELossless])
-def test_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
+@pytest.mark.parametrize("tsyntax", [MPEG2MPML, MPEG4HP41])
+def test_unsupported_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
     ds = build_dataset(DicomSpec(bits_allocated=8, bits_stored=8))
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
     ds["PixelData"].VR = "OB"
@@ -63,6 +63,18 @@ def test_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
         kvdicom.inspect(path)
     assert info.value.path == str(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("tsyntax", [JPEGBaseline8Bit, RLELossless])
+def test_broken_compressed_stream_is_refused_on_load(tmp_path, tsyntax):
+    ds = build_dataset(DicomSpec(bits_allocated=8, bits_stored=8))
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    path = _save(ds, tmp_path / "compressed.dcm", tsyntax)
+    assert kvdicom.inspect(path).codec in ("jpeg", "rle")
+    with pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.load(path, "cpu")
+    assert info.value.path == str(path)
 
 
 def test_deflated_transfer_syntax_is_refused(make_file):

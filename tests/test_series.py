@@ -445,3 +445,14 @@ def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
     monkeypatch.setattr(series_headers, "list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
     with pytest.raises(ImportError):
         kvdicom.load_series(tmp_path / "s", "cuda")
+
+
+def test_compressed_slices_load_like_pydicom_stacked(tmp_path):
+    spec = SeriesSpec(slices=3, rows=16, cols=16, transfer_syntax="htj2k_lossless")
+    folder = _fixture_folder(tmp_path, spec)
+    vol, info = kvdicom.load_series(folder, "cpu")
+    truth = [str(p) for p in volume_paths(folder, spec)]
+    assert list(info.paths) == truth
+    np.testing.assert_array_equal(vol, pydicom_volume(truth))
+    packed = series_headers.pack(series_headers.read_header(truth[0]))
+    assert series_headers.unpack(packed).layout.codec == "htj2k"

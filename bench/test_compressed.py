@@ -1,0 +1,199 @@
+"""Compressed DICOM: GPU decode property tests, and each loader's warm decode of each compressed case.
+
+Exactness rule: lossless syntaxes equal pydicom's ``pixel_array`` (reference
+plugin pinned) exactly; irreversible JPEG 2000 / HTJ2K within 1 (pydicom's
+own test tolerance), JPEG baseline within 5. ``extra_info`` records the
+compressed and decoded bytes, the compression ratio, the frames (``frames_per_s``
+is derived), and which decoder ran.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvdicom
+from bench import compressed_peers as peers
+from dgbench.schema import bench_extra
+from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
+from fixtures.oracle import to_host
+from fixtures.profiles import compressed_specs, is_series_stand_in
+
+#: largest |kvdicom - pydicom| allowed per syntax (0: lossless)
+TOLERANCE = {"jpeg_baseline": 5, "jpeg_extended": 5, "jpeg2000": 1, "htj2k": 1}
+
+
+def pytest_generate_tests(metafunc):
+    if "cspec" in metafunc.fixturenames:
+        specs = compressed_specs(metafunc.config.getoption("profile"))
+        metafunc.parametrize("cspec", specs, ids=[s.case_id for s in specs], scope="session")
+
+
+@pytest.fixture(scope="session")
+def cfile(request, corpus, cspec):
+    """The cached compressed file, generated on first use (skipped when its encoder is missing)."""
+    for module in ("pylibjpeg", "openjpeg", "rle"):
+        pytest.importorskip(module, reason=f"compressed cases need {module} (pylibjpeg plugins, requirements.txt)")
+    try:
+        return corpus.ensure(cspec)
+    except EncoderUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def creference(cfile):
+    return peers.pydicom_pinned(cfile)
+
+
+def difference(got, ref) -> int | None:
+    """Largest absolute difference, or None when shape or dtype differ."""
+    host = to_host(got)
+    if host.shape != ref.shape or host.dtype != ref.dtype:
+        return None
+    return int(np.abs(host.astype(np.int64) - ref.astype(np.int64)).max()) if ref.size else 0
+
+
+def within_tolerance(spec, got, ref) -> bool:
+    diff = difference(got, ref)
+    return diff is not None and diff <= TOLERANCE.get(spec.transfer_syntax, 0)
+
+
+def _gpu_route(path) -> str:
+    """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
+    from kvdicom import compressed, gpu_codec
+
+    layout = kvdicom.inspect(path)
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    if how.route == "gpu" and not gpu_codec.nvimgcodec_problem():
+        return "nvimgcodec"
+    if how.route == "gpu":
+        return f"host:{compressed.reference_plugin(layout.transfer_syntax)} (no nvImageCodec)"
+    return f"host:{compressed.reference_plugin(layout.transfer_syntax)} ({how.reason})"
+
+
+def _record(benchmark, spec, path, loader, device, output, reference, decoder):
+    layout = kvdicom.inspect(path)
+    ok = None if output is None else within_tolerance(spec, output, reference)
+    benchmark.extra_info.update(bench_extra(
+        spec.case_id, loader, device, path.stat().st_size, int(reference.nbytes), "warm",
+        matches_pydicom=ok, ceiling=None,  # decode-bound: no I/O ceiling applies
+        compressed_bytes=layout.nbytes, compression_ratio=reference.nbytes / path.stat().st_size,
+        frames=layout.number_of_frames, codec=layout.codec, decoder=decoder,
+        lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2], series_stand_in=is_series_stand_in(spec),
+    ))
+    return ok
+
+
+def _synced(cupy, load, *args):
+    def run():
+        out = load(*args)
+        cupy.cuda.Device().synchronize()
+        return out
+
+    return run
+
+
+# --- property tests (run by ./dgb test) --------------------------------------------------------
+
+
+def test_compressed_cpu_load_matches_pydicom(cspec, cfile, creference):
+    got = kvdicom.load(cfile, "cpu")
+    assert isinstance(got, np.ndarray)
+    assert difference(got, creference) == 0  # the CPU path is pydicom's decoder: always exact
+
+
+@pytest.mark.gpu
+def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, monkeypatch):
+    from kvdicom import gpu_codec
+
+    if (why := gpu_codec.nvimgcodec_problem()) is not None:
+        pytest.skip(why)
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)  # small files too: test the GPU route on all
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)  # and colour J2K, off by default until this passes
+    got = kvdicom.load(cfile, "cuda")
+    assert type(got).__module__.startswith("cupy")
+    diff = difference(got, creference)
+    assert diff is not None, f"shape/dtype {got.shape}/{got.dtype} != pydicom's {creference.shape}/{creference.dtype}"
+    assert diff <= TOLERANCE.get(cspec.transfer_syntax, 0), f"max difference {diff} ({_gpu_route(cfile)})"
+
+
+@pytest.mark.gpu
+def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_path, monkeypatch):
+    """A legitimately black frame decodes to zeros (re-decoded on the host, still zeros) beside a non-black one."""
+    pytest.importorskip("openjpeg")
+    from kvdicom import gpu_codec
+
+    if (why := gpu_codec.nvimgcodec_problem()) is not None:
+        pytest.skip(why)
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    from fixtures.encode import encode_frames
+    from fixtures.spec import DicomSpec
+    from fixtures.writer import build_dataset
+
+    spec = DicomSpec(frames=2, rows=64, cols=64, bits_allocated=16, bits_stored=16, signed=True,
+                     transfer_syntax="jpeg2000_lossless")
+    ds = build_dataset(spec)
+    frames = np.zeros((2, 64, 64), dtype=np.int16)
+    frames[1] = np.arange(64 * 64, dtype=np.int16).reshape(64, 64)
+    ds.PixelData = encapsulate(encode_frames("jpeg2000_lossless", frames, bits_stored=16, signed=True,
+                                             photometric="MONOCHROME2"))
+    path = tmp_path / "blank.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert np.array_equal(to_host(kvdicom.load(path, "cuda")), pydicom.dcmread(path).pixel_array)
+
+
+# --- benchmarks, warm page cache ---------------------------------------------------------------
+
+
+def test_compressed_pydicom(benchmark, cspec, cfile, creference):
+    plugin = peers.reference_plugin(kvdicom.inspect(cfile).transfer_syntax)
+    _record(benchmark, cspec, cfile, "pydicom", "cpu", creference, creference, f"pydicom:{plugin}")
+    benchmark(peers.pydicom_pinned, cfile)
+
+
+def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
+    if (why := peers.plugin_available(cfile, "gdcm")) is not None:
+        pytest.skip(why)
+    out = peers.pydicom_pinned(cfile, "gdcm")
+    _record(benchmark, cspec, cfile, "pydicom+gdcm", "cpu", out, creference, "pydicom:gdcm")
+    benchmark(peers.pydicom_pinned, cfile, "gdcm")
+
+
+def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):
+    out = kvdicom.load(cfile, "cpu")
+    assert _record(benchmark, cspec, cfile, "kvdicom", "cpu", out, creference, "pydicom (one read)")
+    benchmark(kvdicom.load, cfile, "cpu")
+
+
+@pytest.mark.gpu
+def test_compressed_kvdicom_gpu(benchmark, cuda, cspec, cfile, creference):
+    out = kvdicom.load(cfile, "cuda")
+    ok = _record(benchmark, cspec, cfile, "kvdicom", "cuda", out, creference, _gpu_route(cfile))
+    assert ok, f"max difference {difference(out, creference)}"
+    del out
+    benchmark(_synced(cuda, kvdicom.load, cfile, "cuda"))
+
+
+@pytest.mark.gpu
+def test_compressed_pydicom_nvimgcodec_cupy(benchmark, cuda, cspec, cfile, creference):
+    if (why := peers.register_nvimgcodec()) is not None:
+        pytest.skip(why)
+    if (why := peers.plugin_available(cfile, peers.NVIMGCODEC_PLUGIN)) is not None:
+        pytest.skip(why)
+    out = peers.pydicom_nvimgcodec_to_cupy(cfile)
+    _record(benchmark, cspec, cfile, "pydicom+nvimgcodec+cupy", "cuda", out, creference, "nvimgcodec plugin (per frame)")
+    benchmark(_synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
+
+
+@pytest.mark.gpu
+def test_compressed_dicomsdl_cupy(benchmark, cuda, cspec, cfile, creference):
+    if (why := peers.dicomsdl_problem(str(cfile))) is not None:
+        pytest.skip(why)
+    frames = kvdicom.inspect(cfile).number_of_frames
+    out = peers.dicomsdl_to_cupy(cfile, frames)
+    _record(benchmark, cspec, cfile, "dicomsdl+cupy", "cuda", out, creference, "dicomsdl")
+    benchmark(_synced(cuda, peers.dicomsdl_to_cupy, cfile, frames))

@@ -1,0 +1,93 @@
+"""What a frame's own codestream says: dimensions, precision, sign, and whether the GPU may decode it.
+
+Read from the main header only (a few hundred bytes), before any output is
+allocated: a header whose Rows/Columns disagree with the codestream is refused
+instead of trusted. JPEG and JPEG-LS headers are parsed by pydicom
+(``_get_jpg_parameters``, what its decoders use); JPEG 2000 by the SIZ, CAP
+and COM marker segments here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pydicom.pixels.utils import _get_jpg_parameters
+
+SOC, SIZ, CAP, COM, SOT = 0xFF4F, 0xFF51, 0xFF50, 0xFF64, 0xFF90
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+#: Encoders known to write HTJ2K code-blocks with the cleanup pass only (no
+#: SigProp/MagRef refinement passes, which nvJPEG2000 decodes to garbage while
+#: reporting success: CUDALibrarySamples issue 128). OpenJPH's encoder never
+#: emits refinement passes, and names itself in a COM marker.
+SINGLE_PASS_ENCODERS = (b"OpenJPH",)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    width: int
+    height: int
+    components: int
+    precision: int
+    signed: bool
+    #: JPEG 2000: the stream uses HT code-blocks (Part 15)
+    ht: bool = False
+    #: HT streams: shown to use a single (cleanup) coding pass per code-block
+    ht_single_pass: bool = False
+    #: JPEG 2000: components are subsampled (XRsiz/YRsiz > 1)
+    subsampled: bool = False
+    #: JPEG: component ids spell "RGB" (pydicom then treats the frame as RGB)
+    rgb_ids: bool = False
+
+
+def j2k_info(frame: bytes) -> FrameInfo | None:
+    """Main-header facts of a J2K codestream, or None if it is not one (or is a JP2 file)."""
+    data = bytes(frame[:4096])
+    if len(data) < 4 or struct.unpack(">H", data[:2])[0] != SOC:
+        return None
+    pos, info, ht, comments, ccap15 = 2, None, False, [], None
+    while pos + 4 <= len(data):
+        marker, length = struct.unpack(">2H", data[pos: pos + 4])
+        body = data[pos + 4: pos + 2 + length]
+        if marker == SOT or length < 2:
+            break
+        if marker == SIZ and len(body) >= 36:
+            xsiz, ysiz, xo, yo = struct.unpack(">4I", body[2:18])
+            csiz = struct.unpack(">H", body[34:36])[0]
+            comps = [body[36 + 3 * i: 39 + 3 * i] for i in range(csiz)]
+            if len(comps[-1]) < 3:
+                return None
+            ssiz = comps[0][0]
+            info = {"width": xsiz - xo, "height": ysiz - yo, "components": csiz, "precision": (ssiz & 0x7F) + 1,
+                    "signed": bool(ssiz & 0x80), "subsampled": any(c[1] != 1 or c[2] != 1 for c in comps)}
+        elif marker == CAP and len(body) >= 4:
+            pcap = struct.unpack(">I", body[:4])[0]
+            ht = bool(pcap & (1 << (32 - 15)))  # Pcap bit for Part 15
+            if ht and len(body) >= 6:
+                ccap15 = struct.unpack(">H", body[4:6])[0]
+        elif marker == COM:
+            comments.append(body[2:])
+        pos += 2 + length
+    if info is None:
+        return None
+    single = False
+    if ht and ccap15 is not None:
+        ht_only = (ccap15 >> 14) == 0  # HTONLY: every code-block is HT
+        single_set = not (ccap15 >> 13) & 1  # SINGLEHT: one HT set per code-block
+        single = ht_only and single_set and any(c.startswith(SINGLE_PASS_ENCODERS) for c in comments)
+    return FrameInfo(**info, ht=ht, ht_single_pass=single)
+
+
+def jpeg_info(frame: bytes) -> FrameInfo | None:
+    """JPEG / JPEG-LS frame header facts via pydicom's parser, or None if it has none."""
+    try:
+        params = _get_jpg_parameters(bytes(frame[:65536]))
+    except Exception:  # noqa: BLE001 - a frame pydicom's parser cannot read has no header to check
+        return None
+    if "height" not in params:
+        return None
+    ids = params.get("component_ids")
+    return FrameInfo(width=params["width"], height=params["height"], components=params["components"],
+                     precision=params["precision"], signed=False,
+                     rgb_ids=ids in ([82, 71, 66], [114, 103, 98]))

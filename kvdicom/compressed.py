@@ -1,0 +1,215 @@
+"""Compressed (encapsulated) pixel data: the layout from the header, and ``load`` on the host or the GPU.
+
+``device="cpu"`` decodes with pydicom's own decoders (its CPU plugins, pinned
+by :func:`reference_plugin`), from the bytes kvdicom read in one pass; it is
+``pixel_array`` by construction. ``device="cuda"`` decodes the frames that
+nvImageCodec can decode exactly in one batch on the GPU (:mod:`kvdicom.gpu_codec`);
+the rest go through the same host decoders and are copied once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.pixels.utils import as_pixel_options
+from pydicom.uid import UID
+
+from kvdicom import codestream, encapsulated
+from kvdicom.errors import DicomLoadError
+
+#: Transfer syntax → codec name reported by ``inspect`` (what pydicom 3 can decode).
+CODECS = {
+    pydicom.uid.JPEGBaseline8Bit: "jpeg",
+    pydicom.uid.JPEGExtended12Bit: "jpeg",
+    pydicom.uid.JPEGLossless: "jpeg_lossless",
+    pydicom.uid.JPEGLosslessSV1: "jpeg_lossless",
+    pydicom.uid.JPEGLSLossless: "jpegls",
+    pydicom.uid.JPEGLSNearLossless: "jpegls",
+    pydicom.uid.JPEG2000Lossless: "jpeg2000",
+    pydicom.uid.JPEG2000: "jpeg2000",
+    pydicom.uid.HTJ2KLossless: "htj2k",
+    pydicom.uid.HTJ2KLosslessRPCL: "htj2k",
+    pydicom.uid.HTJ2K: "htj2k",
+    pydicom.uid.RLELossless: "rle",
+}
+
+#: pydicom decoding plugins in the order the reference uses them: pylibjpeg
+#: (libjpeg / openjpeg / rle), then pydicom's own RLE, pyjpegls, GDCM, Pillow.
+#: nvImageCodec's plugin is never the reference.
+REFERENCE_PLUGINS = ("pylibjpeg", "pydicom", "pyjpegls", "gdcm", "pillow")
+
+#: RLE cannot expand a segment more than 128 bytes per 2 bytes read: a bound on
+#: what a frame can decode to, checked before allocating for it.
+RLE_MAX_EXPANSION = 64
+
+
+@dataclass(frozen=True)
+class CompressedLayout:
+    """An encapsulated file's pixels: where the frames are and what array they make."""
+
+    path: str
+    transfer_syntax: UID
+    codec: str  #: "jpeg", "jpeg_lossless", "jpegls", "jpeg2000", "htj2k" or "rle"
+    offset: int  #: file offset of the encapsulated value (its Basic Offset Table item)
+    file_size: int
+    frame_table: encapsulated.FrameTable
+    dtype: np.dtype  #: dtype of the returned array (Bits Allocated, Pixel Representation)
+    shape: tuple[int, ...]
+    number_of_frames: int
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    planar_configuration: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric_interpretation: str
+    #: pydicom's options for its decoders (as_pixel_options plus the Extended Offset Table)
+    options: dict = field(default_factory=dict, compare=False, repr=False)
+    modality: object = None  #: kvdicom.layout.ModalityTransform
+    pixel_keyword: str = "PixelData"
+    compressed: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        """Compressed bytes read (the span of the encapsulated fragments)."""
+        return self.frame_table.nbytes
+
+    @property
+    def decoded_nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def reference_plugin(tsyntax: UID) -> str:
+    """The pydicom decoding plugin used for ``tsyntax`` (the first available of REFERENCE_PLUGINS)."""
+    decoder = pydicom.pixels.get_decoder(tsyntax)
+    for name in REFERENCE_PLUGINS:
+        if name in decoder.available_plugins:
+            return name
+    raise DicomLoadError("", f"no pydicom decoding plugin for {tsyntax.name} is installed "
+                         "(install pylibjpeg with pylibjpeg-libjpeg / -openjpeg / -rle)")
+
+
+def _shape(frames: int, rows: int, cols: int, samples: int) -> tuple[int, ...]:
+    return ((frames,) if frames > 1 else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
+
+
+def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of) -> CompressedLayout:
+    """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`)."""
+    if tsyntax not in CODECS:
+        raise DicomLoadError(path, f"transfer syntax {tsyntax.name} ({tsyntax}) is compressed with a codec kvdicom "
+                             f"does not decode; supported: {', '.join(sorted({u.name for u in CODECS}))}")
+    if 0x7FE00010 not in ds._dict:
+        raise DicomLoadError(path, "no (7FE0,0010) Pixel Data element")
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    offset = getattr(raw, "value_tell", None)
+    if offset is None:
+        raise DicomLoadError(path, "Pixel Data was not read from the file, so its offset is unknown")
+    try:
+        runner = DecodeRunner(tsyntax)
+        options = as_pixel_options(ds)
+        runner.set_options(**options)
+        runner._validate_options()
+    except Exception as exc:
+        raise DicomLoadError(path, f"invalid Image Pixel module: {exc}") from exc
+    if runner.bits_allocated not in (8, 16, 32):
+        raise DicomLoadError(path, f"(0028,0100) Bits Allocated {runner.bits_allocated} with {tsyntax.name}; "
+                             "kvdicom decodes compressed samples of 8, 16 or 32 bits allocated")
+    extended = None
+    if "ExtendedOffsetTable" in ds:
+        extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.get("ExtendedOffsetTableLengths", b"")))
+        options["extended_offsets"] = extended
+    file_size = os.stat(path).st_size
+    frames_declared = int(runner.number_of_frames)
+    # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
+    end = file_size if raw.length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + raw.length)
+    table = encapsulated.locate(path, offset, end, frames_declared, extended)
+    found = len(table.frames) if not table.split_on_eoi else frames_declared
+    if found < frames_declared:
+        raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "
+                             f"(0028,0008) Number of Frames {frames_declared}")
+    dtype = runner.pixel_dtype.newbyteorder("=")
+    samples = runner.samples_per_pixel
+    return CompressedLayout(
+        path=path, transfer_syntax=tsyntax, codec=CODECS[tsyntax], offset=offset, file_size=file_size,
+        frame_table=table, dtype=dtype, shape=_shape(found, runner.rows, runner.columns, samples),
+        number_of_frames=found, rows=runner.rows, columns=runner.columns, samples_per_pixel=samples,
+        planar_configuration=runner.planar_configuration if samples > 1 else 0,
+        bits_allocated=runner.bits_allocated, bits_stored=runner.bits_stored,
+        pixel_representation=runner.pixel_representation,
+        photometric_interpretation=str(runner.photometric_interpretation), options=options,
+        modality=modality_of(ds, tsyntax, dtype),
+    )
+
+
+def read_frames(layout: CompressedLayout) -> tuple[np.ndarray, list]:
+    """One read of every frame's bytes: (the encapsulated value as read, one buffer per frame)."""
+    return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset)
+
+
+def check_frames(layout: CompressedLayout, frames: list) -> list:
+    """Each frame's codestream facts, refusing frames that disagree with the header before any allocation.
+
+    JPEG, JPEG-LS and JPEG 2000 frames must have the header's rows, columns
+    and samples; RLE frames must be large enough to hold what the header
+    promises at RLE's maximum expansion. Returns the per-frame
+    :class:`kvdicom.codestream.FrameInfo` (None where a frame has no header to parse).
+    """
+    if layout.codec == "rle":
+        frame_bytes = layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
+        for i, frame in enumerate(frames):
+            if frame_bytes > RLE_MAX_EXPANSION * len(frame) + 64:
+                raise DicomLoadError(layout.path, f"RLE frame {i} has {len(frame)} bytes, too few for the "
+                                     f"{frame_bytes} bytes the header promises; the header is wrong")
+        return [None] * len(frames)
+    parse = codestream.j2k_info if layout.codec in ("jpeg2000", "htj2k") else codestream.jpeg_info
+    infos = [parse(f) for f in frames]
+    for index, info in enumerate(infos):
+        if info is None:
+            continue
+        if (info.height, info.width) != (layout.rows, layout.columns) or info.components != layout.samples_per_pixel:
+            raise DicomLoadError(
+                layout.path,
+                f"frame {index} codestream is {info.height}x{info.width} with {info.components} component(s), but "
+                f"the header says {layout.rows}x{layout.columns} with {layout.samples_per_pixel} sample(s) per pixel",
+            )
+    if any(i is None for i in infos):
+        # pydicom allocates the header's size before its decoder sees the stream: bound it by the bytes read
+        decoded = layout.decoded_nbytes
+        if decoded > RLE_MAX_EXPANSION * layout.nbytes + (1 << 20):
+            raise DicomLoadError(layout.path, f"a {layout.codec} frame has no readable header and the header "
+                                 f"promises {decoded} decoded bytes from {layout.nbytes} compressed bytes")
+    return infos
+
+
+def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None = None) -> np.ndarray:
+    """pydicom's decode of the value (one frame with ``index``), with the reference plugin: ``pixel_array``."""
+    decoder = pydicom.pixels.get_decoder(layout.transfer_syntax)
+    opts = dict(layout.options)
+    opts["number_of_frames"] = layout.number_of_frames
+    try:
+        arr, _ = decoder.as_array(value.tobytes(), index=index, decoding_plugin=reference_plugin(layout.transfer_syntax),
+                                  **opts)
+    except DicomLoadError as exc:
+        raise DicomLoadError(layout.path, exc.reason) from exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pylibjpeg-rle's Rust panics are BaseExceptions (pyo3 PanicException)
+        raise DicomLoadError(layout.path, f"pydicom cannot decode the {layout.codec} data "
+                             f"({type(exc).__name__}: {exc})") from exc
+    return arr
+
+
+def load_cpu(layout: CompressedLayout) -> np.ndarray:
+    """``device="cpu"``: one read, then pydicom's decoders."""
+    value, frames = read_frames(layout)
+    check_frames(layout, frames)
+    arr = host_decode(layout, value)
+    if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
+        raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")
+    return arr

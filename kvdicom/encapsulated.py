@@ -1,0 +1,171 @@
+"""Where each frame of encapsulated (compressed) pixel data lies in the file, and one read for all of them.
+
+The item headers of the encapsulated value (Basic Offset Table, then one
+8-byte header per fragment) are walked in the file itself, seeking over the
+fragment data, so locating frames costs a few small reads whatever the file
+size, and every offset is checked against the file size before anything is
+allocated. Frames are then assigned to fragments with pydicom's rules
+(``pydicom.encaps.generate_fragmented_frames``): Extended Offset Table, else
+Basic Offset Table, else one fragment per frame, else all fragments for a
+single frame, else JPEG EOI markers. The bytes of all frames are read with one
+``pread`` of the span from the first fragment to the last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvdicom import host_read
+from kvdicom.errors import DicomLoadError
+
+ITEM = 0xE000FFFE  #: (FFFE,E000) read as one little-endian uint32 (group first)
+SEQUENCE_DELIMITER = 0xE0DDFFFE  #: (FFFE,E0DD)
+HEADER = 8
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """The fragments of every frame, as (file offset, length) of their values."""
+
+    span: tuple[int, int]  #: (first byte, end) of the fragment values in the file
+    frames: tuple[tuple[tuple[int, int], ...], ...]
+    #: frames still to be split on JPEG EOI markers after reading (no offset table, more fragments than frames)
+    split_on_eoi: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.span[1] - self.span[0]
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise OSError(f"short read at offset {offset}")
+    return data
+
+
+def _items(path: str, fd: int, offset: int, file_size: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``.
+
+    One 8-byte ``pread`` per item header (unbuffered: a buffered reader would
+    read 8 KiB of fragment data at every seek).
+    """
+    pos = offset
+    table: list[int] | None = None
+    fragments: list[tuple[int, int]] = []
+    while pos + HEADER <= file_size:
+        tag, length = struct.unpack("<2I", _pread(fd, HEADER, pos))
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM:
+            raise DicomLoadError(path, f"encapsulated pixel data: expected an item tag (FFFE,E000) at offset {pos}, "
+                                 f"found {tag & 0xFFFF:04X},{tag >> 16:04X}")
+        value = pos + HEADER
+        if value + length > file_size:
+            raise DicomLoadError(path, f"encapsulated pixel data: an item of {length} bytes at offset {pos} runs "
+                                 f"past the end of the file ({file_size} bytes)")
+        if table is None:
+            if length % 4:
+                raise DicomLoadError(path, f"Basic Offset Table length {length} is not a multiple of 4")
+            table = list(struct.unpack(f"<{length // 4}I", _pread(fd, length, value)))
+        else:
+            fragments.append((value, length))
+        pos = value + length
+    if table is None:
+        raise DicomLoadError(path, "encapsulated pixel data has no Basic Offset Table item")
+    if not fragments:
+        raise DicomLoadError(path, "encapsulated pixel data has no fragments")
+    return table, fragments
+
+
+def _by_offsets(path: str, fragments, starts: list[int], first_item: int, what: str):
+    """Group fragments into frames that start at ``starts`` (offsets from the first fragment's item header)."""
+    position = {value - HEADER - first_item: i for i, (value, _) in enumerate(fragments)}
+    bounds = []
+    for start in starts:
+        if start not in position:
+            raise DicomLoadError(path, f"{what} offset {start} does not point at a fragment")
+        bounds.append(position[start])
+    if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
+        raise DicomLoadError(path, f"{what} offsets are not increasing")
+    bounds.append(len(fragments))
+    return tuple(tuple(fragments[a:b]) for a, b in itertools.pairwise(bounds))
+
+
+def locate(path: str, offset: int, file_size: int, number_of_frames: int,
+           extended: tuple[bytes, bytes] | None = None) -> FrameTable:
+    """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
+
+    ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))
+    finally:
+        os.close(fd)
+    first_item = fragments[0][0] - HEADER
+    span = (fragments[0][0], fragments[-1][0] + fragments[-1][1])
+    if extended:
+        offsets_raw, lengths_raw = extended
+        if len(offsets_raw) % 8 or len(offsets_raw) != len(lengths_raw):
+            raise DicomLoadError(path, "Extended Offset Table and its lengths differ in size or are not 64-bit values")
+        offsets = struct.unpack(f"<{len(offsets_raw) // 8}Q", offsets_raw)
+        lengths = struct.unpack(f"<{len(lengths_raw) // 8}Q", lengths_raw)
+        frames = []
+        for off, length in zip(offsets, lengths):
+            start = first_item + off + HEADER
+            if start + length > span[1]:
+                raise DicomLoadError(path, f"Extended Offset Table frame at {off} (+{length} bytes) runs past the fragments")
+            frames.append(((start, length),))
+        return FrameTable(span, tuple(frames))
+    if table:
+        return FrameTable(span, _by_offsets(path, fragments, table, first_item, "Basic Offset Table"))
+    if len(fragments) == 1 or number_of_frames == 1:
+        return FrameTable(span, (tuple(fragments),))
+    if len(fragments) == number_of_frames:
+        return FrameTable(span, tuple((f,) for f in fragments))
+    if len(fragments) > number_of_frames:
+        return FrameTable(span, (tuple(fragments),), split_on_eoi=True)
+    raise DicomLoadError(path, f"encapsulated pixel data has {len(fragments)} fragments for {number_of_frames} "
+                         "frames and no offset table, so frame boundaries are unknown (pydicom fails on it too)")
+
+
+def _split_on_eoi(frames: tuple, data, base: int) -> list:
+    """pydicom's rule without an offset table: a frame ends with the fragment holding EOI (FF D9) in its last 10 bytes."""
+    out, current = [], []
+    for off, length in frames[0]:
+        current.append((off, length))
+        tail = bytes(data[off - base + max(0, length - 10): off - base + length])
+        if b"\xff\xd9" in tail:
+            out.append(tuple(current))
+            current = []
+    if current:
+        out.append(tuple(current))
+    return out
+
+
+def read_frames(path: str, table: FrameTable, start: int | None = None) -> tuple[np.ndarray, list]:
+    """(the bytes from ``start`` to the last fragment's end, one buffer per frame): one read.
+
+    ``start`` defaults to the first fragment; pass the value's offset to keep the
+    Basic Offset Table (pydicom's decoders want the whole value). A frame of one
+    fragment is a view into the read bytes, not a copy.
+    """
+    start = table.span[0] if start is None else start
+    end = table.span[1]
+    data = np.empty(end - start, dtype=np.uint8)
+    got = host_read.read_into(path, data, start)
+    if got != data.nbytes:
+        raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; did the file change?")
+    frames = _split_on_eoi(table.frames, data, start) if table.split_on_eoi else table.frames
+    out = []
+    for fragments in frames:
+        parts = [data[off - start: off - start + length] for off, length in fragments]
+        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return data, out

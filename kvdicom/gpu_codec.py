@@ -1,0 +1,192 @@
+"""Compressed frames decoded on the GPU by nvImageCodec, in one batch, then corrected as pydicom corrects them.
+
+Route (:func:`plan`): JPEG baseline / lossless and JPEG 2000 frames go to
+nvImageCodec (nvJPEG, nvJPEG2000); HTJ2K only where the codestream shows one
+coding pass per code-block (:mod:`kvdicom.codestream`); RLE, JPEG-LS and
+anything nvImageCodec cannot decode exactly decode on the host with pydicom's
+plugins and are copied once. Every frame's codestream dimensions must agree
+with the header before the output is allocated.
+
+Corrections (:func:`finish`, NumPy or CuPy alike, so tested on the CPU): the
+decoder returns samples in the codestream's own container and signedness;
+pydicom reinterprets them with the header's Pixel Representation, widens to
+Bits Allocated, then for JPEG 2000 re-signs from the codestream's precision
+(``_apply_sign_correction``) and for JPEG shifts out unused bits
+(``_correct_unused_bits``). A frame nvImageCodec returns as ``None``, in an
+unexpected shape, or as all zeros, is decoded again on the host (blank frames
+are legitimate; a silent all-zero failure is a known nvJPEG bug before 13.0.2).
+Lossless JPEG (SOF3) stays on the host: nvJPEG 13.2.3 decoded a 12-bit stream to
+wrong, non-zero values on the device, which no check after the fact can catch.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+
+from kvdicom import compressed
+from kvdicom.compressed import CompressedLayout
+from kvdicom.decode import array_module
+
+#: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
+#: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
+#: one 128² int16 J2K frame 12.0 vs 3.7 ms; 4 × 128² int16 HTJ2K 2.6 vs 1.8 ms; 4 × 64 × 80 RGB JPEG
+#: 2.0 vs 2.0 ms; one 512² int16 J2K frame (512 KiB) 12.1 vs 51.7 ms.
+GPU_MIN_DECODED_BYTES = 256 << 10
+
+
+#: Colour JPEG 2000 (RGB, YBR_RCT, YBR_ICT) on the GPU: off until a device run of the GPU property tests
+#: (which force it on) passes with colour fixtures; until then such files decode on the host.
+GPU_COLOUR_J2K = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one file's frames are decoded."""
+
+    route: str  #: "gpu" or "host"
+    reason: str = ""  #: why the host decodes it
+    color: str = "unchanged"  #: nvImageCodec ColorSpec: "unchanged" or "srgb"
+    raw_itemsize: int = 0  #: bytes per sample the decoder returns (from the codestream precision)
+    precision: int = 0  #: codestream precision (of the last frame, as pydicom uses it)
+    signed: bool = False  #: codestream signedness (JPEG 2000)
+
+
+def _host(reason: str) -> Plan:
+    return Plan("host", reason)
+
+
+def plan(layout: CompressedLayout, infos: list) -> Plan:
+    """Where the frames decode, from the header and each frame's codestream facts (:func:`compressed.check_frames`)."""
+    codec = layout.codec
+    if layout.decoded_nbytes < GPU_MIN_DECODED_BYTES and codec not in ("rle", "jpegls"):
+        return _host(f"{layout.decoded_nbytes} decoded bytes: below {GPU_MIN_DECODED_BYTES} the host is faster")
+    if codec in ("jpeg2000", "htj2k"):
+        if any(i is None for i in infos):
+            return _host("a frame is not a bare JPEG 2000 codestream (JP2 wrapper or unreadable header)")
+        if any(i.subsampled for i in infos):
+            return _host("subsampled JPEG 2000 components")
+        if len({(i.precision, i.signed) for i in infos}) > 1:
+            return _host("frames differ in precision or sign")
+        if any(i.ht and not i.ht_single_pass for i in infos):
+            return _host("HTJ2K stream not shown to use a single coding pass per code-block")
+        last = infos[-1]
+        if last.precision > 16:
+            return _host(f"JPEG 2000 precision {last.precision} > 16")
+        color = "unchanged"
+        if layout.samples_per_pixel > 1:
+            if not GPU_COLOUR_J2K:
+                return _host("colour JPEG 2000 on the GPU is not yet verified on the device (GPU_COLOUR_J2K)")
+            if layout.planar_configuration or layout.photometric_interpretation not in ("RGB", "YBR_ICT", "YBR_RCT"):
+                return _host(f"colour JPEG 2000 as {layout.photometric_interpretation}, "
+                             f"planar {layout.planar_configuration}")
+            # the decoder undoes the codestream's colour transform, as openjpeg does for pydicom (which then says RGB)
+            color = "srgb" if layout.photometric_interpretation != "RGB" else "unchanged"
+        return Plan("gpu", color=color, raw_itemsize=1 if last.precision <= 8 else 2, precision=last.precision,
+                    signed=last.signed)
+    if codec == "jpeg_lossless":
+        # Measured on an H200 (nvImageCodec 0.9.0.20, nvJPEG 13.2.3): a 12-bit SV1 stream from libjpeg-turbo
+        # decoded to wrong values (max difference 4091) while reporting success. Never wrong data: host.
+        return _host("lossless JPEG (SOF3) decoded wrong by nvJPEG 13.2.3 on the device; decoded on the host")
+    if codec == "jpeg" and layout.transfer_syntax != pydicom.uid.JPEGExtended12Bit:
+        if any(i is None for i in infos):
+            return _host("a frame has no JPEG frame header")
+        precision = infos[-1].precision
+        if len({i.precision for i in infos}) > 1:
+            return _host("frames differ in precision")
+        color = "unchanged"
+        if layout.samples_per_pixel > 1:
+            baseline_ybr = (layout.transfer_syntax == pydicom.uid.JPEGBaseline8Bit
+                            and layout.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422"))
+            if (not baseline_ybr or any(i.rgb_ids for i in infos) or layout.planar_configuration
+                    or layout.bits_stored != 8):
+                # nvJPEG converts to RGB while decoding; pydicom shifts out unused bits first, then converts
+                return _host(f"colour JPEG as {layout.photometric_interpretation}: colour handling as pydicom's "
+                             "only for baseline YBR")
+            color = "srgb"  # libjpeg, and so pydicom, return RGB for baseline YBR
+        return Plan("gpu", color=color, raw_itemsize=1 if precision <= 8 else 2, precision=precision)
+    return _host(f"{codec} has no GPU decoder in nvImageCodec")
+
+
+def finish(raw, layout: CompressedLayout, how: Plan):
+    """pydicom's corrections on ``raw`` (frames, rows, cols, samples) as the decoder returned it.
+
+    Works on NumPy and CuPy arrays alike; returns an array of ``layout.shape`` and ``layout.dtype``.
+    """
+    xp = array_module(raw)
+    kind = "i" if layout.pixel_representation else "u"
+    arr = raw.view(np.dtype(f"{kind}{how.raw_itemsize}"))
+    if arr.dtype != layout.dtype:
+        arr = arr.astype(layout.dtype)
+    if layout.codec in ("jpeg2000", "htj2k"):
+        mono = layout.photometric_interpretation in ("MONOCHROME1", "MONOCHROME2")
+        shift = 8 * layout.dtype.itemsize - how.precision
+        if mono and shift and how.signed != bool(layout.pixel_representation):
+            xp.left_shift(arr, shift, out=arr)
+            xp.right_shift(arr, shift, out=arr)
+    elif layout.bits_allocated > layout.bits_stored:
+        shift = layout.bits_allocated - layout.bits_stored
+        xp.left_shift(arr, shift, out=arr)
+        xp.right_shift(arr, shift, out=arr)
+    return arr.reshape(layout.shape)
+
+
+@functools.lru_cache(maxsize=1)
+def nvimgcodec_problem() -> str | None:
+    """Why nvImageCodec cannot be used here (then every frame decodes on the host), or None."""
+    try:
+        from nvidia import nvimgcodec  # noqa: F401
+    except ImportError as exc:
+        return f"nvImageCodec is not installed ({exc}); pip install nvidia-nvimgcodec-cu13 (requirements-gpu.txt)"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _decoder():
+    from nvidia import nvimgcodec
+
+    return nvimgcodec.Decoder()
+
+
+def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
+    """(raw (frames, rows, cols, samples) CuPy array, indices of frames to decode on the host)."""
+    import cupy
+    from nvidia import nvimgcodec
+
+    color = nvimgcodec.ColorSpec.SRGB if how.color == "srgb" else nvimgcodec.ColorSpec.UNCHANGED
+    params = nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=color)
+    streams = [nvimgcodec.CodeStream(np.ascontiguousarray(f)) for f in frames]
+    stream = cupy.cuda.get_current_stream()
+    images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr)
+    shape = (layout.rows, layout.columns, layout.samples_per_pixel)
+    raw_dtype = np.dtype(f"u{how.raw_itemsize}")
+    raw = cupy.empty((len(frames),) + shape, dtype=raw_dtype)
+    redo = []
+    for i, image in enumerate(images):
+        got = None if image is None else cupy.asarray(image)
+        if got is None or got.shape != shape or got.dtype.itemsize != how.raw_itemsize:
+            redo.append(i)
+            continue
+        raw[i] = got.view(raw_dtype)
+    return raw, redo
+
+
+def load(layout: CompressedLayout):
+    """``device="cuda"``: one read, one batched GPU decode (or the host for what it cannot do), corrections."""
+    import cupy
+
+    value, frames = compressed.read_frames(layout)
+    how = plan(layout, compressed.check_frames(layout, frames))
+    if how.route == "host" or nvimgcodec_problem() or len(frames) != layout.number_of_frames:
+        return cupy.asarray(compressed.host_decode(layout, value))
+    raw, redo = _decode_batch(frames, layout, how)
+    out = finish(raw, layout, how)
+    per_frame = out.reshape((len(frames), -1))
+    blank = cupy.flatnonzero(~per_frame.any(axis=1)).get().tolist()
+    for i in sorted(set(redo) | set(blank)):
+        host = compressed.host_decode(layout, value, index=i)
+        per_frame[i] = cupy.asarray(host.reshape(-1))
+    return out

@@ -1,0 +1,431 @@
+"""Compressed DICOM: fixtures, frame location, the CPU load, and the GPU route's corrections checked on the CPU.
+
+The GPU decoder itself (nvImageCodec) needs a device; here its output is
+stood in for by the CPU codecs that return samples the same way (the
+codestream's own container and sign: openjpeg for JPEG 2000 / HTJ2K,
+libjpeg-turbo through imagecodecs for JPEG), so :func:`kvdicom.gpu_codec.finish`
+and :func:`kvdicom.gpu_codec.plan` are tested against pydicom here.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.encaps import generate_frames
+
+import kvdicom
+from fixtures.oracle import check_load, pydicom_pixels
+from fixtures.spec import DicomSpec
+from fixtures.writer import build_dataset, write_dicom
+from kvdicom import codestream, compressed, gpu_codec
+
+pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
+pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")
+imagecodecs = pytest.importorskip("imagecodecs", reason="compressed fixtures need imagecodecs (requirements.txt)")
+
+S16 = {"bits_allocated": 16, "bits_stored": 16, "signed": True}
+RGB8 = {"bits_allocated": 8, "bits_stored": 8, "samples_per_pixel": 3}
+
+#: (spec, max allowed difference from pydicom on the GPU route: 0 for lossless)
+CASES = [
+    (DicomSpec(frames=1, rows=64, cols=64, transfer_syntax="jpeg2000_lossless", **S16), 0),
+    (DicomSpec(frames=3, rows=48, cols=40, transfer_syntax="htj2k_lossless", **S16), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="htj2k_lossless"), 0),
+    (DicomSpec(frames=2, rows=32, cols=48, transfer_syntax="rle", **S16), 0),
+    (DicomSpec(frames=2, rows=16, cols=24, transfer_syntax="rle", **RGB8), 0),
+    (DicomSpec(frames=2, rows=32, cols=48, photometric="YBR_FULL_422", transfer_syntax="jpeg_baseline", **RGB8), 5),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg_baseline"), 5),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg_lossless_sv1"), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg_lossless", **S16), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpegls_lossless", **S16), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000", **S16), 1),
+    (DicomSpec(frames=2, rows=32, cols=32, photometric="YBR_RCT", transfer_syntax="jpeg2000_lossless", **RGB8), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **RGB8), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg2000_lossless"), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg2000_lossless"), 0),
+    (DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16), 0),
+    (DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="none", fragments=2,
+               **S16), 0),
+    (DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", fragments=3, **S16), 0),
+]
+IDS = [s.case_id for s, _ in CASES]
+
+
+@pytest.fixture(autouse=True)
+def any_size_on_the_gpu(monkeypatch):
+    """Small files normally decode on the host (faster); route them as large ones are, to test that route."""
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compressed")
+    out = {}
+    for spec, _ in CASES:
+        out[spec] = root / f"{spec.case_id}.dcm"
+        write_dicom(spec, out[spec])
+    return out
+
+
+@pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
+def test_cpu_load_equals_pinned_pixel_array(files, case, atol):
+    spec = case
+    assert check_load(files[spec], "cpu") is None
+
+
+@pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
+def test_inspect_reports_codec_and_frames_without_decoding(files, case, atol):
+    spec = case
+    layout = kvdicom.inspect(files[spec])
+    assert layout.compressed and layout.number_of_frames == spec.frames
+    assert layout.codec == compressed.CODECS[pydicom.uid.UID(layout.transfer_syntax)]
+    assert layout.shape == pydicom_pixels(files[spec]).shape
+    assert layout.nbytes < files[spec].stat().st_size
+
+
+@pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
+def test_frames_located_in_the_file_equal_pydicoms(files, case, atol):
+    spec = case
+    layout = kvdicom.inspect(files[spec])
+    _, frames = compressed.read_frames(layout)
+    ds = pydicom.dcmread(files[spec])
+    ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths) if "ExtendedOffsetTable" in ds else None
+    expected = list(generate_frames(ds.PixelData, number_of_frames=spec.frames, extended_offsets=ext))
+    assert [bytes(f) for f in frames] == expected
+
+
+def test_phantom_compresses_like_an_image(files):
+    spec = CASES[0][0]
+    layout = kvdicom.inspect(files[spec])
+    assert layout.decoded_nbytes / layout.nbytes > 1.5  # uniform noise gives < 1
+
+
+def _stand_in_decode(layout, frames, how):
+    """What nvImageCodec returns, from CPU codecs with the same conventions (container and sign of the stream)."""
+    import openjpeg
+
+    out = []
+    for f in frames:
+        if layout.codec in ("jpeg2000", "htj2k"):
+            a = openjpeg.decode(bytes(f))
+        else:
+            a = imagecodecs.jpeg8_decode(bytes(f))  # YCbCr → RGB, as ColorSpec.SRGB
+        out.append(a.reshape(layout.rows, layout.columns, layout.samples_per_pixel))
+    raw = np.stack(out)
+    assert raw.dtype.itemsize == how.raw_itemsize
+    return raw.view(f"u{how.raw_itemsize}")
+
+
+@pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
+def test_gpu_route_corrections_match_pydicom(files, case, atol):
+    spec = case
+    layout = kvdicom.inspect(files[spec])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    if spec.transfer_syntax in ("rle", "jpegls_lossless", "jpeg_lossless", "jpeg_lossless_sv1"):
+        assert how.route == "host"
+        return
+    assert how.route == "gpu", how.reason
+    got = gpu_codec.finish(_stand_in_decode(layout, frames, how), layout, how)
+    ref = pydicom_pixels(files[spec])
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    diff = np.abs(got.astype(np.int64) - ref.astype(np.int64)).max()
+    assert diff <= atol
+
+
+def test_lossless_jpeg_decodes_on_the_host(files):
+    """nvJPEG 13.2.3 returned wrong values for a 12-bit SV1 stream on the device: never route SOF3 to it."""
+    spec = next(s for s, _ in CASES if s.transfer_syntax == "jpeg_lossless_sv1")
+    layout = kvdicom.inspect(files[spec])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "lossless JPEG" in how.reason
+
+
+def test_small_files_decode_on_the_host(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 256 << 10)
+    layout = kvdicom.inspect(files[CASES[0][0]])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "the host is faster" in how.reason
+
+
+def test_colour_j2k_stays_on_the_host_until_verified_on_the_device(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", False)
+    spec = next(s for s, _ in CASES if s.photometric == "YBR_RCT")
+    layout = kvdicom.inspect(files[spec])
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "GPU_COLOUR_J2K" in how.reason
+
+
+def test_sign_correction_from_the_j2k_codestream(tmp_path):
+    """Pixel Representation 1 but an unsigned 12-bit codestream: pydicom re-signs from bit 11."""
+    spec = DicomSpec(frames=1, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg2000_lossless")
+    ds = build_dataset(spec)
+    ds.PixelRepresentation = 1
+    path = tmp_path / "resign.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    layout = kvdicom.inspect(path)
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert not how.signed and how.precision == 12
+    ref = pydicom_pixels(path)
+    assert ref.min() < 0  # the phantom's high values became negative
+    got = gpu_codec.finish(_stand_in_decode(layout, frames, how), layout, how)
+    assert np.array_equal(got, ref)
+    assert check_load(path, "cpu") is None
+
+
+def _htj2k_stream():
+    return bytes(imagecodecs.htj2k_encode(np.arange(256, dtype=np.uint16).reshape(16, 16), reversible=True))
+
+
+def test_htj2k_from_openjph_is_single_pass():
+    info = codestream.j2k_info(_htj2k_stream())
+    assert info.ht and info.ht_single_pass and (info.width, info.height, info.precision) == (16, 16, 16)
+
+
+def test_htj2k_without_proof_of_single_pass_is_not_single_pass():
+    data = _htj2k_stream()
+    no_comment = data.replace(b"OpenJPH", b"Unknown")
+    assert not codestream.j2k_info(no_comment).ht_single_pass
+    cap = data.index(b"\xff\x50")
+    multi = bytearray(data)
+    ccap = struct.unpack(">H", data[cap + 8: cap + 10])[0] | (1 << 13)  # MULTIHT
+    multi[cap + 8: cap + 10] = struct.pack(">H", ccap)
+    assert not codestream.j2k_info(bytes(multi)).ht_single_pass
+
+
+def test_htj2k_not_shown_single_pass_decodes_on_the_host(tmp_path):
+    spec = DicomSpec(frames=1, rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16)
+    ds = build_dataset(spec)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1)).replace(b"OpenJPH", b"Unknown")
+    ds.PixelData = pydicom.encaps.encapsulate([frame])
+    path = tmp_path / "ht.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    layout = kvdicom.inspect(path)
+    _, frames = compressed.read_frames(layout)
+    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    assert how.route == "host" and "single coding pass" in how.reason
+
+
+def _rewrite(spec, path, **changes):
+    ds = build_dataset(spec)
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["jpeg2000_lossless", "jpeg_lossless_sv1", "jpegls_lossless"])
+def test_header_dimensions_must_agree_with_the_codestream(tmp_path, syntax):
+    spec = DicomSpec(frames=1, rows=32, cols=32, transfer_syntax=syntax, **S16)
+    path = _rewrite(spec, tmp_path / "lying.dcm", Rows=60000, Columns=60000)
+    for device in ("cpu",):
+        with pytest.raises(kvdicom.DicomLoadError, match="codestream is 32x32"):
+            kvdicom.load(path, device)
+
+
+def test_rle_header_promising_more_than_the_stream_can_hold_is_refused(tmp_path):
+    spec = DicomSpec(frames=1, rows=32, cols=32, transfer_syntax="rle", **S16)
+    path = _rewrite(spec, tmp_path / "lying.dcm", Rows=60000, Columns=60000)
+    with pytest.raises(kvdicom.DicomLoadError, match="RLE frame 0"):
+        kvdicom.load(path, "cpu")
+
+
+def _encapsulated_file(tmp_path, value: bytes, frames: int = 1):
+    spec = DicomSpec(frames=frames, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **S16)
+    ds = build_dataset(spec)
+    ds.PixelData = value
+    path = tmp_path / "bad.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_fragment_running_past_the_end_of_the_file_is_refused(tmp_path):
+    path = _encapsulated_file(tmp_path, b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0" + struct.pack("<I", 1 << 30))
+    with pytest.raises(kvdicom.DicomLoadError, match="past the end of the file"):
+        kvdicom.inspect(path)
+
+
+def test_basic_offset_table_not_pointing_at_a_fragment_is_refused(tmp_path):
+    frag = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + b"abcd"
+    bot = b"\xfe\xff\x00\xe0" + struct.pack("<I", 8) + struct.pack("<2I", 0, 5)
+    path = _encapsulated_file(tmp_path, bot + frag + frag, frames=2)
+    with pytest.raises(kvdicom.DicomLoadError, match="does not point at a fragment"):
+        kvdicom.inspect(path)
+
+
+def test_fewer_fragments_than_frames_is_refused(tmp_path):
+    frag = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + b"abcd"
+    path = _encapsulated_file(tmp_path, b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + frag, frames=3)
+    with pytest.raises(kvdicom.DicomLoadError, match="fewer than the"):
+        kvdicom.inspect(path)
+
+
+def test_undecodable_stream_is_a_dicom_load_error(tmp_path):
+    frag = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + b"\xff\x4f\xff\xd9"
+    path = _encapsulated_file(tmp_path, b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + frag)
+    with pytest.raises(kvdicom.DicomLoadError):
+        kvdicom.load(path, "cpu")
+
+
+def test_rescale_applies_to_compressed_pixels(tmp_path):
+    spec = DicomSpec(frames=1, rows=32, cols=32, transfer_syntax="rle", rescale_slope=2.0, rescale_intercept=-1024.0,
+                     **S16)
+    path = tmp_path / "r.dcm"
+    write_dicom(spec, path)
+    assert check_load(path, "cpu", rescale=True) is None
+
+
+def test_case_id_names_the_encoder_version(monkeypatch):
+    spec = DicomSpec(rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16)
+    assert spec.case_id.endswith(f"_ic{imagecodecs.__version__}")
+    assert DicomSpec(rows=32, cols=32, transfer_syntax="rle", **S16).case_id.endswith("_rle")
+    monkeypatch.setenv("DGB_ENCODERS", "imagecodecs=1999.1.1")
+    pinned = DicomSpec(rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16)
+    assert pinned.case_id.endswith("_ic1999.1.1") and pinned.key() != spec.key()
+
+
+def test_a_pinned_encoder_version_that_is_not_installed_is_never_written(monkeypatch, tmp_path):
+    from fixtures.encode import EncoderUnavailable
+
+    monkeypatch.setenv("DGB_ENCODERS", "imagecodecs=1999.1.1")
+    with pytest.raises(EncoderUnavailable, match="pinned to imagecodecs 1999.1.1"):
+        write_dicom(DicomSpec(rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16), tmp_path / "x.dcm")
+
+
+# --- fuzz: mutated compressed files load as pydicom does, or raise DicomLoadError --------------------
+
+FUZZ_BASES = [
+    DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **S16),
+    DicomSpec(frames=2, rows=32, cols=32, transfer_syntax="htj2k_lossless", **S16),
+    DicomSpec(frames=2, rows=16, cols=16, transfer_syntax="rle", **S16),
+    DicomSpec(frames=2, rows=16, cols=16, photometric="YBR_FULL_422", transfer_syntax="jpeg_baseline", **RGB8),
+    DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16),
+]
+#: (tag, VR, values) of the Image Pixel elements the fuzzer rewrites
+FUZZ_ELEMENTS = [
+    (0x00280010, "US", [0, 1, 8, 31, 32, 33, 64, 0xFFFF]),  # Rows
+    (0x00280011, "US", [0, 1, 8, 31, 32, 33, 64, 0xFFFF]),  # Columns
+    (0x00280100, "US", [1, 8, 12, 16, 32]),  # Bits Allocated
+    (0x00280101, "US", [1, 7, 8, 12, 15, 16, 17]),  # Bits Stored
+    (0x00280103, "US", [0, 1, 2]),  # Pixel Representation
+    (0x00280002, "US", [1, 3, 4]),  # Samples per Pixel
+    (0x00280008, "IS", ["1", "2", "3", "4", "0"]),  # Number of Frames
+    (0x00280004, "CS", ["MONOCHROME2", "RGB", "YBR_FULL_422", "YBR_ICT", "PALETTE COLOR"]),
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzzbase")
+    out = []
+    for spec in FUZZ_BASES:
+        path = root / f"{spec.case_id}.dcm"
+        write_dicom(spec, path)
+        out.append(path.read_bytes())
+    return out
+
+
+def _mutant(data: bytes, draw) -> tuple[bytes, bool]:
+    """(mutated file, whether its codestreams are intact)."""
+    from hypothesis import strategies as st
+
+    kind = draw(st.sampled_from(["truncate", "bytes", "element", "element", "pixel_bytes"]))
+    if kind == "truncate":
+        return data[: draw(st.integers(144, len(data) - 1))], False
+    if kind == "element":  # through pydicom: fixtures.mutate walks defined-length datasets only
+        import io
+
+        tag, vr, values = draw(st.sampled_from(FUZZ_ELEMENTS))
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.add_new(tag, vr, draw(st.sampled_from(values)))
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue(), True
+    # past the file meta: corrupt file meta is bench/test_fuzz.py's ground (native syntaxes)
+    meta_end = 144 + struct.unpack("<I", data[140:144])[0]
+    start = data.index(b"\xe0\x7f\x10\x00") if kind == "pixel_bytes" else meta_end
+    pos = draw(st.integers(start, len(data) - 1))
+    chunk = draw(st.binary(min_size=1, max_size=8))
+    return data[:pos] + chunk + data[pos + len(chunk):], False
+
+
+def test_fuzzed_compressed_files_match_pydicom_or_are_refused(fuzz_bases, tmp_path_factory):
+    import contextlib
+    import tracemalloc
+
+    from hypothesis import HealthCheck, given, note, settings
+    from hypothesis import strategies as st
+
+    root = tmp_path_factory.mktemp("fuzz")
+
+    @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+    @given(st.integers(0, len(FUZZ_BASES) - 1), st.data())
+    def check(base, data):
+        mutant, streams_intact = _mutant(fuzz_bases[base], data.draw)
+        path = root / "mutant.dcm"
+        path.write_bytes(mutant)
+        note(f"base {FUZZ_BASES[base].case_id}, {len(mutant)} bytes")
+        problem = check_load(path, "cpu")
+        assert problem is None, problem
+        tracemalloc.start()
+        try:
+            with contextlib.suppress(kvdicom.DicomLoadError):
+                kvdicom.load(path, "cpu")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < compressed.RLE_MAX_EXPANSION * len(mutant) + (8 << 20)
+        # the GPU route's decision and corrections, with the stand-in decoder
+        try:
+            layout = kvdicom.inspect(path)
+            _, frames = compressed.read_frames(layout)
+            how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+        except kvdicom.DicomLoadError:
+            return
+        if how.route != "gpu":
+            return
+        try:
+            ref = pydicom_pixels(path)
+            raw = _stand_in_decode(layout, frames, how)
+        except Exception:  # noqa: BLE001
+            return  # a stream the CPU codecs cannot decode: the GPU route re-decodes such frames on the host
+        got = gpu_codec.finish(raw, layout, how)
+        tol = 5 if layout.codec == "jpeg" else 0
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        if streams_intact:  # decoders differ on corrupt streams; GPU and pydicom agree only on valid ones
+            assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= tol
+
+    check()
+
+
+def test_compressed_series_slices_load_like_pydicom(tmp_path):
+    """Series fixtures take compressed syntaxes too (one encapsulated frame per slice file)."""
+    from fixtures.series import SeriesSpec, write_series
+
+    write_series(SeriesSpec(slices=3, rows=32, cols=32, transfer_syntax="htj2k_lossless"), tmp_path)
+    files = sorted(p for p in tmp_path.iterdir() if p.suffix == ".dcm")
+    assert len(files) == 3
+    for path in files:
+        assert kvdicom.inspect(path).codec == "htj2k"
+        assert check_load(path, "cpu") is None
+
+
+def test_frames_split_on_jpeg_eoi_markers_without_an_offset_table(tmp_path):
+    """No offset table, more fragments than frames: pydicom splits frames at fragments ending in EOI."""
+    spec = DicomSpec(frames=3, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg_baseline",
+                     offset_table="none", fragments=2)
+    path = tmp_path / "eoi.dcm"
+    write_dicom(spec, path)
+    layout = kvdicom.inspect(path)
+    assert layout.frame_table.split_on_eoi
+    _, frames = compressed.read_frames(layout)
+    assert len(frames) == 3
+    assert check_load(path, "cpu") is None
