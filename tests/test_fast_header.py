@@ -90,9 +90,9 @@ def test_fast_path_is_taken_for_little_endian_headers_it_can_prove(tmp_path, spe
     assert got is not None, "the fast path stepped aside on a plain little-endian header"
 
 
-@pytest.mark.parametrize("syntax", ["explicit_be", "deflated_le"])
-def test_big_endian_and_deflated_go_to_pydicom(make_file, syntax):
-    path = make_file(transfer_syntax=syntax)
+@pytest.mark.parametrize("syntax", ["explicit_be", "deflated_le", "rle", "htj2k_lossless"])
+def test_big_endian_deflated_and_compressed_go_to_pydicom(make_file, syntax):
+    path = make_file(transfer_syntax=syntax, rows=8, cols=8)
     assert fast_header.scan(str(path)) is None
 
 
