@@ -20,7 +20,6 @@ from kvdicom import host_read
 from kvdicom.io_tuning import machine_threads
 
 DIRECT_IO_ALIGN = 4096
-DIRECT_IO_CHUNK = 16 << 20
 
 
 def drop_page_cache(path) -> float | None:
@@ -151,7 +150,7 @@ class PageCacheRead:
         self.buffer[:] = 0
 
     def __call__(self):
-        return host_read.read_into(self.path, self.buffer, self.offset, threads=machine_threads())
+        return host_read.read_into(self.path, self.buffer, self.offset)
 
 
 class DiskRead:
@@ -160,7 +159,8 @@ class DiskRead:
     Call ``drop_page_cache`` before each round. Both ways are measured because
     neither is always faster (buffered reads get the kernel's readahead); the
     cold ceiling is the faster of the two. Where O_DIRECT is refused (tmpfs,
-    some overlay file systems) ``direct`` falls back to buffered.
+    some overlay file systems) ``direct`` falls back to buffered. Both go
+    through kvdicom's own chunked reader and pool (``host_read.read_into``).
     """
 
     def __init__(self, path, direct: bool = True):
@@ -188,17 +188,8 @@ class DiskRead:
         return self.aligned if self.direct else self.size
 
     def __call__(self) -> int:
-        if not self.direct:
-            out = np.frombuffer(self.buffer, dtype=np.uint8)
-            return host_read.read_into(self.path, out[: self.size], 0, threads=machine_threads())
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
-        view = memoryview(self.buffer)
-        try:
-            starts = range(0, self.aligned, DIRECT_IO_CHUNK)
-            with ThreadPoolExecutor(max_workers=machine_threads()) as pool:
-                return sum(pool.map(lambda s: os.preadv(fd, [view[s : min(s + DIRECT_IO_CHUNK, self.aligned)]], s), starts))
-        finally:
-            os.close(fd)
+        out = np.frombuffer(self.buffer, dtype=np.uint8)[: self.nbytes]  # page-aligned start
+        return host_read.read_into(self.path, out, 0, direct=self.direct)
 
 
 class SeriesRead:

@@ -12,12 +12,20 @@ rewritten, elements deleted). For every mutant, kvdicom must
 * never ask ``kvdicom.loader._allocate`` for more bytes than the file holds,
   and keep the peak Python allocation (tracemalloc) below the file size plus
   :data:`HEAP_SLACK_BYTES`.
+
+The same mutants are also loaded with the file changed between the header
+parse and the pixel read (:data:`FAULTS`: swapped for a file with the same
+header and other pixels, deleted, turned into a FIFO or a directory,
+truncated): that must always be a :class:`kvdicom.DicomLoadError` naming the
+file, never another exception, a hang, or the other file's pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import shutil
 import signal
 import tempfile
 import tracemalloc
@@ -35,6 +43,7 @@ from fixtures import mutate
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom
+from kvdicom import device_read, host_read
 from kvdicom.layout import PIXEL_ELEMENTS
 
 EXAMPLE_TIMEOUT_S = 20
@@ -282,3 +291,82 @@ def test_cpu_mutants_load_like_pydicom_or_raise_dicom_load_error(warm_kvdicom, f
 @given(mutant=mutants(), rescale=st.booleans())
 def test_gpu_mutants_load_like_pydicom_or_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, rescale):
     _check_mutant(fuzz_dir, mutant, "cuda", rescale)
+
+
+# --- files changed mid-load ------------------------------------------------------------------
+
+FAULTS = ("swap", "delete", "fifo", "directory", "truncate")
+
+
+def _apply_fault(path: Path, fault: str, data: bytes, pixel_offset: int) -> None:
+    """Change ``path`` the way ``fault`` says, as a concurrent writer would."""
+    if fault == "swap":
+        # Same header, other pixels, same size: only the file's identity tells.
+        other = path.with_name(path.name + ".other")
+        other.write_bytes(data[:pixel_offset] + bytes(b ^ 0xFF for b in data[pixel_offset:]))
+        os.replace(other, path)
+    elif fault == "truncate":
+        os.truncate(path, max(0, len(data) - 1))
+    else:
+        path.unlink()
+        if fault == "fifo":
+            os.mkfifo(path)
+        elif fault == "directory":
+            path.mkdir()
+
+
+@contextlib.contextmanager
+def fault_before_pixel_read(reader, path: Path, fault: str, data: bytes, pixel_offset: int):
+    """Patch ``reader.read_into`` (host or device) to apply ``fault`` once, just before it reads."""
+    original = reader.read_into
+    fired = []
+
+    def faulty(*args, **kwargs):
+        if not fired:
+            fired.append(fault)
+            _apply_fault(path, fault, data, pixel_offset)
+        return original(*args, **kwargs)
+
+    reader.read_into = faulty
+    try:
+        yield fired
+    finally:
+        reader.read_into = original
+
+
+def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
+    note(f"spec={mutant.spec} force={mutant.force} fault={fault} edits={mutant.edits}")
+    path = fuzz_dir / f"changing-{device}.dcm"
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_bytes(mutant.data)
+    _, pixel_offset = _original(mutant.spec)
+    reader = device_read if device == "cuda" else host_read
+    with time_limit(EXAMPLE_TIMEOUT_S), fault_before_pixel_read(reader, path, fault, mutant.data, pixel_offset) as fired:
+        try:
+            result = kvdicom.load(path, device, force=mutant.force)
+        except kvdicom.DicomLoadError as exc:
+            assert exc.path == str(path), f"error does not name the file: {exc}"
+            return
+        except ExampleTimeout:
+            raise
+        except Exception as exc:
+            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault}: {exc}; "
+                        f"edits={mutant.edits}")
+    pytest.fail(f"kvdicom returned a {type(result).__name__} of shape {result.shape} although the file was "
+                f"changed ({fault}, fired={bool(fired)}) between header and pixel read; edits={mutant.edits}")
+
+
+@FUZZ_SETTINGS
+@given(mutant=mutants(), fault=st.sampled_from(FAULTS))
+def test_cpu_files_changed_mid_load_raise_dicom_load_error(warm_kvdicom, fuzz_dir, mutant, fault):
+    _check_changed_mid_load(fuzz_dir, mutant, fault, "cpu")
+
+
+@pytest.mark.gpu
+@FUZZ_SETTINGS
+@given(mutant=mutants(), fault=st.sampled_from(FAULTS))
+def test_gpu_files_changed_mid_load_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, fault):
+    _check_changed_mid_load(fuzz_dir, mutant, fault, "cuda")

@@ -77,6 +77,33 @@ def test_kvdicom_gpu(benchmark, cuda, spec, spec_file, reference):
     benchmark(_synced(cuda, kvdicom.load, spec_file, "cuda"))
 
 
+def test_kvdicom_cpu_out(benchmark, spec, spec_file, reference):
+    """kvdicom CPU into one reused array (``out=``): no fresh pages to fault in on each load."""
+    import numpy as np
+
+    layout = kvdicom.inspect(spec_file)
+    out = np.empty(layout.shape, dtype=layout.dtype)
+    problem = _record(benchmark, spec, spec_file, "kvdicom_out", "cpu", kvdicom.load(spec_file, "cpu", out=out), reference)
+    assert problem is None, problem
+    benchmark(kvdicom.load, spec_file, "cpu", out=out)
+
+
+@pytest.mark.gpu
+def test_kvdicom_gpu_out(benchmark, cuda, spec, spec_file, reference):
+    """kvdicom GPU into one reused CuPy array (``out=``)."""
+    layout = kvdicom.inspect(spec_file)
+    out = cuda.empty(layout.shape, dtype=layout.dtype)
+    problem = _record(benchmark, spec, spec_file, "kvdicom_out", "cuda", kvdicom.load(spec_file, "cuda", out=out),
+                      reference, **_kvikio_plan(spec_file))
+    assert problem is None, problem
+
+    def run():
+        kvdicom.load(spec_file, "cuda", out=out)
+        cuda.cuda.Device().synchronize()
+
+    benchmark(run)
+
+
 @pytest.mark.gpu
 def test_pydicom_to_cupy(benchmark, cuda, spec, spec_file, reference):
     _record(benchmark, spec, spec_file, "pydicom+cupy", "cuda", peers.pydicom_to_cupy(spec_file), reference)

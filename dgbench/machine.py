@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from kvdicom.io_tuning import configured_threads
+
 
 @dataclass(frozen=True)
 class GpuStatus:
@@ -192,5 +194,6 @@ def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.P
         "profile": profile,
         "cpu_count": len(os.sched_getaffinity(0)),
     }
+    info["kvdicom_threads"] = configured_threads()  # kvdicom.configure: KvikIO pool size it sets, None: untouched
     info.update(kvikio_settings())
     return info

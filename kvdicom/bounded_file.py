@@ -4,6 +4,10 @@ pydicom reads an element's value with ``fp.read(length)``, and CPython's
 buffered ``read(n)`` allocates ``n`` bytes before it reads. A header that
 declares a 4 GiB value in a 1 KiB file would make that allocation; clamping
 ``n`` to the bytes left keeps header parsing bounded by the file's size.
+
+The file is opened with :func:`kvdicom.fileid.open_regular` (a FIFO or a
+directory is refused, never waited on), and its size and identity come from
+the one ``fstat`` of the descriptor the header is read through.
 """
 
 from __future__ import annotations
@@ -11,14 +15,26 @@ from __future__ import annotations
 import io
 import os
 
+from kvdicom.fileid import identify, open_regular
+
 
 class BoundedReader(io.BufferedReader):
-    """``io.BufferedReader`` that clamps every ``read(n)`` to the bytes left."""
+    """``io.BufferedReader`` that clamps every ``read(n)`` to the bytes left.
+
+    ``file_id`` is :func:`kvdicom.fileid.identify` of the open file, ``size``
+    its size then.
+    """
 
     def __init__(self, path: str | os.PathLike):
-        raw = io.FileIO(path, "rb")
+        fd = open_regular(path)
+        try:
+            self.file_id = identify(fd)
+            raw = io.FileIO(fd, "rb", closefd=True)
+        except BaseException:
+            os.close(fd)
+            raise
         super().__init__(raw)
-        self.size = os.fstat(raw.fileno()).st_size
+        self.size = self.file_id[2]
 
     def read(self, size: int | None = -1) -> bytes:
         if size is not None and size > 0:

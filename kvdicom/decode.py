@@ -96,3 +96,21 @@ def decode(raw, layout: PixelLayout):
     if layout.photometric_interpretation in CONVERTED_TO_RGB:
         arr = ybr_full_to_rgb(arr)
     return arr
+
+
+def decodes_in_place(layout: PixelLayout) -> bool:
+    """Whether :func:`decode` returns a view of ``raw`` itself (no new array).
+
+    True when the stored bytes already are the output array in native order:
+    no bit unpacking, byte swap, YBR expansion or conversion, or planar
+    transpose; the unused-bit correction runs in place. ``load(..., out=)``
+    then reads straight into ``out``'s memory.
+    """
+    return (
+        layout.bits_allocated != 1
+        and not layout.swap_8bit_words
+        and (layout.little_endian or layout.dtype.itemsize == 1)
+        and layout.photometric_interpretation not in CONVERTED_TO_RGB
+        and (layout.samples_per_pixel == 1 or layout.planar_configuration == 0)
+        and layout.nbytes == layout.pixel_count * layout.dtype.itemsize
+    )

@@ -28,3 +28,11 @@ class NoPixelDataError(DicomLoadError):
     """
 
     has_rows = False
+
+
+class GpuUnavailableError(ImportError):
+    """``device="cuda"`` without the GPU stack (CuPy, KvikIO); raised before any file is opened.
+
+    An ``ImportError`` so that code which already falls back on a missing CuPy
+    keeps working; the message names what is missing and how to install it.
+    """

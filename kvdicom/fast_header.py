@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from kvdicom.fileid import identify, open_regular
 from kvdicom.layout import ModalityTransform, PixelLayout, build_layout, pixel_rules
 
 #: Bytes read first. A CT header is 6–10 KiB; open + read of 16 KiB measured
@@ -443,10 +444,9 @@ def _modality(kept: dict) -> ModalityTransform | None:
     return ModalityTransform("rescale", slope=parse_ds(slope[1]), intercept=parse_ds(intercept[1]))
 
 
-def _scan_open(fd: int, path: str, force: bool) -> FastHeader:
-    st = os.fstat(fd)
-    file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    src = _Source(fd, st.st_size)
+def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
+    file_id = tuple(file_id) if file_id is not None else identify(fd)
+    src = _Source(fd, file_id[2])
     pos, implicit, tsyntax_bytes = _start(src, force)
     kept, (word, vr, offset, length) = _walk_top(src, pos, implicit)
     _walk_tail(src, offset + length, implicit)
@@ -464,17 +464,23 @@ def _scan_open(fd: int, path: str, force: bool) -> FastHeader:
     return FastHeader(layout, keys)
 
 
+def scan_fd(fd: int, path: str, force: bool = False, file_id=None) -> FastHeader | None:
+    """:func:`scan` on an open descriptor (``file_id``: its identity, if already taken)."""
+    try:
+        return _scan_open(fd, path, force, file_id)
+    except (_Unprovable, struct.error, UnicodeDecodeError):
+        return None
+
+
 def scan(path: str, force: bool = False) -> FastHeader | None:
     """The layout and series keys of ``path`` by the fast walk, or None where pydicom must decide.
 
     Raises :class:`kvdicom.DicomLoadError` only for refusals the pydicom path
-    would make from the same values (the shared rules), and ``OSError`` when
-    the file cannot be opened.
+    would make from the same values (the shared rules) and for what is not a
+    regular file, and the ``OSError`` of ``open()`` when the file cannot be opened.
     """
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)
     try:
-        return _scan_open(fd, path, force)
-    except (_Unprovable, struct.error, UnicodeDecodeError):
-        return None
+        return scan_fd(fd, path, force)
     finally:
         os.close(fd)

@@ -1,11 +1,88 @@
-"""Which file a header was read from, so that pixel reads can prove they read the same one."""
+"""Which file a read really reads: open regular files only, and tell one file from another.
+
+The header and the pixels are read through two opens of the same path, and
+anything can happen to the path in between: the file is replaced (a new
+inode), truncated or rewritten (size, mtime), deleted, or becomes a FIFO or a
+directory. Decoding the new bytes with the old layout gives wrong pixels with
+no error, so every read checks the file it opened against the identity taken
+from the header's open file, and refuses on any difference.
+
+Opening is ``O_NONBLOCK`` after a ``stat``: a FIFO (which blocks ``open`` until
+a writer comes), a device or a socket is refused at once, never opened for
+reading. Errors finding or opening the path (missing, no permission) stay the
+``OSError`` that ``open()`` raises; everything about what was found is a
+:class:`~kvdicom.errors.DicomLoadError`.
+
+Limit: a file rewritten in place with the same size within the file system's
+timestamp granularity keeps its identity; nothing short of re-reading the
+header can tell.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
+
+from kvdicom.errors import DicomLoadError
+
+#: (st_dev, st_ino, st_size, st_mtime_ns) of a file.
+FileId = tuple[int, int, int, int]
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
-def identify(fd_or_path) -> tuple[int, int, int, int]:
-    """``(st_dev, st_ino, st_size, st_mtime_ns)`` of an open descriptor or a path."""
-    st = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+def _file_id(st: os.stat_result) -> FileId:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def identify(fd_or_path: int | str | os.PathLike) -> FileId:
+    """(st_dev, st_ino, st_size, st_mtime_ns) of an open file descriptor or a path."""
+    st = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    return _file_id(st)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), f"not a regular file (mode {mode:o})")
+
+
+def _refuse_irregular(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise DicomLoadError(path, f"not a regular file: it is {_kind(st.st_mode)}; kvdicom reads regular files only")
+
+
+def open_regular(path: str | os.PathLike, flags: int = 0) -> int:
+    """A read-only descriptor of the regular file at ``path`` (``O_NONBLOCK``, ``O_CLOEXEC`` | ``flags``).
+
+    Raises :class:`DicomLoadError` for anything else (FIFO, directory, device,
+    socket) without blocking; ``FileNotFoundError``, ``PermissionError`` and
+    other ``OSError`` from looking up or opening the path propagate.
+    """
+    path = os.fspath(path)
+    _refuse_irregular(path, os.stat(path))  # never open a device or FIFO, even non-blocking
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
+    try:
+        _refuse_irregular(path, os.fstat(fd))  # replaced between stat and open
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_same(path: str, fd: int, file_id: FileId | None, when: str) -> None:
+    """Raise :class:`DicomLoadError` unless the open ``fd`` still is the file ``file_id`` names."""
+    if file_id is None:
+        return
+    now = identify(fd)
+    if now != tuple(file_id):
+        changes = [name for name, a, b in zip(("device", "inode", "size", "mtime_ns"), file_id, now) if a != b]
+        raise DicomLoadError(
+            path,
+            f"file changed between header and pixel read ({', '.join(changes)} differ {when}: "
+            f"header {tuple(file_id)}, now {now}); load it again",
+        )

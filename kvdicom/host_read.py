@@ -1,20 +1,83 @@
-"""Read a byte range of a file into a NumPy buffer: the CPU half of kvdicom's I/O."""
+"""Read a byte range of a file into host memory: the CPU half of kvdicom's I/O.
+
+One chunked ``preadv`` reader serves every host read: kvdicom's CPU loads, the
+staged small GPU reads, and the benchmark ceilings (``bench/ceilings.py``,
+with ``direct=True`` for O_DIRECT). Large reads are split into chunks run on
+one persistent, process-wide thread pool (:func:`pool`), because one thread
+copying out of the page cache tops out well below memory bandwidth, and
+starting threads for every read costs more than a small read.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-#: Reads below this size use one ``preadv``; larger ones are split across threads,
-#: because one thread copying out of the page cache tops out well below memory bandwidth.
+from kvdicom import fileid, io_tuning
+
+#: Reads below this size use one ``preadv`` loop in the caller's thread; larger
+#: ones are split across the pool.
 PARALLEL_READ_BYTES = 32 << 20
+#: Chunk per pool task, buffered reads.
 CHUNK_BYTES = 8 << 20
+#: Chunk per pool task with O_DIRECT (bench/ceilings.py's disk ceiling).
+DIRECT_CHUNK_BYTES = 16 << 20
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_worker = threading.local()
+
+
+def _mark_worker() -> None:
+    _worker.in_pool = True
+
+
+def pool() -> ThreadPoolExecutor:
+    """kvdicom's process-wide read pool, created on first use with ``io_tuning.host_threads()`` threads.
+
+    Callers may submit their own reads (one file per task, say); a read that
+    runs on a pool thread reads its chunks itself instead of waiting on tasks
+    queued behind it, so nesting cannot deadlock.
+    """
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(
+                    max_workers=io_tuning.host_threads(), thread_name_prefix="kvdicom-read", initializer=_mark_worker
+                )
+    return _pool
+
+
+def resize_pool(threads: int) -> None:
+    """Replace the pool if it exists with a different size (``kvdicom.configure``); running reads finish."""
+    global _pool
+    with _pool_lock:
+        old = _pool
+        if old is not None and old._max_workers != threads:
+            _pool = None
+            old.shutdown(wait=False)
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the parent's pool threads: start a new pool on first use."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
-    """Fill ``view`` from ``offset``; return the bytes read (short only at end of file)."""
+    """Fill ``view`` from ``offset``; return the bytes read (short only at end of file).
+
+    ``preadv`` may return fewer bytes than asked (signals, some file systems):
+    keep reading until the view is full or the file ends.
+    """
     done = 0
     while done < len(view):
         n = os.preadv(fd, [view[done:]], offset + done)
@@ -24,17 +87,52 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
-def read_into(path: str, buffer: np.ndarray, offset: int, threads: int | None = None) -> int:
-    """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into ``buffer``; return bytes read."""
+def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None, parallel_from: int | None = None) -> int:
+    """Fill ``view`` from ``fd`` at ``offset``; return the bytes read.
+
+    Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`), or on a pool
+    thread, in the caller's thread; otherwise in ``chunk``-sized tasks
+    (:data:`CHUNK_BYTES`) on :func:`pool`. A short chunk (end of file) ends the
+    count there: bytes after a gap are not counted.
+    """
+    chunk = chunk or CHUNK_BYTES
+    parallel_from = PARALLEL_READ_BYTES if parallel_from is None else parallel_from
+    if len(view) < parallel_from or getattr(_worker, "in_pool", False):
+        return _pread_exact(fd, view, offset)
+    starts = range(0, len(view), chunk)
+    futures = [pool().submit(_pread_exact, fd, view[s : s + chunk], offset + s) for s in starts]
+    # Every task must finish before the caller may close ``fd`` or reuse the
+    # buffer, errors or not: wait for all, then raise the first error.
+    concurrent.futures.wait(futures)
+    total = 0
+    for start, future in zip(starts, futures):
+        got = future.result()
+        if total == start:
+            total += got
+    return total
+
+
+def read_into(
+    path: str, buffer: np.ndarray, offset: int, *, file_id: fileid.FileId | None = None, direct: bool = False
+) -> int:
+    """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into ``buffer``; return bytes read.
+
+    ``buffer`` may be a view of a larger array (contiguous). With ``file_id``,
+    the file opened must be that file before and after the read, else
+    :class:`~kvdicom.errors.DicomLoadError`. With ``direct``, the file is read
+    with O_DIRECT: ``buffer``, ``offset`` and the size must then be aligned to
+    the file system's block size. A path that is not a regular file raises
+    ``DicomLoadError`` at once; ``OSError`` from opening or reading propagates.
+    """
     view = memoryview(buffer).cast("B")
-    fd = os.open(path, os.O_RDONLY)
+    fd = fileid.open_regular(path, os.O_DIRECT if direct else 0)
     try:
-        if len(view) < PARALLEL_READ_BYTES:
-            return _pread_exact(fd, view, offset)
-        starts = range(0, len(view), CHUNK_BYTES)
-        workers = threads or min(16, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            sizes = pool.map(lambda s: _pread_exact(fd, view[s : s + CHUNK_BYTES], offset + s), starts)
-            return sum(sizes)
+        fileid.check_same(path, fd, file_id, "before the pixel read")
+        if direct:  # no readahead: keep several chunk reads in flight from two chunks up
+            got = read_chunks(fd, view, offset, DIRECT_CHUNK_BYTES, parallel_from=DIRECT_CHUNK_BYTES + 1)
+        else:
+            got = read_chunks(fd, view, offset)
+        fileid.check_same(path, fd, file_id, "after the pixel read")
+        return got
     finally:
         os.close(fd)

@@ -3,10 +3,13 @@
 Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
 
 * ``num_threads``: KvikIO's default is 1, which caps a page-cache read at the
-  speed of one ``pread`` + copy loop (about 7 GB/s). The pool is process-wide
-  and rebuilding it costs milliseconds, so it is sized once from the machine:
-  one thread per core up to :data:`MAX_THREADS`, unless the user set
-  ``KVIKIO_NTHREADS`` (their choice wins).
+  speed of one ``pread`` + copy loop (about 7 GB/s). KvikIO's pool is
+  process-wide, so changing it is a side effect on the user's own KvikIO reads:
+  :func:`configure` makes it explicit. ``"auto"`` (the default) sizes it once,
+  at the first GPU load, from the machine: one thread per core up to
+  :data:`MAX_THREADS`, unless the user set ``KVIKIO_NTHREADS`` (their choice
+  wins); an integer sets that many; ``None`` leaves KvikIO as the user set it.
+  The same number sizes kvdicom's host read pool (:func:`kvdicom.host_read.pool`).
 * ``task_size``: chosen per read, about :data:`TASKS_PER_THREAD` tasks per
   thread so a slow task does not leave the others idle at the end, bounded by
   :data:`MIN_TASK_BYTES` (below it per-task overhead dominates) and
@@ -24,7 +27,9 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
 from __future__ import annotations
 
 import functools
+import numbers
 import os
+import threading
 from dataclasses import dataclass
 
 MAX_THREADS = 16
@@ -55,17 +60,62 @@ def task_size_for(nbytes: int, threads: int) -> int:
     return max(MIN_TASK_BYTES, min(MAX_TASK_BYTES, rounded))
 
 
-_configured = False
+#: ``kvdicom.configure(threads=...)``: "auto", a thread count, or None (leave KvikIO alone).
+_setting: str | int | None = "auto"
+#: whether the setting has been applied to KvikIO's pool since it last changed
+_applied = False
+_lock = threading.Lock()
+
+
+def configure(threads: str | int | None = "auto") -> None:
+    """Choose the threads kvdicom reads with (``kvdicom.configure``).
+
+    ``"auto"`` (default): KvikIO's process-wide pool is set to
+    :func:`machine_threads` at the next GPU load, unless ``KVIKIO_NTHREADS`` is
+    set. An integer: KvikIO's pool is set to that many at the next GPU load,
+    ``KVIKIO_NTHREADS`` or not. ``None``: kvdicom never changes KvikIO's pool.
+    The host read pool has the integer's size, else :func:`machine_threads`.
+    """
+    global _setting, _applied
+    if isinstance(threads, numbers.Integral) and not isinstance(threads, bool) and threads >= 1:
+        threads = int(threads)
+    elif not (threads is None or (isinstance(threads, str) and threads == "auto")):
+        raise ValueError(f"threads must be 'auto', a positive int or None, not {threads!r}")
+    with _lock:
+        _setting, _applied = threads, False
+    from kvdicom import host_read
+
+    host_read.resize_pool(host_threads())
+
+
+def configured_threads() -> int | None:
+    """The KvikIO pool size kvdicom sets (or has set), ``None`` when it leaves KvikIO's as it is.
+
+    Depends only on :func:`configure`, the machine and ``KVIKIO_NTHREADS``,
+    not on whether a load ran yet, so ``machine_info`` can record it up front.
+    """
+    if _setting is None:
+        return None
+    if _setting == "auto":
+        return None if "KVIKIO_NTHREADS" in os.environ else machine_threads()
+    return int(_setting)
+
+
+def host_threads() -> int:
+    """Size of kvdicom's host read pool: the configured count, else :func:`machine_threads`."""
+    return _setting if type(_setting) is int else machine_threads()
 
 
 def configure_kvikio() -> int:
-    """Size KvikIO's thread pool once per process; return the threads in force."""
-    global _configured
+    """Apply the configured pool size to KvikIO once (until :func:`configure` changes it); return the threads in force."""
+    global _applied
     import kvikio.defaults
 
-    if not _configured and "KVIKIO_NTHREADS" not in os.environ:
-        kvikio.defaults.set({"num_threads": machine_threads()})
-    _configured = True
+    with _lock:
+        wanted = configured_threads()
+        if not _applied and wanted is not None:
+            kvikio.defaults.set({"num_threads": wanted})
+        _applied = True
     return int(kvikio.defaults.get("num_threads"))
 
 

@@ -8,10 +8,12 @@ and refuses what it cannot read straight from the file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +25,6 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from kvdicom.bounded_file import BoundedReader
 from kvdicom.errors import DicomLoadError, NoPixelDataError
-from kvdicom.fileid import identify
 
 #: Elements larger than this are not read while parsing the header. Pixel data
 #: is always larger in practice; what matters is that it is never loaded.
@@ -90,7 +91,8 @@ class PixelLayout:
     swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
     #: the modality LUT / rescale that ``load(..., rescale=True)`` applies
     modality: ModalityTransform = field(default_factory=ModalityTransform)
-    #: (st_dev, st_ino, st_size, st_mtime_ns) of the file the header was read from
+    #: :func:`kvdicom.fileid.identify` of the file the header was read from; pixel
+    #: reads refuse a file that is not this one any more (``None``: not checked)
     file_id: tuple[int, int, int, int] | None = None
 
     @property
@@ -110,20 +112,17 @@ def _fail(path: str, reason: str) -> DicomLoadError:
     return DicomLoadError(path, reason)
 
 
-def _read_header(path: str, force: bool) -> pydicom.Dataset:
-    """Parse the header with large values deferred and reads bounded by the file size."""
+def _read_header(path: str, fp: BoundedReader, force: bool) -> pydicom.Dataset:
+    """Parse the header from the open ``fp``, large values deferred, reads bounded by the file size."""
     try:
-        with BoundedReader(path) as fp:
-            file_id = identify(fp.fileno())
-            ds = pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
-            ds._kvdicom_file_id = file_id
-    except FileNotFoundError:
-        raise
+        ds = pydicom.dcmread(fp, defer_size=HEADER_DEFER_BYTES, force=force)
     except Exception as exc:  # pydicom raises many types for a corrupt header
         raise _fail(path, f"cannot parse the DICOM header ({type(exc).__name__}: {exc})") from exc
-    # pydicom re-opens the file with ``ds.fileobj_type(filename, "rb")`` to read a
-    # deferred value (a lying length on a small element defers it too): keep
-    # those reads bounded as well.
+    # pydicom reads a deferred value (a lying length on a small element defers it
+    # too) from ``ds.buffer`` while it is open, else by re-opening ``ds.filename``:
+    # keep those reads on the same open, bounded file, never a re-opened path.
+    ds.buffer = fp
+    ds.filename = path
     ds.fileobj_type = _bounded_open
     return ds
 
@@ -490,14 +489,9 @@ def build_layout(
     )
 
 
-def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
-    """The pydicom path of :func:`inspect`: the layout and the parsed header.
-
-    The layout is a :class:`PixelLayout`, or a
-    :class:`kvdicom.compressed.CompressedLayout` for encapsulated pixel data.
-    """
-    path = os.fspath(path)
-    ds = _read_header(path, force)
+def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
+    """The pydicom path: the layout (native or compressed) and the parsed header, from the open ``fp``."""
+    ds = _read_header(path, fp, force)
     tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
     if tsyntax.is_encapsulated:
         from kvdicom.compressed import inspect_compressed
@@ -505,9 +499,29 @@ def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
         return inspect_compressed(path, ds, tsyntax, _modality), ds
     keyword, raw, offset = _pixel_element(path, ds)
     rules = pixel_rules(tsyntax, keyword, raw.VR or "", _pixel_options(path, ds))
-    file_id = ds._kvdicom_file_id
     modality = _modality(ds, tsyntax, rules.dtype) if rules.dtype is not None else None
-    return build_layout(path, rules, tsyntax, keyword, offset, raw.length, file_id[2], modality, file_id), ds
+    return build_layout(path, rules, tsyntax, keyword, offset, raw.length, fp.size, modality, fp.file_id), ds
+
+
+def _layout(path: str, fp: BoundedReader, force: bool):
+    """:mod:`kvdicom.fast_header` on the open file first; pydicom where it cannot prove the layout."""
+    from kvdicom import fast_header
+
+    header = fast_header.scan_fd(fp.fileno(), path, force, file_id=fp.file_id)
+    if header is not None:
+        return header.layout
+    return _layout_dataset(path, fp, force)[0]
+
+
+def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
+    """The pydicom path of :func:`inspect`: the layout and the parsed header.
+
+    The layout is a :class:`PixelLayout`, or a
+    :class:`kvdicom.compressed.CompressedLayout` for encapsulated pixel data.
+    """
+    path = os.fspath(path)
+    with BoundedReader(path) as fp:
+        return _layout_dataset(path, fp, force)
 
 
 def inspect(path: str | os.PathLike, *, force: bool = False):
@@ -515,17 +529,27 @@ def inspect(path: str | os.PathLike, *, force: bool = False):
 
     A :class:`PixelLayout` for native pixel data, a
     :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
-    locations) for encapsulated data. Raises :class:`DicomLoadError` for
-    anything kvdicom cannot load exactly as
-    ``pydicom.dcmread(path, force=force).pixel_array`` would. Tries
-    :mod:`kvdicom.fast_header` first (native little-endian data); whatever it
-    cannot prove goes through pydicom (:func:`inspect_dataset`), and both give
-    the same layout.
-    """
-    from kvdicom import fast_header
+    locations) for encapsulated data. Tries :mod:`kvdicom.fast_header` first
+    (native little-endian data); whatever it cannot prove goes through pydicom
+    (:func:`inspect_dataset`), and both give the same layout.
 
+    Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
+    ``pydicom.dcmread(path, force=force).pixel_array`` would, and for anything
+    that is not a regular file; ``FileNotFoundError``, ``PermissionError`` (and
+    any other ``OSError`` of ``open()``) when the path cannot be opened.
+    """
+    with opened_layout(path, force=force) as layout:
+        return layout
+
+
+@contextlib.contextmanager
+def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[PixelLayout]:
+    """:func:`inspect`, with the header's file kept open until the block ends.
+
+    While it is open its inode cannot be freed and reused, so a file deleted
+    and re-created at ``path`` before the pixel read always differs from
+    ``layout.file_id``.
+    """
     path = os.fspath(path)
-    header = fast_header.scan(path, force)
-    if header is not None:
-        return header.layout
-    return inspect_dataset(path, force=force)[0]
+    with BoundedReader(path) as fp:
+        yield _layout(path, fp, force)

@@ -7,9 +7,10 @@ import os
 import numpy as np
 
 from kvdicom import device_read, host_read, modality
-from kvdicom.decode import decode
+from kvdicom.decode import array_module, decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
-from kvdicom.layout import PixelLayout, inspect
+from kvdicom.gpu import require_gpu_stack
+from kvdicom.layout import PixelLayout, opened_layout
 
 DEVICES = ("cuda", "cpu")
 
@@ -23,11 +24,27 @@ def _allocate(layout: PixelLayout, device: str):
     return np.empty(layout.nbytes, dtype=np.uint8)
 
 
-def read_pixels(layout: PixelLayout, device: str = "cuda"):
-    """The raw pixel bytes of ``layout`` as a 1-D uint8 array on ``device``."""
-    buffer = _allocate(layout, device)
+def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None):
+    """The raw pixel bytes of ``layout`` as a 1-D uint8 array on ``device``.
+
+    Read into ``buffer`` (a contiguous 1-D uint8 array or view of ``layout.nbytes``
+    bytes on ``device``) when given, else into a new one. The file must still be
+    the one ``layout.file_id`` names, before and after the read; any failure
+    after the header was read (file changed, deleted, unreadable) is a
+    :class:`DicomLoadError` naming the file.
+    """
+    if buffer is None:
+        buffer = _allocate(layout, device)
     reader = device_read if device == "cuda" else host_read
-    got = reader.read_into(layout.path, buffer, layout.offset)
+    try:
+        got = reader.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id)
+    except DicomLoadError:
+        raise
+    except OSError as exc:
+        raise DicomLoadError(
+            layout.path, f"cannot read the pixel data after the header ({type(exc).__name__}: {exc}); "
+            "the file was changed, removed or made unreadable in between"
+        ) from exc
     if got != layout.nbytes:
         raise DicomLoadError(
             layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; did the file change?"
@@ -41,26 +58,97 @@ def _load_compressed_gpu(layout):
     return gpu_codec.load(layout)
 
 
-def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, rescale: bool = False):
+def output_dtype(layout: PixelLayout, rescale: bool = False) -> np.dtype:
+    """The dtype ``load`` returns for ``layout`` (shape: ``layout.shape``)."""
+    if rescale and layout.modality.kind == "lut":
+        return np.dtype(layout.modality.lut.dtype)
+    if rescale and layout.modality.kind == "rescale":
+        return np.dtype(np.float64)
+    return layout.dtype
+
+
+def _check_out_array(out, device: str) -> None:
+    """``out`` must be a writeable, C-contiguous array on ``device`` (checked before any file work)."""
+    if out is None:
+        return
+    module = type(out).__module__.split(".")[0]
+    expected = "cupy" if device == "cuda" else "numpy"
+    if module != expected or not hasattr(out, "flags"):
+        raise ValueError(f"out must be a {expected} array for device={device!r}, not {type(out).__module__}.{type(out).__name__}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if module == "numpy" and not out.flags.writeable:
+        raise ValueError("out must be writeable")
+
+
+def _check_out_fits(layout: PixelLayout, out, rescale: bool) -> None:
+    """``out`` must have the shape and dtype ``load`` returns for this file."""
+    dtype = output_dtype(layout, rescale)
+    if tuple(out.shape) != tuple(layout.shape) or out.dtype != dtype:
+        raise DicomLoadError(
+            layout.path,
+            f"out has shape {tuple(out.shape)} and dtype {out.dtype}, but this file's pixel data "
+            f"{'(rescaled) ' if rescale else ''}is {tuple(layout.shape)} {dtype}",
+        )
+
+
+def _load_into(layout: PixelLayout, device: str, rescale: bool, out):
+    """Decode into ``out``: straight into its memory where decoding is a view, else decode then copy."""
+    if not rescale and decodes_in_place(layout) and out.nbytes == layout.nbytes:
+        raw = out.reshape(-1).view(np.uint8)
+        decode(read_pixels(layout, device, buffer=raw), layout)  # in place: unused bits corrected in out
+        return out
+    arr = decode(read_pixels(layout, device), layout)
+    if rescale:
+        arr = modality.apply(arr, layout)
+    array_module(out).copyto(out, arr)
+    return out
+
+
+def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, rescale: bool = False, out=None):
     """Load the pixel data of a DICOM file (native, or compressed: see :mod:`kvdicom.compressed`).
 
     Returns what ``pydicom.dcmread(path, force=force).pixel_array`` returns, in
     native byte order: a CuPy array for ``device="cuda"``, a NumPy array for
     ``device="cpu"``. With ``rescale=True``, returns
     ``pydicom.pixels.apply_modality_lut(pixel_array, ds)`` instead, computed on
-    the same device (see :mod:`kvdicom.modality`). Raises
-    :class:`DicomLoadError` for files it cannot load exactly, before
-    allocating any pixel buffer.
+    the same device (see :mod:`kvdicom.modality`).
+
+    ``out``: an array on ``device`` of the shape and dtype that would be
+    returned (see :func:`output_dtype`), filled and returned instead of a new
+    one; where no decoding is needed the pixels are read straight into it.
+    After an error its contents are undefined.
+
+    Raises (see the README's contract): :class:`GpuUnavailableError` for
+    ``device="cuda"`` without CuPy/KvikIO, ``ValueError`` for a bad ``device``
+    or ``out`` array, all before any file work; the ``OSError`` of ``open()``
+    (``FileNotFoundError``, ``PermissionError``) when the path cannot be
+    opened; :class:`DicomLoadError` for everything after that, before
+    allocating any pixel buffer where the header is at fault.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    layout = inspect(path, force=force)
-    if rescale:
-        modality.check(layout)
-    if getattr(layout, "compressed", False):
-        from kvdicom import compressed
+    if device == "cuda":
+        require_gpu_stack()
+    _check_out_array(out, device)
+    # The header's file stays open until the pixels are read: its inode cannot be
+    # reused, so a file re-created at ``path`` meanwhile never passes for it.
+    with opened_layout(path, force=force) as layout:
+        if rescale:
+            modality.check(layout)
+        if getattr(layout, "compressed", False):
+            from kvdicom import compressed
 
-        arr = compressed.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
-        return modality.apply(arr, layout) if rescale else arr
-    arr = decode(read_pixels(layout, device), layout)
+            if out is not None:
+                _check_out_fits(layout, out, rescale)
+            arr = compressed.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
+            arr = modality.apply(arr, layout) if rescale else arr
+            if out is None:
+                return arr
+            array_module(out).copyto(out, arr)
+            return out
+        if out is not None:
+            _check_out_fits(layout, out, rescale)
+            return _load_into(layout, device, rescale, out)
+        arr = decode(read_pixels(layout, device), layout)
     return modality.apply(arr, layout) if rescale else arr

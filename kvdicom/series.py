@@ -28,22 +28,15 @@ unless every slice was read and checked.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvdicom import host_read, modality, series_headers, series_order
-from kvdicom.decode import CONVERTED_TO_RGB, decode
+from kvdicom.decode import decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
-from kvdicom.fileid import identify
+from kvdicom.gpu import require_gpu_stack
 from kvdicom.layout import PixelLayout
-
-#: Read threads for the pixel reads (page-cache copies and NVMe queue depth).
-READ_THREADS = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,43 +61,24 @@ class SeriesInfo:
 
 # pixel reads ---------------------------------------------------------------------------
 
-_read_pool: ThreadPoolExecutor | None = None
-_read_pool_lock = threading.Lock()
-
-
-def _threads() -> ThreadPoolExecutor:
-    """The process-wide read pool (``kvdicom.host_read.pool()`` where it exists)."""
-    global _read_pool
-    shared = getattr(host_read, "pool", None)
-    if shared is not None:
-        return shared()
-    with _read_pool_lock:
-        if _read_pool is None:
-            _read_pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="kvdicom-series")
-        return _read_pool
-
-
-def _read_slice(layout: PixelLayout, view: memoryview) -> None:
+def _read_slice(layout: PixelLayout, view: np.ndarray) -> None:
     """``layout``'s pixel bytes into ``view``, from the same file whose header was parsed."""
-    fd = os.open(layout.path, os.O_RDONLY)
     try:
-        before = identify(fd)
-        if layout.file_id is not None and before != layout.file_id:
-            raise DicomLoadError(layout.path, "file changed between header and pixel read")
-        got = host_read._pread_exact(fd, view, layout.offset)
-        if got != len(view):
-            raise DicomLoadError(layout.path, f"read {got} of {len(view)} pixel bytes at offset {layout.offset}; "
-                                              "the file is shorter than its header says (truncated?)")
-        if identify(fd) != before:
-            raise DicomLoadError(layout.path, "file changed between header and pixel read")
-    finally:
-        os.close(fd)
+        got = host_read.read_into(layout.path, view, layout.offset, file_id=layout.file_id)
+    except DicomLoadError:
+        raise
+    except OSError as exc:
+        raise DicomLoadError(layout.path, f"cannot read the pixel data after the header ({type(exc).__name__}: "
+                                          f"{exc}); the file was changed, removed or made unreadable in between") from exc
+    if got != layout.nbytes:
+        raise DicomLoadError(layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; "
+                                          "the file is shorter than its header says (truncated?)")
 
 
 def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
     """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error."""
-    view = memoryview(host).cast("B")
-    futures = [_threads().submit(_read_slice, layout, view[s : s + layout.nbytes])
+    # one task per file on kvdicom's read pool; a task on a pool thread reads its bytes itself
+    futures = [host_read.pool().submit(_read_slice, layout, host[s : s + layout.nbytes])
                for layout, s in zip(layouts, starts)]
     errors = [f.exception() for f in futures]  # waits for every read, so none writes after we return
     for exc in errors:
@@ -118,15 +92,6 @@ def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -
 _DECODE_FIELDS = ("transfer_syntax", "pixel_keyword", "nbytes", "dtype", "shape", "rows", "columns",
                   "samples_per_pixel", "planar_configuration", "bits_allocated", "bits_stored",
                   "pixel_representation", "photometric_interpretation", "little_endian", "swap_8bit_words")
-
-
-def _decodes_in_place(layout: PixelLayout) -> bool:
-    """Whether the stored bytes are the output array's bytes (so they are read straight into it)."""
-    return (layout.bits_allocated != 1 and not layout.swap_8bit_words
-            and (layout.little_endian or layout.dtype.itemsize == 1)
-            and layout.photometric_interpretation not in CONVERTED_TO_RGB
-            and not (layout.samples_per_pixel > 1 and layout.planar_configuration == 1)
-            and layout.nbytes == math.prod(layout.shape) * layout.dtype.itemsize)
 
 
 def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
@@ -148,7 +113,7 @@ def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
 def _stored_volume(layouts, xp, raw, target):
     """Decode ``raw`` (all slices' bytes, slice order) into ``target`` (stored dtype) on ``xp``'s device.
 
-    Where ``raw`` is ``target``'s own memory (:func:`_decodes_in_place`), decoding
+    Where ``raw`` is ``target``'s own memory (:func:`kvdicom.decode.decodes_in_place`), decoding
     returns a view of it and nothing is copied; ``may_share_memory`` (a bounds
     check: CuPy's exact ``shares_memory`` sorts every element's address) tells.
     """
@@ -193,7 +158,7 @@ def _apply_modality(stored, layouts, out, xp) -> None:
 
 def _read_native(layouts, stored, out_dtype, device, xp) -> None:
     """Native slices: all bytes read concurrently into one buffer, decoded into ``stored``."""
-    direct = out_dtype == layouts[0].dtype and all(_decodes_in_place(l) for l in layouts)
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(l) for l in layouts)
     starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
     total = starts[-1]
     if device == "cuda":
@@ -251,16 +216,8 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     if device == "cuda":
-        try:
-            import cupy as xp
-            import cupyx  # noqa: F401  (checked here, before any file work)
-        except ImportError as exc:  # before any file work, as kvdicom.load does
-            import kvdicom
-
-            unavailable = getattr(kvdicom, "GpuUnavailableError", None)
-            if unavailable is not None:
-                raise unavailable(f"device='cuda' needs CuPy: {exc}") from exc
-            raise
+        require_gpu_stack()  # GpuUnavailableError before any file work, as kvdicom.load
+        import cupy as xp
     else:
         xp = np
     paths, name = series_headers.list_files(source)

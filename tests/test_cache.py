@@ -147,3 +147,14 @@ def test_full_disk_gives_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(CorpusError, match="not enough disk space"):
         Corpus(tmp_path, 1 << 30).ensure(SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_specs_differing_only_in_seed_are_cached_apart(tmp_path):
+    from fixtures.writer import write_dicom
+
+    corpus = Corpus(tmp_path, 1 << 30)
+    assert corpus.path_for(SMALL) != corpus.path_for(OTHER)
+    first, second = corpus.ensure(SMALL), corpus.ensure(OTHER)
+    fresh = tmp_path.parent / f"{tmp_path.name}-fresh.dcm"
+    write_dicom(OTHER, fresh)
+    assert first != second and second.read_bytes() == fresh.read_bytes() != first.read_bytes()

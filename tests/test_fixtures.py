@@ -92,3 +92,12 @@ def test_ow_big_endian_8_bit_pixels_are_swapped_pairwise(make_file):
     assert ds.pixel_array.tolist()[0][:2] == [0, 255]
     with pytest.raises(ValueError, match="pixel_vr"):
         DicomSpec(bits_allocated=16, pixel_vr="OB")
+
+
+@pytest.mark.parametrize("bits_stored", [8, 12, 16])
+def test_signed_values_are_negative_about_half_the_time(make_file, bits_stored):
+    # Values are drawn over the whole signed range, not from 0 up with only the forced minimum negative.
+    spec = DicomSpec(frames=4, rows=32, cols=32, bits_allocated=16, bits_stored=bits_stored, signed=True)
+    arr = pydicom_pixels(make_file(spec))
+    share = float((arr < 0).mean())
+    assert 0.4 < share < 0.6, f"{share:.3f} of the values are negative"

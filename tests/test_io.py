@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
+import pytest
 
 from kvdicom import host_read
 from kvdicom.io_tuning import MAX_TASK_BYTES, MIN_TASK_BYTES, machine_threads, task_size_for
@@ -15,7 +21,7 @@ def test_parallel_host_read_returns_the_exact_bytes(tmp_path, monkeypatch):
     path = tmp_path / "blob"
     path.write_bytes(b"head" + data.tobytes())
     out = np.empty(data.size, dtype=np.uint8)
-    assert host_read.read_into(str(path), out, 4, threads=3) == data.size
+    assert host_read.read_into(str(path), out, 4) == data.size
     assert np.array_equal(out, data)
 
 
@@ -40,3 +46,116 @@ def test_task_size_spreads_work_within_bounds():
 
 def test_machine_threads_is_bounded():
     assert 1 <= machine_threads() <= 16
+
+
+def test_short_preadv_results_are_read_to_the_end(tmp_path, monkeypatch):
+    # preadv may return fewer bytes than asked; the reader must keep going.
+    data = np.random.default_rng(1).integers(0, 255, 1000, dtype=np.uint8)
+    path = tmp_path / "blob"
+    path.write_bytes(data.tobytes())
+    real = os.preadv
+    calls = []
+
+    def short(fd, buffers, offset):
+        calls.append(offset)
+        return real(fd, [memoryview(buffers[0])[:7]], offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    out = np.zeros(data.size, dtype=np.uint8)
+    assert host_read.read_into(str(path), out, 0) == data.size
+    assert np.array_equal(out, data) and len(calls) > 100
+
+
+def test_one_persistent_pool_serves_every_large_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 256)
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 16)
+    threads = set()
+    real = host_read._pread_exact
+    monkeypatch.setattr(host_read, "_pread_exact", lambda *a: threads.add(threading.current_thread().name) or real(*a))
+    pool = host_read.pool()
+    monkeypatch.setattr(host_read, "ThreadPoolExecutor", None)  # no pool may be created per read
+    for _ in range(3):
+        assert host_read.read_into(str(path), np.empty(4096, dtype=np.uint8), 0) == 4096
+    assert host_read.pool() is pool
+    assert threads and all(name.startswith("kvdicom-read") for name in threads)
+
+
+def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path):
+    # Series loading submits per-file reads to the pool; each read must not wait
+    # on chunk tasks queued behind it on a full pool. In a child process, so a
+    # deadlock fails the test instead of hanging the run.
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 16)
+    script = f"""
+import concurrent.futures, numpy as np
+from kvdicom import host_read
+host_read.PARALLEL_READ_BYTES, host_read.CHUNK_BYTES = 1000, 256
+outs = [np.empty(4096, dtype=np.uint8) for _ in range(host_read.pool()._max_workers * 2)]
+futures = [host_read.pool().submit(host_read.read_into, {str(path)!r}, o, 0) for o in outs]
+print(sum(f.result() for f in futures) == 4096 * len(outs))
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60, cwd=root)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reads submitted to the pool deadlocked")
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "True", proc.stderr
+
+
+def test_disk_ceiling_reads_through_kvdicoms_reader(tmp_path, monkeypatch):
+    from bench.ceilings import DiskRead
+
+    data = np.random.default_rng(2).integers(0, 255, 3 * 4096 + 100, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    calls = []
+    real = host_read.read_chunks
+    monkeypatch.setattr(host_read, "read_chunks", lambda *a, **k: calls.append(k) or real(*a, **k))
+    for direct in (True, False):
+        read = DiskRead(path, direct=direct)
+        assert read() == read.nbytes
+        assert bytes(read.buffer[: read.nbytes]) == data[: read.nbytes]
+    assert len(calls) == 2
+
+
+def test_direct_reads_use_o_direct(tmp_path, monkeypatch):
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(8192))
+    flags = []
+    real = os.open
+    monkeypatch.setattr(os, "open", lambda p, f, *a: flags.append(f) or real(p, f, *a))
+    import mmap
+
+    buffer = np.frombuffer(mmap.mmap(-1, 8192), dtype=np.uint8)
+    try:
+        host_read.read_into(str(path), buffer, 0, direct=True)
+    except OSError:  # a file system without O_DIRECT
+        pass
+    assert flags and flags[-1] & os.O_DIRECT
+
+
+def test_a_failed_chunk_waits_for_the_others_before_raising(tmp_path, monkeypatch):
+    # The caller closes the descriptor and may reuse the buffer once read_into
+    # returns or raises: no chunk may still be reading then.
+    import time
+
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 1024)
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(4096))
+    running = []
+
+    def chunk(fd, view, offset):
+        if offset == 0:
+            raise OSError(5, "Input/output error")
+        running.append(offset)
+        time.sleep(0.2)
+        running.remove(offset)
+        return len(view)
+
+    monkeypatch.setattr(host_read, "_pread_exact", chunk)
+    with pytest.raises(OSError, match="Input/output error"):
+        host_read.read_into(str(path), np.empty(4096, dtype=np.uint8), 0)
+    assert running == []

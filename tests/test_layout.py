@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import tracemalloc
@@ -14,7 +15,7 @@ from pydicom.uid import MPEG4HP41, MPEG2MPML, JPEGBaseline8Bit, RLELossless
 import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
-from fixtures.writer import build_dataset, pixel_bytes
+from fixtures.writer import build_dataset, pixel_bytes, write_dicom
 from kvdicom.layout import PIXEL_ELEMENTS
 
 
@@ -212,14 +213,21 @@ def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_fi
     assert check_load(path, "cpu") is None
 
 
-def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file):
+def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file, tmp_path):
+    # Deferred values come from the header's own open, bounded file, not from
+    # whatever the path names by the time they are read.
     from kvdicom.bounded_file import BoundedReader
     from kvdicom.layout import _read_header
 
-    path = make_file(rows=2, cols=2)
-    ds = _read_header(str(path), False)
-    with ds.fileobj_type(ds.filename, "rb") as fp:
-        assert isinstance(fp, BoundedReader)
+    path = make_file(rows=32, cols=32)
+    other = tmp_path / "other.dcm"
+    write_dicom(DicomSpec(rows=32, cols=32, seed=7), other)
+    with BoundedReader(path) as fp:
+        ds = _read_header(str(path), fp, False)
+        assert ds.get_item(0x7FE00010, keep_deferred=True).value is None  # deferred
+        os.replace(other, path)
+        assert isinstance(ds.buffer, BoundedReader)
+        assert ds.PixelData == pixel_bytes(DicomSpec(rows=32, cols=32))
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 3), (2, 3), (4, 4)])
@@ -311,4 +319,31 @@ def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pyd
     path = make_file(frames=3, rows=1, cols=1, bits_allocated=16, bits_stored=16)
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "1.5"))
     assert kvdicom.inspect(path).shape == (3, 1, 1)
+    assert check_load(path, "cpu") is None
+
+
+def test_the_pad_byte_of_odd_length_pixel_data_is_not_an_extra_frame(make_file):
+    # 5 one-byte frames: 5 bytes plus the pad byte. pydicom treats the 6th byte as
+    # padding, not as a sixth whole frame.
+    path = make_file(frames=5, rows=1, cols=1, bits_allocated=8, bits_stored=8)
+    layout = kvdicom.inspect(path)
+    assert layout.value_length == 6
+    assert layout.number_of_frames == 5 and layout.shape == (5, 1, 1) and layout.nbytes == 5
+    assert mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path)) is None
+
+
+def test_pixel_data_shorter_than_promised_is_refused_even_with_bytes_after_it(make_file):
+    # The Pixel Data length says 2 bytes fewer than the Image Pixel module needs,
+    # while the file still holds them (so no end-of-file check can catch it):
+    # pydicom refuses, and kvdicom must refuse for this reason, not read on.
+    from fixtures.oracle import check_load
+
+    path = make_file(frames=1, rows=8, cols=8)
+    expected = kvdicom.inspect(path).nbytes
+    _patch_pixel_length(path, expected - 2)
+    with pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.inspect(path)
+    reason = info.value.reason
+    assert reason.startswith("pixel data is shorter than the header promises")
+    assert f"{expected - 2} bytes present" in reason and f"{expected} expected" in reason
     assert check_load(path, "cpu") is None

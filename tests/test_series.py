@@ -431,19 +431,15 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
 
 
 def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
-    import builtins
+    import sys
+
+    import kvdicom.gpu
 
     make_series(tmp_path / "s", 2)
-    real_import = builtins.__import__
-
-    def no_cupy(name, *args, **kwargs):
-        if name.split(".")[0] in ("cupy", "cupyx"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # any import of cupy now raises ImportError
+    monkeypatch.setattr(kvdicom.gpu, "_ready", False)
     monkeypatch.setattr(series_headers, "list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
-    with pytest.raises(ImportError):
+    with pytest.raises(kvdicom.GpuUnavailableError):
         kvdicom.load_series(tmp_path / "s", "cuda")
 
 

@@ -68,7 +68,6 @@ def host_limits(path):
     import numpy as np
 
     from kvdicom import host_read
-    from kvdicom.io_tuning import machine_threads
 
     layout = kvdicom.inspect(path)
     out = {}
@@ -76,9 +75,11 @@ def host_limits(path):
                       ("pinned", cupyx.empty_pinned(layout.nbytes, dtype=np.uint8))):
         buf[:] = 0
         for threads in (8, 16, 32):
-            secs = median_seconds(lambda: host_read.read_into(str(path), buf, layout.offset, threads=threads))
+            kvdicom.configure(threads)  # sizes kvdicom's host read pool
+            secs = median_seconds(lambda: host_read.read_into(str(path), buf, layout.offset))
             out[f"{name}_{threads}"] = layout.nbytes / secs / 1e9
             print(f"  page cache -> {name:8} host, {threads:>2} threads: {out[f'{name}_{threads}']:6.1f} GB/s")
+    kvdicom.configure("auto")
     return out
 
 

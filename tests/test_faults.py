@@ -1,0 +1,275 @@
+"""kvdicom under faults: non-regular files, files changed between header and pixel read, exception types."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+import pytest
+
+import kvdicom
+import kvdicom.loader
+from fixtures.oracle import mismatch, pydicom_pixels
+from fixtures.spec import DicomSpec
+from fixtures.writer import write_dicom
+from kvdicom import fileid, host_read
+
+SPEC = DicomSpec(frames=2, rows=16, cols=16)
+#: Same size and layout as SPEC, other pixel values: only the file's identity tells them apart.
+TWIN = DicomSpec(frames=2, rows=16, cols=16, seed=5)
+
+
+class Hang(BaseException):
+    pass
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float = 5):
+    """Fail instead of hanging (SIGALRM interrupts a blocking open())."""
+
+    def alarm(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def dcm(tmp_path):
+    path = tmp_path / "a.dcm"
+    write_dicom(SPEC, path)
+    return path
+
+
+def _twin(tmp_path):
+    other = tmp_path / "twin.dcm"
+    write_dicom(TWIN, other)
+    return other
+
+
+# --- 1. non-regular files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["inspect", "load"])
+def test_fifo_is_refused_at_once(tmp_path, call):
+    path = tmp_path / "f.dcm"
+    os.mkfifo(path)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO") as info:
+        kvdicom.inspect(path) if call == "inspect" else kvdicom.load(path, "cpu")
+    assert info.value.path == str(path) and "not a regular file" in info.value.reason
+
+
+@pytest.mark.parametrize("call", ["inspect", "load"])
+def test_directory_is_refused(tmp_path, call):
+    with pytest.raises(kvdicom.DicomLoadError, match="not a regular file: it is a directory"):
+        kvdicom.inspect(tmp_path) if call == "inspect" else kvdicom.load(tmp_path, "cpu")
+
+
+def test_character_device_is_refused_without_opening_it(monkeypatch):
+    # Opening some devices has effects (a tape rewinds, a watchdog starts): stat first.
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a: opened.append(os.fspath(p)) or real_open(p, *a))
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="character device"):
+        kvdicom.load("/dev/zero", "cpu")
+    assert "/dev/zero" not in opened
+
+
+def test_open_regular_refuses_a_fifo_that_appears_after_the_stat(tmp_path, monkeypatch):
+    # The path is a regular file when stat'ed and a FIFO when opened: the
+    # non-blocking open returns and fstat refuses it.
+    path = tmp_path / "race.dcm"
+    path.write_bytes(b"x")
+    real_open = os.open
+
+    def swap_then_open(p, flags, *args):
+        if os.fspath(p) == str(path):
+            os.unlink(path)
+            os.mkfifo(path)
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
+        fileid.open_regular(path)
+
+
+# --- 2. the pixels come from the file the header came from --------------------------------
+
+
+def _swap(path, tmp_path):
+    os.replace(_twin(tmp_path), path)
+
+
+def _truncate(path, tmp_path):
+    os.truncate(path, path.stat().st_size - 10)
+
+
+def _append(path, tmp_path):
+    with open(path, "ab") as f:
+        f.write(b"\0\0")
+
+
+def _delete(path, tmp_path):
+    os.unlink(path)
+
+
+def _delete_and_recreate(path, tmp_path):
+    os.unlink(path)
+    write_dicom(TWIN, path)
+
+
+def _directory(path, tmp_path):
+    os.unlink(path)
+    os.mkdir(path)
+
+
+def _fifo(path, tmp_path):
+    os.unlink(path)
+    os.mkfifo(path)
+
+
+def _rewrite_in_place(path, tmp_path):
+    # Same inode, same size, other bytes: only the mtime tells.
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(_twin(tmp_path).read_bytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+FAULTS = [_swap, _truncate, _append, _delete, _delete_and_recreate, _directory, _fifo, _rewrite_in_place]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_a_file_changed_after_inspect_is_refused(dcm, tmp_path, fault):
+    layout = kvdicom.inspect(dcm)
+    assert layout.file_id == fileid.identify(dcm)
+    fault(dcm, tmp_path)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.loader.read_pixels(layout, "cpu")
+    assert info.value.path == str(dcm)
+
+
+@contextlib.contextmanager
+def fault_before_read(fault, path, tmp_path):
+    """Run ``fault`` on ``path`` between ``load``'s header parse and its pixel read."""
+    original = host_read.read_into
+
+    def faulty(*args, **kwargs):
+        fault(path, tmp_path)
+        return original(*args, **kwargs)
+
+    host_read.read_into = faulty
+    try:
+        yield
+    finally:
+        host_read.read_into = original
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+def test_a_file_changed_during_load_is_refused(dcm, tmp_path, fault):
+    with fault_before_read(fault, dcm, tmp_path), no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.load(dcm, "cpu")
+    assert info.value.path == str(dcm)
+
+
+def test_a_file_truncated_during_the_read_is_refused(dcm, monkeypatch):
+    # The identity is checked after the read as well as before.
+    real = host_read._pread_exact
+
+    def truncating(fd, view, offset):
+        got = real(fd, view, offset)
+        os.truncate(dcm, dcm.stat().st_size - 1)
+        return got
+
+    monkeypatch.setattr(host_read, "_pread_exact", truncating)
+    with pytest.raises(kvdicom.DicomLoadError, match="after the pixel read"):
+        kvdicom.load(dcm, "cpu")
+
+
+def test_an_untouched_file_still_loads(dcm):
+    assert mismatch(kvdicom.load(dcm, "cpu"), pydicom_pixels(dcm)) is None
+    layout = kvdicom.inspect(dcm)
+    raw = kvdicom.loader.read_pixels(layout, "cpu")
+    assert raw.nbytes == layout.nbytes
+
+
+# --- 3. exception types ------------------------------------------------------------------
+
+
+def test_a_path_missing_at_call_time_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        kvdicom.load(tmp_path / "absent.dcm", "cpu")
+
+
+def test_permission_denied_on_open_is_permission_error(dcm, monkeypatch):
+    # As open() raises it (running as root, chmod cannot deny the read: simulate the open failing).
+    real_open = os.open
+
+    def denied(p, flags, *args):
+        if os.fspath(p) == str(dcm):
+            raise PermissionError(13, "Permission denied", str(dcm))
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError):
+        kvdicom.load(dcm, "cpu")
+
+
+def test_missing_gpu_stack_is_one_error_before_any_file_work(tmp_path, monkeypatch):
+    import kvdicom.gpu
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    monkeypatch.setattr(kvdicom.gpu, "_ready", False)
+    with pytest.raises(kvdicom.GpuUnavailableError) as info:
+        kvdicom.load(tmp_path / "absent.dcm")  # default device="cuda"; no FileNotFoundError: no file work
+    assert isinstance(info.value, ImportError)
+    message = str(info.value)
+    assert "cupy" in message and "pip install 'dicom-gpu-bench[gpu]'" in message and "cupy-cuda13x" in message
+
+
+def test_read_errors_after_the_header_are_dicom_load_errors(dcm, monkeypatch):
+    def failing(fd, view, offset):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(host_read, "_pread_exact", failing)
+    with pytest.raises(kvdicom.DicomLoadError, match="Input/output error"):
+        kvdicom.load(dcm, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("frames", [2, 1024], ids=["staged", "kvikio"])
+def test_gpu_a_file_changed_during_load_is_refused(cuda, tmp_path, fault, frames):
+    # 2 frames go through the staged (pinned preadv) path, 1024 (8 MiB) through KvikIO.
+    from kvdicom import device_read
+
+    path = tmp_path / "a.dcm"
+    write_dicom(DicomSpec(frames=frames, rows=64, cols=64), path)
+    original = device_read.read_into
+
+    def faulty(*args, **kwargs):
+        fault(path, tmp_path)
+        return original(*args, **kwargs)
+
+    device_read.read_into = faulty
+    try:
+        with no_hang(20), pytest.raises(kvdicom.DicomLoadError) as info:
+            kvdicom.load(path, "cuda")
+    finally:
+        device_read.read_into = original
+    assert info.value.path == str(path)
+
+
+@pytest.mark.gpu
+def test_gpu_fifo_is_refused_at_once(cuda, tmp_path):
+    path = tmp_path / "f.dcm"
+    os.mkfifo(path)
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
+        kvdicom.load(path, "cuda")
