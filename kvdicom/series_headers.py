@@ -21,7 +21,8 @@ from pydicom.uid import UID
 
 from kvdicom import fast_header, series_keys
 from kvdicom.errors import DicomLoadError, NoPixelDataError
-from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, inspect_dataset
+from kvdicom.bounded_file import BoundedReader
+from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_dataset
 
 #: Series at least this long parse their headers in the process pool, on
 #: machines with at least :data:`POOL_MIN_PROCESSES` cores. On the 2-core CPU
@@ -70,25 +71,29 @@ def list_files(source) -> tuple[list[str], str]:
     return paths, paths[0]
 
 
-def _has_dicm(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
+def _has_dicm(fd: int) -> bool:
+    head = os.pread(fd, 132, 0)
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _read_open(path: str, fp: BoundedReader) -> Header:
+    header = fast_header.scan_fd(fp.fileno(), path, False, file_id=fp.file_id)
+    if header is not None:
+        try:
+            return Header(path, header.layout, series_keys.from_raw(path, header.keys))
+        except series_keys.Unprovable:
+            pass
+    if not _has_dicm(fp.fileno()):
+        return Header(path, skip="not a DICOM file (no 128-byte preamble and DICM prefix)")
+    layout, ds = _layout_dataset(path, fp, False)
+    return Header(path, layout, series_keys.from_dataset(path, ds))
+
+
 def read_header(path: str) -> Header:
-    """One file's header: fast walk first, pydicom where it steps aside. Never raises."""
+    """One file's header, through one open: fast walk first, pydicom where it steps aside. Never raises."""
     try:
-        header = fast_header.scan(path)
-        if header is not None:
-            try:
-                return Header(path, header.layout, series_keys.from_raw(path, header.keys))
-            except series_keys.Unprovable:
-                pass
-        if not _has_dicm(path):
-            return Header(path, skip="not a DICOM file (no 128-byte preamble and DICM prefix)")
-        layout, ds = inspect_dataset(path)
-        return Header(path, layout, series_keys.from_dataset(path, ds))
+        with BoundedReader(path) as fp:
+            return _read_open(path, fp)
     except NoPixelDataError as exc:
         if exc.has_rows:
             return Header(path, error="an image header (it has Rows) without pixel data: truncated?")
