@@ -46,6 +46,7 @@ class ExtraInfo(TypedDict, total=False):
     rescale: bool                # series peers that apply the modality LUT
     matches_pydicom_values: bool  # peers returning their own dtype: compared by value
     output_dtype: str
+    sort_rule: str               # series: the rule kvdicom.load_series ordered by ("position" | "instance_number")
     compressed_bytes: int        # compressed cases (bench/test_compressed.py): encapsulated bytes read
     compression_ratio: float     # decoded pixel bytes / file bytes
     frames: int                  # decoded frames (frames_per_s is derived from it)

@@ -10,6 +10,10 @@ from kvdicom.errors import DicomLoadError, GpuUnavailableError
 from kvdicom.io_tuning import configure
 from kvdicom.layout import PixelLayout, inspect
 from kvdicom.loader import load
+from kvdicom.series import SeriesInfo, load_series
 
-__all__ = ["CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "configure", "inspect", "load"]
+__all__ = [
+    "CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "SeriesInfo",
+    "configure", "inspect", "load", "load_series",
+]
 __version__ = "0.1.0"

@@ -19,6 +19,17 @@ class DicomLoadError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class NoPixelDataError(DicomLoadError):
+    """A DICOM object without a pixel data element (a DICOMDIR, a structured report, ...).
+
+    A subclass so that ``load_series`` can skip such files and list them
+    instead of refusing the whole series. ``has_rows`` tells an image header
+    that lost its pixel data (truncated) from an object that never had any.
+    """
+
+    has_rows = False
+
+
 class GpuUnavailableError(ImportError):
     """``device="cuda"`` without the GPU stack (CuPy, KvikIO); raised before any file is opened.
 

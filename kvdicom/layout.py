@@ -9,6 +9,7 @@ and refuses what it cannot read straight from the file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import struct
@@ -23,7 +24,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from kvdicom.bounded_file import BoundedReader
-from kvdicom.errors import DicomLoadError
+from kvdicom.errors import DicomLoadError, NoPixelDataError
 
 #: Elements larger than this are not read while parsing the header. Pixel data
 #: is always larger in practice; what matters is that it is never loaded.
@@ -167,7 +168,9 @@ def _pixel_element(path: str, ds: pydicom.Dataset):
     """The one native pixel data element, still undecoded."""
     found = [(tag, kw) for tag, kw in PIXEL_ELEMENTS if tag in ds._dict]
     if not found:
-        raise _fail(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
+        error = NoPixelDataError(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
+        error.has_rows = 0x00280010 in ds._dict  # an image header without its pixels: truncated?
+        raise error
     if len(found) > 1:
         names = ", ".join(kw for _, kw in found)
         raise _fail(path, f"more than one pixel data element ({names})")
@@ -181,15 +184,122 @@ def _pixel_element(path: str, ds: pydicom.Dataset):
     return keyword, raw, value_tell
 
 
-def _runner(path: str, ds: pydicom.Dataset, tsyntax: UID, keyword: str, vr: str) -> DecodeRunner:
+def _runner(tsyntax: UID, keyword: str, vr: str, options: dict) -> DecodeRunner:
     """pydicom's decode runner, validated, so that its checks are ours."""
+    runner = DecodeRunner(tsyntax)
+    runner.set_options(**options, pixel_keyword=keyword, pixel_vr=vr)
+    runner._validate_options()
+    return runner
+
+
+def _pixel_options(path: str, ds: pydicom.Dataset) -> dict:
+    """The Image Pixel module as pydicom's ``as_pixel_options`` reads it."""
     try:
-        runner = DecodeRunner(tsyntax)
-        runner.set_options(**as_pixel_options(ds), pixel_keyword=keyword, pixel_vr=vr)
-        runner._validate_options()
+        return as_pixel_options(ds)
     except Exception as exc:
         raise _fail(path, f"invalid Image Pixel module: {exc}") from exc
-    return runner
+
+
+@dataclass(frozen=True)
+class PixelRules:
+    """What pydicom's ``DecodeRunner`` derives from one Image Pixel module, once.
+
+    The same for every file with the same module values, transfer syntax and
+    pixel element, so :func:`pixel_rules` caches it: a 256-slice series runs
+    the runner once, not 256 times. Attribute names follow the runner's, so
+    :func:`_frames_present` and :func:`_shape` take either. ``error`` is why
+    pydicom refuses the module (raised before any size check), ``color_error``
+    why kvdicom cannot match its colour conversion (raised after them).
+    """
+
+    error: str | None = None
+    frame_bytes: int | float = 0
+    number_of_frames: int | float = 1
+    rows: int = 0
+    columns: int = 0
+    samples_per_pixel: int = 1
+    planar_configuration: int = 0
+    bits_allocated: int = 0
+    bits_stored: int = 0
+    pixel_representation: int = 0
+    photometric_interpretation: str = ""
+    dtype: np.dtype | None = None
+    swap_8bit_words: bool = False
+    little_endian: bool = True
+    color_error: str | None = None
+
+    def frame_length(self, unit: str = "bytes") -> int | float:
+        return self.frame_bytes
+
+
+#: Distinct Image Pixel modules remembered. A series has one; a mixed folder a few.
+PIXEL_RULES_CACHE_SIZE = 256
+
+
+def _plain(value):
+    """``value`` as a hashable cache key part that keeps int, float and str apart (IS 2 vs ISfloat 2.0)."""
+    if value is None or isinstance(value, bool):
+        return (type(value).__name__, value)
+    if isinstance(value, int):
+        return ("int", int(value))
+    if isinstance(value, float):
+        return ("float", float(value))
+    if isinstance(value, str):
+        return ("str", str(value))
+    raise TypeError("not a plain value")
+
+
+def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRules:
+    try:
+        runner = _runner(tsyntax, keyword, vr, options)
+    except Exception as exc:
+        return PixelRules(error=f"invalid Image Pixel module: {exc}")
+    try:
+        _check_bits_allocated("", runner, keyword)
+    except DicomLoadError as exc:
+        return PixelRules(error=exc.reason)
+    frames = runner.number_of_frames
+    try:
+        dtype = runner.pixel_dtype.newbyteorder("=")
+    except Exception as exc:
+        return PixelRules(error=f"invalid Image Pixel module: {exc}")
+    color_error = None
+    if runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and dtype != np.uint8:
+        color_error = (
+            f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
+            "for unsigned 8-bit samples only, so there is no reference array to match"
+        )
+    return PixelRules(
+        frame_bytes=runner.frame_length(unit="bytes"),
+        number_of_frames=int(frames) if isinstance(frames, int) and not isinstance(frames, bool) else frames,
+        rows=int(runner.rows),
+        columns=int(runner.columns),
+        samples_per_pixel=int(runner.samples_per_pixel),
+        planar_configuration=int(runner.planar_configuration) if runner.samples_per_pixel > 1 else 0,
+        bits_allocated=int(runner.bits_allocated),
+        bits_stored=int(runner.bits_stored) if keyword == "PixelData" else int(runner.bits_allocated),
+        pixel_representation=int(runner.pixel_representation) if keyword == "PixelData" else 0,
+        photometric_interpretation=str(runner.photometric_interpretation),
+        dtype=dtype,
+        swap_8bit_words=bool(runner._test_for("be_swap_ow")),
+        little_endian=tsyntax.is_little_endian,
+        color_error=color_error,
+    )
+
+
+@functools.lru_cache(maxsize=PIXEL_RULES_CACHE_SIZE)
+def _cached_rules(tsyntax: str, keyword: str, vr: str, key: tuple) -> PixelRules:
+    options = {name: value for name, (_, value) in key}
+    return _derive_rules(UID(tsyntax), keyword, vr, options)
+
+
+def pixel_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRules:
+    """The rules for an Image Pixel module (``as_pixel_options`` form), cached by its values."""
+    try:
+        key = tuple(sorted((name, _plain(value)) for name, value in options.items()))
+    except TypeError:  # a multi-valued or odd value: derive it every time
+        return _derive_rules(tsyntax, keyword, vr, options)
+    return _cached_rules(str(tsyntax), keyword, vr, key)
 
 
 def _check_bits_allocated(path: str, runner: DecodeRunner, keyword: str) -> None:
@@ -317,8 +427,111 @@ def _shape(runner: DecodeRunner, frames: int) -> tuple[int, ...]:
     return ((frames,) if frames > 1 else ()) + planes
 
 
+def build_layout(
+    path: str,
+    rules: PixelRules,
+    tsyntax: UID,
+    keyword: str,
+    offset: int,
+    value_length: int,
+    file_size: int,
+    modality: ModalityTransform | None,
+    file_id: tuple[int, int, int, int] | None,
+) -> PixelLayout:
+    """The per-file part of a layout: the sizes checked against this file's bytes.
+
+    Shared by the pydicom path and :mod:`kvdicom.fast_header`, so both give the
+    same :class:`PixelLayout` (and the same refusals) for the same values.
+    ``modality`` None means: no modality transform (kind "none").
+    """
+    if rules.error is not None:
+        raise _fail(path, rules.error)
+    available = max(0, min(value_length, file_size - offset))
+    frames = _frames_present(path, rules, available)
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        # pydicom reads "1.5" as a float and sizes the buffer with it; unless
+        # excess whole frames replace it, it then fails to reshape
+        raise _fail(
+            path,
+            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
+            "kvdicom (like pydicom) needs an integer of at least 1",
+        )
+    nbytes = math.ceil(rules.frame_bytes * frames)
+    if rules.swap_8bit_words:
+        nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
+    if offset + nbytes > file_size:
+        raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
+    if rules.color_error is not None:
+        raise _fail(path, rules.color_error)
+    return PixelLayout(
+        path=path,
+        transfer_syntax=tsyntax,
+        pixel_keyword=keyword,
+        offset=offset,
+        nbytes=nbytes,
+        value_length=value_length,
+        file_size=file_size,
+        dtype=rules.dtype,
+        shape=_shape(rules, frames),
+        number_of_frames=frames,
+        rows=rules.rows,
+        columns=rules.columns,
+        samples_per_pixel=rules.samples_per_pixel,
+        planar_configuration=rules.planar_configuration,
+        bits_allocated=rules.bits_allocated,
+        bits_stored=rules.bits_stored,
+        pixel_representation=rules.pixel_representation,
+        photometric_interpretation=rules.photometric_interpretation,
+        little_endian=rules.little_endian,
+        swap_8bit_words=rules.swap_8bit_words,
+        modality=modality if modality is not None else ModalityTransform(),
+        file_id=file_id,
+    )
+
+
+def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
+    """The pydicom path: the layout (native or compressed) and the parsed header, from the open ``fp``."""
+    ds = _read_header(path, fp, force)
+    tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
+    if tsyntax.is_encapsulated:
+        from kvdicom.compressed import inspect_compressed
+
+        return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id), ds
+    keyword, raw, offset = _pixel_element(path, ds)
+    rules = pixel_rules(tsyntax, keyword, raw.VR or "", _pixel_options(path, ds))
+    modality = _modality(ds, tsyntax, rules.dtype) if rules.dtype is not None else None
+    return build_layout(path, rules, tsyntax, keyword, offset, raw.length, fp.size, modality, fp.file_id), ds
+
+
+def _layout(path: str, fp: BoundedReader, force: bool):
+    """:mod:`kvdicom.fast_header` on the open file first; pydicom where it cannot prove the layout."""
+    from kvdicom import fast_header
+
+    header = fast_header.scan_fd(fp.fileno(), path, force, file_id=fp.file_id)
+    if header is not None:
+        return header.layout
+    return _layout_dataset(path, fp, force)[0]
+
+
+def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
+    """The pydicom path of :func:`inspect`: the layout and the parsed header.
+
+    The layout is a :class:`PixelLayout`, or a
+    :class:`kvdicom.compressed.CompressedLayout` for encapsulated pixel data.
+    """
+    path = os.fspath(path)
+    with BoundedReader(path) as fp:
+        return _layout_dataset(path, fp, force)
+
+
 def inspect(path: str | os.PathLike, *, force: bool = False):
     """Return the pixel layout of ``path`` without reading its pixel data.
+
+    A :class:`PixelLayout` for native pixel data, a
+    :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
+    locations) for encapsulated data. Tries :mod:`kvdicom.fast_header` first
+    (native little-endian data); whatever it cannot prove goes through pydicom
+    (:func:`inspect_dataset`), and both give the same layout.
 
     Raises :class:`DicomLoadError` for anything kvdicom cannot load exactly as
     ``pydicom.dcmread(path, force=force).pixel_array`` would, and for anything
@@ -340,67 +553,3 @@ def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
     path = os.fspath(path)
     with BoundedReader(path) as fp:
         yield _layout(path, fp, force)
-
-
-def _layout(path: str, fp: BoundedReader, force: bool) -> PixelLayout:
-    ds = _read_header(path, fp, force)
-    tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
-    if tsyntax.is_encapsulated:
-        from kvdicom.compressed import inspect_compressed
-
-        return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id)
-    keyword, raw, offset = _pixel_element(path, ds)
-    runner = _runner(path, ds, tsyntax, keyword, raw.VR or "")
-    _check_bits_allocated(path, runner, keyword)
-    file_size = fp.size
-
-    available = max(0, min(raw.length, file_size - offset))
-    frames = _frames_present(path, runner, available)
-    if not isinstance(frames, int) or isinstance(frames, bool):
-        # pydicom reads "1.5" as a float and sizes the buffer with it; unless
-        # excess whole frames replace it, it then fails to reshape
-        raise _fail(
-            path,
-            f"(0028,0008) Number of Frames {frames!r} is not a whole number; "
-            "kvdicom (like pydicom) needs an integer of at least 1",
-        )
-    runner.set_option("number_of_frames", frames)
-
-    nbytes = math.ceil(runner.frame_length(unit="bytes") * frames)
-    swap_8bit_words = runner._test_for("be_swap_ow")
-    if swap_8bit_words:
-        nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
-    if offset + nbytes > file_size:
-        raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
-
-    dtype = runner.pixel_dtype.newbyteorder("=")
-    if runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and dtype != np.uint8:
-        raise _fail(
-            path,
-            f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
-            "for unsigned 8-bit samples only, so there is no reference array to match",
-        )
-    return PixelLayout(
-        path=path,
-        transfer_syntax=tsyntax,
-        pixel_keyword=keyword,
-        offset=offset,
-        nbytes=nbytes,
-        value_length=raw.length,
-        file_size=file_size,
-        dtype=dtype,
-        shape=_shape(runner, frames),
-        number_of_frames=frames,
-        rows=runner.rows,
-        columns=runner.columns,
-        samples_per_pixel=runner.samples_per_pixel,
-        planar_configuration=runner.planar_configuration if runner.samples_per_pixel > 1 else 0,
-        bits_allocated=runner.bits_allocated,
-        bits_stored=runner.bits_stored if keyword == "PixelData" else runner.bits_allocated,
-        pixel_representation=runner.pixel_representation if keyword == "PixelData" else 0,
-        photometric_interpretation=str(runner.photometric_interpretation),
-        little_endian=tsyntax.is_little_endian,
-        swap_8bit_words=swap_8bit_words,
-        modality=_modality(ds, tsyntax, dtype),
-        file_id=fp.file_id,
-    )

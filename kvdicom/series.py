@@ -1,0 +1,267 @@
+"""``kvdicom.load_series``: a folder of single-frame slices into one volume, sorted as GDCM sorts them.
+
+Steps, each with its own helper:
+
+1. list the files and read every header (:mod:`kvdicom.series_headers`: the
+   fast walk, pydicom where it steps aside; in a persistent process pool when
+   the series and the machine are large enough);
+2. skip what is not DICOM or has no pixel data (listed in the record), refuse
+   unreadable or corrupt files, pick the series, refuse slices that cannot
+   stack (:mod:`kvdicom.series_order`);
+3. order the slices (:mod:`kvdicom.series_order`): by Image Position (Patient) projected
+   on the normal of Image Orientation (Patient), as GDCM's ``SerieHelper``
+   and highdicom do, else by Instance Number; work out slice spacing, gantry
+   tilt and the LPS affine as highdicom's ``VolumeGeometry`` gives it;
+4. read every slice's pixel bytes concurrently into one preallocated buffer
+   (:func:`_read_all`): the volume itself where the stored bytes are the
+   output, else one scratch buffer; for ``device="cuda"`` a pinned host
+   staging buffer and one host-to-device copy; each read checks that the file
+   is the one whose header was parsed (a series with compressed slices is
+   decoded slice by slice, as ``kvdicom.load`` decodes each, into its slot);
+5. decode on the target device (the whole volume at once when all slices share
+   a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
+
+A refusal is a :class:`DicomLoadError` naming the file(s); nothing is returned
+unless every slice was read and checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvdicom import host_read, modality, series_headers, series_order
+from kvdicom.decode import decode, decodes_in_place
+from kvdicom.errors import DicomLoadError
+from kvdicom.gpu import require_gpu_stack
+from kvdicom.layout import PixelLayout
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesInfo:
+    """What :func:`load_series` loaded, in slice order (index 0 of the volume first)."""
+
+    paths: tuple[str, ...]
+    positions: tuple[tuple[float, float, float] | None, ...]
+    spacing: float | None  #: mean gap between slice planes along the normal (mm); None if unknown
+    orientation: tuple[float, ...] | None  #: Image Orientation (Patient): row cosines, column cosines
+    pixel_spacing: tuple[float, float] | None  #: (row spacing, column spacing) as in (0028,0030)
+    #: 4x4 map from (slice, row, column, 1) indices to LPS mm, as highdicom's
+    #: ``VolumeGeometry`` builds it; None when position, orientation or pixel spacing is missing
+    affine: np.ndarray | None
+    sort_rule: str  #: "position", "instance_number", or "none" for a single unordered slice
+    irregularities: tuple[str, ...]  #: non-uniform spacing, gantry tilt, differing pixel spacing
+    skipped: tuple[tuple[str, str], ...]  #: (path, reason) of files that are not DICOM images
+    series_uid: str | None = None
+    instance_numbers: tuple[int | None, ...] = ()
+    layouts: tuple[PixelLayout, ...] = ()
+
+
+# pixel reads ---------------------------------------------------------------------------
+
+def _read_slice(layout: PixelLayout, view: np.ndarray) -> None:
+    """``layout``'s pixel bytes into ``view``, from the same file whose header was parsed."""
+    try:
+        got = host_read.read_into(layout.path, view, layout.offset, file_id=layout.file_id)
+    except DicomLoadError:
+        raise
+    except OSError as exc:
+        raise DicomLoadError(layout.path, f"cannot read the pixel data after the header ({type(exc).__name__}: "
+                                          f"{exc}); the file was changed, removed or made unreadable in between") from exc
+    if got != layout.nbytes:
+        raise DicomLoadError(layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; "
+                                          "the file is shorter than its header says (truncated?)")
+
+
+def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
+    """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error."""
+    # one task per file on kvdicom's read pool; a task on a pool thread reads its bytes itself
+    futures = [host_read.pool().submit(_read_slice, layout, host[s : s + layout.nbytes])
+               for layout, s in zip(layouts, starts)]
+    errors = [f.exception() for f in futures]  # waits for every read, so none writes after we return
+    for exc in errors:
+        if exc is not None:
+            raise exc
+
+
+# decode and rescale --------------------------------------------------------------
+
+#: Layout fields that decide how bytes decode; slices equal in these decode as one multi-frame block.
+_DECODE_FIELDS = ("transfer_syntax", "pixel_keyword", "nbytes", "dtype", "shape", "rows", "columns",
+                  "samples_per_pixel", "planar_configuration", "bits_allocated", "bits_stored",
+                  "pixel_representation", "photometric_interpretation", "little_endian", "swap_8bit_words")
+
+
+def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
+    """What ``np.stack`` of pydicom's per-slice arrays would have."""
+    if not rescale:
+        return layouts[0].dtype
+    kinds = []
+    for layout in layouts:
+        transform = layout.modality
+        if transform.kind == "rescale":
+            kinds.append(np.dtype(np.float64))
+        elif transform.kind == "lut":
+            kinds.append(np.dtype(transform.lut.dtype))
+        else:
+            kinds.append(layout.dtype)
+    return np.result_type(*set(kinds))
+
+
+def _stored_volume(layouts, xp, raw, target):
+    """Decode ``raw`` (all slices' bytes, slice order) into ``target`` (stored dtype) on ``xp``'s device.
+
+    Where ``raw`` is ``target``'s own memory (:func:`kvdicom.decode.decodes_in_place`), decoding
+    returns a view of it and nothing is copied; ``may_share_memory`` (a bounds
+    check: CuPy's exact ``shares_memory`` sorts every element's address) tells.
+    """
+    first = layouts[0]
+    n = len(layouts)
+    uniform = all(getattr(l, f) == getattr(first, f) for l in layouts for f in _DECODE_FIELDS)
+    bits = first.pixel_count * first.bits_allocated
+    if first.photometric_interpretation == "YBR_FULL_422":
+        bits = bits // 3 * 2
+    contiguous = bits % 8 == 0 and first.nbytes == bits // 8  # slices' bytes join into one multi-frame block
+    if uniform and contiguous and n > 1:
+        block = dataclasses.replace(first, number_of_frames=n, shape=(n,) + first.shape, nbytes=first.nbytes * n)
+        decoded = decode(raw, block)
+        if decoded is not target and not xp.may_share_memory(decoded, target):
+            target[...] = decoded
+        return
+    start = 0
+    for i, layout in enumerate(layouts):
+        decoded = decode(raw[start : start + layout.nbytes], layout)
+        if not xp.may_share_memory(decoded, target[i]):
+            target[i] = decoded
+        start += layout.nbytes
+
+
+def _apply_modality(stored, layouts, out, xp) -> None:
+    """``out[i] = apply_modality_lut(stored[i], ds_i)`` for every slice, as pydicom computes it."""
+    transforms = [l.modality for l in layouts]
+    scalar = all(t.kind == "rescale" and not isinstance(t.slope, tuple) and not isinstance(t.intercept, tuple)
+                 for t in transforms)
+    if scalar and out.dtype == np.float64:
+        # float64(x) * slope, then + intercept: pydicom's two steps, element by element
+        extra = (1,) * (stored.ndim - 1)
+        slopes = xp.asarray(np.array([t.slope for t in transforms], dtype=np.float64).reshape((-1,) + extra))
+        intercepts = xp.asarray(np.array([t.intercept for t in transforms], dtype=np.float64).reshape((-1,) + extra))
+        out[...] = stored
+        out *= slopes
+        out += intercepts
+        return
+    for i, layout in enumerate(layouts):
+        out[i] = modality.apply(stored[i], layout)
+
+
+def _read_native(layouts, stored, out_dtype, device, xp) -> None:
+    """Native slices: all bytes read concurrently into one buffer, decoded into ``stored``."""
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(l) for l in layouts)
+    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
+    total = starts[-1]
+    if device == "cuda":
+        import cupyx
+
+        staging = cupyx.empty_pinned(total, dtype=np.uint8)  # one pinned buffer for the whole series
+        _read_all(layouts, staging, starts)
+        raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
+        raw.set(staging)  # the one host-to-device copy
+        # asynchronous from pinned memory: finish it before ``staging`` goes back to CuPy's pinned pool
+        xp.cuda.get_current_stream().synchronize()
+    else:
+        raw = stored.view(np.uint8).reshape(-1) if direct else np.empty(total, dtype=np.uint8)
+        _read_all(layouts, raw, starts)
+    _stored_volume(layouts, xp, raw, stored)
+
+
+def _decode_each(layouts, stored, device: str) -> None:
+    """A series with compressed slices: each slice decoded as ``kvdicom.load`` does, into its slot."""
+    from kvdicom import compressed, loader
+
+    for i, layout in enumerate(layouts):
+        if getattr(layout, "compressed", False):
+            stored[i] = compressed.load_cpu(layout) if device == "cpu" else loader._load_compressed_gpu(layout)
+        else:
+            stored[i] = decode(loader.read_pixels(layout, device), layout)
+
+
+# the entry point --------------------------------------------------------------------
+
+def _check_out(out, shape, dtype, device):
+    expected = "cupy" if device == "cuda" else "numpy"
+    if type(out).__module__.split(".")[0] != expected:
+        raise ValueError(f"out= must be a {expected} array for device={device!r}")
+    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out= must be a C-contiguous array of shape {shape} and dtype {dtype}, "
+                         f"not {tuple(out.shape)} {out.dtype}")
+
+
+def load_series(source, device: str = "cuda", *, rescale: bool = False, series_uid: str | None = None, out=None):
+    """Load a series of single-frame DICOM slices as one volume.
+
+    ``source`` is a folder (its regular files, not recursing) or an iterable
+    of paths. Returns ``(volume, SeriesInfo)``: a CuPy (``device="cuda"``) or
+    NumPy (``"cpu"``) array of shape ``(slices, rows, columns)`` (samples last
+    for colour), equal to ``np.stack`` of pydicom's ``pixel_array`` of each
+    slice in the order of :attr:`SeriesInfo.paths`. With ``rescale=True`` each
+    slice gets its own modality LUT as ``pydicom.pixels.apply_modality_lut``
+    applies it (float64 where Rescale Slope/Intercept apply). ``out=`` is
+    filled instead of allocating. Raises :class:`DicomLoadError` naming the
+    files for anything that is not one loadable volume.
+    """
+    from kvdicom.loader import DEVICES
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    if device == "cuda":
+        require_gpu_stack()  # GpuUnavailableError before any file work, as kvdicom.load
+        import cupy as xp
+    else:
+        xp = np
+    paths, name = series_headers.list_files(source)
+    headers = series_headers.read_headers(paths)
+    skipped = tuple((h.path, h.skip) for h in headers if h.skip is not None)
+    series_order.refuse_errors(headers)
+    images = series_order.pick_series([h for h in headers if h.layout is not None], series_uid, name)
+    series_order.check_stackable(images)
+    ordered, rule, distances = series_order.order(images)
+    spacing, irregular, pixel_spacing, affine = series_order.geometry(ordered, rule, distances)
+    layouts = [h.layout for h in ordered]
+    if rescale:
+        for layout in layouts:
+            modality.check(layout)
+
+    n, first = len(layouts), layouts[0]
+    shape = (n,) + first.shape
+    out_dtype = _output_dtype(layouts, rescale)
+    if out is not None:
+        _check_out(out, shape, out_dtype, device)
+    volume = out if out is not None else xp.empty(shape, dtype=out_dtype)
+    # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
+    stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
+    if any(getattr(l, "compressed", False) for l in layouts):
+        _decode_each(layouts, stored, device)
+    else:
+        _read_native(layouts, stored, out_dtype, device, xp)
+    if stored is not volume:
+        _apply_modality(stored, layouts, volume, xp)
+    elif rescale and any(l.modality.kind != "none" for l in layouts):
+        _apply_modality(stored.copy(), layouts, volume, xp)  # LUT to the same dtype
+
+    info = SeriesInfo(
+        paths=tuple(l.path for l in layouts),
+        positions=tuple(h.keys.position for h in ordered),
+        spacing=spacing,
+        orientation=ordered[0].keys.orientation,
+        pixel_spacing=pixel_spacing,
+        affine=affine,
+        sort_rule=rule,
+        irregularities=irregular,
+        skipped=skipped,
+        series_uid=ordered[0].keys.series_uid,
+        instance_numbers=tuple(h.keys.instance_number for h in ordered),
+        layouts=tuple(layouts),
+    )
+    return volume, info

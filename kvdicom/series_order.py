@@ -1,0 +1,136 @@
+"""Which files make one volume, and in what order: GDCM's and highdicom's rules.
+
+Refuse what cannot be one volume (several series, slices that cannot stack,
+two slices at one position, no way to order), order by Image Position
+(Patient) on the normal of Image Orientation (Patient) else by Instance
+Number, and work out spacing, gantry tilt and the LPS affine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kvdicom.errors import DicomLoadError
+from kvdicom.series_headers import Header
+
+#: highdicom's tolerances: slice gaps equal within this (mm) are uniform, and
+#: the stack direction is the normal when |cos - 1| is below it.
+SPACING_TOLERANCE = 1e-4
+#: Positions closer than this along the normal (mm) are the same position.
+DUPLICATE_TOLERANCE = 1e-4
+
+
+def _names(paths, limit: int = 5) -> str:
+    paths = list(paths)
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def refuse_errors(headers: list[Header]) -> None:
+    bad = [h for h in headers if h.error is not None]
+    if bad:
+        others = f"; also refused: {_names(h.path for h in bad[1:])}" if len(bad) > 1 else ""
+        raise DicomLoadError(bad[0].path, f"{bad[0].error}{others}")
+
+
+def pick_series(headers: list[Header], series_uid: str | None, source: str) -> list[Header]:
+    if not headers:
+        raise DicomLoadError(source, "no DICOM image files (every file was skipped)")
+    groups: dict[str | None, list[Header]] = {}
+    for h in headers:
+        groups.setdefault(h.keys.series_uid, []).append(h)
+    if series_uid is not None:
+        if series_uid not in groups:
+            raise DicomLoadError(source, f"no file has Series Instance UID {series_uid}; found {sorted(map(str, groups))}")
+        return groups[series_uid]
+    if len(groups) > 1:
+        listing = "; ".join(f"{uid} ({len(g)} files, e.g. {g[0].path})" for uid, g in groups.items())
+        raise DicomLoadError(source, f"{len(groups)} series in one load, pass series_uid= to pick one: {listing}")
+    return headers
+
+
+def check_stackable(headers: list[Header]) -> None:
+    """Refuse multi-frame files and slices whose arrays cannot stack."""
+    multi = [h.path for h in headers if h.layout.number_of_frames > 1]
+    if multi:
+        raise DicomLoadError(multi[0], f"multi-frame file in a series of slices (also: {_names(multi[1:]) or 'none'}); "
+                                       "load it with kvdicom.load")
+    first = headers[0]
+    for what, get in (("rows", lambda l: l.rows), ("columns", lambda l: l.columns),
+                      ("samples per pixel", lambda l: l.samples_per_pixel), ("dtype", lambda l: l.dtype),
+                      ("shape", lambda l: l.shape)):
+        odd = [h for h in headers if get(h.layout) != get(first.layout)]
+        if odd:
+            raise DicomLoadError(odd[0].path, f"{what} {get(odd[0].layout)} differs from {get(first.layout)} in "
+                                              f"{first.path}; slices of one volume must match")
+
+
+def _normal(orientation) -> np.ndarray:
+    row, col = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:], dtype=float)
+    return np.cross(row, col)
+
+
+def order(headers: list[Header]) -> tuple[list[Header], str, np.ndarray | None]:
+    """Slices in order, the rule used, and their distances along the normal (position rule only)."""
+    keys = [h.keys for h in headers]
+    if all(k.position is not None and k.orientation is not None for k in keys):
+        orientation = keys[0].orientation
+        odd = [h for h in headers if not np.allclose(h.keys.orientation, orientation)]
+        if odd:
+            raise DicomLoadError(odd[0].path, f"Image Orientation (Patient) {odd[0].keys.orientation} differs from "
+                                              f"{orientation} in {headers[0].path}")
+        distances = np.array([k.position for k in keys]) @ _normal(orientation)
+        order = np.argsort(distances, kind="stable")
+        ordered = [headers[i] for i in order]
+        distances = distances[order]
+        same = np.flatnonzero(np.diff(distances) <= DUPLICATE_TOLERANCE)
+        if same.size:
+            a, b = ordered[same[0]], ordered[same[0] + 1]
+            raise DicomLoadError(a.path, f"same slice position as {b.path} ({a.keys.position}); several images per "
+                                         "position (echoes, phases, times) are not one volume")
+        return ordered, "position", distances
+    if all(k.instance_number is not None for k in keys):
+        ordered = sorted(headers, key=lambda h: h.keys.instance_number)
+        for a, b in zip(ordered, ordered[1:]):
+            if a.keys.instance_number == b.keys.instance_number:
+                raise DicomLoadError(a.path, f"same Instance Number {a.keys.instance_number} as {b.path}, and no "
+                                             "Image Position/Orientation to order them by")
+        return ordered, "instance_number", None
+    if len(headers) == 1:
+        return headers, "none", None
+    missing = [h.path for h in headers if h.keys.instance_number is None]
+    raise DicomLoadError(missing[0], "cannot order the slices: Image Position/Orientation (Patient) and Instance "
+                                     f"Number are missing (also in {_names(missing[1:]) or 'no other file'})")
+
+
+def geometry(ordered: list[Header], rule: str, distances):
+    """(spacing, irregularities, pixel spacing, affine)."""
+    irregular = []
+    first = ordered[0].keys
+    spacing = None
+    if rule == "position" and len(ordered) > 1:
+        gaps = np.diff(distances)
+        spacing = float(gaps.mean())
+        if not np.isclose(spacing, gaps, atol=SPACING_TOLERANCE).all():
+            irregular.append(f"non-uniform spacing: slice gaps from {gaps.min():.6g} to {gaps.max():.6g} mm "
+                             f"(mean {spacing:.6g})")
+        span = np.asarray(ordered[-1].keys.position) - np.asarray(first.position)
+        cosine = float(_normal(first.orientation) @ (span / np.linalg.norm(span)))
+        if abs(cosine - 1.0) >= SPACING_TOLERANCE:
+            angle = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+            irregular.append(f"gantry tilt: slices are stacked {angle:.3g} degrees off the orientation normal")
+    spacings = {h.keys.pixel_spacing for h in ordered}
+    if len(spacings) > 1:
+        irregular.append(f"differing pixel spacing: {sorted(spacings, key=str)}")
+    affine = None
+    if rule in ("position", "none") and first.position and first.orientation and first.pixel_spacing:
+        step = spacing if spacing is not None else (first.slice_thickness or 1.0)
+        row_cos, col_cos = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
+        affine = np.eye(4)
+        affine[:3, 0] = _normal(first.orientation) * step  # slice index: along the normal
+        affine[:3, 1] = col_cos * first.pixel_spacing[0]  # row index: down the columns
+        affine[:3, 2] = row_cos * first.pixel_spacing[1]  # column index: along the rows
+        affine[:3, 3] = first.position
+    return spacing, tuple(irregular), first.pixel_spacing, affine

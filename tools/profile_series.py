@@ -1,0 +1,97 @@
+"""Where the time of a series load goes: headers (fast walk, pydicom, pool), reads, the whole load.
+
+Run on any machine: ``python tools/profile_series.py [--slices 256] [--size 512] [--folder DIR]``.
+It writes a ``ct`` series with the fixtures (once), then prints best-of-N
+times, page cache warm, for: ``pydicom.dcmread(stop_before_pixels=True)``,
+``kvdicom.inspect`` (fast walk), kvdicom's pydicom path, header reading
+in-process and in the process pool, the concurrent pixel reads, and
+``load_series`` against the pydicom loop + sort + ``np.stack`` (plus
+``cupy.asarray`` and ``device="cuda"`` where CuPy is installed). The defaults
+in ``kvdicom/series.py`` and ``kvdicom/fast_header.py`` cite its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pydicom
+
+import kvdicom
+from fixtures.series import SeriesSpec, write_series
+from kvdicom import series, series_headers
+from kvdicom.layout import inspect_dataset
+
+
+def best(fn, repeat: int) -> float:
+    """Fastest of ``repeat`` runs of ``fn``, in ms."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+def pydicom_loop(paths, to_gpu=False):
+    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets.sort(key=lambda d: float(np.dot(np.asarray(d.ImagePositionPatient, float),
+                                             np.cross(np.asarray(d.ImageOrientationPatient[:3], float),
+                                                      np.asarray(d.ImageOrientationPatient[3:], float)))))
+    volume = np.stack([d.pixel_array for d in datasets])
+    if to_gpu:
+        import cupy
+
+        volume = cupy.asarray(volume)
+        cupy.cuda.get_current_stream().synchronize()
+    return volume
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--folder", default="/tmp/dgb-profile-series")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    spec = SeriesSpec(slices=args.slices, rows=args.size, cols=args.size)
+    folder = os.path.join(args.folder, spec.case_id)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        write_series(spec, folder)
+    paths = sorted(os.path.abspath(os.path.join(folder, f)) for f in os.listdir(folder))
+    r = args.repeat
+    print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, {series_headers.header_processes()} header processes")
+    print(f"dcmread(stop_before_pixels)   {best(lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], r):8.1f} ms")
+    print(f"kvdicom.inspect (fast walk)    {best(lambda: [kvdicom.inspect(p) for p in paths], r):8.1f} ms")
+    print(f"kvdicom pydicom path           {best(lambda: [inspect_dataset(p) for p in paths], min(r, 2)):8.1f} ms")
+    series_headers.read_headers(paths, parallel=True)  # start the pool
+    print(f"headers in-process             {best(lambda: series_headers.read_headers(paths, parallel=False), r):8.1f} ms")
+    print(f"headers in the pool            {best(lambda: series_headers.read_headers(paths, parallel=True), r):8.1f} ms")
+    layouts = [h.layout for h in series_headers.read_headers(paths, parallel=False)]
+    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
+    buffer = np.empty(starts[-1], np.uint8)
+    print(f"pixel reads (host)             {best(lambda: series._read_all(layouts, buffer, starts), r):8.1f} ms")
+    print(f"load_series cpu                {best(lambda: kvdicom.load_series(folder, 'cpu'), r):8.1f} ms")
+    print(f"load_series cpu rescale        {best(lambda: kvdicom.load_series(folder, 'cpu', rescale=True), r):8.1f} ms")
+    print(f"pydicom loop + sort + stack    {best(lambda: pydicom_loop(paths), min(r, 3)):8.1f} ms")
+    try:
+        import cupy
+    except ImportError:
+        return
+
+    def gpu(**kw):
+        kvdicom.load_series(folder, "cuda", **kw)
+        cupy.cuda.get_current_stream().synchronize()
+
+    gpu()
+    print(f"load_series cuda               {best(gpu, r):8.1f} ms")
+    print(f"load_series cuda rescale       {best(lambda: gpu(rescale=True), r):8.1f} ms")
+    print(f"pydicom loop + cupy.asarray    {best(lambda: pydicom_loop(paths, to_gpu=True), min(r, 3)):8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
