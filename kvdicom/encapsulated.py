@@ -19,7 +19,6 @@ never its new bytes read with the old layout.
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 from dataclasses import dataclass
@@ -91,17 +90,23 @@ def _items(path: str, fd: int, offset: int, file_size: int) -> tuple[list[int], 
 
 
 def _by_offsets(path: str, fragments, starts: list[int], first_item: int, what: str):
-    """Group fragments into frames that start at ``starts`` (offsets from the first fragment's item header)."""
-    position = {value - HEADER - first_item: i for i, (value, _) in enumerate(fragments)}
-    bounds = []
-    for start in starts:
-        if start not in position:
-            raise DicomLoadError(path, f"{what} offset {start} does not point at a fragment")
-        bounds.append(position[start])
-    if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
-        raise DicomLoadError(path, f"{what} offsets are not increasing")
-    bounds.append(len(fragments))
-    return tuple(tuple(fragments[a:b]) for a, b in itertools.pairwise(bounds))
+    """Group fragments into frames as pydicom does with a Basic Offset Table (``generate_fragmented_frames``).
+
+    Offsets are from the first fragment's item header. A fragment joins the current frame while it starts
+    before the next frame's offset, else it starts the next frame (one frame per fragment at most; the
+    first offset is not looked at; the last frame takes every fragment left). Offsets that do not point
+    at fragments or do not increase are not refused: pydicom decodes such files, and so must kvdicom.
+    """
+    frames, frame, index, final = [], [], 0, len(starts) - 1
+    for value, length in fragments:
+        if index == final or value - HEADER - first_item < starts[index + 1]:
+            frame.append((value, length))
+        else:
+            frames.append(tuple(frame))
+            index += 1
+            frame = [(value, length)]
+    frames.append(tuple(frame))
+    return tuple(frames)
 
 
 def _changed(path: str, exc: OSError, what: str) -> DicomLoadError:
@@ -190,5 +195,5 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
     out = []
     for fragments in frames:
         parts = [data[off - start: off - start + length] for off, length in fragments]
-        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, np.uint8))
     return data, out

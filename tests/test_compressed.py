@@ -253,12 +253,26 @@ def test_fragment_running_past_the_end_of_the_file_is_refused(tmp_path):
         kvdicom.inspect(path)
 
 
-def test_basic_offset_table_not_pointing_at_a_fragment_is_refused(tmp_path):
-    frag = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + b"abcd"
-    bot = b"\xfe\xff\x00\xe0" + struct.pack("<I", 8) + struct.pack("<2I", 0, 5)
-    path = _encapsulated_file(tmp_path, bot + frag + frag, frames=2)
-    with pytest.raises(kvdicom.DicomLoadError, match="does not point at a fragment"):
-        kvdicom.inspect(path)
+@pytest.mark.parametrize("offsets", [(0, 5), (0, 12, 4), (7, 12, 36), (0, 0, 12), (0, 100)],
+                         ids=["between-fragments", "decreasing", "first-ignored", "empty-first-frame", "past-the-end"])
+def test_basic_offset_table_groups_fragments_as_pydicom_does(tmp_path, offsets):
+    # pydicom does not check that offsets point at fragments: it starts a new frame at the first fragment
+    # at or past the next offset. kvdicom must find the same frames (the decoders then judge the bytes).
+    from pydicom.encaps import generate_fragmented_frames
+
+    frags = [b"\xfe\xff\x00\xe0" + struct.pack("<I", 4) + bytes([65 + i]) * 4 for i in range(4)]
+    bot = b"\xfe\xff\x00\xe0" + struct.pack("<I", 4 * len(offsets)) + struct.pack(f"<{len(offsets)}I", *offsets)
+    value = bot + b"".join(frags)
+    path = _encapsulated_file(tmp_path, value, frames=len(offsets))
+    expected = [b"".join(f) for f in generate_fragmented_frames(value, number_of_frames=len(offsets))]
+    layout = compressed.inspect_compressed(str(path), pydicom.dcmread(path), pydicom.uid.JPEG2000Lossless,
+                                           lambda *a: None) if len(expected) >= len(offsets) else None
+    if layout is None:  # pydicom finds fewer frames than declared: refused
+        with pytest.raises(kvdicom.DicomLoadError, match="fewer than"):
+            kvdicom.inspect(path)
+        return
+    _, frames = compressed.read_frames(layout)
+    assert [bytes(f) for f in frames] == expected
 
 
 def test_fewer_fragments_than_frames_is_refused(tmp_path):
