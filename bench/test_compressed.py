@@ -67,9 +67,7 @@ def within_tolerance(spec, got, ref) -> bool:
 
 def _gpu_route(path) -> str:
     """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
-    from kvdicom import compressed, gpu_codec
-
-    from kvdicom import rle
+    from kvdicom import compressed, gpu_codec, rle
 
     layout = kvdicom.inspect(path)
     _, frames = compressed.read_frames(layout)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import concurrent.futures as concurrent_futures
 import importlib.util
+import itertools
 import os
 
 import numpy as np
@@ -141,11 +142,11 @@ def _segments(layout, frame) -> list[tuple[int, int]] | None:
     if len(frame) < 64:
         return None
     offsets = [int(o) for o in np.frombuffer(frame[:64], dtype="<u4")[1:] if o] + [len(frame)]
-    if offsets[0] != 64 or any(b <= a for a, b in zip(offsets, offsets[1:])):
+    if offsets[0] != 64 or any(b <= a for a, b in itertools.pairwise(offsets)):
         return None
     if len(offsets) - 1 != layout.samples_per_pixel * layout.dtype.itemsize:
         return None
-    return list(zip(offsets, offsets[1:]))
+    return list(itertools.pairwise(offsets))
 
 
 def _imagecodecs_decode(layout, frame, dst: np.ndarray) -> bool:
@@ -167,7 +168,7 @@ def _imagecodecs_decode(layout, frame, dst: np.ndarray) -> bool:
         target = dst if scratch is None else scratch
         try:
             got = packbits_decode(frame[start:end], out=target)
-        except Exception:  # imagecodecs' ImcdError (corrupt input, output too small)
+        except Exception:  # noqa: BLE001  ImcdError (corrupt, too long) or any other: pylibjpeg-rle decides
             return False
         if len(got) != pixels:
             return False

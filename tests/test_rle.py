@@ -138,7 +138,7 @@ def test_a_frame_pydicom_cannot_decode_is_refused_on_every_route(tmp_path, how):
     frames[1] = frames[1][:-6]  # a run cut short
     ds.PixelData = encapsulate(frames)
     ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(Exception):
+    with pytest.raises((ValueError, RuntimeError)):
         _pinned(path)
     with route(how), pytest.raises(kvdicom.DicomLoadError, match="RLE frame 1") as info:
         kvdicom.load(path, "cpu")
@@ -177,7 +177,7 @@ def test_a_frame_with_more_segments_than_the_header_says_is_refused(tmp_path):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     del ds.PlanarConfiguration
     ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(Exception):
+    with pytest.raises((ValueError, RuntimeError)):
         _pinned(path)
     with pytest.raises(kvdicom.DicomLoadError, match="RLE frame 0 decodes to 48 bytes"):
         kvdicom.load(path, "cpu")
@@ -210,7 +210,7 @@ def test_a_segment_of_the_wrong_length_decodes_or_fails_as_pydicom(tmp_path, how
     ds.save_as(path, enforce_file_format=True)
     try:
         ref = _pinned(path)
-    except Exception:
+    except (ValueError, RuntimeError):
         ref = None
     with route(how):
         if ref is None:

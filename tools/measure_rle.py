@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import statistics
 import time
@@ -44,13 +45,14 @@ def route(name: str):
 
 
 def _gpu():
+    """CuPy, where it can use a GPU here; else None."""
     try:
         import cupy
 
-        cupy.cuda.Device(0).compute_capability
-        return cupy
-    except Exception:
+        cupy.cuda.runtime.getDeviceCount()
+    except (ImportError, RuntimeError):  # no CuPy; CUDARuntimeError is a RuntimeError
         return None
+    return cupy
 
 
 def main() -> None:
@@ -67,13 +69,13 @@ def main() -> None:
             continue
         path = corpus.ensure(spec)
         ref = pydicom_pinned(path)
-        runs = {"pydicom": lambda: pydicom_pinned(path)}
+        runs = {"pydicom": functools.partial(pydicom_pinned, path)}
         for name in ROUTES:
             if name != "default" and ROUTES[name][0] and not rle._HAVE_IMAGECODECS:
                 continue
-            runs[f"kvdicom cpu {name}"] = (lambda n: lambda: _with(n, kvdicom.load, path, "cpu"))(name)
+            runs[f"kvdicom cpu {name}"] = functools.partial(_with, name, kvdicom.load, path, "cpu")
             if cupy is not None:
-                runs[f"kvdicom gpu {name}"] = (lambda n: lambda: _with(n, _gpu_load, cupy, path))(name)
+                runs[f"kvdicom gpu {name}"] = functools.partial(_with, name, _gpu_load, cupy, path)
         for name, run in runs.items():
             got = run()
             got = got.get() if hasattr(got, "get") else got
