@@ -32,11 +32,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import host_read, io_tuning, modality, series_headers, series_order, series_stage
+from kvdicom import (
+    host_read,
+    io_tuning,
+    modality,
+    series_headers,
+    series_order,
+    series_stage,
+)
 from kvdicom.decode import decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
 from kvdicom.gpu import require_gpu_stack
@@ -79,7 +87,7 @@ def _read_slice(layout: PixelLayout, view: np.ndarray) -> None:
                                           "the file is shorter than its header says (truncated?)")
 
 
-def _submit_read(layout: PixelLayout, view) -> "concurrent.futures.Future":
+def _submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
     return host_read.pool().submit(_read_slice, layout, view)
 
 
@@ -188,7 +196,7 @@ def _rescale_host(stored, slopes, intercepts, out) -> None:
         return
     bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
     futures = [host_read.pool().submit(_rescale_slices, stored, slopes, intercepts, out, a, b)
-               for a, b in zip(bounds, bounds[1:]) if b > a]
+               for a, b in itertools.pairwise(bounds) if b > a]
     concurrent.futures.wait(futures)  # all done before anyone reads ``out``, errors or not
     for future in futures:
         future.result()

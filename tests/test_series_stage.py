@@ -130,7 +130,8 @@ def test_a_file_changed_mid_pipeline_is_refused_naming_it(tmp_path, monkeypatch)
     def batches(paths, parallel=None):
         headers = [(i, series_headers.read_header(p)) for i, p in enumerate(paths)]
         yield headers[:3]  # their reads run while ...
-        data = open(victim, "rb").read()
+        with open(victim, "rb") as f:
+            data = f.read()
         with open(victim, "wb") as f:  # ... a later file changes after its header was parsed
             f.write(data[:-2])
         yield headers[3:]
@@ -202,14 +203,13 @@ def test_staging_never_exceeds_the_bytes_the_files_hold(tmp_path):
 
 
 def test_slices_of_other_byte_counts_are_read_after_sorting(tmp_path):
-    paths = make_series(tmp_path / "s", 3)
+    make_series(tmp_path / "s", 3)
     files = sorted(str(p) for p in (tmp_path / "s").iterdir())
     staging = series_stage.stage(files, series_headers.header_batches(files, parallel=False), Recorder().backend())
     indices = list(range(3))
     assert staging.covers(indices)
-    del staging.slots[1]
-    assert not staging.covers(indices)
-    assert paths  # the fallback itself is load_series' CPU path, tested in test_series.py
+    del staging.slots[1]  # as for a slice whose pixel bytes differ from the slot
+    assert not staging.covers(indices)  # then load_series reads after sorting (its CPU path)
 
 
 def kvdicom_spec(**fields):
@@ -232,7 +232,7 @@ def test_header_batches_give_every_index_once_as_in_process(tmp_path, pooled):
 
 def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path, monkeypatch):
     slopes = [(0.1, -1024.3), (1 / 3, 0.7), (2.5, -0.1), (1e-3, 1e4), (7.0, -3.3)]
-    paths = make_series(tmp_path / "s", 5, rescale=lambda i: slopes[i])
+    make_series(tmp_path / "s", 5, rescale=lambda i: slopes[i])
     monkeypatch.setattr(series, "RESCALE_TASK_ELEMENTS", 1)
     pool = host_read.pool()
     submitted = []

@@ -25,10 +25,10 @@ import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import kvdicom  # noqa: E402
-from fixtures.series import SeriesSpec, write_series  # noqa: E402
-from kvdicom import series, series_headers, series_stage  # noqa: E402
-from kvdicom.layout import inspect_dataset  # noqa: E402
+import kvdicom
+from fixtures.series import SeriesSpec, write_series
+from kvdicom import series, series_headers, series_stage
+from kvdicom.layout import inspect_dataset
 
 
 def best(fn, repeat: int) -> float:
