@@ -228,6 +228,31 @@ def test_header_batches_give_every_index_once_as_in_process(tmp_path, pooled):
     assert [pooled_headers[i] for i in range(6)] == series_headers.read_headers(paths, parallel=False)
 
 
+def test_a_broken_header_pool_parses_the_chunks_not_yet_given_out_here(tmp_path, pooled, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    paths = make_series(tmp_path / "s", 6)
+    calls = []
+
+    class HalfBroken:
+        def submit(self, fn, chunk):
+            future = concurrent.futures.Future()
+            if len(calls) % 2:
+                future.set_exception(BrokenProcessPool("a worker died"))
+            else:
+                future.set_result(fn(chunk))
+            calls.append(chunk)
+            return future
+
+    monkeypatch.setattr(series_headers, "header_pool", lambda: HalfBroken())
+    monkeypatch.setattr(series_headers, "_shutdown_pool", lambda: calls.append("shutdown"))
+    batches = list(series_headers.header_batches(paths))
+    indices = sorted(i for batch in batches for i, _ in batch)
+    assert indices == list(range(6)) and "shutdown" in calls
+    assert [h for _, h in sorted(h for batch in batches for h in batch)] == series_headers.read_headers(
+        paths, parallel=False)
+
+
 # CPU rescale: per slice, on the host pool, pydicom's bits -----------------------------------------------
 
 def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path, monkeypatch):
