@@ -12,7 +12,8 @@ import math
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -196,17 +197,52 @@ def _shutdown_pool() -> None:
             _pool = None
 
 
+def use_pool(count: int) -> bool:
+    """Whether ``count`` headers are parsed in the process pool on this machine."""
+    return count >= POOL_MIN_FILES and header_processes() >= POOL_MIN_PROCESSES and not _pool_broken
+
+
+def header_batches(paths: list[str], parallel: bool | None = None) -> Iterator[list[tuple[int, Header]]]:
+    """Headers as they are parsed: batches of ``(index in paths, header)``, in the order they finish.
+
+    In-process (short series, few cores): one batch of all. In the pool: one
+    batch per chunk as its worker returns it, so a caller can start the pixel
+    reads of a chunk while later chunks are still being parsed. Every index
+    comes exactly once; a pool that breaks mid-way parses the chunks not yet
+    given out here instead.
+    """
+    if parallel is None:
+        parallel = use_pool(len(paths))
+    if not parallel:
+        yield list(enumerate(_read_chunk(paths)))
+        return
+    size = max(1, math.ceil(len(paths) / (header_processes() * CHUNKS_PER_WORKER)))
+    left = list(range(0, len(paths), size))  # chunk starts not yet given out
+    futures: dict = {}
+    broken = False
+    try:
+        pool = header_pool()
+        futures = {pool.submit(_read_chunk_packed, paths[s : s + size]): s for s in left}
+        for future in as_completed(futures):
+            start = futures[future]
+            batch = [(start + j, unpack(h)) for j, h in enumerate(future.result())]
+            left.remove(start)
+            yield batch
+    except BrokenProcessPool:  # a worker died (killed, out of memory): parse the rest here
+        broken = True
+    finally:
+        for future in futures:
+            future.cancel()
+    if broken:
+        _shutdown_pool()
+        for start in left:
+            yield list(enumerate(_read_chunk(paths[start : start + size]), start))
+
+
 def read_headers(paths: list[str], parallel: bool | None = None) -> list[Header]:
     """Every header, in the order of ``paths``."""
-    workers = header_processes()
-    if parallel is None:
-        parallel = len(paths) >= POOL_MIN_FILES and workers >= POOL_MIN_PROCESSES and not _pool_broken
-    if not parallel:
-        return _read_chunk(paths)
-    size = max(1, math.ceil(len(paths) / (workers * CHUNKS_PER_WORKER)))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    try:
-        return [unpack(h) for chunk in header_pool().map(_read_chunk_packed, chunks) for h in chunk]
-    except BrokenProcessPool:  # a worker died (killed, out of memory): parse here instead
-        _shutdown_pool()
-        return _read_chunk(paths)
+    headers: list = [None] * len(paths)
+    for batch in header_batches(paths, parallel):
+        for index, header in batch:
+            headers[index] = header
+    return headers
