@@ -92,7 +92,7 @@ def problem(layout) -> str | None:
 
 
 def decoder(layout) -> str:
-    """Which decoder :func:`decode_into` runs for ``layout`` (for benchmark records), or "" where pydicom's path runs."""
+    """Which decoder :func:`decode_into` runs for ``layout`` (benchmark records); "" where pydicom's path runs."""
     if problem(layout) is not None:
         return ""
     if not _HAVE_IMAGECODECS:
@@ -158,7 +158,10 @@ def _imagecodecs_decode(layout, frame, dst: np.ndarray) -> bool:
     segments = _segments(layout, frame)
     if segments is None:
         return False
-    from imagecodecs import packbits_decode
+    try:
+        from imagecodecs import packbits_decode
+    except ImportError:  # installed but unusable (a broken wheel): pylibjpeg-rle decodes
+        return False
 
     pixels = layout.rows * layout.columns
     itemsize, samples = layout.dtype.itemsize, layout.samples_per_pixel
