@@ -248,7 +248,7 @@ def test_html_holds_the_same_rows(two_machines, tmp_path, capsys):
     row = (
         f"<tr><td>{V100} (GDS)</td><td>kvdicom</td><td>cuda</td><td>warm</td>"
         '<td class="num">2.00 ms</td><td class="num">1.05</td><td class="num">20.0%</td>'
-        '<td class="num">10.00×</td></tr>'
+        '<td class="num">10.00×</td><td>2026-03-01 03:00:00 · 0123456</td></tr>'
     )
     assert row in page
     assert "<script" not in page.lower()

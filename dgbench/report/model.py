@@ -55,10 +55,37 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One benchmark shown for a machine, with the run it came from (a machine's rows may span runs)."""
+
+    bench: Benchmark
+    run: Run
+
+
+@dataclass(frozen=True)
 class Machine:
-    """The run chosen for one machine, with the name the report shows for it."""
+    """One machine as the report shows it: its name, newest run, and the rows taken from its runs.
+
+    ``rows``: for each (case, loader, device, page cache), the benchmarks of the newest run that
+    has it (``machines.combine_rows``), since one device session cannot run the whole matrix.
+    ``older_runs``: the runs none of whose rows are shown.
+    """
 
     name: str
-    run: Run
+    run: Run                    # the newest run: names the machine
+    rows: tuple[Row, ...]
     older_runs: tuple[Path, ...] = field(default=())
     history: tuple[Run, ...] = field(default=())  # every run of this machine, oldest first (the trend)
+
+    @property
+    def benchmarks(self) -> tuple[Benchmark, ...]:
+        """What the scorecard, the per-case tables and the plots show."""
+        return tuple(row.bench for row in self.rows)
+
+    @property
+    def runs_used(self) -> tuple[Run, ...]:
+        """The runs that give at least one shown row, newest first."""
+        runs: dict[int, Run] = {}
+        for row in self.rows:
+            runs.setdefault(id(row.run), row.run)
+        return tuple(sorted(runs.values(), key=lambda r: (r.started, str(r.path)), reverse=True))

@@ -3,8 +3,8 @@
 Kept apart from the drawing so the choice (which points, which panels, which
 colours, which file names) can be tested without matplotlib.
 
-* Throughput per machine: small multiples, a panel per page-cache state
-  (warm, cold, unverified), a line per loader and device. Each loader keeps one
+* Throughput per machine (its rows from every run, ``Machine.benchmarks``): small
+  multiples, a panel per page-cache state (warm, cold, unverified), a line per loader and device. Each loader keeps one
   colour in every plot (:func:`loader_colour`); ceilings are grey dashed lines;
   the y axis is logarithmic where the values span more than :data:`LOG_Y_RANGE`.
 * Comparison: kvdicom on CUDA, a line per machine.
@@ -106,7 +106,7 @@ def per_machine_plots(machines: Iterable[Machine], used: set[str] | None = None)
     for machine in machines:
         panels = []
         for cache in PAGE_CACHE_PANELS:
-            benches = [b for b in machine.run.benchmarks if (b.page_cache or "warm") == cache]
+            benches = [b for b in machine.benchmarks if (b.page_cache or "warm") == cache]
             if benches:
                 panels.append(_panel(f"page cache {cache}", throughput_series(benches)))
         filename = unique_filename("throughput_" + file_slug(machine.name), used)
@@ -139,7 +139,7 @@ def comparison_plot(machines: Iterable[Machine]) -> PlotSpec | None:
     for cache in PAGE_CACHE_PANELS:
         lines = []
         for index, machine in enumerate(machines):
-            chosen = [b for b in machine.run.benchmarks if b.loader == COMPARED_LOADER
+            chosen = [b for b in machine.benchmarks if b.loader == COMPARED_LOADER
                       and b.device == COMPARED_DEVICE and (b.page_cache or "warm") == cache]
             if chosen:
                 lines.append(Series(machine.name, median_points(chosen), _PALETTE[index % len(_PALETTE)]))
