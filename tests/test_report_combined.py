@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dgbench.report.loading import load_results
 from dgbench.report.machines import machines_from_runs
-from dgbench.report.plot_data import per_machine_plots
+from dgbench.report.plot_data import comparison_plot, per_machine_plots
 from tests.test_report import (
     H100,
     SMALL,
@@ -90,11 +90,11 @@ def test_two_runs_of_one_machine_with_disjoint_cases_both_appear(tmp_path, capsy
     assert [(r["Machine"], r["Result file"], r["Rows shown"], r["Older runs ignored"]) for r in machines] == [
         (NAME, f"{SLUG}/0002.json", "2", "0"), (NAME, f"{SLUG}/0001.json", "5", "0")]
 
-    # The throughput plot draws both runs' cases: kvdicom on CUDA has a point per size.
+    # The throughput plot draws both runs' cases (the compressed one as a line of its own).
     [machine] = machines_from_runs(load_results([results]).runs)
     [spec] = per_machine_plots([machine])
-    kvdicom = next(s for s in spec.panels[0].series if s.label == "kvdicom (cuda)")
-    assert [x for x, _ in kvdicom.points] == sorted([SMALL_BYTES, RLE_BYTES, SEED_BYTES])
+    lines = {s.label: [x for x, _ in s.points] for s in spec.panels[0].series}
+    assert (lines["kvdicom (cuda)"], lines["kvdicom (cuda, compressed)"]) == ([SMALL_BYTES, SEED_BYTES], [RLE_BYTES])
 
 
 def test_a_case_in_both_runs_comes_from_the_newer_and_each_row_names_its_run(tmp_path, capsys):
@@ -143,3 +143,22 @@ def test_derived_numbers_are_never_combined_across_runs(tmp_path, capsys):
     assert [(r["Case"], r["GB/s"], r["Run"]) for r in tables["Machine ceilings"]] == [
         (SEED, f"{SEED_BYTES / 0.002 / 1e9:.2f}", LATE_RUN)]
 
+
+
+def test_compressed_cases_from_another_run_are_plotted_apart_from_raw_reads_of_the_same_size(tmp_path):
+    """Combining runs puts decode rates next to raw reads: a J2K slice and a raw slice (both 512 KiB of pixels)
+    must not be averaged into one point of the kvdicom line."""
+    results = tmp_path / "results"
+    raw, j2k = "f1_512x512_i16_explicit_le", "f1_512x512_i16_jpeg2000_lossless_oj2.6.0"
+    _write(results, "0001.json", [bench(raw, "kvdicom", "cuda", SMALL_BYTES, 0.0002)], EARLY)
+    _write(results, "0002.json", [bench(j2k, "kvdicom", "cuda", SMALL_BYTES, 0.012, codec="jpeg2000")], LATE)
+    machines = machines_from_runs(load_results([results]).runs)
+    [spec] = per_machine_plots(machines)
+    lines = {s.label: s for s in spec.panels[0].series}
+    assert lines["kvdicom (cuda)"].points == ((SMALL_BYTES, SMALL_BYTES / 0.0002 / 1e9),)
+    assert lines["kvdicom (cuda, compressed)"].points == ((SMALL_BYTES, SMALL_BYTES / 0.012 / 1e9),)
+    assert lines["kvdicom (cuda, compressed)"].colour == lines["kvdicom (cuda)"].colour   # one colour per loader
+    comparison = comparison_plot(machines)
+    assert {s.label: s.points for s in comparison.panels[0].series} == {
+        NAME: ((SMALL_BYTES, SMALL_BYTES / 0.0002 / 1e9),),
+        f"{NAME} (compressed)": ((SMALL_BYTES, SMALL_BYTES / 0.012 / 1e9),)}

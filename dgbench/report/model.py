@@ -9,6 +9,13 @@ from typing import Any
 
 from dgbench.schema import is_ceiling
 
+#: Case ids of compressed syntaxes name their codec (bench/test_compressed.py): their GB/s is a decode rate.
+COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
+
+
+def is_compressed_case(case: str) -> bool:
+    return any(marker in case.casefold() for marker in COMPRESSED_MARKERS)
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -32,6 +39,11 @@ class Benchmark:
     def is_ceiling(self) -> bool:
         """Ceilings (``ceiling:<name>``) are reference measurements, not loaders."""
         return is_ceiling(self.loader)
+
+    @property
+    def is_compressed(self) -> bool:
+        """A compressed case: plotted apart, never in one median with raw reads of the same size."""
+        return is_compressed_case(self.case)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from . import formatting
-from .model import Benchmark, Machine, Row
+from .model import Benchmark, Machine, Row, is_compressed_case
 from .plot_data import trend_points
 from .tables import Table, run_label
 
@@ -23,16 +23,11 @@ SEED_CASE = "f128_1024x1024_u16_explicit_le"
 CT_SERIES_CASE = "series256_512x512_i16_explicit_le_ct"
 CT_SLICE_CASES = ("f1_512x512_i16_explicit_le_ct", "f1_512x512_i16_explicit_le")
 _SERIES = re.compile(r"^series\d*_")
-COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
 
 SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling",
                      "Run")
 TREND_HEADERS = ("Machine", "Case", "Loader", "Device", "Page cache", "Runs", "First GB/s", "Last GB/s",
                  "Last change", "Regressed")
-
-
-def _compressed(case: str) -> bool:
-    return any(marker in case.casefold() for marker in COMPRESSED_MARKERS)
 
 
 def _largest(benchmarks: Sequence[Benchmark], accept: Callable[[str], bool]) -> str | None:
@@ -47,13 +42,13 @@ def reference_cases(benchmarks: Sequence[Benchmark]) -> list[tuple[str, str | No
     """
     cases = {b.case for b in benchmarks}
     ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
-        benchmarks, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not _compressed(c))
+        benchmarks, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not is_compressed_case(c))
     refs = [
         ("Seed volume, 256 MiB", SEED_CASE if SEED_CASE in cases else None),
         ("CT series", ct_series),
         ("CT slice", next((c for c in CT_SLICE_CASES if c in cases), None)),
     ]
-    compressed = _largest(benchmarks, lambda c: bool(_SERIES.match(c)) and _compressed(c))
+    compressed = _largest(benchmarks, lambda c: bool(_SERIES.match(c)) and is_compressed_case(c))
     if compressed:
         refs.append(("Compressed series", compressed))
     return refs
