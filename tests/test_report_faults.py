@@ -3,7 +3,6 @@ scorecard, trend, plots at a glance, and the page as Chromium renders it (issue 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -12,18 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from dgbench.derived import add_derived_fields
 from dgbench.report import main
 from dgbench.report.loading import load_results
 from dgbench.report.machines import machines_from_runs
 from dgbench.report.plot_data import CEILING_COLOUR, loader_colour, per_machine_plots
-from dgbench.schema import bench_document, run_document
 from tests.test_report import (
     H100,
     LARGE,
     LARGE_BYTES,
     SMALL,
-    SMALL_BYTES,
     V100,
     bench,
     gpu_run,
