@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 
 import kvdicom
 import kvdicom.loader
-from fixtures.oracle import check_load
 from fixtures import mutate
+from fixtures.oracle import check_load
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import write_dicom

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
-from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from kvdicom.bounded_file import BoundedReader

@@ -21,8 +21,8 @@ import numpy as np
 from pydicom.uid import UID
 
 from kvdicom import fast_header, series_keys
-from kvdicom.errors import DicomLoadError, NoPixelDataError
 from kvdicom.bounded_file import BoundedReader
+from kvdicom.errors import DicomLoadError, NoPixelDataError
 from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_dataset
 
 #: Series at least this long parse their headers in the process pool, on

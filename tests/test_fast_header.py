@@ -8,8 +8,8 @@ import struct
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, note, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 import kvdicom
 from bench.test_fuzz import mutants
@@ -18,7 +18,8 @@ from fixtures.encode import unavailable
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import build_dataset, write_dicom
-from kvdicom import fast_header, layout as layout_module
+from kvdicom import fast_header
+from kvdicom import layout as layout_module
 from kvdicom.layout import inspect_dataset
 from tests import header_strategies as hs
 

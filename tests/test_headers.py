@@ -9,12 +9,11 @@ import pydicom
 import pytest
 from hypothesis import given
 
-from fixtures.strategies import dicom_specs
-
 from fixtures.headers import CT_RESCALE, normal
 from fixtures.oracle import check_load
 from fixtures.profiles import CT_SLICE, CT_SLICE_CT, ENHANCED_MR, SEED_VOLUME, SEED_VOLUME_SEED, profile_specs
 from fixtures.spec import DicomSpec
+from fixtures.strategies import dicom_specs
 from fixtures.writer import pixel_bytes, write_dicom
 
 SYNTAXES = ["explicit_le", "implicit_le", "explicit_be"]

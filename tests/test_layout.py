@@ -10,7 +10,7 @@ import tracemalloc
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import MPEG4HP41, MPEG2MPML, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import MPEG2MPML, MPEG4HP41, JPEGBaseline8Bit, RLELossless
 
 import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
@@ -202,8 +202,8 @@ def test_unknown_device_is_a_value_error(make_file):
 def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_file):
     # 9 frames of 1 x 1 bit-packed pixels declared, 2 bytes present: pydicom
     # counts 16 "whole" frames of 0.125 bytes and fails on the float count.
-    from fixtures.oracle import check_load
     from fixtures import mutate
+    from fixtures.oracle import check_load
 
     path = make_file(frames=9, rows=1, cols=2, bits_allocated=1, bits_stored=1)
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280011, "US", 1))
@@ -272,8 +272,8 @@ def test_odd_length_pixel_data_has_its_pad_byte(make_file):
 
 @pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"), (32, "DoubleFloatPixelData")])
 def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, keyword):
-    from fixtures.oracle import check_load
     from fixtures import mutate
+    from fixtures.oracle import check_load
 
     float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword, 16)
     path = make_file(rows=4, cols=4, pixel_keyword=keyword, bits_allocated=float_bits, bits_stored=float_bits)
@@ -289,8 +289,8 @@ def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, ke
 
 @pytest.mark.parametrize("frames", ["1.5", "3.5"])
 def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
-    from fixtures.oracle import check_load
     from fixtures import mutate
+    from fixtures.oracle import check_load
 
     path = make_file(rows=4, cols=4)
     data = mutate.set_value(path.read_bytes(), 0x00280008, "IS", frames)
@@ -302,8 +302,8 @@ def test_fractional_number_of_frames_is_refused_naming_it(make_file, frames):
 
 
 def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
-    from fixtures.oracle import check_load
     from fixtures import mutate
+    from fixtures.oracle import check_load
 
     path = make_file(frames=2, rows=4, cols=4)
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "2.0"))
@@ -313,8 +313,8 @@ def test_number_of_frames_2_point_0_is_read_as_2_like_pydicom(make_file):
 
 def test_fractional_number_of_frames_is_replaced_by_excess_whole_frames_like_pydicom(make_file):
     # 1.5 frames declared, 3 whole frames of bytes present: pydicom returns 3 frames.
-    from fixtures.oracle import check_load
     from fixtures import mutate
+    from fixtures.oracle import check_load
 
     path = make_file(frames=3, rows=1, cols=1, bits_allocated=16, bits_stored=16)
     path.write_bytes(mutate.set_value(path.read_bytes(), 0x00280008, "IS", "1.5"))

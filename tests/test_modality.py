@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 import kvdicom
-from fixtures.oracle import check_load, mismatch, pydicom_pixels
 from fixtures import mutate
+from fixtures.oracle import check_load, mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
 

@@ -3,7 +3,6 @@ scorecard, trend, plots at a glance, and the page as Chromium renders it (issue 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -12,18 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from dgbench.derived import add_derived_fields
 from dgbench.report import main
 from dgbench.report.loading import load_results
-from dgbench.report.machines import newest_run_per_machine
+from dgbench.report.machines import machines_from_runs
 from dgbench.report.plot_data import CEILING_COLOUR, loader_colour, per_machine_plots
-from dgbench.schema import bench_document, run_document
 from tests.test_report import (
     H100,
     LARGE,
     LARGE_BYTES,
     SMALL,
-    SMALL_BYTES,
     V100,
     bench,
     gpu_run,
@@ -203,7 +199,7 @@ def test_scorecard_says_when_a_reference_case_is_absent(one_machine, tmp_path, c
     assert run_report(capsys, one_machine, "-o", out)[0] == 0
     rows = markdown_tables((out / "report.md").read_text())["Scorecard"]
     assert {r["Reference case"]: r["Case id"] for r in rows} == {
-        "Seed volume, 256 MiB": "not in this run", "CT series": "not in this run", "CT slice": "not in this run"}
+        "Seed volume, 256 MiB": "not in any run", "CT series": "not in any run", "CT slice": "not in any run"}
 
 
 # --------------------------------------------------------------------------- trend
@@ -237,7 +233,7 @@ def test_plots_are_small_multiples_with_one_colour_per_loader(tmp_path):
             bench(LARGE, "ceiling:disk_read", "cpu", LARGE_BYTES, kv * 4, page_cache="cold"),
         ]
         write_result(results / slug / "0001.json", result_document(machine_info(name, slug), benches, "2026-03-01T02:00:00+00:00"))
-    machines = newest_run_per_machine(load_results([results]).runs)
+    machines = machines_from_runs(load_results([results]).runs)
     specs = per_machine_plots(machines)
     assert [[p.title for p in s.panels] for s in specs] == [["page cache warm", "page cache cold"]] * 2
     colours: dict[str, set] = {}

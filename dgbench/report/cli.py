@@ -16,7 +16,7 @@ from typing import Sequence
 from .atomic_write import write_atomic
 from .content import build_content
 from .loading import load_results
-from .machines import newest_run_per_machine
+from .machines import machines_from_runs
 from .plot_data import comparison_plot, per_machine_plots, trend_plots
 from .render_html import render_html
 from .render_markdown import render_markdown
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    machines = newest_run_per_machine(loaded.runs)
+    machines = machines_from_runs(loaded.runs)
     used: set[str] = set()
     specs = per_machine_plots(machines, used)
     comparison = comparison_plot(machines)

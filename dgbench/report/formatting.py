@@ -49,3 +49,8 @@ def byte_count(value: int) -> str:
 def timestamp(value: datetime) -> str:
     """A run's start in UTC, to the second."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_label(started: datetime, commit_id: str | None) -> str:
+    """Which run a row came from: its start (UTC, as in the machines table) and short commit."""
+    return f"{started.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} · {(commit_id or '?')[:7]}"

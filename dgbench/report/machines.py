@@ -1,8 +1,13 @@
-"""Decide which machine each run came from, what to call it, and which run to show.
+"""Decide which machine each run came from, what to call it, and which rows to show.
 
 A machine is what ``results/<machine-slug>/`` names (GPU, driver, CUDA, KvikIO
 mode). It is shown by its GPU, never by pytest-benchmark's default id (OS and
 Python version), which cannot tell an H100 from a V100.
+
+A machine's latest state may be split across runs (on the device one session
+cannot run the whole matrix in one command), so each (case, loader, device,
+page cache) row comes from the newest run that has it, not all from the newest
+run. Derived numbers (% of ceiling, × pydicom) stay those of the row's own run.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-from .model import Machine, Run
+from .model import Benchmark, Machine, Row, Run
 
 
 def base_name(machine_info: dict[str, Any]) -> str:
@@ -41,21 +46,43 @@ def distinguishing_label(machine_info: dict[str, Any]) -> str | None:
     return text(machine_info.get("machine_slug")) or text(machine_info.get("node"))
 
 
-def newest_run_per_machine(runs: Iterable[Run]) -> list[Machine]:
-    """Keep each machine's newest run (by the file's ``datetime``), named uniquely."""
+def row_key(bench: Benchmark) -> tuple[str, str, str, str]:
+    """What a newer run replaces: (case, loader, device, page cache); a sweep's rows share one key."""
+    return (bench.case, bench.loader, bench.device, bench.page_cache or "warm")
+
+
+def combine_rows(newest_first: Iterable[Run]) -> tuple[Row, ...]:
+    """Each key's benchmarks from the newest run that has that key (all of them, so a sweep stays whole)."""
+    owner: dict[tuple, int] = {}
+    rows = []
+    for run in newest_first:
+        for bench in run.benchmarks:
+            key = row_key(bench)
+            if owner.setdefault(key, id(run)) == id(run):
+                rows.append(Row(bench, run))
+    return tuple(rows)
+
+
+def machines_from_runs(runs: Iterable[Run]) -> list[Machine]:
+    """Group runs by machine and combine each machine's rows (:func:`combine_rows`), named uniquely.
+
+    Runs are ordered by the file's ``datetime`` (then path); the newest names the machine.
+    """
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_key[machine_key(run.machine_info)].append(run)
 
-    chosen: list[tuple[str, Run, tuple, tuple]] = []
+    chosen: list[tuple[str, Run, tuple[Row, ...], tuple, tuple]] = []
     for group in by_key.values():
         ordered = sorted(group, key=lambda r: (r.started, str(r.path)), reverse=True)
-        chosen.append((base_name(ordered[0].machine_info), ordered[0], tuple(r.path for r in ordered[1:]),
-                       tuple(reversed(ordered))))
+        rows = combine_rows(ordered)
+        used = {id(row.run) for row in rows}
+        unused = tuple(r.path for r in ordered if id(r) not in used)
+        chosen.append((base_name(ordered[0].machine_info), ordered[0], rows, unused, tuple(reversed(ordered))))
 
-    names = unique_names([(name, run) for name, run, _, _ in chosen])
-    machines = [Machine(name=unique, run=run, older_runs=older, history=history)
-                for unique, (_, run, older, history) in zip(names, chosen, strict=True)]
+    names = unique_names([(name, run) for name, run, _, _, _ in chosen])
+    machines = [Machine(name=unique, run=run, rows=rows, older_runs=unused, history=history)
+                for unique, (_, run, rows, unused, history) in zip(names, chosen, strict=True)]
     return sorted(machines, key=lambda m: m.name.casefold())
 
 

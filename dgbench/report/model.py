@@ -9,6 +9,13 @@ from typing import Any
 
 from dgbench.schema import is_ceiling
 
+#: Case ids of compressed syntaxes name their codec (bench/test_compressed.py): their GB/s is a decode rate.
+COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
+
+
+def is_compressed_case(case: str) -> bool:
+    return any(marker in case.casefold() for marker in COMPRESSED_MARKERS)
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -33,6 +40,11 @@ class Benchmark:
         """Ceilings (``ceiling:<name>``) are reference measurements, not loaders."""
         return is_ceiling(self.loader)
 
+    @property
+    def is_compressed(self) -> bool:
+        """A compressed case: plotted apart, never in one median with raw reads of the same size."""
+        return is_compressed_case(self.case)
+
 
 @dataclass(frozen=True)
 class Run:
@@ -55,10 +67,37 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One benchmark shown for a machine, with the run it came from (a machine's rows may span runs)."""
+
+    bench: Benchmark
+    run: Run
+
+
+@dataclass(frozen=True)
 class Machine:
-    """The run chosen for one machine, with the name the report shows for it."""
+    """One machine as the report shows it: its name, newest run, and the rows taken from its runs.
+
+    ``rows``: for each (case, loader, device, page cache), the benchmarks of the newest run that
+    has it (``machines.combine_rows``), since one device session cannot run the whole matrix.
+    ``older_runs``: the runs none of whose rows are shown.
+    """
 
     name: str
-    run: Run
+    run: Run                    # the newest run: names the machine
+    rows: tuple[Row, ...]
     older_runs: tuple[Path, ...] = field(default=())
     history: tuple[Run, ...] = field(default=())  # every run of this machine, oldest first (the trend)
+
+    @property
+    def benchmarks(self) -> tuple[Benchmark, ...]:
+        """What the scorecard, the per-case tables and the plots show."""
+        return tuple(row.bench for row in self.rows)
+
+    @property
+    def runs_used(self) -> tuple[Run, ...]:
+        """The runs that give at least one shown row, newest first."""
+        runs: dict[int, Run] = {}
+        for row in self.rows:
+            runs.setdefault(id(row.run), row.run)
+        return tuple(sorted(runs.values(), key=lambda r: (r.started, str(r.path)), reverse=True))

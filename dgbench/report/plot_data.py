@@ -3,8 +3,8 @@
 Kept apart from the drawing so the choice (which points, which panels, which
 colours, which file names) can be tested without matplotlib.
 
-* Throughput per machine: small multiples, a panel per page-cache state
-  (warm, cold, unverified), a line per loader and device. Each loader keeps one
+* Throughput per machine (its rows from every run, ``Machine.benchmarks``): small
+  multiples, a panel per page-cache state (warm, cold, unverified), a line per loader and device. Each loader keeps one
   colour in every plot (:func:`loader_colour`); ceilings are grey dashed lines;
   the y axis is logarithmic where the values span more than :data:`LOG_Y_RANGE`.
 * Comparison: kvdicom on CUDA, a line per machine.
@@ -106,7 +106,7 @@ def per_machine_plots(machines: Iterable[Machine], used: set[str] | None = None)
     for machine in machines:
         panels = []
         for cache in PAGE_CACHE_PANELS:
-            benches = [b for b in machine.run.benchmarks if (b.page_cache or "warm") == cache]
+            benches = [b for b in machine.benchmarks if (b.page_cache or "warm") == cache]
             if benches:
                 panels.append(_panel(f"page cache {cache}", throughput_series(benches)))
         filename = unique_filename("throughput_" + file_slug(machine.name), used)
@@ -115,18 +115,20 @@ def per_machine_plots(machines: Iterable[Machine], used: set[str] | None = None)
 
 
 def throughput_series(benches: list[Benchmark]) -> list[Series]:
-    """Loaders first (coloured), then ceilings (grey, dashed)."""
+    """Loaders first (coloured), then ceilings (grey, dashed); a loader's compressed cases (decode rates) are a
+    line of their own (same colour, triangles), never in one median with raw reads of the same size."""
     groups: dict[tuple, list[Benchmark]] = defaultdict(list)
     for bench in benches:
-        groups[(bench.is_ceiling, loader_rank(bench.loader), bench.loader, bench.device)].append(bench)
+        key = (bench.is_ceiling, bench.is_compressed, loader_rank(bench.loader), bench.loader, bench.device)
+        groups[key].append(bench)
     series = []
-    for (ceiling, _, loader, device), group in sorted(groups.items()):
+    for (ceiling, compressed, _, loader, device), group in sorted(groups.items()):
         series.append(Series(
-            label=f"{loader} ({device})",
+            label=f"{loader} ({device}, compressed)" if compressed else f"{loader} ({device})",
             points=median_points(group),
             colour=CEILING_COLOUR if ceiling else loader_colour(loader),
             dashed=ceiling,
-            marker="s" if device == "cpu" else "o",
+            marker="^" if compressed else "s" if device == "cpu" else "o",
             dotted=device == "cpu" and not ceiling,
         ))
     return series
@@ -139,10 +141,14 @@ def comparison_plot(machines: Iterable[Machine]) -> PlotSpec | None:
     for cache in PAGE_CACHE_PANELS:
         lines = []
         for index, machine in enumerate(machines):
-            chosen = [b for b in machine.run.benchmarks if b.loader == COMPARED_LOADER
+            chosen = [b for b in machine.benchmarks if b.loader == COMPARED_LOADER
                       and b.device == COMPARED_DEVICE and (b.page_cache or "warm") == cache]
-            if chosen:
-                lines.append(Series(machine.name, median_points(chosen), _PALETTE[index % len(_PALETTE)]))
+            for compressed in (False, True):   # decode rates apart from raw reads of the same size
+                part = [b for b in chosen if b.is_compressed == compressed]
+                if part:
+                    lines.append(Series(f"{machine.name} (compressed)" if compressed else machine.name,
+                                        median_points(part), _PALETTE[index % len(_PALETTE)],
+                                        marker="^" if compressed else "o", dotted=compressed))
         if lines:
             panels.append(_panel(f"page cache {cache}", lines))
     if not panels:

@@ -10,7 +10,7 @@ import html
 
 from . import formatting
 from .content import ReportContent
-from .render_markdown import SCORECARD_NOTE, TITLE, TREND_NOTE
+from .render_markdown import ROWS_NOTE, SCORECARD_NOTE, TITLE, TREND_NOTE
 from .tables import Table
 
 STYLE = """
@@ -29,7 +29,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 #: Columns of long unbroken names (slugs, paths, case ids): wrapped anywhere so a table never outgrows the page.
 WRAP_HEADERS = {"Machine slug", "Result file", "Case id", "Case"}
 NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored",
-                   "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
+                   "Rows shown", "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
 
 
 def esc(value: object) -> str:
@@ -75,8 +75,7 @@ def render_html(content: ReportContent) -> str:
         "<h2>Scorecard</h2>",
         f"<p>{esc(SCORECARD_NOTE)}</p>",
         table(content.scorecard),
-        "<p>Each machine's numbers come from its newest run (by the run's <code>datetime</code>); "
-        "the file is named in the table below.</p>",
+        f"<p>{esc(ROWS_NOTE.replace('`', ''))}</p>",
         "<h2>Machines</h2>",
         table(content.machines),
     ]

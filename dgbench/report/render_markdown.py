@@ -21,6 +21,10 @@ TREND_NOTE = ("Every benchmark a machine ran in two runs or more, in the order o
               f"marked regressed when its median time rose more than both {REGRESSION_THRESHOLD_PCT:g}% and "
               f"{DEFAULT_NOISE_K:g} × the larger IQR/median of it and the run before (the nightly's baseline "
               "rule). Plots: median GB/s with its IQR band, x = run.")
+ROWS_NOTE = ("A machine's runs may each hold part of the matrix: each (case, loader, device, page cache) row comes "
+             "from the newest run (by its `datetime`) that has it, and names that run (start, commit) in its Run "
+             "column. % of ceiling and × pydicom are those of the row's own run, never combined across runs; "
+             "the files used are listed below.")
 _SPECIAL = re.compile(r"([\\`*\[\]<>|&~])")
 _LONE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
@@ -52,8 +56,7 @@ def render_markdown(content: ReportContent) -> str:
     lines += ["## Scorecard", "", SCORECARD_NOTE, ""]
     lines += table(content.scorecard)
     lines += [
-        "Each machine's numbers come from its newest run (by the run's `datetime`); "
-        "the file is named in the table below.",
+        ROWS_NOTE,
         "",
         "## Machines",
         "",

@@ -1,82 +1,80 @@
 """The report's first table: per machine, kvdicom on the reference cases, read in ten seconds.
 
-Reference cases (whichever a run holds): the seed notebook's 256 MiB file, the
-CT series (cases ``series<N>_*``), one CT slice, and a compressed series. For each:
+Reference cases (whichever the machine's rows hold): the seed notebook's 256 MiB file,
+the CT series (cases ``series<N>_*``), one CT slice, and a compressed series. For each:
 kvdicom's GB/s (on CUDA, warm page cache, where it ran there; else on the CPU),
-its speed-up over pydicom, and its % of that machine's ceiling. Then the trend
-table: what changed between a machine's runs, judged by the baseline rule.
+its speed-up over pydicom, and its % of that machine's ceiling, both from the run
+that row came from (named in the row). Then the trend table: what changed between
+a machine's runs, judged by the baseline rule.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from . import formatting
-from .model import Benchmark, Machine, Run
+from .model import Benchmark, Machine, Row, is_compressed_case
 from .plot_data import trend_points
-from .tables import Table
+from .tables import Table, run_label
 
 SEED_CASE = "f128_1024x1024_u16_explicit_le"
 #: fixtures.profiles.CT_SERIES (256 slices of 512² int16, CT headers) and its one-slice counterparts.
 CT_SERIES_CASE = "series256_512x512_i16_explicit_le_ct"
 CT_SLICE_CASES = ("f1_512x512_i16_explicit_le_ct", "f1_512x512_i16_explicit_le")
 _SERIES = re.compile(r"^series\d*_")
-COMPRESSED_MARKERS = ("jpeg", "j2k", "jp2", "jls", "rle", "deflate", "htj2k", "compressed")
 
-SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling")
+SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling",
+                     "Run")
 TREND_HEADERS = ("Machine", "Case", "Loader", "Device", "Page cache", "Runs", "First GB/s", "Last GB/s",
                  "Last change", "Regressed")
 
 
-def _compressed(case: str) -> bool:
-    return any(marker in case.casefold() for marker in COMPRESSED_MARKERS)
-
-
-def _largest(run: Run, accept: Callable[[str], bool]) -> str | None:
-    sizes = {b.case: b.pixel_bytes for b in run.benchmarks if accept(b.case)}
+def _largest(benchmarks: Sequence[Benchmark], accept: Callable[[str], bool]) -> str | None:
+    sizes = {b.case: b.pixel_bytes for b in benchmarks if accept(b.case)}
     return max(sizes, key=lambda c: (sizes[c], c), default=None)
 
 
-def reference_cases(run: Run) -> list[tuple[str, str | None]]:
-    """(label, case id or None when the run lacks it); the compressed series only where present.
+def reference_cases(benchmarks: Sequence[Benchmark]) -> list[tuple[str, str | None]]:
+    """(label, case id or None when the benchmarks lack it); the compressed series only where present.
 
-    The CT series is fixtures.profiles.CT_SERIES where the run has it, else its largest CT series.
+    The CT series is fixtures.profiles.CT_SERIES where measured, else the largest CT series.
     """
-    cases = {b.case for b in run.benchmarks}
+    cases = {b.case for b in benchmarks}
     ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
-        run, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not _compressed(c))
+        benchmarks, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not is_compressed_case(c))
     refs = [
         ("Seed volume, 256 MiB", SEED_CASE if SEED_CASE in cases else None),
         ("CT series", ct_series),
         ("CT slice", next((c for c in CT_SLICE_CASES if c in cases), None)),
     ]
-    compressed = _largest(run, lambda c: bool(_SERIES.match(c)) and _compressed(c))
+    compressed = _largest(benchmarks, lambda c: bool(_SERIES.match(c)) and is_compressed_case(c))
     if compressed:
         refs.append(("Compressed series", compressed))
     return refs
 
 
-def headline(run: Run, case: str) -> Benchmark | None:
+def headline(rows: Iterable[Row], case: str) -> Row | None:
     """kvdicom's row for ``case``: CUDA before CPU, warm before any other page cache."""
-    rows = [b for b in run.benchmarks if b.case == case and b.loader == "kvdicom"]
+    found = [r for r in rows if r.bench.case == case and r.bench.loader == "kvdicom"]
     rank = {"cuda": 0, "cpu": 1}
-    return min(rows, key=lambda b: (rank.get(b.device, 2), (b.page_cache or "warm") != "warm", b.median_s),
-               default=None)
+    return min(found, key=lambda r: (rank.get(r.bench.device, 2), (r.bench.page_cache or "warm") != "warm",
+                                     r.bench.median_s), default=None)
 
 
 def scorecard(machines: Iterable[Machine]) -> Table:
     rows = []
     for machine in machines:
-        for label, case in reference_cases(machine.run):
-            bench = headline(machine.run, case) if case else None
-            if bench is None:
-                rows.append((machine.name, label, case or "not in this run", "", "", "", ""))
+        for label, case in reference_cases(machine.benchmarks):
+            row = headline(machine.rows, case) if case else None
+            if row is None:
+                rows.append((machine.name, label, case or "not in any run", "", "", "", "", ""))
                 continue
+            bench = row.bench
             rows.append((
                 machine.name, label, case, f"{bench.device}, {bench.page_cache or 'warm'}",
                 formatting.gbps(bench.gbps), formatting.speedup(bench.speedup_vs_pydicom),
-                formatting.percent(bench.pct_of_ceiling),
+                formatting.percent(bench.pct_of_ceiling), run_label(row.run),
             ))
     return Table(title="Scorecard", headers=SCORECARD_HEADERS, rows=tuple(rows))
 

@@ -9,7 +9,7 @@ from typing import Iterable
 from dgbench.schema import LOADERS as LOADER_ORDER
 
 from . import formatting
-from .model import Benchmark, Machine, Run
+from .model import Benchmark, Machine, Row, Run
 
 CASE_HEADERS = (
     "Machine",
@@ -20,8 +20,9 @@ CASE_HEADERS = (
     "GB/s",
     "% of ceiling",
     "Speed-up vs pydicom",
+    "Run",
 )
-CEILING_HEADERS = ("Machine", "Ceiling", "Case", "Device", "Page cache", "Bytes", "Median time", "GB/s")
+CEILING_HEADERS = ("Machine", "Ceiling", "Case", "Device", "Page cache", "Bytes", "Median time", "GB/s", "Run")
 MACHINE_HEADERS = (
     "Machine",
     "Machine slug",
@@ -32,6 +33,7 @@ MACHINE_HEADERS = (
     "Run started",
     "Commit",
     "Result file",
+    "Rows shown",
     "Older runs ignored",
 )
 
@@ -53,42 +55,49 @@ def loader_rank(loader: str) -> tuple[int, str]:
         return (len(LOADER_ORDER), loader)
 
 
+def run_label(run: Run) -> str:
+    """The "Run" column: which run a row's numbers (derived ones included) come from."""
+    return formatting.run_label(run.started, run.commit_id)
+
+
 def case_tables(machines: Iterable[Machine]) -> list[Table]:
-    """One table per ``case``: a row per (machine, loader), ceilings left out."""
-    by_case: dict[str, list[tuple[Machine, Benchmark]]] = defaultdict(list)
+    """One table per ``case``: a row per (machine, loader), ceilings left out, each naming its run."""
+    by_case: dict[str, list[tuple[Machine, Row]]] = defaultdict(list)
     for machine in machines:
-        for bench in machine.run.benchmarks:
-            if not bench.is_ceiling:
-                by_case[bench.case].append((machine, bench))
+        for row in machine.rows:
+            if not row.bench.is_ceiling:
+                by_case[row.bench.case].append((machine, row))
 
     def case_order(case: str) -> tuple[int, str]:
-        return (min(b.pixel_bytes for _, b in by_case[case]), case)
+        return (min(r.bench.pixel_bytes for _, r in by_case[case]), case)
 
     tables = []
     for case in sorted(by_case, key=case_order):
         entries = sorted(
             by_case[case],
-            key=lambda mb: (
-                mb[0].name.casefold(),
-                loader_rank(mb[1].loader),
-                mb[1].device,
-                mb[1].page_cache or "",
-                mb[1].param or mb[1].name,
+            key=lambda mr: (
+                mr[0].name.casefold(),
+                loader_rank(mr[1].bench.loader),
+                mr[1].bench.device,
+                mr[1].bench.page_cache or "",
+                mr[1].bench.param or mr[1].bench.name,
             ),
         )
-        labels = loader_labels(entries)
+        labels = loader_labels([(machine, row.bench) for machine, row in entries])
         rows = tuple(
             (
                 machine.name,
                 label,
-                bench.device,
-                bench.page_cache or "",
-                formatting.seconds(bench.median_s),
-                formatting.gbps(bench.gbps),
-                formatting.percent(bench.pct_of_ceiling),
-                formatting.speedup(speedup_vs_pydicom(machine.run, bench)),
+                row.bench.device,
+                row.bench.page_cache or "",
+                formatting.seconds(row.bench.median_s),
+                formatting.gbps(row.bench.gbps),
+                # Both derived within the row's own run (dgbench.derived), never against another run's rows.
+                formatting.percent(row.bench.pct_of_ceiling),
+                formatting.speedup(row.bench.speedup_vs_pydicom),
+                run_label(row.run),
             )
-            for (machine, bench), label in zip(entries, labels, strict=True)
+            for (machine, row), label in zip(entries, labels, strict=True)
         )
         tables.append(Table(title=case, headers=CASE_HEADERS, rows=rows))
     return tables
@@ -108,15 +117,11 @@ def loader_labels(entries: list[tuple[Machine, Benchmark]]) -> list[str]:
     ]
 
 
-def speedup_vs_pydicom(run: Run, bench: Benchmark) -> float | None:
-    """pydicom's median over this one's, same case and page cache, same run (``dgbench.derived`` computed it)."""
-    return bench.speedup_vs_pydicom
-
-
 def ceiling_table(machines: Iterable[Machine]) -> Table:
     """Every ``ceiling:*`` benchmark: what each machine's hardware allows at best."""
-    entries = [(m, b) for m in machines for b in m.run.benchmarks if b.is_ceiling]
-    entries.sort(key=lambda mb: (mb[0].name.casefold(), mb[1].loader, mb[1].pixel_bytes, mb[1].case, mb[1].page_cache or ""))
+    entries: list[tuple[Machine, Row]] = [(m, r) for m in machines for r in m.rows if r.bench.is_ceiling]
+    entries.sort(key=lambda mr: (mr[0].name.casefold(), mr[1].bench.loader, mr[1].bench.pixel_bytes, mr[1].bench.case,
+                                 mr[1].bench.page_cache or ""))
     rows = tuple(
         (
             machine.name,
@@ -127,34 +132,41 @@ def ceiling_table(machines: Iterable[Machine]) -> Table:
             formatting.byte_count(bench.pixel_bytes),
             formatting.seconds(bench.median_s),
             formatting.gbps(bench.gbps),
+            run_label(row.run),
         )
-        for machine, bench in entries
+        for machine, row in entries
+        for bench in (row.bench,)
     )
     return Table(title="Machine ceilings", headers=CEILING_HEADERS, rows=rows)
 
 
 def machine_table(machines: Iterable[Machine]) -> Table:
-    """Which file each machine's numbers come from, and what that machine was."""
+    """Which files each machine's rows come from (a row per run used, newest first), and what that machine was."""
     rows = []
     for machine in machines:
-        info = machine.run.machine_info
-        kvikio = str(info.get("kvikio_version") or "")
-        if info.get("kvikio_compat_mode") is True:
-            kvikio += " (compat mode)"
-        elif info.get("gds_available") is True:
-            kvikio += " (GDS)"
-        rows.append(
-            (
-                machine.name,
-                str(info.get("machine_slug") or ""),
-                str(info.get("gpu_driver") or ""),
-                str(info.get("cuda_runtime") or ""),
-                kvikio.strip(),
-                str(info.get("profile") or ""),
-                formatting.timestamp(machine.run.started),
-                (machine.run.commit_id or "")[:12],
-                machine.run.display,
-                str(len(machine.older_runs)),
+        shown: dict[int, int] = defaultdict(int)
+        for row in machine.rows:
+            shown[id(row.run)] += 1
+        for run in machine.runs_used:
+            info = run.machine_info
+            kvikio = str(info.get("kvikio_version") or "")
+            if info.get("kvikio_compat_mode") is True:
+                kvikio += " (compat mode)"
+            elif info.get("gds_available") is True:
+                kvikio += " (GDS)"
+            rows.append(
+                (
+                    machine.name,
+                    str(info.get("machine_slug") or ""),
+                    str(info.get("gpu_driver") or ""),
+                    str(info.get("cuda_runtime") or ""),
+                    kvikio.strip(),
+                    str(info.get("profile") or ""),
+                    formatting.timestamp(run.started),
+                    (run.commit_id or "")[:12],
+                    run.display,
+                    str(shown[id(run)]),
+                    str(len(machine.older_runs)),
+                )
             )
-        )
     return Table(title="Machines", headers=MACHINE_HEADERS, rows=tuple(rows))
