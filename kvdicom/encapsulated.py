@@ -160,7 +160,8 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
 
 
 def _split_on_eoi(frames: tuple, data, base: int) -> list:
-    """pydicom's rule without an offset table: a frame ends with the fragment holding EOI (FF D9) in its last 10 bytes."""
+    """pydicom's rule without an offset table: a frame ends with the fragment holding EOI (FF D9) in its last
+    10 bytes."""
     out, current = [], []
     for off, length in frames[0]:
         current.append((off, length))
@@ -190,7 +191,8 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
     except OSError as exc:
         raise _changed(path, exc, "compressed pixel data") from exc
     if got != data.nbytes:
-        raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; did the file change?")
+        raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; "
+                             "did the file change?")
     frames = _split_on_eoi(table.frames, data, start) if table.split_on_eoi else table.frames
     out = []
     for fragments in frames:

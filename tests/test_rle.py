@@ -109,7 +109,8 @@ def _segment_with_trailing_byte(path, byte: int) -> None:
     from pydicom.encaps import generate_frames
 
     ds = pydicom.dcmread(path)
-    frames = [f + bytes([byte]) for f in generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1)))]
+    count = int(ds.get("NumberOfFrames", 1))
+    frames = [f + bytes([byte]) for f in generate_frames(ds.PixelData, number_of_frames=count)]
     ds.PixelData = encapsulate(frames)
     ds.save_as(path, enforce_file_format=True)
 
