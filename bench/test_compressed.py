@@ -185,7 +185,8 @@ def test_compressed_pydicom_nvimgcodec_cupy(benchmark, cuda, cspec, cfile, crefe
     if (why := peers.plugin_available(cfile, peers.NVIMGCODEC_PLUGIN)) is not None:
         pytest.skip(why)
     out = peers.pydicom_nvimgcodec_to_cupy(cfile)
-    _record(benchmark, cspec, cfile, "pydicom+nvimgcodec+cupy", "cuda", out, creference, "nvimgcodec plugin (per frame)")
+    _record(benchmark, cspec, cfile, "pydicom+nvimgcodec+cupy", "cuda", out, creference,
+            "nvimgcodec plugin (per frame)")
     benchmark(_synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
 
 

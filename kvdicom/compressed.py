@@ -193,8 +193,8 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
     opts = dict(layout.options)
     opts["number_of_frames"] = layout.number_of_frames
     try:
-        arr, _ = decoder.as_array(value.tobytes(), index=index, decoding_plugin=reference_plugin(layout.transfer_syntax),
-                                  **opts)
+        arr, _ = decoder.as_array(value.tobytes(), index=index,
+                                  decoding_plugin=reference_plugin(layout.transfer_syntax), **opts)
     except DicomLoadError as exc:
         raise DicomLoadError(layout.path, exc.reason) from exc
     except (KeyboardInterrupt, SystemExit, GeneratorExit):

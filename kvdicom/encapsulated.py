@@ -121,7 +121,8 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
         for off, length in zip(offsets, lengths):
             start = first_item + off + HEADER
             if start + length > span[1]:
-                raise DicomLoadError(path, f"Extended Offset Table frame at {off} (+{length} bytes) runs past the fragments")
+                raise DicomLoadError(path, f"Extended Offset Table frame at {off} (+{length} bytes) "
+                                           "runs past the fragments")
             frames.append(((start, length),))
         return FrameTable(span, tuple(frames))
     if table:
@@ -137,7 +138,9 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
 
 
 def _split_on_eoi(frames: tuple, data, base: int) -> list:
-    """pydicom's rule without an offset table: a frame ends with the fragment holding EOI (FF D9) in its last 10 bytes."""
+    """pydicom's rule without an offset table.
+
+    A frame ends with the fragment holding EOI (FF D9) in its last 10 bytes."""
     out, current = [], []
     for off, length in frames[0]:
         current.append((off, length))
@@ -162,7 +165,8 @@ def read_frames(path: str, table: FrameTable, start: int | None = None) -> tuple
     data = np.empty(end - start, dtype=np.uint8)
     got = host_read.read_into(path, data, start)
     if got != data.nbytes:
-        raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; did the file change?")
+        raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; "
+                                   "did the file change?")
     frames = _split_on_eoi(table.frames, data, start) if table.split_on_eoi else table.frames
     out = []
     for fragments in frames:
