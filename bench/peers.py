@@ -152,7 +152,8 @@ def pydicom_series(folder, rescale: bool = False):
     for path in series_files(folder):
         ds = pydicom.dcmread(path)
         arr = apply_modality_lut(ds.pixel_array, ds) if rescale else ds.pixel_array
-        key = slice_sort_key(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"), ds.get("InstanceNumber"))
+        key = slice_sort_key(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"),
+                             ds.get("InstanceNumber"))
         slices.append((key, arr))
     slices.sort(key=lambda s: s[0])
     return np.stack([arr for _, arr in slices])

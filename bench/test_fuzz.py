@@ -221,7 +221,8 @@ def mutants(draw) -> Mutant:
             size = -(-mutant.spec.pixel_count * bits // 8)
             value = data[target.value_at : target.end] or b"\x5a"
             data = mutate.set_value(data, mutate.IMAGE_PIXEL["BitsAllocated"][0], "US", bits, **enc)
-            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", (value * (size // len(value) + 1))[:size], **enc)
+            filled = (value * (size // len(value) + 1))[:size]
+            mutant.data = mutate.set_value(data, target.tag, target.vr or "OB", filled, **enc)
             edit = f"BitsAllocated = {bits} with {size} bytes of pixel data"
         elif kind == "delete":
             name = draw(st.sampled_from(sorted(mutate.IMAGE_PIXEL)))
@@ -352,7 +353,8 @@ def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
     path.write_bytes(mutant.data)
     _, pixel_offset = _original(mutant.spec)
     reader = device_read if device == "cuda" else host_read
-    with time_limit(EXAMPLE_TIMEOUT_S), fault_before_pixel_read(reader, path, fault, mutant.data, pixel_offset) as fired:
+    with (time_limit(EXAMPLE_TIMEOUT_S),
+          fault_before_pixel_read(reader, path, fault, mutant.data, pixel_offset) as fired):
         try:
             result = kvdicom.load(path, device, force=mutant.force)
         except kvdicom.DicomLoadError as exc:

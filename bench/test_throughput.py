@@ -83,7 +83,8 @@ def test_kvdicom_cpu_out(benchmark, spec, spec_file, reference):
 
     layout = kvdicom.inspect(spec_file)
     out = np.empty(layout.shape, dtype=layout.dtype)
-    problem = _record(benchmark, spec, spec_file, "kvdicom_out", "cpu", kvdicom.load(spec_file, "cpu", out=out), reference)
+    problem = _record(benchmark, spec, spec_file, "kvdicom_out", "cpu", kvdicom.load(spec_file, "cpu", out=out),
+                      reference)
     assert problem is None, problem
     benchmark(kvdicom.load, spec_file, "cpu", out=out)
 
@@ -171,7 +172,8 @@ def test_pydicom_cpu_cold(benchmark, spec, spec_file, reference):
 
 @pytest.mark.cold
 def test_kvdicom_cpu_cold(benchmark, spec, spec_file, reference):
-    problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", kvdicom.load(spec_file, "cpu"), reference, page_cache="cold")
+    problem = _record(benchmark, spec, spec_file, "kvdicom", "cpu", kvdicom.load(spec_file, "cpu"), reference,
+                      page_cache="cold")
     assert problem is None, problem
     time_cold(benchmark, spec_file, lambda: kvdicom.load(spec_file, "cpu"))
 

@@ -321,7 +321,8 @@ def pytest_terminal_summary(terminalreporter, config):
     if state.chosen is not None:
         tr.write_line(f"baseline: {_display(state.chosen)} ({state.how})")
     tr.write_line(f"rule: change > max(threshold, {k:g} x max(IQR/median now, IQR/median baseline))"
-                  + ("" if config._benchmarksession.compare_fail else "; no --benchmark-compare-fail: threshold median:0%, report only"))
+                  + ("" if config._benchmarksession.compare_fail
+                     else "; no --benchmark-compare-fail: threshold median:0%, report only"))
     beyond = [v for v in state.verdicts if v.beyond_noise]
     ignored = [v for v in state.verdicts if v.over_threshold and not v.beyond_noise]
     for v in beyond:
@@ -332,5 +333,6 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.write_line(f"{len({v.name for v in state.verdicts})} compared, {len({v.name for v in beyond})} beyond noise, "
                   f"{len({v.name for v in ignored})} over threshold but within noise")
     if beyond and config._benchmarksession.compare_fail:
-        tr.write_line("dicom-gpu-bench: performance has regressed beyond noise; exit status 1 (--benchmark-compare-fail)",
+        tr.write_line("dicom-gpu-bench: performance has regressed beyond noise; "
+                      "exit status 1 (--benchmark-compare-fail)",
                       red=True, bold=True)

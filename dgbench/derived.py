@@ -31,7 +31,9 @@ def gbps(pixel_bytes: float, median_s: float) -> float | None:
 
 
 def effective_page_cache(info: dict) -> str:
-    """``warm``, ``cold`` (drop verified) or ``unverified``; a ``cold`` row without a residency reading is unverified."""
+    """``warm``, ``cold`` (drop verified) or ``unverified``.
+
+    A ``cold`` row without a residency reading is unverified."""
     state = info.get("page_cache") or "warm"
     if state != "cold":
         return state

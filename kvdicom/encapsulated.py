@@ -160,8 +160,9 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
 
 
 def _split_on_eoi(frames: tuple, data, base: int) -> list:
-    """pydicom's rule without an offset table: a frame ends with the fragment holding EOI (FF D9) in its last
-    10 bytes."""
+    """pydicom's rule without an offset table.
+
+    A frame ends with the fragment holding EOI (FF D9) in its last 10 bytes."""
     out, current = [], []
     for off, length in frames[0]:
         current.append((off, length))

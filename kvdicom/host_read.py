@@ -87,7 +87,8 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
-def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None, parallel_from: int | None = None) -> int:
+def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None,
+                parallel_from: int | None = None) -> int:
     """Fill ``view`` from ``fd`` at ``offset``; return the bytes read.
 
     Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`), or on a pool

@@ -107,7 +107,9 @@ def host_threads() -> int:
 
 
 def configure_kvikio() -> int:
-    """Apply the configured pool size to KvikIO once (until :func:`configure` changes it); return the threads in force."""
+    """Apply the configured pool size to KvikIO once (until :func:`configure` changes it).
+
+    Returns the threads in force."""
     global _applied
     import kvikio.defaults
 

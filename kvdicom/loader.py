@@ -74,7 +74,8 @@ def _check_out_array(out, device: str) -> None:
     module = type(out).__module__.split(".")[0]
     expected = "cupy" if device == "cuda" else "numpy"
     if module != expected or not hasattr(out, "flags"):
-        raise ValueError(f"out must be a {expected} array for device={device!r}, not {type(out).__module__}.{type(out).__name__}")
+        raise ValueError(f"out must be a {expected} array for device={device!r}, "
+                         f"not {type(out).__module__}.{type(out).__name__}")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     if module == "numpy" and not out.flags.writeable:

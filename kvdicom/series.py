@@ -81,7 +81,8 @@ def _read_slice(layout: PixelLayout, view: np.ndarray) -> None:
         raise
     except OSError as exc:
         raise DicomLoadError(layout.path, f"cannot read the pixel data after the header ({type(exc).__name__}: "
-                                          f"{exc}); the file was changed, removed or made unreadable in between") from exc
+                                          f"{exc}); the file was changed, removed or made unreadable "
+                                          "in between") from exc
     if got != layout.nbytes:
         raise DicomLoadError(layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; "
                                           "the file is shorter than its header says (truncated?)")
@@ -150,7 +151,7 @@ def _stored_volume(layouts, xp, raw, target):
     """
     first = layouts[0]
     n = len(layouts)
-    uniform = all(getattr(l, f) == getattr(first, f) for l in layouts for f in _DECODE_FIELDS)
+    uniform = all(getattr(layout, f) == getattr(first, f) for layout in layouts for f in _DECODE_FIELDS)
     bits = first.pixel_count * first.bits_allocated
     if first.photometric_interpretation == "YBR_FULL_422":
         bits = bits // 3 * 2
@@ -204,7 +205,7 @@ def _rescale_host(stored, slopes, intercepts, out) -> None:
 
 def _apply_modality(stored, layouts, out, xp) -> None:
     """``out[i] = apply_modality_lut(stored[i], ds_i)`` for every slice, as pydicom computes it."""
-    transforms = [l.modality for l in layouts]
+    transforms = [layout.modality for layout in layouts]
     scalar = all(t.kind == "rescale" and not isinstance(t.slope, tuple) and not isinstance(t.intercept, tuple)
                  for t in transforms)
     if scalar and out.dtype == np.float64 and xp is np:
@@ -225,8 +226,8 @@ def _apply_modality(stored, layouts, out, xp) -> None:
 
 def _read_native(layouts, stored, out_dtype, device, xp) -> None:
     """Native slices: all bytes read concurrently into one buffer, decoded into ``stored``."""
-    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(l) for l in layouts)
-    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
+    starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
     total = starts[-1]
     if device == "cuda":
         import cupyx
@@ -245,7 +246,7 @@ def _read_native(layouts, stored, out_dtype, device, xp) -> None:
 
 def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) -> None:
     """Native slices already read into ``staging`` (input order): copied to their sorted slots, decoded."""
-    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(l) for l in layouts)
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
     total = staging.slot * len(layouts)
     raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
     series_stage.gather(staging, indices, raw, backend)
@@ -328,7 +329,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
     indices = staging.indices(ordered) if staging is not None else None
-    if any(getattr(l, "compressed", False) for l in layouts):
+    if any(getattr(layout, "compressed", False) for layout in layouts):
         _decode_each(layouts, stored, device)
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
@@ -336,11 +337,11 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
         _read_native(layouts, stored, out_dtype, device, xp)
     if stored is not volume:
         _apply_modality(stored, layouts, volume, xp)
-    elif rescale and any(l.modality.kind != "none" for l in layouts):
+    elif rescale and any(layout.modality.kind != "none" for layout in layouts):
         _apply_modality(stored.copy(), layouts, volume, xp)  # LUT to the same dtype
 
     info = SeriesInfo(
-        paths=tuple(l.path for l in layouts),
+        paths=tuple(layout.path for layout in layouts),
         positions=tuple(h.keys.position for h in ordered),
         spacing=spacing,
         orientation=ordered[0].keys.orientation,

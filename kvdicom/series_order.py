@@ -43,7 +43,8 @@ def pick_series(headers: list[Header], series_uid: str | None, source: str) -> l
         groups.setdefault(h.keys.series_uid, []).append(h)
     if series_uid is not None:
         if series_uid not in groups:
-            raise DicomLoadError(source, f"no file has Series Instance UID {series_uid}; found {sorted(map(str, groups))}")
+            raise DicomLoadError(source, f"no file has Series Instance UID {series_uid}; "
+                                         f"found {sorted(map(str, groups))}")
         return groups[series_uid]
     if len(groups) > 1:
         listing = "; ".join(f"{uid} ({len(g)} files, e.g. {g[0].path})" for uid, g in groups.items())
@@ -58,9 +59,11 @@ def check_stackable(headers: list[Header]) -> None:
         raise DicomLoadError(multi[0], f"multi-frame file in a series of slices (also: {_names(multi[1:]) or 'none'}); "
                                        "load it with kvdicom.load")
     first = headers[0]
-    for what, get in (("rows", lambda l: l.rows), ("columns", lambda l: l.columns),
-                      ("samples per pixel", lambda l: l.samples_per_pixel), ("dtype", lambda l: l.dtype),
-                      ("shape", lambda l: l.shape)):
+    for what, get in (("rows", lambda layout: layout.rows),
+                      ("columns", lambda layout: layout.columns),
+                      ("samples per pixel", lambda layout: layout.samples_per_pixel),
+                      ("dtype", lambda layout: layout.dtype),
+                      ("shape", lambda layout: layout.shape)):
         odd = [h for h in headers if get(h.layout) != get(first.layout)]
         if odd:
             raise DicomLoadError(odd[0].path, f"{what} {get(odd[0].layout)} differs from {get(first.layout)} in "

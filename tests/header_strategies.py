@@ -68,7 +68,8 @@ def encode(elements, implicit: bool) -> bytes:
             if item.defined:
                 body += struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
             else:
-                body += struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + content + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                body += (struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + content
+                         + struct.pack("<HHI", 0xFFFE, 0xE00D, 0))
         if element.defined:
             out += _header(element.tag, "SQ", len(body), implicit) + body
         else:
@@ -95,7 +96,8 @@ def private_block(draw):
 
 def sequences(depth: int = 0):
     """A sequence of defined or undefined length whose items (of either kind) may nest another."""
-    inner = st.lists(st.one_of(private_block(), st.just([])), max_size=2).map(lambda ls: [e for l in ls for e in l])
+    inner = st.lists(st.one_of(private_block(), st.just([])), max_size=2).map(
+        lambda ls: [e for block in ls for e in block])
     if depth < 2:
         inner = st.tuples(inner, st.lists(st.deferred(lambda: sequences(depth + 1)), max_size=1)).map(
             lambda t: t[0] + t[1])

@@ -248,8 +248,8 @@ def _encapsulated_file(tmp_path, value: bytes, frames: int = 1):
 
 
 def test_fragment_running_past_the_end_of_the_file_is_refused(tmp_path):
-    bot = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
-    path = _encapsulated_file(tmp_path, bot + b"\xfe\xff\x00\xe0" + struct.pack("<I", 1 << 30))
+    empty_bot = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
+    path = _encapsulated_file(tmp_path, empty_bot + b"\xfe\xff\x00\xe0" + struct.pack("<I", 1 << 30))
     with pytest.raises(kvdicom.DicomLoadError, match="past the end of the file"):
         kvdicom.inspect(path)
 

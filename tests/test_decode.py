@@ -49,7 +49,8 @@ def test_big_endian_words_are_swapped(make_file):
 
 def test_bit_packed_pixels_unpack_lsb_first(tmp_path, make_file):
     # 3 x 3 = 9 pixels packed LSB first: 0b1000_0101, 0b0000_0001
-    path = _load_raw(make_file, tmp_path, np.array([0x85, 0x01], dtype=np.uint8), rows=3, cols=3, bits_allocated=1, bits_stored=1)
+    path = _load_raw(make_file, tmp_path, np.array([0x85, 0x01], dtype=np.uint8), rows=3, cols=3,
+                     bits_allocated=1, bits_stored=1)
     out = kvdicom.load(path, "cpu")
     assert out.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 1]]
     assert mismatch(out, pydicom_pixels(path)) is None

@@ -174,7 +174,7 @@ def test_decode_runner_runs_once_per_image_pixel_module(tmp_path, monkeypatch):
         paths.append(path)
     layouts = [kvdicom.inspect(p) for p in paths] + [inspect_dataset(p)[0] for p in paths]
     assert len(calls) == 1
-    assert len({(l.dtype, l.shape, l.bits_stored) for l in layouts}) == 1
+    assert len({(layout.dtype, layout.shape, layout.bits_stored) for layout in layouts}) == 1
 
 
 def test_number_of_frames_spelled_with_sign_and_padding(tmp_path):

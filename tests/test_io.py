@@ -98,7 +98,8 @@ print(sum(f.result() for f in futures) == 4096 * len(outs))
 """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60, cwd=root)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                              timeout=60, cwd=root)
     except subprocess.TimeoutExpired:
         pytest.fail("reads submitted to the pool deadlocked")
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "True", proc.stderr

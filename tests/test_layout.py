@@ -232,7 +232,8 @@ def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file,
 
 @pytest.mark.parametrize("rows,cols", [(1, 3), (2, 3), (4, 4)])
 def test_big_endian_8_bit_ow_is_swapped_pairwise_like_pydicom(make_file, rows, cols):
-    path = make_file(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, transfer_syntax="explicit_be", pixel_vr="OW")
+    path = make_file(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, transfer_syntax="explicit_be",
+                     pixel_vr="OW")
     layout = kvdicom.inspect(path)
     assert layout.swap_8bit_words and layout.nbytes % 2 == 0
     out = kvdicom.load(path, "cpu")
@@ -250,7 +251,8 @@ def test_number_of_frames_absent_and_1_give_the_same_2d_array(make_file):
 def test_file_without_meta_loads_with_force_like_pydicom(make_file, syntax):
     from fixtures.oracle import check_load
 
-    path = make_file(rows=3, cols=3, bits_allocated=16, bits_stored=12, signed=True, transfer_syntax=syntax, file_meta=False)
+    path = make_file(rows=3, cols=3, bits_allocated=16, bits_stored=12, signed=True, transfer_syntax=syntax,
+                     file_meta=False)
     assert check_load(path, "cpu", force=True) is None
     assert kvdicom.load(path, "cpu", force=True).shape == (3, 3)
 
@@ -270,7 +272,8 @@ def test_odd_length_pixel_data_has_its_pad_byte(make_file):
     assert mismatch(kvdicom.load(path, "cpu"), pydicom_pixels(path)) is None
 
 
-@pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"), (32, "DoubleFloatPixelData")])
+@pytest.mark.parametrize("bits,keyword", [(24, "PixelData"), (40, "PixelData"), (16, "FloatPixelData"),
+                                          (32, "DoubleFloatPixelData")])
 def test_bits_allocated_without_a_dtype_is_refused_naming_it(make_file, bits, keyword):
     from fixtures import mutate
     from fixtures.oracle import check_load

@@ -33,7 +33,8 @@ def _with_lut(tmp_path, spec: DicomSpec, descriptor, data, vr="US"):
 
 
 def test_slope_and_intercept_give_float64_like_pydicom(make_file):
-    path = make_file(rows=4, cols=5, bits_allocated=16, bits_stored=12, signed=True, rescale_slope=0.5, rescale_intercept=-1024)
+    path = make_file(rows=4, cols=5, bits_allocated=16, bits_stored=12, signed=True, rescale_slope=0.5,
+                     rescale_intercept=-1024)
     out = kvdicom.load(path, "cpu", rescale=True)
     assert out.dtype == np.float64
     assert mismatch(out, pydicom_pixels(path, rescale=True)) is None

@@ -34,7 +34,8 @@ LARGE_BYTES = 1024 * 1024 * 2
 # --------------------------------------------------------------------------
 
 
-def bench(case: str, loader: str, device: str, pixel_bytes: int, median: float, page_cache: str = "warm", **extra) -> dict:
+def bench(case: str, loader: str, device: str, pixel_bytes: int, median: float, page_cache: str = "warm",
+          **extra) -> dict:
     """One ``benchmarks[]`` entry as ``bench/`` writes it (dgbench.schema's factory; derived fields filled later)."""
     if page_cache == "cold":
         extra.setdefault("resident_fraction_max", 0.0)  # a verified drop of the page cache
@@ -45,7 +46,8 @@ def bench(case: str, loader: str, device: str, pixel_bytes: int, median: float, 
                           iqr=median * 0.13, rounds=20, **extra)
 
 
-def machine_info(gpu_name: str | None, slug: str, *, gds: bool = False, compat: bool = False, node: str = "gpu-node-1", cpu: str = "AMD EPYC 7763 64-Core Processor") -> dict:
+def machine_info(gpu_name: str | None, slug: str, *, gds: bool = False, compat: bool = False,
+                 node: str = "gpu-node-1", cpu: str = "AMD EPYC 7763 64-Core Processor") -> dict:
     """``machine_info`` with pytest-benchmark's own keys and the suite's additions."""
     return {
         "node": node,
@@ -79,7 +81,8 @@ def machine_info(gpu_name: str | None, slug: str, *, gds: bool = False, compat: 
     }
 
 
-def result_document(info: dict, benchmarks: list[dict], when: str, *, derived: bool = True, commit: str = "0123456789abcdef0123") -> dict:
+def result_document(info: dict, benchmarks: list[dict], when: str, *, derived: bool = True,
+                    commit: str = "0123456789abcdef0123") -> dict:
     """A whole saved result, as pytest-benchmark 5 writes it (derived fields by dgbench.derived, as the suite does)."""
     if derived:
         add_derived_fields(benchmarks)
@@ -298,7 +301,8 @@ def test_same_gpu_on_two_machines_is_told_apart(tmp_path, capsys):
     for slug, median in (("h100_drv550_kvikio-compat", 0.001), ("h100_drv580_kvikio-compat", 0.0005)):
         write_result(
             results / slug / "0001.json",
-            result_document(machine_info(H100, slug, compat=True), gpu_run(median, median), "2026-03-01T02:00:00+00:00"),
+            result_document(machine_info(H100, slug, compat=True), gpu_run(median, median),
+                            "2026-03-01T02:00:00+00:00"),
         )
     out = tmp_path / "out"
     assert run_report(capsys, results, "-o", out)[0] == 0
@@ -316,7 +320,8 @@ def test_cpu_only_run_is_named_by_processor_and_derived_fields_fall_back(tmp_pat
         bench(LARGE, "seed", "cpu", LARGE_BYTES, 0.003),
     ]
     # No pct_of_ceiling / speedup_vs_pydicom recorded: % blank, speed-up from this file's pydicom.
-    path = write_result(tmp_path / "cpu.json", result_document(info, benchmarks, "2026-03-01T02:00:00+00:00", derived=False))
+    path = write_result(tmp_path / "cpu.json",
+                        result_document(info, benchmarks, "2026-03-01T02:00:00+00:00", derived=False))
     out = tmp_path / "out"
     assert run_report(capsys, path, "-o", out)[0] == 0
     rows = markdown_tables((out / "report.md").read_text())[f"Case: {LARGE}"]
@@ -343,7 +348,8 @@ def test_malformed_files_are_skipped_and_listed(two_machines, tmp_path, capsys):
     no_benchmarks = bad / "no_benchmarks.json"
     no_benchmarks.write_text(json.dumps({"machine_info": machine_info(H100, "x"), "datetime": "2026-03-01T00:00:00"}))
     no_machine = bad / "no_machine_info.json"
-    no_machine.write_text(json.dumps({"benchmarks": [bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, 0.001)], "datetime": "2026-03-01T00:00:00"}))
+    no_machine.write_text(json.dumps({"benchmarks": [bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, 0.001)],
+                                      "datetime": "2026-03-01T00:00:00"}))
     # A real-looking run where one benchmark lacks its case: that benchmark goes, the rest stays.
     partial_doc = result_document(
         machine_info("NVIDIA A100-SXM4-80GB", "a100_slug"), gpu_run(0.0008, 0.0006), "2026-03-01T04:00:00+00:00"
@@ -515,7 +521,8 @@ def test_cold_and_warm_runs_and_repeated_loaders_get_their_own_rows(tmp_path, ca
     benchmarks[4]["param"] = "threads1"
     benchmarks[5]["param"] = "threads8"
     path = write_result(
-        tmp_path / "r.json", result_document(machine_info(H100, "h100"), benchmarks, "2026-03-01T02:00:00+00:00", derived=False)
+        tmp_path / "r.json",
+        result_document(machine_info(H100, "h100"), benchmarks, "2026-03-01T02:00:00+00:00", derived=False),
     )
     out = tmp_path / "out"
     assert run_report(capsys, path, "-o", out)[0] == 0

@@ -49,7 +49,8 @@ def _unescaped(text: str) -> str:
 def one_machine(tmp_path) -> Path:
     results = tmp_path / "results"
     write_result(results / "h100" / "0001_a.json",
-                 result_document(machine_info(H100, SLUG, compat=True), gpu_run(0.0005, 0.0004), "2026-03-01T02:00:00+00:00"))
+                 result_document(machine_info(H100, SLUG, compat=True), gpu_run(0.0005, 0.0004),
+                                 "2026-03-01T02:00:00+00:00"))
     return results
 
 
@@ -157,7 +158,8 @@ def test_an_unverified_cold_row_is_shown_as_such_and_never_against_the_disk(tmp_
         bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, 0.001, page_cache="cold", resident_fraction_max=0.6),
         bench(LARGE, "ceiling:disk_read", "cpu", LARGE_BYTES, 0.004, page_cache="cold"),
     ]
-    path = write_result(tmp_path / "r.json", result_document(machine_info(H100, "h"), benches, "2026-03-01T02:00:00+00:00"))
+    path = write_result(tmp_path / "r.json",
+                        result_document(machine_info(H100, "h"), benches, "2026-03-01T02:00:00+00:00"))
     out = tmp_path / "out"
     assert run_report(capsys, path, "-o", out)[0] == 0
     row = markdown_tables((out / "report.md").read_text())[f"Case: {LARGE}"][0]
@@ -232,7 +234,8 @@ def test_plots_are_small_multiples_with_one_colour_per_loader(tmp_path):
             bench(LARGE, "kvdicom", "cuda", LARGE_BYTES, kv * 5, page_cache="cold"),
             bench(LARGE, "ceiling:disk_read", "cpu", LARGE_BYTES, kv * 4, page_cache="cold"),
         ]
-        write_result(results / slug / "0001.json", result_document(machine_info(name, slug), benches, "2026-03-01T02:00:00+00:00"))
+        write_result(results / slug / "0001.json",
+                     result_document(machine_info(name, slug), benches, "2026-03-01T02:00:00+00:00"))
     machines = machines_from_runs(load_results([results]).runs)
     specs = per_machine_plots(machines)
     assert [[p.title for p in s.panels] for s in specs] == [["page cache warm", "page cache cold"]] * 2

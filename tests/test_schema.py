@@ -22,7 +22,8 @@ def test_a_loader_row_has_the_committed_keys_and_its_ceiling():
 
 def test_a_ceiling_row_names_no_ceiling_of_its_own():
     info = bench_extra("c", "ceiling:disk_read_direct", "cpu", 9, 8, "cold", direct_io=True, bytes_read=8)
-    assert set(info) == {"case", "loader", "device", "file_bytes", "pixel_bytes", "page_cache", "direct_io", "bytes_read"}
+    assert set(info) == {"case", "loader", "device", "file_bytes", "pixel_bytes", "page_cache", "direct_io",
+                         "bytes_read"}
 
 
 def test_unknown_keys_and_page_cache_states_are_refused():
@@ -33,8 +34,8 @@ def test_unknown_keys_and_page_cache_states_are_refused():
 
 
 def test_ceiling_for():
-    assert [ceiling_for(d, c) for d, c in (("cuda", "warm"), ("cpu", "warm"), ("cuda", "cold"), ("cpu", "unverified"))] == [
-        "h2d_pinned", "host_read", "disk_read", "disk_read"]
+    pairs = (("cuda", "warm"), ("cpu", "warm"), ("cuda", "cold"), ("cpu", "unverified"))
+    assert [ceiling_for(d, c) for d, c in pairs] == ["h2d_pinned", "host_read", "disk_read", "disk_read"]
 
 
 def test_documents_have_pytest_benchmarks_shape():

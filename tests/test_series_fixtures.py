@@ -38,7 +38,8 @@ def _positions_along_normal(paths):
 
 
 @pytest.mark.parametrize("series", [SMALL, SeriesSpec(slices=5, rows=8, cols=12, header="mr", signed=False,
-                                                    bits_stored=12, orientation=SAGITTAL, transfer_syntax="implicit_le")],
+                                                    bits_stored=12, orientation=SAGITTAL,
+                                                    transfer_syntax="implicit_le")],
                          ids=lambda s: s.case_id)
 def test_one_series_one_file_per_slice_names_shuffled(tmp_path, series):
     spec = series
@@ -61,8 +62,8 @@ def test_one_series_one_file_per_slice_names_shuffled(tmp_path, series):
 
 def test_simpleitk_sorts_the_series_in_the_same_order(tmp_path):
     sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is not installed")
-    for spec in (SMALL, SeriesSpec(slices=6, rows=8, cols=8, tilt=12.0), SeriesSpec(slices=6, rows=8, cols=8, header="mr",
-                                                                                      orientation=SAGITTAL)):
+    for spec in (SMALL, SeriesSpec(slices=6, rows=8, cols=8, tilt=12.0),
+                 SeriesSpec(slices=6, rows=8, cols=8, header="mr", orientation=SAGITTAL)):
         folder = _write(tmp_path, spec)
         names = [os.path.basename(n) for n in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))]
         assert names == [p.name for p in volume_paths(folder, spec)]

@@ -241,7 +241,8 @@ PUBLISH_STEP = 'git push --quiet origin "HEAD:refs/heads/$RESULTS_BRANCH"'
 def test_only_the_publish_job_may_write_and_it_runs_on_a_hosted_runner():
     workflow = load_workflow()
     assert workflow["permissions"] == {"contents": "read"}
-    writers = [name for name, job in workflow["jobs"].items() if (job.get("permissions") or {}).get("contents") == "write"]
+    writers = [name for name, job in workflow["jobs"].items()
+               if (job.get("permissions") or {}).get("contents") == "write"]
     assert writers == ["publish-results"]
     job = workflow["jobs"]["publish-results"]
     assert job["needs"] == "gpu-nightly" and job["runs-on"] == "ubuntu-latest"

@@ -43,7 +43,8 @@ def main() -> int:
         total += path.stat().st_size
         print(f"{path.stat().st_size:>10}  {path.name}")
     pins = ",".join(f"{d}={installed_version(d)}" for d in CARRIED if installed_version(d))
-    print(f"{total / 2**20:.1f} MiB in {args.out}; on the device: export DGB_ENCODERS={pins} DGB_CORPUS_DIR=$PWD/{args.out}")
+    print(f"{total / 2**20:.1f} MiB in {args.out}; "
+          f"on the device: export DGB_ENCODERS={pins} DGB_CORPUS_DIR=$PWD/{args.out}")
     return 0
 
 

@@ -70,15 +70,19 @@ def main() -> None:
         write_series(spec, folder)
     paths = sorted(os.path.abspath(os.path.join(folder, f)) for f in os.listdir(folder))
     r = args.repeat
-    print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, {series_headers.header_processes()} header processes")
-    print(f"dcmread(stop_before_pixels)   {best(lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], r):8.1f} ms")
+    print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, "
+          f"{series_headers.header_processes()} header processes")
+    dcmread_ms = best(lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], r)
+    print(f"dcmread(stop_before_pixels)   {dcmread_ms:8.1f} ms")
     print(f"kvdicom.inspect (fast walk)    {best(lambda: [kvdicom.inspect(p) for p in paths], r):8.1f} ms")
     print(f"kvdicom pydicom path           {best(lambda: [inspect_dataset(p) for p in paths], min(r, 2)):8.1f} ms")
     series_headers.read_headers(paths, parallel=True)  # start the pool
-    print(f"headers in-process             {best(lambda: series_headers.read_headers(paths, parallel=False), r):8.1f} ms")
-    print(f"headers in the pool            {best(lambda: series_headers.read_headers(paths, parallel=True), r):8.1f} ms")
+    in_process_ms = best(lambda: series_headers.read_headers(paths, parallel=False), r)
+    print(f"headers in-process             {in_process_ms:8.1f} ms")
+    pool_ms = best(lambda: series_headers.read_headers(paths, parallel=True), r)
+    print(f"headers in the pool            {pool_ms:8.1f} ms")
     layouts = [h.layout for h in series_headers.read_headers(paths, parallel=False)]
-    starts = np.concatenate([[0], np.cumsum([l.nbytes for l in layouts])]).tolist()
+    starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
     buffer = np.empty(starts[-1], np.uint8)
     print(f"pixel reads (host)             {best(lambda: series._read_all(layouts, buffer, starts), r):8.1f} ms")
     host = series_stage.Backend(allocate=lambda n: np.empty(n, np.uint8), read=series._submit_read,

@@ -125,7 +125,8 @@ def main():
         if key not in best or r["gbps"] > best[key]["gbps"]:
             best[key] = r
     print("\nbest:", json.dumps(best, indent=1))
-    Path(args.out, "tune_kvikio.json").write_text(json.dumps({"small": small, "limits": limits, "sweep": rows, "best": best}, indent=1))
+    summary = {"small": small, "limits": limits, "sweep": rows, "best": best}
+    Path(args.out, "tune_kvikio.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
