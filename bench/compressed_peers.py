@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 
 import pydicom
 
@@ -47,35 +45,3 @@ def pydicom_nvimgcodec_to_cupy(path):
     import cupy
 
     return cupy.asarray(pydicom_pinned(path, NVIMGCODEC_PLUGIN))
-
-
-_PROBE = """
-import sys, dicomsdl
-ds = dicomsdl.open(sys.argv[1])
-ds.pixelData()
-"""
-
-
-@functools.cache
-def dicomsdl_problem(path: str) -> str | None:
-    """Why dicomsdl cannot load ``path``, found in a child process (it aborts the process on some files)."""
-    try:
-        import dicomsdl  # noqa: F401
-    except ImportError as exc:
-        return f"dicomsdl is not installed ({exc})"
-    run = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120, check=False)
-    if run.returncode:
-        return f"dicomsdl fails on this file (exit {run.returncode}: {run.stderr.strip()[-200:]})"
-    return None
-
-
-def dicomsdl_to_cupy(path, frames: int):
-    """dicomsdl's decode on the host (one frame per call), then ``cupy.asarray``."""
-    import cupy
-    import dicomsdl
-    import numpy as np
-
-    ds = dicomsdl.open(str(path))
-    if frames == 1:
-        return cupy.asarray(ds.pixelData())
-    return cupy.asarray(np.stack([ds.pixelData(i) for i in range(frames)]))

@@ -65,17 +65,22 @@ def monai_gpu(reader, path):
 
 
 def dicomsdl_cpu(path):
-    """dicomsdl's stored values (``storedvalue=True``: no rescale, like ``pixel_array``), all frames."""
+    """dicomsdl's stored values (``storedvalue=True``: no rescale, like ``pixel_array``), all frames.
+
+    Frames after the first are decoded into one preallocated array (``copyFrameData``), so compressed and
+    colour files take the same path as native grey ones.
+    """
     import dicomsdl
     import numpy as np
 
     ds = dicomsdl.open(str(path))
-    info = ds.getPixelDataInfo()
-    frames = info["NumberOfFrames"] or 1
+    frames = ds.getPixelDataInfo()["NumberOfFrames"] or 1
+    first = ds.pixelData(0, storedvalue=True)
     if frames == 1:
-        return ds.pixelData(storedvalue=True)
-    out = np.empty((frames, info["Rows"], info["Cols"]), dtype=info["dtype"])
-    for i in range(frames):
+        return first
+    out = np.empty((frames, *first.shape), dtype=first.dtype)
+    out[0] = first
+    for i in range(1, frames):
         ds.copyFrameData(i, out[i])
     return out
 

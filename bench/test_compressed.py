@@ -14,6 +14,7 @@ import pytest
 
 import kvdicom
 from bench import compressed_peers as peers
+from bench.peers import dicomsdl_crash, dicomsdl_to_cupy
 from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
 from fixtures.oracle import to_host
@@ -255,9 +256,8 @@ def test_compressed_pydicom_nvimgcodec_cupy(benchmark, cuda, cspec, cfile, crefe
 
 @pytest.mark.gpu
 def test_compressed_dicomsdl_cupy(benchmark, cuda, cspec, cfile, creference):
-    if (why := peers.dicomsdl_problem(str(cfile))) is not None:
+    if (why := dicomsdl_crash([cfile])) is not None:
         pytest.skip(why)
-    frames = kvdicom.inspect(cfile).number_of_frames
-    out = peers.dicomsdl_to_cupy(cfile, frames)
+    out = dicomsdl_to_cupy(cfile)
     _record(benchmark, cspec, cfile, "dicomsdl+cupy", "cuda", out, creference, "dicomsdl")
-    benchmark(_synced(cuda, peers.dicomsdl_to_cupy, cfile, frames))
+    benchmark(_synced(cuda, dicomsdl_to_cupy, cfile))

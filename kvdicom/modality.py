@@ -72,6 +72,45 @@ def _lookup(arr, layout: PixelLayout):
     return table[clipped]
 
 
+#: float32 bits → float64, subnormals kept: ``mantissa × 2**-149`` is exact in float64; other values
+#: (normal, zero, inf, NaN) convert exactly through the ordinary cast. Checked bit for bit on the H200.
+_WIDEN_FLOAT32 = r"""
+unsigned int e = (b >> 23) & 0xFF, m = b & 0x7FFFFF;
+if (e == 0) { y = ((b >> 31) ? -1.0 : 1.0) * ((double)m * 1.401298464324817e-45); }
+else { y = (double)__int_as_float((int)b); }
+"""
+
+
+def to_float64(arr, out=None):
+    """``arr.astype(float64)`` as NumPy computes it, also for float32 subnormals on the GPU.
+
+    Measured on the H200 (CuPy 14.2, CUDA 13.2): CuPy's float32 → float64 cast flushed subnormals to
+    zero (1.4e-45 became 0.0, also in a kernel compiled with ``-ftz=false``), where NumPy and pydicom
+    keep them; the GPU rescale property test caught it on Float Pixel Data. So float32 arrays on the
+    GPU are widened from their bits (:data:`_WIDEN_FLOAT32`); everything else is the plain cast.
+    """
+    xp = array_module(arr)
+    if xp is np or arr.dtype != np.float32:
+        if out is None:
+            return arr.astype(xp.float64)
+        out[...] = arr
+        return out
+    bits = arr.view(xp.uint32)
+    return _widen_kernel()(bits) if out is None else _widen_kernel()(bits, out)
+
+
+def _widen_kernel():
+    global _widen
+    if _widen is None:
+        import cupy
+
+        _widen = cupy.ElementwiseKernel("uint32 b", "float64 y", _WIDEN_FLOAT32, "kvdicom_widen_float32")
+    return _widen
+
+
+_widen = None
+
+
 def apply(arr, layout: PixelLayout):
     """The modality LUT of ``layout`` applied to the decoded ``arr``, on its own device."""
     check(layout)
@@ -85,7 +124,7 @@ def apply(arr, layout: PixelLayout):
             slope = xp.asarray(slope, dtype=xp.float64)
         if isinstance(intercept, tuple):
             intercept = xp.asarray(intercept, dtype=xp.float64)
-        out = arr.astype(xp.float64) * slope
+        out = to_float64(arr) * slope
         out += intercept
         return out
     return arr

@@ -216,7 +216,7 @@ def _apply_modality(stored, layouts, out, xp) -> None:
         extra = (1,) * (stored.ndim - 1)
         slopes = xp.asarray(np.array([t.slope for t in transforms], dtype=np.float64).reshape((-1,) + extra))
         intercepts = xp.asarray(np.array([t.intercept for t in transforms], dtype=np.float64).reshape((-1,) + extra))
-        out[...] = stored
+        modality.to_float64(stored, out)  # CuPy's plain cast flushes float32 subnormals
         out *= slopes
         out += intercepts
         return

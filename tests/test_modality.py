@@ -136,3 +136,42 @@ def test_modality_lut_descriptor_with_a_bad_depth_is_refused(tmp_path):
     with pytest.raises(kvdicom.DicomLoadError, match="LUT Descriptor"):
         kvdicom.load(path, "cpu", rescale=True)
     assert check_load(path, "cpu", rescale=True) is None
+
+
+def _widen_like_the_kernel(bits: np.ndarray) -> np.ndarray:
+    """modality._WIDEN_FLOAT32, step for step, in NumPy (the kernel itself needs a GPU)."""
+    e = (bits >> 23) & 0xFF
+    m = (bits & 0x7FFFFF).astype(np.float64)
+    sign = np.where(bits >> 31, -1.0, 1.0)
+    return np.where(e == 0, sign * (m * 1.401298464324817e-45), bits.view(np.float32).astype(np.float64))
+
+
+def test_float32_widening_rule_keeps_subnormals_bit_for_bit():
+    from kvdicom.modality import _WIDEN_FLOAT32
+
+    assert "1.401298464324817e-45" in _WIDEN_FLOAT32 and "e == 0" in _WIDEN_FLOAT32
+    rng = np.random.default_rng(7)
+    bits = np.concatenate([
+        rng.integers(0, 2**32, size=4096, dtype=np.uint64).astype(np.uint32),
+        rng.integers(0, 0x800000, size=1024, dtype=np.uint32),  # subnormals
+        rng.integers(0, 0x800000, size=1024, dtype=np.uint32) | np.uint32(0x80000000),  # negative subnormals
+        np.array([0, 0x80000000, 1, 0x7F800000, 0xFF800000, 0x7F7FFFFF], dtype=np.uint32),
+    ])
+    finite = np.isfinite(bits.view(np.float32)) | (((bits >> 23) & 0xFF) == 0xFF)
+    expected = bits.view(np.float32).astype(np.float64)
+    got = _widen_like_the_kernel(bits)
+    nan = np.isnan(expected)
+    assert np.array_equal(got[~nan & finite].view(np.uint64), expected[~nan & finite].view(np.uint64))
+    assert np.isnan(got[nan]).all()
+
+
+@pytest.mark.gpu
+def test_gpu_float32_subnormals_survive_rescale(cuda):
+    from kvdicom.modality import to_float64
+
+    values = np.array([1.401298464324817e-45, -1e-40, 3.5, -0.0, np.finfo(np.float32).max], dtype=np.float32)
+    got = to_float64(cuda.asarray(values)).get()
+    assert np.array_equal(got.view(np.uint64), values.astype(np.float64).view(np.uint64))
+    out = cuda.empty(values.shape, dtype=cuda.float64)
+    assert to_float64(cuda.asarray(values), out) is out
+    assert np.array_equal(out.get().view(np.uint64), values.astype(np.float64).view(np.uint64))
