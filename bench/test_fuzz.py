@@ -29,7 +29,6 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
 import tempfile
 import tracemalloc
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from fixtures import mutate
 from fixtures.oracle import check_load
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
+from fixtures.time_limit import TimeLimitExceeded, time_limit
 from fixtures.writer import write_dicom
 from kvdicom import device_read, encapsulated, host_read
 from kvdicom.layout import PIXEL_ELEMENTS
@@ -64,26 +64,6 @@ PHOTOMETRIC_VALUES = ["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL
                       "MONOCHROME2\\RGB"]
 DS_VALUES = ["1", "0", "-1", "2.5", "-1024", "1e3", "1E-3", "nan", "inf", "-inf", "abc", "", "1\\2",
              "1.7976931348623157e308", "0.0000001"]
-
-
-class ExampleTimeout(BaseException):
-    """Raised by the alarm; a BaseException so that ``except Exception`` cannot swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail the example with :class:`ExampleTimeout` if it runs longer than ``seconds``."""
-
-    def _alarm(signum, frame):
-        raise ExampleTimeout(f"example ran past {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -273,7 +253,7 @@ def _check_mutant(fuzz_dir, mutant: Mutant, device: str, rescale: bool):
         try:
             bounded_load(path, device, force=mutant.force, rescale=rescale)
             problem = check_load(path, device, force=mutant.force, rescale=rescale)
-        except (AssertionError, ExampleTimeout):
+        except (AssertionError, TimeLimitExceeded):
             raise
         except Exception as exc:
             pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError): {exc}; edits={mutant.edits}")
@@ -360,7 +340,7 @@ def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
         except kvdicom.DicomLoadError as exc:
             assert exc.path == str(path), f"error does not name the file: {exc}"
             return
-        except ExampleTimeout:
+        except TimeLimitExceeded:
             raise
         except Exception as exc:
             pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault}: {exc}; "
@@ -427,7 +407,7 @@ def _check_compressed_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, poi
         except kvdicom.DicomLoadError as exc:
             assert exc.path == str(path), f"error does not name the file: {exc}"
             return
-        except ExampleTimeout:
+        except TimeLimitExceeded:
             raise
         except Exception as exc:
             pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault} before the "

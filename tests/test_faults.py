@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ import kvdicom
 import kvdicom.loader
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
+from fixtures.time_limit import time_limit
 from fixtures.writer import write_dicom
 from kvdicom import fileid, host_read
 
@@ -21,24 +21,9 @@ SPEC = DicomSpec(frames=2, rows=16, cols=16)
 TWIN = DicomSpec(frames=2, rows=16, cols=16, seed=5)
 
 
-class Hang(BaseException):
-    pass
-
-
-@contextlib.contextmanager
 def no_hang(seconds: float = 5):
     """Fail instead of hanging (SIGALRM interrupts a blocking open())."""
-
-    def alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return time_limit(seconds)
 
 
 @pytest.fixture
