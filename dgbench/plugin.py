@@ -109,12 +109,17 @@ def corpus(pytestconfig) -> Corpus:
     return store
 
 
+def _profile_paths(corpus: Corpus, profile: str) -> set[Path]:
+    """The corpus paths of every file and series of ``profile``: what making room must not evict."""
+    keep = {corpus.path_for(s) for s in profile_specs(profile)}
+    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
+    return keep
+
+
 @pytest.fixture(scope="session")
 def spec_file(request, corpus, spec) -> Path:
     """The cached file of the current matrix point, generated on first use."""
-    profile = request.config.getoption("profile")
-    keep = {corpus.path_for(s) for s in profile_specs(profile)}
-    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
+    keep = _profile_paths(corpus, request.config.getoption("profile"))
     try:
         return corpus.ensure(spec, keep)
     except (CorpusError, OSError) as exc:
@@ -124,9 +129,7 @@ def spec_file(request, corpus, spec) -> Path:
 @pytest.fixture(scope="session")
 def series_dir(request, corpus, series_spec) -> Path:
     """The cached folder of the current series, generated on first use."""
-    profile = request.config.getoption("profile")
-    keep = {corpus.path_for(s) for s in profile_specs(profile)}
-    keep |= {corpus.series_path_for(s) for s in series_profile_specs(profile)}
+    keep = _profile_paths(corpus, request.config.getoption("profile"))
     try:
         return corpus.ensure_series(series_spec, keep)
     except (CorpusError, OSError) as exc:
