@@ -323,18 +323,20 @@ def fault_before_pixel_read(reader, path: Path, fault: str, data: bytes, pixel_o
         setattr(reader, name, original)
 
 
-def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
-    note(f"spec={mutant.spec} force={mutant.force} fault={fault} edits={mutant.edits}")
-    path = fuzz_dir / f"changing-{device}.dcm"
+def _expect_refusal(fuzz_dir, name: str, mutant: Mutant, fault: str, patched: tuple, device: str, when: str):
+    """Load ``mutant`` from ``fuzz_dir/name`` with ``fault`` applied just before ``patched`` (module, attribute)
+    runs: the load must raise a DicomLoadError naming the file. ``when`` says where, for the failure messages.
+    """
+    path = fuzz_dir / name
     if path.is_dir():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
     path.write_bytes(mutant.data)
     _, pixel_offset = _original(mutant.spec)
-    reader = device_read if device == "cuda" else host_read
+    module, attribute = patched
     with (time_limit(EXAMPLE_TIMEOUT_S),
-          fault_before_pixel_read(reader, path, fault, mutant.data, pixel_offset) as fired):
+          fault_before_pixel_read(module, path, fault, mutant.data, pixel_offset, attribute) as fired):
         try:
             result = kvdicom.load(path, device, force=mutant.force)
         except kvdicom.DicomLoadError as exc:
@@ -343,10 +345,17 @@ def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
         except TimeLimitExceeded:
             raise
         except Exception as exc:
-            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault}: {exc}; "
+            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault} {when}: {exc}; "
                         f"edits={mutant.edits}")
     pytest.fail(f"kvdicom returned a {type(result).__name__} of shape {result.shape} although the file was "
-                f"changed ({fault}, fired={bool(fired)}) between header and pixel read; edits={mutant.edits}")
+                f"changed ({fault} {when}, fired={bool(fired)}); edits={mutant.edits}")
+
+
+def _check_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, device: str):
+    note(f"spec={mutant.spec} force={mutant.force} fault={fault} edits={mutant.edits}")
+    reader = device_read if device == "cuda" else host_read
+    _expect_refusal(fuzz_dir, f"changing-{device}.dcm", mutant, fault, (reader, "read_into"), device,
+                    "between header and pixel read")
 
 
 @FUZZ_SETTINGS
@@ -392,28 +401,8 @@ def compressed_mutants(draw) -> Mutant:
 
 def _check_compressed_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, point: str, device: str):
     note(f"spec={mutant.spec} fault={fault} at={point} edits={mutant.edits}")
-    path = fuzz_dir / f"changing-compressed-{device}.dcm"
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-    path.write_bytes(mutant.data)
-    _, pixel_offset = _original(mutant.spec)
-    module, name = COMPRESSED_FAULT_POINTS[point]
-    with (time_limit(EXAMPLE_TIMEOUT_S),
-          fault_before_pixel_read(module, path, fault, mutant.data, pixel_offset, name) as fired):
-        try:
-            result = kvdicom.load(path, device)
-        except kvdicom.DicomLoadError as exc:
-            assert exc.path == str(path), f"error does not name the file: {exc}"
-            return
-        except TimeLimitExceeded:
-            raise
-        except Exception as exc:
-            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError) after a {fault} before the "
-                        f"{point}: {exc}; edits={mutant.edits}")
-    pytest.fail(f"kvdicom returned a {type(result).__name__} of shape {result.shape} although the file was "
-                f"changed ({fault} before the {point}, fired={bool(fired)}); edits={mutant.edits}")
+    _expect_refusal(fuzz_dir, f"changing-compressed-{device}.dcm", mutant, fault, COMPRESSED_FAULT_POINTS[point],
+                    device, f"before the {point}")
 
 
 @FUZZ_SETTINGS
