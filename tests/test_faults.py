@@ -145,24 +145,28 @@ def test_a_file_changed_after_inspect_is_refused(dcm, tmp_path, fault):
 
 
 @contextlib.contextmanager
-def fault_before_read(fault, path, tmp_path):
-    """Run ``fault`` on ``path`` between ``load``'s header parse and its pixel read."""
-    original = host_read.read_into
+def fault_before(fault, path, tmp_path, target=(host_read, "read_into"), twin=_twin):
+    """Run ``fault`` on ``path`` each time ``target`` (module, attribute) is called.
+
+    The default target is the host pixel read: the fault falls between ``load``'s header parse and its read.
+    """
+    module, name = target
+    original = getattr(module, name)
 
     def faulty(*args, **kwargs):
-        fault(path, tmp_path)
+        fault(path, tmp_path, twin=twin)
         return original(*args, **kwargs)
 
-    host_read.read_into = faulty
+    setattr(module, name, faulty)
     try:
         yield
     finally:
-        host_read.read_into = original
+        setattr(module, name, original)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
 def test_a_file_changed_during_load_is_refused(dcm, tmp_path, fault):
-    with fault_before_read(fault, dcm, tmp_path), no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+    with fault_before(fault, dcm, tmp_path), no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
         kvdicom.load(dcm, "cpu")
     assert info.value.path == str(dcm)
 
@@ -311,35 +315,20 @@ def test_a_compressed_file_changed_after_inspect_is_refused(rle, tmp_path, fault
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
 def test_a_compressed_file_changed_during_load_is_refused(rle, tmp_path, fault):
-    original = host_read.read_into
-
-    def faulty(*args, **kwargs):
-        fault(rle, tmp_path, twin=_compressed_twin)
-        return original(*args, **kwargs)
-
-    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
-        host_read.read_into = faulty
-        try:
-            kvdicom.load(rle, "cpu")
-        finally:
-            host_read.read_into = original
+    with (fault_before(fault, rle, tmp_path, twin=_compressed_twin), no_hang(),
+          pytest.raises(kvdicom.DicomLoadError) as info):
+        kvdicom.load(rle, "cpu")
     assert info.value.path == str(rle)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
-def test_a_compressed_file_changed_before_the_fragment_walk_is_refused(rle, tmp_path, fault, monkeypatch):
+def test_a_compressed_file_changed_before_the_fragment_walk_is_refused(rle, tmp_path, fault):
     # The frame table is found by walking the item headers in the file after the header parse: that
     # open, too, must be the header's file (and must not block on a FIFO).
     from kvdicom import encapsulated
 
-    original = encapsulated.locate
-
-    def faulty(*args, **kwargs):
-        fault(rle, tmp_path, twin=_compressed_twin)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(encapsulated, "locate", faulty)
-    with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
+    with (fault_before(fault, rle, tmp_path, (encapsulated, "locate"), twin=_compressed_twin), no_hang(),
+          pytest.raises(kvdicom.DicomLoadError) as info):
         kvdicom.load(rle, "cpu")
     assert info.value.path == str(rle)
 
