@@ -17,7 +17,7 @@ from fixtures import mutate
 from fixtures.encode import unavailable
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
-from fixtures.writer import build_dataset, write_dicom
+from fixtures.writer import add_modality_lut, build_dataset, write_dicom
 from kvdicom import fast_header
 from kvdicom import layout as layout_module
 from kvdicom.layout import inspect_dataset
@@ -108,11 +108,8 @@ def test_duplicate_rows_goes_to_pydicom(tmp_path):
 
 
 def test_modality_lut_sequence_goes_to_pydicom(tmp_path):
-    ds = build_dataset(DicomSpec(rows=2, cols=2, bits_allocated=8, bits_stored=8))
-    item = pydicom.Dataset()
-    item.LUTDescriptor = [4, 0, 8]
-    item.add_new(0x00283006, "US", [1, 2, 3, 4])
-    ds.ModalityLUTSequence = [item]
+    ds = add_modality_lut(build_dataset(DicomSpec(rows=2, cols=2, bits_allocated=8, bits_stored=8)), [4, 0, 8],
+                          [1, 2, 3, 4])
     path = tmp_path / "lut.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert fast_header.scan(str(path)) is None

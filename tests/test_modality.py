@@ -8,14 +8,12 @@ import struct
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 import kvdicom
 from fixtures import mutate
 from fixtures.oracle import check_load, mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
-from fixtures.writer import build_dataset
+from fixtures.writer import add_modality_lut, build_dataset
 
 
 def _save(ds, path):
@@ -24,12 +22,7 @@ def _save(ds, path):
 
 
 def _with_lut(tmp_path, spec: DicomSpec, descriptor, data, vr="US"):
-    ds = build_dataset(spec)
-    item = Dataset()
-    item.LUTDescriptor = descriptor
-    item.add_new(0x00283006, vr, data)
-    ds.ModalityLUTSequence = Sequence([item])
-    return _save(ds, tmp_path / "lut.dcm")
+    return _save(add_modality_lut(build_dataset(spec), descriptor, data, vr), tmp_path / "lut.dcm")
 
 
 def test_slope_and_intercept_give_float64_like_pydicom(make_file):

@@ -14,7 +14,7 @@ from pydicom.pixels import apply_modality_lut
 import kvdicom
 from fixtures.encode import unavailable
 from fixtures.spec import DicomSpec
-from fixtures.writer import build_dataset
+from fixtures.writer import add_modality_lut, build_dataset
 from kvdicom import series, series_headers
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -418,11 +418,8 @@ def test_stored_bytes_are_read_straight_into_the_volume(tmp_path, monkeypatch):
 
 
 def test_pool_results_round_trip_every_layout_field(tmp_path):
-    ds = build_dataset(DicomSpec(rows=2, cols=2, bits_allocated=8, bits_stored=8))
-    item = pydicom.Dataset()
-    item.LUTDescriptor = [4, 0, 8]
-    item.add_new(0x00283006, "US", [1, 2, 3, 4])
-    ds.ModalityLUTSequence = [item]
+    ds = add_modality_lut(build_dataset(DicomSpec(rows=2, cols=2, bits_allocated=8, bits_stored=8)), [4, 0, 8],
+                          [1, 2, 3, 4])
     ds.ImagePositionPatient, ds.InstanceNumber = [1.0, 2.0, 3.0], 7
     path = str(tmp_path / "lut.dcm")
     ds.save_as(path, enforce_file_format=True)
