@@ -21,6 +21,7 @@ from pydicom.uid import UID
 
 from kvdicom import codestream, encapsulated
 from kvdicom.errors import DicomLoadError
+from kvdicom.layout import _shape as pixel_array_shape
 
 #: Transfer syntax → codec name reported by ``inspect`` (what pydicom 3 can decode).
 CODECS = {
@@ -98,10 +99,6 @@ def reference_plugin(tsyntax: UID) -> str:
                          "(install pylibjpeg with pylibjpeg-libjpeg / -openjpeg / -rle)")
 
 
-def _shape(frames: int, rows: int, cols: int, samples: int) -> tuple[int, ...]:
-    return ((frames,) if frames > 1 else ()) + (rows, cols) + ((samples,) if samples > 1 else ())
-
-
 def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of,
                        file_id: tuple[int, int, int, int] | None = None) -> CompressedLayout:
     """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`).
@@ -145,7 +142,7 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
     samples = runner.samples_per_pixel
     return CompressedLayout(
         path=path, transfer_syntax=tsyntax, codec=CODECS[tsyntax], offset=offset, file_size=file_size,
-        frame_table=table, dtype=dtype, shape=_shape(found, runner.rows, runner.columns, samples),
+        frame_table=table, dtype=dtype, shape=pixel_array_shape(runner, found),
         number_of_frames=found, rows=runner.rows, columns=runner.columns, samples_per_pixel=samples,
         planar_configuration=runner.planar_configuration if samples > 1 else 0,
         bits_allocated=runner.bits_allocated, bits_stored=runner.bits_stored,
