@@ -5,6 +5,17 @@ from __future__ import annotations
 import pydicom
 
 
+def synced(cupy, load, *args, **kwargs):
+    """``load(*args, **kwargs)`` followed by a device synchronize, as one timed call (GPU work is asynchronous)."""
+
+    def run():
+        out = load(*args, **kwargs)
+        cupy.cuda.Device().synchronize()
+        return out
+
+    return run
+
+
 def pydicom_cpu(path):
     """pydicom's own decode on the host: the reference and the usual baseline."""
     return pydicom.dcmread(path).pixel_array

@@ -14,7 +14,7 @@ import pytest
 
 import kvdicom
 from bench import compressed_peers as peers
-from bench.peers import dicomsdl_crash, dicomsdl_to_cupy
+from bench.peers import dicomsdl_crash, dicomsdl_to_cupy, synced
 from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
 from fixtures.oracle import to_host
@@ -103,15 +103,6 @@ def _decoder_recorded(request):
     info = bench.extra_info if bench is not None else {}
     if info.get("case"):  # a row was recorded (skipped tests record none)
         assert info.get("decoder"), f"{request.node.name}: extra_info has no 'decoder' ({info})"
-
-
-def _synced(cupy, load, *args):
-    def run():
-        out = load(*args)
-        cupy.cuda.Device().synchronize()
-        return out
-
-    return run
 
 
 # --- property tests (run by ./dgb test) --------------------------------------------------------
@@ -239,7 +230,7 @@ def test_compressed_kvdicom_gpu(benchmark, cuda, cspec, cfile, creference):
     ok = _record(benchmark, cspec, cfile, "kvdicom", "cuda", out, creference, _gpu_route(cfile))
     assert ok, f"max difference {difference(out, creference)}"
     del out
-    benchmark(_synced(cuda, kvdicom.load, cfile, "cuda"))
+    benchmark(synced(cuda, kvdicom.load, cfile, "cuda"))
 
 
 @pytest.mark.gpu
@@ -251,7 +242,7 @@ def test_compressed_pydicom_nvimgcodec_cupy(benchmark, cuda, cspec, cfile, crefe
     out = peers.pydicom_nvimgcodec_to_cupy(cfile)
     _record(benchmark, cspec, cfile, "pydicom+nvimgcodec+cupy", "cuda", out, creference,
             "nvimgcodec plugin (per frame)")
-    benchmark(_synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
+    benchmark(synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
 
 
 @pytest.mark.gpu
@@ -260,4 +251,4 @@ def test_compressed_dicomsdl_cupy(benchmark, cuda, cspec, cfile, creference):
         pytest.skip(why)
     out = dicomsdl_to_cupy(cfile)
     _record(benchmark, cspec, cfile, "dicomsdl+cupy", "cuda", out, creference, "dicomsdl")
-    benchmark(_synced(cuda, dicomsdl_to_cupy, cfile))
+    benchmark(synced(cuda, dicomsdl_to_cupy, cfile))

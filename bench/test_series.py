@@ -75,15 +75,6 @@ def _values_match(output, reference) -> bool:
     return host.shape == reference.shape and bool(np.array_equal(host.astype(np.float64), reference.astype(np.float64)))
 
 
-def _synced(cupy, load, *args, **kwargs):
-    def run():
-        out = load(*args, **kwargs)
-        cupy.cuda.Device().synchronize()
-        return out
-
-    return run
-
-
 def _load_series():
     try:
         return peers.kvdicom_load_series()
@@ -123,7 +114,7 @@ def test_series_pydicom_cpu(benchmark, request, series_spec, series_dir, series_
 def test_series_pydicom_to_cupy(benchmark, cuda, series_spec, series_dir, series_layouts, series_reference):
     _record(benchmark, series_spec, series_layouts, "pydicom+cupy", "cuda",
             peers.pydicom_series_to_cupy(series_dir), series_reference)
-    benchmark(_synced(cuda, peers.pydicom_series_to_cupy, series_dir))
+    benchmark(peers.synced(cuda, peers.pydicom_series_to_cupy, series_dir))
 
 
 # --- kvdicom.load_series --------------------------------------------------------------------------
@@ -148,7 +139,7 @@ def test_series_kvdicom_gpu(benchmark, request, cuda, series_spec, series_dir, s
                       volume, _reference(request, rescale), rescale=rescale, sort_rule=info.sort_rule)
     assert problem is None, problem
     del volume
-    benchmark(_synced(cuda, load_series, series_dir, "cuda", rescale=rescale))
+    benchmark(peers.synced(cuda, load_series, series_dir, "cuda", rescale=rescale))
 
 
 # --- peers ----------------------------------------------------------------------------------------
@@ -166,7 +157,7 @@ def test_series_dicomsdl_to_cupy(benchmark, cuda, series_spec, series_dir, serie
     _dicomsdl(series_dir)
     _record(benchmark, series_spec, series_layouts, "dicomsdl+cupy", "cuda",
             peers.dicomsdl_series_to_cupy(series_dir), series_reference)
-    benchmark(_synced(cuda, peers.dicomsdl_series_to_cupy, series_dir))
+    benchmark(peers.synced(cuda, peers.dicomsdl_series_to_cupy, series_dir))
 
 
 def test_series_sitk_cpu(benchmark, series_spec, series_dir, series_layouts, series_reference_rescaled):
@@ -187,7 +178,7 @@ def test_series_sitk_to_cupy(benchmark, cuda, series_spec, series_dir, series_la
             rescale=True, matches_pydicom_values=_values_match(out, series_reference_rescaled),
             output_dtype=str(out.dtype))
     del out
-    benchmark(_synced(cuda, peers.sitk_series_to_cupy, series_dir))
+    benchmark(peers.synced(cuda, peers.sitk_series_to_cupy, series_dir))
 
 
 def test_series_monai_cpu(benchmark, series_spec, series_dir, series_layouts, series_reference):

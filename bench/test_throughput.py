@@ -43,17 +43,6 @@ def _kvikio_plan(path):
     return {"kvikio_threads": plan.threads, "kvikio_task_size": plan.task_size}
 
 
-def _synced(cupy, load, *args):
-    """``load(*args)`` followed by a device synchronize, as one timed call."""
-
-    def run():
-        out = load(*args)
-        cupy.cuda.Device().synchronize()
-        return out
-
-    return run
-
-
 # --- warm page cache -------------------------------------------------------------------------
 
 
@@ -74,7 +63,7 @@ def test_kvdicom_gpu(benchmark, cuda, spec, spec_file, reference):
     problem = _record(benchmark, spec, spec_file, "kvdicom", "cuda", out, reference, **_kvikio_plan(spec_file))
     assert problem is None, problem
     del out
-    benchmark(_synced(cuda, kvdicom.load, spec_file, "cuda"))
+    benchmark(peers.synced(cuda, kvdicom.load, spec_file, "cuda"))
 
 
 def test_kvdicom_cpu_out(benchmark, spec, spec_file, reference):
@@ -108,7 +97,7 @@ def test_kvdicom_gpu_out(benchmark, cuda, spec, spec_file, reference):
 @pytest.mark.gpu
 def test_pydicom_to_cupy(benchmark, cuda, spec, spec_file, reference):
     _record(benchmark, spec, spec_file, "pydicom+cupy", "cuda", peers.pydicom_to_cupy(spec_file), reference)
-    benchmark(_synced(cuda, peers.pydicom_to_cupy, spec_file))
+    benchmark(peers.synced(cuda, peers.pydicom_to_cupy, spec_file))
 
 
 @pytest.mark.gpu
@@ -122,7 +111,7 @@ def test_seed_notebook_gpu(benchmark, cuda, spec, spec_file, reference):
             pytest.skip(f"the seed loader cannot read {spec.case_id}: {exc}")
         _record(benchmark, spec, spec_file, "seed", "cuda", out, reference, kvikio_threads=peers.SEED_KVIKIO_THREADS)
         del out
-        benchmark(_synced(cuda, peers.seed_notebook_gpu, spec_file))
+        benchmark(peers.synced(cuda, peers.seed_notebook_gpu, spec_file))
 
 
 @pytest.mark.gpu
@@ -135,7 +124,7 @@ def test_monai_gpu(benchmark, cuda, spec, spec_file, reference):
     # MONAI returns its own layout (spatial axes transposed, optional rescale), so
     # its output is not compared element by element with pydicom's.
     _record(benchmark, spec, spec_file, "monai", "cuda", None, reference)
-    benchmark(_synced(cuda, peers.monai_gpu, reader, spec_file))
+    benchmark(peers.synced(cuda, peers.monai_gpu, reader, spec_file))
 
 
 def _dicomsdl_or_skip(spec, path):
@@ -158,7 +147,7 @@ def test_dicomsdl_cpu(benchmark, spec, spec_file, reference):
 def test_dicomsdl_to_cupy(benchmark, cuda, spec, spec_file, reference):
     _dicomsdl_or_skip(spec, spec_file)
     _record(benchmark, spec, spec_file, "dicomsdl+cupy", "cuda", peers.dicomsdl_to_cupy(spec_file), reference)
-    benchmark(_synced(cuda, peers.dicomsdl_to_cupy, spec_file))
+    benchmark(peers.synced(cuda, peers.dicomsdl_to_cupy, spec_file))
 
 
 # --- cold page cache ------------------------------------------------------------------------
@@ -186,4 +175,4 @@ def test_kvdicom_gpu_cold(benchmark, cuda, spec, spec_file, reference):
                       **_kvikio_plan(spec_file))
     assert problem is None, problem
     del out
-    time_cold(benchmark, spec_file, _synced(cuda, kvdicom.load, spec_file, "cuda"))
+    time_cold(benchmark, spec_file, peers.synced(cuda, kvdicom.load, spec_file, "cuda"))
