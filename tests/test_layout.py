@@ -54,12 +54,17 @@ def _save(ds, path, tsyntax):
     return path
 
 
-@pytest.mark.parametrize("tsyntax", [MPEG2MPML, MPEG4HP41])
-def test_unsupported_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
+def _empty_jpeg_file(tmp_path, tsyntax):
+    """An 8-bit file whose one encapsulated fragment is a JPEG with nothing between SOI and EOI."""
     ds = build_dataset(DicomSpec(bits_allocated=8, bits_stored=8))
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
     ds["PixelData"].VR = "OB"
-    path = _save(ds, tmp_path / "compressed.dcm", tsyntax)
+    return _save(ds, tmp_path / "compressed.dcm", tsyntax)
+
+
+@pytest.mark.parametrize("tsyntax", [MPEG2MPML, MPEG4HP41])
+def test_unsupported_compressed_transfer_syntax_is_refused_naming_it(tmp_path, tsyntax):
+    path = _empty_jpeg_file(tmp_path, tsyntax)
     with pytest.raises(kvdicom.DicomLoadError, match=re.escape(tsyntax.name)) as info:
         kvdicom.inspect(path)
     assert info.value.path == str(path)
@@ -68,10 +73,7 @@ def test_unsupported_compressed_transfer_syntax_is_refused_naming_it(tmp_path, t
 
 @pytest.mark.parametrize("tsyntax", [JPEGBaseline8Bit, RLELossless])
 def test_broken_compressed_stream_is_refused_on_load(tmp_path, tsyntax):
-    ds = build_dataset(DicomSpec(bits_allocated=8, bits_stored=8))
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8\xff\xd9"])
-    ds["PixelData"].VR = "OB"
-    path = _save(ds, tmp_path / "compressed.dcm", tsyntax)
+    path = _empty_jpeg_file(tmp_path, tsyntax)
     assert kvdicom.inspect(path).codec in ("jpeg", "rle")
     with pytest.raises(kvdicom.DicomLoadError) as info:
         kvdicom.load(path, "cpu")
