@@ -171,16 +171,21 @@ def test_a_file_changed_during_load_is_refused(dcm, tmp_path, fault):
     assert info.value.path == str(dcm)
 
 
-def test_a_file_truncated_during_the_read_is_refused(dcm, monkeypatch):
-    # The identity is checked after the read as well as before.
+def _truncate_after_each_read(path, monkeypatch):
+    """Make each host pread cut the last byte off ``path`` once it has read."""
     real = host_read._pread_exact
 
     def truncating(fd, view, offset):
         got = real(fd, view, offset)
-        os.truncate(dcm, dcm.stat().st_size - 1)
+        os.truncate(path, path.stat().st_size - 1)
         return got
 
     monkeypatch.setattr(host_read, "_pread_exact", truncating)
+
+
+def test_a_file_truncated_during_the_read_is_refused(dcm, monkeypatch):
+    # The identity is checked after the read as well as before.
+    _truncate_after_each_read(dcm, monkeypatch)
     with pytest.raises(kvdicom.DicomLoadError, match="after the pixel read"):
         kvdicom.load(dcm, "cpu")
 
@@ -334,14 +339,7 @@ def test_a_compressed_file_changed_before_the_fragment_walk_is_refused(rle, tmp_
 
 
 def test_a_compressed_file_truncated_during_the_read_is_refused(rle, monkeypatch):
-    real = host_read._pread_exact
-
-    def truncating(fd, view, offset):
-        got = real(fd, view, offset)
-        os.truncate(rle, rle.stat().st_size - 1)  # the sequence delimiter: the fragments are all there
-        return got
-
-    monkeypatch.setattr(host_read, "_pread_exact", truncating)
+    _truncate_after_each_read(rle, monkeypatch)  # the sequence delimiter goes: the fragments are all there
     with pytest.raises(kvdicom.DicomLoadError, match="after the pixel read"):
         kvdicom.load(rle, "cpu")
 
