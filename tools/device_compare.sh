@@ -3,28 +3,32 @@
 # pytest-benchmark storage, so the second run compares against the first (absolute numbers move
 # between leases; only runs on one warm machine compare).
 #
-#   tools/device_compare.sh base  <tree> <commit> "<bench args>"   # the baseline commit's tree (git worktree, carried)
-#   tools/device_compare.sh head  <commit> "<bench args>"          # this tree, --benchmark-compare against it
+#   tools/device_compare.sh base TREE COMMIT [pytest args...]   # the baseline commit's tree (carried)
+#   tools/device_compare.sh head COMMIT [pytest args...]        # this tree, --benchmark-compare against it
 #
-# Both runs save under /tmp/dgb-compare (kept while the machine stays warm); new JSON and logs go to $OUT.
+# e.g. tools/device_compare.sh base .wt/base afb8fb0 --profile full -q -k "kvdicom or ceiling"
+#      tools/device_compare.sh head d24144a --profile full -q -k "not series and not compressed" \
+#          --benchmark-compare-fail=median:10%
+#
+# The storage is ./.cmp inside this tree: pytest-benchmark 5.2 crashes printing its "machine_info is
+# different" warning when the storage lies outside the working directory. New JSON and logs go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
-store=/tmp/dgb-compare
-stage=$1; shift
+store=$PWD/.cmp
+stage=${1:-}; shift || true
 case "$stage" in
   base)
-    tree=$1 commit=$2 args=$3
+    tree=$1 commit=$2; shift 2
     (cd "$tree" && PYTHONPATH=$PWD DGB_COMMIT=$commit python3 -m pytest bench -p no:cacheprovider \
-        --benchmark-autosave --benchmark-storage="file://$store" $args) > "$out/base.log" 2>&1
+        --benchmark-autosave --benchmark-storage="file://$store" "$@") > "$out/base.log" 2>&1
     rc=$?;;
   head)
-    commit=$1 args=$2
-    DGB_COMMIT=$commit ./dgb bench --benchmark-storage="file://$store" --benchmark-compare $args > "$out/head.log" 2>&1
+    commit=$1; shift
+    DGB_COMMIT=$commit ./dgb bench --benchmark-storage="file://./.cmp" --benchmark-compare "$@" > "$out/head.log" 2>&1
     rc=$?;;
-  *) echo "usage: $0 base TREE COMMIT ARGS | head COMMIT ARGS" >&2; exit 2;;
+  *) echo "usage: $0 base TREE COMMIT [ARGS...] | head COMMIT [ARGS...]" >&2; exit 2;;
 esac
-find "$store" -name '*.json' -newer "$out" -exec cp {} "$out/" \; 2>/dev/null
-find "$store" -name '*.json' -mmin -15 -exec cp {} "$out/" \;
+find "$store" -name '*.json' -exec cp {} "$out/" \; 2>/dev/null
 tail -n 60 "$out/$stage.log"
 exit $rc
