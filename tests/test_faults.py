@@ -249,18 +249,9 @@ def test_gpu_a_file_changed_during_load_is_refused(cuda, tmp_path, fault, frames
 
     path = tmp_path / "a.dcm"
     write_dicom(DicomSpec(frames=frames, rows=64, cols=64), path)
-    original = device_read.read_into
-
-    def faulty(*args, **kwargs):
-        fault(path, tmp_path)
-        return original(*args, **kwargs)
-
-    device_read.read_into = faulty
-    try:
-        with no_hang(20), pytest.raises(kvdicom.DicomLoadError) as info:
-            kvdicom.load(path, "cuda")
-    finally:
-        device_read.read_into = original
+    with (fault_before(fault, path, tmp_path, (device_read, "read_into")), no_hang(20),
+          pytest.raises(kvdicom.DicomLoadError) as info):
+        kvdicom.load(path, "cuda")
     assert info.value.path == str(path)
 
 
@@ -352,16 +343,7 @@ def test_an_untouched_compressed_file_still_loads(rle):
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
 def test_gpu_a_compressed_file_changed_during_load_is_refused(cuda, rle, tmp_path, fault):
     # Compressed bytes are read on the host (then decoded on the GPU or the host): the same read.
-    original = host_read.read_into
-
-    def faulty(*args, **kwargs):
-        fault(rle, tmp_path, twin=_compressed_twin)
-        return original(*args, **kwargs)
-
-    host_read.read_into = faulty
-    try:
-        with no_hang(20), pytest.raises(kvdicom.DicomLoadError) as info:
-            kvdicom.load(rle, "cuda")
-    finally:
-        host_read.read_into = original
+    with (fault_before(fault, rle, tmp_path, twin=_compressed_twin), no_hang(20),
+          pytest.raises(kvdicom.DicomLoadError) as info):
+        kvdicom.load(rle, "cuda")
     assert info.value.path == str(rle)
