@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvdicom import compressed, host_read, rle
+from kvdicom.decode import array_module
 from kvdicom.errors import DicomLoadError
 
 #: Layout fields a GPU batch must share besides the plan: they decide how ``gpu_codec.finish`` corrects the
@@ -189,20 +190,26 @@ def _host_to_device(pieces: list[Slice], stored) -> None:
         stream.synchronize()  # the pinned buffer goes back to CuPy's pool only after its copies ran
 
 
+def _host_to_host(pieces: list[Slice], stored: np.ndarray) -> None:
+    """The same for a NumPy ``stored`` (the tests run :func:`decode_gpu`'s logic on the CPU this way)."""
+    for piece in pieces:
+        host_into(piece, stored[piece.slot])
+
+
 def _scatter(stored, slots: list[int], out) -> None:
     """``stored[slots[k]] = out[k]``: one slice assignment where the slots are consecutive."""
-    import cupy
-
     if slots == list(range(slots[0], slots[0] + len(slots))):
         stored[slots[0]:slots[0] + len(slots)] = out
     else:
-        stored[cupy.asarray(slots)] = out
+        stored[array_module(stored).asarray(slots)] = out
+
+
+def _as_list(indices) -> list[int]:
+    return (indices.get() if hasattr(indices, "get") else indices).tolist()  # CuPy: one device-to-host copy
 
 
 def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
-    import cupy
-
     from kvdicom import gpu_codec
 
     first = batch[0]
@@ -212,14 +219,18 @@ def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     except Exception as exc:  # noqa: BLE001  the host decoders then decide, naming any bad file
         return batch, f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
     out = gpu_codec.finish(raw, block, first.how)
-    blank = cupy.flatnonzero(~out.reshape(len(batch), -1).any(axis=1)).get().tolist()
+    xp = array_module(out)
+    blank = _as_list(xp.flatnonzero(~out.reshape(len(batch), -1).any(axis=1)))
     _scatter(stored, [p.slot for p in batch], out)
     again = sorted(set(redo) | set(blank))
     return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
 
 
 def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
-    """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest."""
+    """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
+
+    ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
+    """
     from kvdicom import gpu_codec
 
     unusable = gpu_codec.nvimgcodec_problem()
@@ -236,7 +247,8 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
             counts[f"{host_decoder(piece.layout)} ({why})"] += 1
         host += again
     if host:
-        _host_to_device(sorted(host, key=lambda p: p.slot), stored)
+        to_stored = _host_to_host if isinstance(stored, np.ndarray) else _host_to_device
+        to_stored(sorted(host, key=lambda p: p.slot), stored)
     return _summary(counts)
 
 
