@@ -15,7 +15,8 @@ order:
    (its size rule seeing the series' decoded bytes, since the batch, not
    the slice, is the decode call); slices whose plans and decode-relevant
    layout fields agree (:func:`batch_key`) form one group, and each group's
-   frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom.gpu_codec._decode_batch`),
+   frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom.gpu_codec._decode_batch`;
+   split only past :data:`BATCH_MAX_DECODED_BYTES`, a device-memory bound),
    corrected by :func:`kvdicom.gpu_codec.finish` and written into the
    volume's slots; frames nvImageCodec returns as nothing or as all zeros,
    and slices planned for the host, decode on the host (pinned staging,
@@ -48,6 +49,12 @@ from kvdicom.errors import DicomLoadError
 #: decoder's samples and what array each frame is.
 BATCH_FIELDS = ("transfer_syntax", "codec", "dtype", "rows", "columns", "samples_per_pixel", "planar_configuration",
                 "bits_allocated", "bits_stored", "pixel_representation", "photometric_interpretation")
+
+
+#: Decoded bytes per nvImageCodec call at most: a longer group is split into calls of this size. Not a speed
+#: setting (one call per group is the point) but a bound on the transient device memory of a call, about twice
+#: this (the decoder's own images plus the batch they are copied into); 256 × 512² int16 (128 MiB) is one call.
+BATCH_MAX_DECODED_BYTES = 1 << 30
 
 
 @dataclass
@@ -120,6 +127,13 @@ def groups(pieces: list[Slice]) -> tuple[list[list[Slice]], list[Slice]]:
         else:
             batches.setdefault(key, []).append(piece)
     return list(batches.values()), host
+
+
+def split(group: list[Slice]) -> list[list[Slice]]:
+    """``group`` in consecutive calls of at most :data:`BATCH_MAX_DECODED_BYTES` decoded bytes (one frame at least)."""
+    frame = group[0].layout.rows * group[0].layout.columns * group[0].layout.samples_per_pixel
+    per_call = max(1, BATCH_MAX_DECODED_BYTES // (frame * group[0].layout.dtype.itemsize))
+    return [group[i : i + per_call] for i in range(0, len(group), per_call)]
 
 
 def host_decoder(layout) -> str:
@@ -239,13 +253,17 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     counts: collections.Counter = collections.Counter()
     for piece in host:
         counts[f"{host_decoder(piece.layout)} ({unusable or piece.how.reason})"] += 1
-    for batch in batches:
-        again, why = _decode_gpu(batch, stored)
-        if len(again) < len(batch):
-            counts[f"nvimgcodec ({batch[0].layout.codec}, {len(batch)} frames in one batch)"] += len(batch) - len(again)
-        for piece in again:
-            counts[f"{host_decoder(piece.layout)} ({why})"] += 1
-        host += again
+    for group in batches:
+        calls = split(group)
+        name = f"nvimgcodec ({group[0].layout.codec}, {len(group)} frames in "
+        name += "one batch)" if len(calls) == 1 else f"{len(calls)} batches)"
+        for batch in calls:
+            again, why = _decode_gpu(batch, stored)
+            if len(again) < len(batch):
+                counts[name] += len(batch) - len(again)
+            for piece in again:
+                counts[f"{host_decoder(piece.layout)} ({why})"] += 1
+            host += again
     if host:
         to_stored = _host_to_host if isinstance(stored, np.ndarray) else _host_to_device
         to_stored(sorted(host, key=lambda p: p.slot), stored)

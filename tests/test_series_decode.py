@@ -169,6 +169,16 @@ def test_gpu_logic_one_batch_per_plan_and_host_route_slices_exact(tmp_path, gpu_
     assert any(d.startswith("kvdicom.rle") and d.endswith(": 2 slices") for d in decoders), decoders
 
 
+def test_gpu_logic_long_groups_split_into_calls_of_bounded_size(tmp_path, gpu_route, monkeypatch):
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    monkeypatch.setattr(series_decode, "BATCH_MAX_DECODED_BYTES", 2 * 32 * 32 * 2)  # two slices per call
+    fake = gpu_route(FakeBatch(none={2}))
+    stored, decoders = _decode_gpu_logic(paths)
+    np.testing.assert_array_equal(stored, pydicom_volume(paths))
+    assert fake.calls == [2, 2, 1]
+    assert "nvimgcodec (jpeg2000, 5 frames in 3 batches): 4 slices" in decoders, decoders
+
+
 def test_gpu_logic_frames_without_image_or_all_zeros_are_redone_on_the_host(tmp_path, gpu_route):
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
     gpu_route(FakeBatch(none={1}, zeros={3}))
