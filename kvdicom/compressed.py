@@ -227,8 +227,15 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
     if rules.error is not None:
         raise DicomLoadError(path, rules.error)
     extended = None
-    if "ExtendedOffsetTable" in ds:
-        extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.get("ExtendedOffsetTableLengths", b"")))
+    try:
+        if pixel_extended := options.get("extended_offsets"):
+            # DecodeRunner's own check, left out of the cached rules: it fails on an empty (None) table
+            len(pixel_extended[0]) != len(pixel_extended[1])  # noqa: B015
+        if "ExtendedOffsetTable" in ds:
+            extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.get("ExtendedOffsetTableLengths", b"")))
+    except Exception as exc:
+        raise DicomLoadError(path, f"invalid Image Pixel module: {exc}") from exc
+    if extended is not None:
         options["extended_offsets"] = extended
     return build_compressed(path, tsyntax, options, extended, offset, raw.length,
                             modality_of(ds, tsyntax, rules.dtype), file_id)
