@@ -139,18 +139,12 @@ def test_fast_compressed_layout_equals_pydicoms_on_generated_headers(tmp_path, o
     note(f"spec={spec.case_id}")
     path = tmp_path / "g.dcm"
     path.write_bytes(_spliced(originals, spec, elements, trailing))
-    check_same(path)
-
-
-@PROPERTY
-@given(data=st.data(), elements=hs.header_blocks(lenient=False), trailing=st.sampled_from(hs.TRAILING))
-def test_fast_path_is_taken_for_compressed_headers_it_can_prove(tmp_path, originals, data, elements, trailing):
-    # minimal headers: a clinical one already holds the series keys, and a duplicate steps aside
-    spec = data.draw(st.sampled_from(sorted((s for s in originals if s.header == "minimal"), key=lambda s: s.case_id)))
-    note(f"spec={spec.case_id}")
-    path = tmp_path / "h.dcm"
-    path.write_bytes(_spliced(originals, spec, elements, trailing))
-    assert check_same(path) is not None, "the fast path stepped aside on a compressed header it can read"
+    got = check_same(path)
+    # series keys are kept as raw bytes, however spelled; only a duplicate of one (a clinical header has
+    # them already) makes the walk step aside
+    duplicate = spec.header != "minimal" and any(
+        isinstance(e, hs.Value) and e.tag in fast_header.SERIES_KEYS for e in elements)
+    assert got is not None or duplicate, "the fast path stepped aside on a compressed header it can read"
 
 
 # Mutants: header values, offset tables, item headers, truncation.
@@ -170,7 +164,7 @@ def compressed_mutants(draw, originals):
     spec = draw(st.sampled_from(sorted(originals, key=lambda s: s.case_id)))
     data = originals[spec]
     edits = []
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(0, 3))):
         start = _pixel_element_start(data) if b"\xe0\x7f\x10\x00OB" in data else len(data)
         head, tail = data[:start], data[start:]
         kind = draw(st.sampled_from(["image_pixel", "image_pixel", "extended", "delete", "header_bytes",
@@ -226,7 +220,8 @@ def test_mutated_compressed_headers_give_pydicoms_layout_or_an_error(tmp_path, o
     note(f"spec={spec.case_id} edits={edits}")
     path = tmp_path / "mutant.dcm"
     path.write_bytes(mutant)
-    check_same(path)
+    got = check_same(path)
+    assert got is not None or edits, "the fast path stepped aside on an unchanged compressed file"
 
 
 # The fast path is the one taken.
