@@ -156,7 +156,12 @@ def _cached_rules(tsyntax: str, key: tuple) -> CompressedRules:
 
 
 def compressed_rules(tsyntax: UID, options: dict) -> CompressedRules:
-    """The rules for an Image Pixel module (``as_pixel_options`` form), cached by its values."""
+    """The rules for an Image Pixel module (``as_pixel_options`` form), cached by its values.
+
+    On the 2-core CPU dev machine (shared, noisy), best of 7 x 2000: deriving
+    them for a 512² int16 JPEG 2000 module 33 µs, the cached lookup 8 µs, of
+    a whole fast ``inspect`` of about 350 µs.
+    """
     try:
         key = tuple(sorted((name, _plain(value)) for name, value in options.items() if name != "extended_offsets"))
     except TypeError:  # a multi-valued or odd value: derive it every time
