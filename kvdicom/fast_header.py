@@ -496,7 +496,8 @@ def _extended(kept: dict) -> tuple[bytes, bytes] | None:
     return offsets[1], lengths[1]
 
 
-def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tuple, file_id) -> compressed.CompressedLayout:
+def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tuple,
+                       file_id) -> compressed.CompressedLayout:
     """The layout of encapsulated pixel data, by the builder the pydicom path uses, then the elements after it.
 
     pydicom ends an undefined-length Pixel Data value where the walk of its
