@@ -496,6 +496,14 @@ def _extended(kept: dict) -> tuple[bytes, bytes] | None:
     return offsets[1], lengths[1]
 
 
+def _same_file(path: str, file_id) -> bool:
+    """Whether ``path`` still names the file whose header was walked."""
+    try:
+        return identify(path) == tuple(file_id)
+    except OSError:
+        return False
+
+
 def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tuple,
                        file_id) -> compressed.CompressedLayout:
     """The layout of encapsulated pixel data, by the builder the pydicom path uses, then the elements after it.
@@ -504,7 +512,9 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
     items meets the Sequence Delimitation Item (``_try_read_encapsulated_pixel_data``),
     which is where :func:`kvdicom.encapsulated.locate` stops too, and reads on
     from there: the same elements are walked here. A refusal (``DicomLoadError``)
-    steps aside, so the pydicom path decides and words it.
+    steps aside, so the pydicom path decides and words it, unless the file
+    changed since the walk opened it: that refusal is raised as it is (the
+    pydicom path would refuse at the same identity check, after a full parse).
     """
     word, vr, offset, length = pixel
     if word != _word(0x7FE00010) or vr not in (b"OB", b"OW"):
@@ -517,6 +527,8 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
         layout = compressed.build_compressed(path, tsyntax, options, extended, offset, length,
                                              _modality(kept), file_id)
     except DicomLoadError as exc:
+        if not _same_file(path, file_id):
+            raise  # changed under the walk: the pydicom path's fragment walk checks the same identity and refuses
         raise _Unprovable("refused; the pydicom path words it") from exc
     end = layout.frame_table.span[1]
     if src.size - end < 8 or _U32.unpack(src.bytes_at(end, 4))[0] != SEQUENCE_DELIMITER:
@@ -561,8 +573,9 @@ def scan(path: str, force: bool = False) -> FastHeader | None:
     """The layout and series keys of ``path`` by the fast walk, or None where pydicom must decide.
 
     Raises :class:`kvdicom.DicomLoadError` only for refusals the pydicom path
-    would make from the same values (the shared rules) and for what is not a
-    regular file, and the ``OSError`` of ``open()`` when the file cannot be opened.
+    would make from the same values (the shared rules), for what is not a
+    regular file and for a compressed file changed during its fragment walk,
+    and the ``OSError`` of ``open()`` when the file cannot be opened.
     """
     fd = open_regular(path)
     try:
