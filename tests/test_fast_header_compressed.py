@@ -272,3 +272,16 @@ def test_decode_runner_runs_once_per_compressed_image_pixel_module(tmp_path, mon
     layouts = [kvdicom.inspect(p) for p in paths] + [inspect_dataset(p)[0] for p in paths]
     assert len(calls) == 1
     assert len({(layout.dtype, layout.shape, layout.bits_stored) for layout in layouts}) == 1
+
+
+@pytest.mark.parametrize("case", NO_DCMREAD, ids=lambda s: s.case_id)
+def test_series_pool_packs_compressed_headers_as_plain_tuples(tmp_path, originals, case):
+    import pickle
+
+    path = tmp_path / "p.dcm"
+    path.write_bytes(originals[case])
+    header = series_headers.read_header(str(path))
+    blob = pickle.dumps(series_headers.pack(header))
+    assert b"kvdicom" not in blob, "a kvdicom class is pickled: the parent pays for rebuilding it"
+    back = series_headers.unpack(pickle.loads(blob))
+    assert _comparable(back.layout) == _comparable(header.layout) and back.keys == header.keys
