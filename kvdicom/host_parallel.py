@@ -1,0 +1,186 @@
+"""Frame-parallel host decoding: one compressed file's frames decoded side by side in worker processes.
+
+pydicom's decoding plugins hold the GIL while they decode, so threads do not
+help (2-core CPU dev machine, one thread vs two: 16 × 512² int16 JPEG-LS
+428 vs 416 ms; lossless JPEG 16 × 512² 12-bit 227 vs 233 ms; JPEG 2000
+lossless 32 × 512² 1331 vs 1262 ms). Processes do: the frames of a
+multi-frame file are split into contiguous chunks decoded on kvdicom's
+process pool (:mod:`kvdicom.process_pool`), each frame by pydicom's own
+``Decoder.as_array(value, index=i)`` with the reference plugin pinned.
+
+No frame is pickled: the encapsulated value goes to the workers through an
+anonymous memory file (``memfd``, opened by the workers as
+``/proc/<parent>/fd/<n>``; not ``/dev/shm``, which containers often cap at
+64 MiB), and each worker ``pwrite``\\ s its decoded frames into a second one,
+which the parent maps as the returned array.
+
+Exactness. pydicom's whole-value decode (``pixel_array``) applies its
+corrections (JPEG 2000 / JPEG-LS sign, JPEG colour space) once, from the
+*last* frame's codestream; ``as_array(index=i)`` applies them from frame
+``i``'s. The two agree when every frame's codestream parameters, parsed by
+pydicom's own parsers, are equal; the workers report them, and where they
+differ, or any worker reports an error, or a frame comes back in another
+shape or dtype, the file is decoded again in-process (so an error is exactly
+the one the in-process path raises, naming the file). A worker that dies
+(killed, out of memory, a script without the main guard) breaks the pool:
+the file is decoded in-process, and so is everything after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import mmap
+import os
+from concurrent.futures import FIRST_EXCEPTION, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pydicom
+from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+from kvdicom import process_pool
+
+#: Reference plugins measured to hold the GIL while decoding (pylibjpeg: its libjpeg, openjpeg and rle
+#: back ends; pyjpegls), so that only processes decode their frames side by side.
+GIL_BOUND_PLUGINS = ("pylibjpeg", "pyjpegls")
+#: Files with fewer frames decode in-process. MEASURED: see tools/measure_host_decode.py and the table in
+#: :data:`POOL_MIN_DECODED_BYTES`.
+POOL_MIN_FRAMES = 4
+#: ... or decoding to fewer bytes (the hand-off costs ~1 ms per file: two memory files, one task per chunk).
+POOL_MIN_DECODED_BYTES = 1 << 20
+#: ... or on machines with fewer cores than this.
+POOL_MIN_PROCESSES = 2
+#: Chunks per worker process: small enough to balance frames of uneven cost, large enough that the
+#: per-task cost (opening the two memory files, a pickled job) stays small.
+CHUNKS_PER_WORKER = 2
+
+
+def problem(layout, plugin: str) -> str | None:
+    """Why ``layout``'s whole-value host decode with ``plugin`` stays in-process, or None to use the pool."""
+    if plugin not in GIL_BOUND_PLUGINS:
+        return f"pydicom plugin {plugin!r} is not known to hold the GIL"
+    if layout.frame_table.split_on_eoi:
+        return "frames split on JPEG markers: known only while decoding"
+    if layout.number_of_frames < POOL_MIN_FRAMES:
+        return f"{layout.number_of_frames} frame(s): fewer than {POOL_MIN_FRAMES}"
+    if layout.decoded_nbytes < POOL_MIN_DECODED_BYTES:
+        return f"{layout.decoded_nbytes} decoded bytes: fewer than {POOL_MIN_DECODED_BYTES}"
+    if process_pool.processes() < POOL_MIN_PROCESSES:
+        return f"{process_pool.processes()} core(s): fewer than {POOL_MIN_PROCESSES}"
+    if process_pool.broken():
+        return "kvdicom's process pool broke earlier in this process"
+    return None
+
+
+def decoder(layout, plugin: str) -> str:
+    """What decodes ``layout`` on the host (benchmark records)."""
+    if problem(layout, plugin) is None:
+        return f"pydicom:{plugin} (frames on {process_pool.processes()} processes)"
+    return f"pydicom:{plugin} (one process)"
+
+
+def _memfd(size: int) -> int:
+    fd = os.memfd_create("kvdicom-frames", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
+    """Every frame of ``layout`` decoded on the pool into one array, or None: then decode in-process.
+
+    None where the pool cannot run (it broke, or breaks now), a worker reports an error, or the frames'
+    codestream parameters differ (see the module docstring).
+    """
+    frames = layout.number_of_frames
+    frame_shape = (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
+    frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
+    src = _memfd(value.nbytes)
+    dst = -1
+    try:
+        _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), 0)
+        dst = _memfd(frame_nbytes * frames)
+        options = {k: v for k, v in layout.options.items()}
+        options["number_of_frames"] = frames
+        job = (layout.path, str(layout.transfer_syntax), options, plugin, os.getpid(), src, dst, frame_nbytes,
+               frame_shape, layout.dtype.str)
+        size = max(1, math.ceil(frames / (process_pool.processes() * CHUNKS_PER_WORKER)))
+        try:
+            pool = process_pool.pool()
+            futures = [pool.submit(decode_chunk, job, s, min(s + size, frames)) for s in range(0, frames, size)]
+        except (BrokenProcessPool, RuntimeError, OSError):  # cannot start workers here
+            process_pool.mark_broken()
+            return None
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        facts = set()
+        try:
+            for future in futures:
+                result = future.result()
+                if isinstance(result, str):  # a frame failed: the in-process decode raises its own error
+                    return None
+                facts.update(result)
+        except BrokenProcessPool:
+            process_pool.mark_broken()
+            return None
+        if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
+            return None
+        buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
+    finally:
+        os.close(src)
+        if dst >= 0:
+            os.close(dst)
+
+
+def _facts(tsyntax: UID, frame: bytes) -> str:
+    """pydicom's own codestream parameters of one frame, the ones its corrections read, as a digest."""
+    from pydicom.pixels.utils import _get_jpg_parameters, get_j2k_parameters
+
+    if tsyntax in JPEG2000TransferSyntaxes:
+        info = get_j2k_parameters(frame)
+    elif tsyntax in JPEGLSTransferSyntaxes or tsyntax in JPEGTransferSyntaxes:
+        info = _get_jpg_parameters(frame)
+    else:
+        return ""
+    return hashlib.blake2b(repr(sorted(info.items())).encode(), digest_size=16).hexdigest()
+
+
+def decode_chunk(job: tuple, start: int, stop: int) -> list[str] | str:
+    """Worker: decode frames ``start``…``stop - 1`` into the output memory file.
+
+    Returns each frame's codestream facts (:func:`_facts`), or a string: why a frame could not be decoded
+    here (the parent then decodes the file in-process, which raises its own error).
+    """
+    from pydicom.encaps import get_frame
+
+    path, tsyntax, options, plugin, parent, src, dst, frame_nbytes, frame_shape, dtype = job
+    tsyntax = UID(tsyntax)
+    decoder = pydicom.pixels.get_decoder(tsyntax)
+    facts = []
+    with open(f"/proc/{parent}/fd/{src}", "rb") as value, open(f"/proc/{parent}/fd/{dst}", "r+b") as out:
+        for index in range(start, stop):
+            try:
+                frame = get_frame(value, index, number_of_frames=options["number_of_frames"],
+                                  extended_offsets=options.get("extended_offsets"))
+                facts.append(_facts(tsyntax, frame))
+                arr, _ = decoder.as_array(value, index=index, decoding_plugin=plugin, **options)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001  plugins' Rust panics are BaseExceptions
+                return f"{path}: frame {index}: {type(exc).__name__}: {exc}"
+            if arr.shape != frame_shape or arr.dtype != np.dtype(dtype):
+                return f"{path}: frame {index} decoded to {arr.shape} {arr.dtype}, not {frame_shape} {dtype}"
+            _write_all(out.fileno(), memoryview(np.ascontiguousarray(arr)).cast("B"), index * frame_nbytes)
+    return facts
