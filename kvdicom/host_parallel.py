@@ -74,10 +74,11 @@ def problem(layout, plugin: str) -> str | None:
 
 
 def decoder(layout, plugin: str) -> str:
-    """What decodes ``layout`` on the host (benchmark records)."""
+    """Which pydicom plugin decodes ``layout`` on the host, and where (benchmark records): "pylibjpeg" or
+    "pylibjpeg (frames on 16 processes)"."""
     if problem(layout, plugin) is None:
-        return f"pydicom:{plugin} (frames on {process_pool.processes()} processes)"
-    return f"pydicom:{plugin} (one process)"
+        return f"{plugin} (frames on {process_pool.processes()} processes)"
+    return plugin
 
 
 def _memfd(size: int) -> int:
