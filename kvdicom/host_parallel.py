@@ -55,6 +55,8 @@ POOL_MIN_PROCESSES = 2
 #: per-task cost (opening the two memory files, a pickled job) stays small.
 CHUNKS_PER_WORKER = 2
 
+_unusable: str | None = None  #: why the workers cannot decode here (found once, then in-process)
+
 
 def problem(layout, plugin: str) -> str | None:
     """Why ``layout``'s whole-value host decode with ``plugin`` stays in-process, or None to use the pool."""
@@ -70,7 +72,7 @@ def problem(layout, plugin: str) -> str | None:
         return f"{process_pool.processes()} core(s): fewer than {POOL_MIN_PROCESSES}"
     if process_pool.broken():
         return "kvdicom's process pool broke earlier in this process"
-    return None
+    return _unusable
 
 
 def decoder(layout, plugin: str) -> str:
@@ -79,6 +81,11 @@ def decoder(layout, plugin: str) -> str:
     if problem(layout, plugin) is None:
         return f"{plugin} (frames on {process_pool.processes()} processes)"
     return plugin
+
+
+def _fd_folder() -> str:
+    """Where a worker opens this process's descriptors (the memory files)."""
+    return f"/proc/{os.getpid()}/fd"
 
 
 def _memfd(size: int) -> int:
@@ -103,6 +110,7 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
     None where the pool cannot run (it broke, or breaks now), a worker reports an error, or the frames'
     codestream parameters differ (see the module docstring).
     """
+    global _unusable
     frames = layout.number_of_frames
     frame_shape = (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
     frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
@@ -113,7 +121,7 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
         dst = _memfd(frame_nbytes * frames)
         options = {k: v for k, v in layout.options.items()}
         options["number_of_frames"] = frames
-        job = (layout.path, str(layout.transfer_syntax), options, plugin, os.getpid(), src, dst, frame_nbytes,
+        job = (layout.path, str(layout.transfer_syntax), options, plugin, _fd_folder(), src, dst, frame_nbytes,
                frame_shape, layout.dtype.str)
         size = max(1, math.ceil(frames / (process_pool.processes() * CHUNKS_PER_WORKER)))
         try:
@@ -134,6 +142,9 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
                 facts.update(result)
         except BrokenProcessPool:
             process_pool.mark_broken()
+            return None
+        except Exception as exc:  # noqa: BLE001  a worker could not use the memory files (no /proc?)
+            _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
             return None
         if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
             return None
@@ -166,11 +177,11 @@ def decode_chunk(job: tuple, start: int, stop: int) -> list[str] | str:
     """
     from pydicom.encaps import get_frame
 
-    path, tsyntax, options, plugin, parent, src, dst, frame_nbytes, frame_shape, dtype = job
+    path, tsyntax, options, plugin, fds, src, dst, frame_nbytes, frame_shape, dtype = job
     tsyntax = UID(tsyntax)
     decoder = pydicom.pixels.get_decoder(tsyntax)
     facts = []
-    with open(f"/proc/{parent}/fd/{src}", "rb") as value, open(f"/proc/{parent}/fd/{dst}", "r+b") as out:
+    with open(f"{fds}/{src}", "rb") as value, open(f"{fds}/{dst}", "r+b") as out:
         for index in range(start, stop):
             try:
                 frame = get_frame(value, index, number_of_frames=options["number_of_frames"],

@@ -108,7 +108,7 @@ def test_the_worker_reports_the_failing_frame(tmp_path, pooled):
     try:
         host_parallel._write_all(src, memoryview(value).cast("B"), 0)
         options = dict(layout.options, number_of_frames=layout.number_of_frames)
-        job = (layout.path, str(layout.transfer_syntax), options, "pylibjpeg", os.getpid(), src, dst,
+        job = (layout.path, str(layout.transfer_syntax), options, "pylibjpeg", host_parallel._fd_folder(), src, dst,
                layout.decoded_nbytes // layout.number_of_frames, (32, 32), layout.dtype.str)
         assert len(host_parallel.decode_chunk(job, 0, 4)) == 4  # frames 0-3 decode
         why = host_parallel.decode_chunk(job, 2, 6)
@@ -132,6 +132,17 @@ def test_pool_that_cannot_start_decodes_in_process(tmp_path, pooled, monkeypatch
     assert process_pool.broken()
     assert np.array_equal(got, pydicom_pixels(path)) and got.dtype == pydicom_pixels(path).dtype
     assert host_parallel.problem(kvdicom.inspect(path), "pylibjpeg") is not None  # in-process from now on
+
+
+def test_workers_that_cannot_open_the_memory_files_leave_decoding_in_process(tmp_path, pooled, monkeypatch):
+    path = tmp_path / "f.dcm"
+    write_dicom(CASES[0], path)
+    monkeypatch.setattr(host_parallel, "_unusable", None)
+    monkeypatch.setattr(host_parallel, "_fd_folder", lambda: str(tmp_path / "no-proc"))
+    got = kvdicom.load(path, "cpu")
+    assert pooled == [None] and not process_pool.broken()
+    assert np.array_equal(got, pydicom_pixels(path))
+    assert "FileNotFoundError" in host_parallel.problem(kvdicom.inspect(path), "pylibjpeg")
 
 
 def test_a_killed_worker_does_not_hang_the_load(tmp_path, pooled, monkeypatch):
