@@ -44,13 +44,25 @@ from kvdicom import process_pool
 #: Reference plugins measured to hold the GIL while decoding (pylibjpeg: its libjpeg, openjpeg and rle
 #: back ends; pyjpegls), so that only processes decode their frames side by side.
 GIL_BOUND_PLUGINS = ("pylibjpeg", "pyjpegls")
-#: Files with fewer frames decode in-process. MEASURED: see tools/measure_host_decode.py and the table in
-#: :data:`POOL_MIN_DECODED_BYTES`.
-POOL_MIN_FRAMES = 4
-#: ... or decoding to fewer bytes (the hand-off costs ~1 ms per file: two memory files, one task per chunk).
+#: Files with fewer frames decode in-process (one frame has nothing to share out).
+POOL_MIN_FRAMES = 2
+#: ... or decoding to fewer bytes. The hand-off costs a few ms per file: on the 2-core CPU dev machine,
+#: small files forced into the pool took 6.6 ms against 2.6 ms in-process (4 × 64 × 80 RGB JPEG, best
+#: of 15) and 5.4 against 2.5 ms (4 × 128² int16 HTJ2K); the parent's own CPU time per pooled file was
+#: 5-11 ms for 16-32 frames of 512² int16 (two memory files, one mapping, the tasks). One MiB of decoded
+#: frames takes 20 ms or more with these plugins there (JPEG-LS 26 ms per 512² int16 frame; JPEG
+#: baseline 30 × 240 × 320 RGB, 6.9 MB, 130 ms), so at the threshold the hand-off is at most ~20%.
 POOL_MIN_DECODED_BYTES = 1 << 20
-#: ... or on machines with fewer cores than this.
-POOL_MIN_PROCESSES = 2
+#: ... or on machines with fewer cores than this. On the 2-core CPU dev machine (shared with other jobs,
+#: load 3+) two worker processes were no reliable gain, medians of 15 warm rounds, one process vs pool:
+#: JPEG-LS 16 × 512² int16 447 vs 523 ms; lossless JPEG 16 × 512² 12-bit 259 vs 290 ms; HTJ2K 32 × 512²
+#: 182 vs 282 ms; JPEG baseline 30 × 240 × 320 YBR 369 vs 296 ms. In a quieter run (7 rounds, the pool
+#: timed twice): JPEG 2000 32 × 512² 1224 vs 1082 / 730 ms, lossless JPEG 266 vs 174 / 158 ms, HTJ2K 166
+#: vs 139 / 141 ms, JPEG-LS 433 vs 464 / 469 ms. The workers' CPU time per file matched in-process decoding
+#: (lossless JPEG 223 vs 232 ms): what is lost is waiting for a core. With 16 cores the pool should
+#: approach the core count on files of 16 frames or more: to confirm on the device with
+#: ``tools/measure_host_decode.py``.
+POOL_MIN_PROCESSES = 4
 #: Chunks per worker process: small enough to balance frames of uneven cost, large enough that the
 #: per-task cost (opening the two memory files, a pickled job) stays small.
 CHUNKS_PER_WORKER = 2
@@ -187,7 +199,8 @@ def decode_chunk(job: tuple, start: int, stop: int) -> list[str] | str:
                 frame = get_frame(value, index, number_of_frames=options["number_of_frames"],
                                   extended_offsets=options.get("extended_offsets"))
                 facts.append(_facts(tsyntax, frame))
-                arr, _ = decoder.as_array(value, index=index, decoding_plugin=plugin, **options)
+                # validate=False: inspect validated these options (DecodeRunner._validate_options), 0.4 ms a frame
+                arr, _ = decoder.as_array(value, index=index, validate=False, decoding_plugin=plugin, **options)
             except (KeyboardInterrupt, SystemExit, GeneratorExit):
                 raise
             except BaseException as exc:  # noqa: BLE001  plugins' Rust panics are BaseExceptions
