@@ -151,8 +151,38 @@ def _decoder():
     return nvimgcodec.Decoder()
 
 
+def _copy_images(images, raw, how: Plan, stream) -> list:
+    """Copy each decoded image into its slot of ``raw``; return the indices that need the host instead.
+
+    nvImageCodec decodes only into buffers it manages (``Decoder.decode(images=)`` reuses its own Images,
+    not ours), so each frame is copied once. A contiguous image of the expected shape is copied with one
+    ``cudaMemcpyAsync`` on the decode stream (the earlier ``cupy.asarray`` + slice assignment per frame
+    added 1.6 ms to a 1.3 ms batch decode of 30 frames of 240 × 320 RGB, H200, 0.9.0.20;
+    ``tools/profile_targets.py`` times both steps). Anything else (``None``, another shape or depth,
+    strided) goes to the host decoder.
+    """
+    import cupy
+
+    shape = tuple(raw.shape[1:])
+    contiguous = (None, tuple(raw.strides[1:]))
+    frame_bytes = raw[0].nbytes if len(raw) else 0
+    redo = []
+    for i, image in enumerate(images):
+        cai = None if image is None else image.__cuda_array_interface__
+        if (cai is None or tuple(cai["shape"]) != shape or int(cai["typestr"][2:]) != how.raw_itemsize
+                or (cai.get("strides") and tuple(cai["strides"])) not in contiguous):
+            redo.append(i)
+            continue
+        cupy.cuda.runtime.memcpyAsync(raw.data.ptr + i * frame_bytes, cai["data"][0], frame_bytes,
+                                      cupy.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
+    return redo
+
+
 def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
-    """(raw (frames, rows, cols, samples) CuPy array, indices of frames to decode on the host)."""
+    """(raw (frames, rows, cols, samples) CuPy array, indices of frames to decode on the host).
+
+    Returns after the copies have run on the device: the decoder's images are freed on return.
+    """
     import cupy
     from nvidia import nvimgcodec
 
@@ -162,15 +192,9 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     stream = cupy.cuda.get_current_stream()
     images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr)
     shape = (layout.rows, layout.columns, layout.samples_per_pixel)
-    raw_dtype = np.dtype(f"u{how.raw_itemsize}")
-    raw = cupy.empty((len(frames),) + shape, dtype=raw_dtype)
-    redo = []
-    for i, image in enumerate(images):
-        got = None if image is None else cupy.asarray(image)
-        if got is None or got.shape != shape or got.dtype.itemsize != how.raw_itemsize:
-            redo.append(i)
-            continue
-        raw[i] = got.view(raw_dtype)
+    raw = cupy.empty((len(frames),) + shape, dtype=np.dtype(f"u{how.raw_itemsize}"))
+    redo = _copy_images(images, raw, how, stream)
+    stream.synchronize()
     return raw, redo
 
 

@@ -459,3 +459,32 @@ def test_extended_offset_table_length_past_the_value_is_cut_as_pydicom_cuts_it(t
     path = tmp_path / "eot.dcm"
     ds.save_as(path, enforce_file_format=True)
     assert np.array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
+
+
+class _FakeImage:
+    """An nvImageCodec Image stand-in: a CuPy array seen through __cuda_array_interface__ only."""
+
+    def __init__(self, arr, strides=None):
+        self.arr = arr
+        cai = dict(arr.__cuda_array_interface__)
+        cai["strides"] = strides
+        self.__cuda_array_interface__ = cai
+
+
+@pytest.mark.gpu
+def test_gpu_decoded_images_are_copied_into_their_slots_or_sent_to_the_host(cuda):
+    import cupy
+
+    how = gpu_codec.Plan("gpu", raw_itemsize=2)
+    raw = cupy.zeros((4, 8, 6, 1), dtype=cupy.uint16)
+    good = [cupy.arange(48, dtype=cupy.uint16).reshape(8, 6, 1) + 100 * i for i in range(4)]
+    wide = cupy.zeros((8, 12, 1), dtype=cupy.uint16)[:, ::2]  # right shape, strided
+    images = [_FakeImage(good[0]), None, _FakeImage(wide, strides=wide.strides), _FakeImage(good[3][:4])]
+    redo = gpu_codec._copy_images(images, raw, how, cupy.cuda.get_current_stream())
+    cupy.cuda.get_current_stream().synchronize()
+    assert redo == [1, 2, 3]
+    assert cupy.array_equal(raw[0], good[0]) and not raw[1:].any()
+    images = [_FakeImage(g, strides=g.strides) for g in good]  # explicit C strides are contiguous too
+    assert gpu_codec._copy_images(images, raw, how, cupy.cuda.get_current_stream()) == []
+    cupy.cuda.get_current_stream().synchronize()
+    assert all(cupy.array_equal(raw[i], good[i]) for i in range(4))

@@ -72,6 +72,12 @@ def enhanced_mr(corpus: Corpus, r: int) -> None:
             new = lambda c=chunk: host_read.read_chunks(  # noqa: E731
                 fd, memoryview(np.empty(size, np.uint8)), layout.offset, c, parallel_from=0)
             row(f"read, new array, pool, {chunk >> 20} MiB chunks", best(new, r))
+        for mib in (2, 4, 8, 16, 25):  # the one-thread / pool threshold (host_read.PARALLEL_READ_BYTES)
+            view = memoryview(buf)[: min(mib << 20, size)]
+            chunk = host_read.chunk_for(len(view))
+            one = best(lambda v=view: host_read.read_chunks(fd, v, layout.offset, parallel_from=1 << 40), r)
+            par = best(lambda v=view, c=chunk: host_read.read_chunks(fd, v, layout.offset, c, parallel_from=0), r)
+            row(f"{mib:>2} MiB: one thread {one:.3f} ms, pool ({chunk >> 20} MiB chunks)", par)
     finally:
         os.close(fd)
     arr = buf.view(layout.dtype)
