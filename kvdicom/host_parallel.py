@@ -12,7 +12,7 @@ No frame is pickled: the encapsulated value goes to the workers through an
 anonymous memory file (``memfd``, opened by the workers as
 ``/proc/<parent>/fd/<n>``; not ``/dev/shm``, which containers often cap at
 64 MiB), and each worker ``pwrite``\\ s its decoded frames into a second one,
-which the parent maps as the returned array.
+which the parent maps, copy on write, as the returned array.
 
 Exactness. pydicom's whole-value decode (``pixel_array``) applies its
 corrections (JPEG 2000 / JPEG-LS sign, JPEG colour space) once, from the
@@ -160,7 +160,10 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
             return None
         if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
             return None
-        buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        # private (copy on write): the array behaves as any NumPy array, also in a process forked later
+        # (a shared mapping would let a forked child's writes reach this process's array); not populated, as
+        # populating a private writable mapping copies every page
+        buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_PRIVATE)
         return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
     finally:
         os.close(src)

@@ -68,6 +68,21 @@ def test_pool_decodes_every_frame_exactly_as_pixel_array(tmp_path, case, pooled)
     assert got.flags.writeable and got.flags.c_contiguous  # as pixel_array returns it
 
 
+def test_the_pooled_array_is_private_to_this_process(tmp_path, pooled):
+    # the frames come back through a memory file: a process forked later must not write into this array
+    path = tmp_path / "f.dcm"
+    write_dicom(CASES[2], path)
+    got = kvdicom.load(path, "cpu")
+    assert pooled[-1] is not None
+    before = got.copy()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the child)
+        got[...] = 7
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert np.array_equal(got, before)
+
+
 def test_decoder_record_names_the_pool(tmp_path, pooled):
     path = tmp_path / "f.dcm"
     write_dicom(CASES[2], path)
