@@ -12,7 +12,12 @@ No frame is pickled: the encapsulated value goes to the workers through an
 anonymous memory file (``memfd``, opened by the workers as
 ``/proc/<parent>/fd/<n>``; not ``/dev/shm``, which containers often cap at
 64 MiB), and each worker ``pwrite``\\ s its decoded frames into a second one,
-which the parent maps, copy on write, as the returned array.
+which the parent maps, copy on write, as the returned array. Measured on the
+2-core CPU dev machine, 2 workers, 256 × 512² int16 HTJ2K (128 MiB decoded),
+median of 8, each followed by one sum over the array: frames pickled back
+and copied into place took 2519 ms, 841 ms of it the parent's CPU; the
+memory files 1722 ms, 125 ms of parent CPU (16 × 512² 12-bit lossless
+JPEG: 266 vs 268 ms, 12.6 vs 9.1 ms).
 
 Exactness. pydicom's whole-value decode (``pixel_array``) applies its
 corrections (JPEG 2000 / JPEG-LS sign, JPEG colour space) once, from the
