@@ -148,21 +148,20 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
             process_pool.mark_broken()
             return None
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
+        for future in pending:  # only after an exception: nothing more is needed from them
             future.cancel()
-        facts = set()
-        try:
-            for future in futures:
-                result = future.result()
-                if isinstance(result, str):  # a frame failed: the in-process decode raises its own error
-                    return None
-                facts.update(result)
-        except BrokenProcessPool:
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if any(isinstance(exc, BrokenProcessPool) for exc in failures):  # a worker died
             process_pool.mark_broken()
             return None
-        except Exception as exc:  # noqa: BLE001  a worker could not use the memory files (no /proc?)
+        if failures:  # a worker could not use the memory files (no /proc?): not worth trying again
+            exc = failures[0]
             _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
             return None
+        results = [future.result() for future in futures]
+        if any(isinstance(r, str) for r in results):  # a frame failed: the in-process decode raises its own error
+            return None
+        facts = {fact for result in results for fact in result}
         if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
             return None
         # private (copy on write): the array behaves as any NumPy array, also in a process forked later
