@@ -213,3 +213,13 @@ def test_single_frames_and_small_files_stay_in_process(tmp_path):
     assert "decoded bytes" in host_parallel.problem(layout, "pylibjpeg")
     assert compressed.host_decoder(layout) == "pylibjpeg"
     assert "not known to hold the GIL" in host_parallel.problem(layout, "pillow")
+
+
+def test_frames_known_only_while_decoding_stay_in_process(tmp_path, pooled):
+    # no offset table and more fragments than frames: pydicom splits frames on JPEG EOI markers as it decodes
+    path = tmp_path / "f.dcm"
+    write_dicom(DicomSpec(frames=4, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="none",
+                          fragments=2, **S16), path)
+    assert "split" in host_parallel.problem(kvdicom.inspect(path), "pylibjpeg")
+    assert np.array_equal(kvdicom.load(path, "cpu"), pydicom_pixels(path))
+    assert pooled == []
