@@ -27,12 +27,13 @@ pydicom's own parsers, are equal; the workers report them, and where they
 differ, or any worker reports an error, or a frame comes back in another
 shape or dtype, the file is decoded again in-process (so an error is exactly
 the one the in-process path raises, naming the file). A worker that dies
-(killed, out of memory, a script without the main guard) breaks the pool:
-the file is decoded in-process, and so is everything after it.
+(killed, out of memory) or workers that cannot start break the pool: the
+file is decoded in-process, and so is everything after it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import mmap
@@ -63,8 +64,10 @@ POOL_MIN_DECODED_BYTES = 1 << 20
 #: JPEG-LS 16 × 512² int16 447 vs 523 ms; lossless JPEG 16 × 512² 12-bit 259 vs 290 ms; HTJ2K 32 × 512²
 #: 182 vs 282 ms; JPEG baseline 30 × 240 × 320 YBR 369 vs 296 ms. In a quieter run (7 rounds, the pool
 #: timed twice): JPEG 2000 32 × 512² 1224 vs 1082 / 730 ms, lossless JPEG 266 vs 174 / 158 ms, HTJ2K 166
-#: vs 139 / 141 ms, JPEG-LS 433 vs 464 / 469 ms. The workers' CPU time per file matched in-process decoding
-#: (lossless JPEG 223 vs 232 ms): what is lost is waiting for a core. With 16 cores the pool should
+#: vs 139 / 141 ms, JPEG-LS 433 vs 464 / 469 ms. Most of what is lost is waiting for a core: with one
+#: worker, the worker's CPU time per file against in-process decoding was 223 vs 232 ms (lossless JPEG),
+#: 443-454 vs 412-425 ms (JPEG-LS), 188-206 vs 143-152 ms (HTJ2K, 32 frames; the worker path's own
+#: reads and writes profile at ~10 ms of that, the rest is unexplained). With 16 cores the pool should
 #: approach the core count on files of 16 frames or more: to confirm on the device with
 #: ``tools/measure_host_decode.py``.
 POOL_MIN_PROCESSES = 4
@@ -131,12 +134,17 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
     frames = layout.number_of_frames
     frame_shape = (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
     frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
-    src = _memfd(value.nbytes)
-    dst = -1
+    src = dst = -1
     try:
-        _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), 0)
-        dst = _memfd(frame_nbytes * frames)
-        options = {k: v for k, v in layout.options.items()}
+        try:
+            src = _memfd(value.nbytes)
+            _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), 0)
+            dst = _memfd(frame_nbytes * frames)
+        except (AttributeError, OSError) as exc:  # no memfd_create here (not Linux, a sandbox), or no room
+            if isinstance(exc, AttributeError) or exc.errno in (errno.ENOSYS, errno.EPERM):
+                _unusable = f"no memory files here ({type(exc).__name__}: {exc})"
+            return None
+        options = dict(layout.options)
         options["number_of_frames"] = frames
         job = (layout.path, str(layout.transfer_syntax), options, plugin, _fd_folder(), src, dst, frame_nbytes,
                frame_shape, layout.dtype.str)
@@ -170,9 +178,9 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
         buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_PRIVATE)
         return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
     finally:
-        os.close(src)
-        if dst >= 0:
-            os.close(dst)
+        for fd in (src, dst):
+            if fd >= 0:
+                os.close(fd)
 
 
 def _facts(tsyntax: UID, frame: bytes) -> str:

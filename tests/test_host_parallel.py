@@ -160,6 +160,20 @@ def test_workers_that_cannot_open_the_memory_files_leave_decoding_in_process(tmp
     assert "FileNotFoundError" in host_parallel.problem(kvdicom.inspect(path), "pylibjpeg")
 
 
+def test_no_memory_files_leaves_decoding_in_process(tmp_path, pooled, monkeypatch):
+    path = tmp_path / "f.dcm"
+    write_dicom(CASES[1], path)
+    monkeypatch.setattr(host_parallel, "_unusable", None)
+
+    def no_memfd(*args):
+        raise OSError(38, "Function not implemented")  # ENOSYS: a sandbox without memfd_create
+
+    monkeypatch.setattr(host_parallel.os, "memfd_create", no_memfd)
+    got = kvdicom.load(path, "cpu")
+    assert pooled == [None] and "memory files" in host_parallel.problem(kvdicom.inspect(path), "pylibjpeg")
+    assert np.array_equal(got, pydicom_pixels(path))
+
+
 def test_a_killed_worker_does_not_hang_the_load(tmp_path, pooled, monkeypatch):
     path = tmp_path / "f.dcm"
     write_dicom(DicomSpec(frames=8, rows=64, cols=64, transfer_syntax="jpeg2000_lossless", **S16), path)
