@@ -45,3 +45,34 @@ def pydicom_nvimgcodec_to_cupy(path):
     import cupy
 
     return cupy.asarray(pydicom_pinned(path, NVIMGCODEC_PLUGIN))
+
+
+# --- series of compressed slices (bench/test_compressed_series.py) ------------------------------
+
+
+def pydicom_series_pinned(folder, plugin: str | None = None):
+    """The pydicom series loop (read, sort by position on the normal, ``np.stack``) with one decoding plugin.
+
+    As ``bench.peers.pydicom_series``, but each slice's ``pixel_array`` pinned to ``plugin`` (default: the
+    reference), so a plugin registered first (nvImageCodec's ``register()``) cannot change what runs.
+    """
+    import numpy as np
+
+    from bench.peers import series_files, slice_sort_key
+
+    slices = []
+    for path in series_files(folder):
+        ds = pydicom.dcmread(path)
+        ds.pixel_array_options(decoding_plugin=plugin or reference_plugin(ds.file_meta.TransferSyntaxUID))
+        key = slice_sort_key(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"),
+                             ds.get("InstanceNumber"))
+        slices.append((key, ds.pixel_array))
+    slices.sort(key=lambda s: s[0])
+    return np.stack([arr for _, arr in slices])
+
+
+def pydicom_series_to_cupy(folder, plugin: str | None = None):
+    """:func:`pydicom_series_pinned`, then one ``cupy.asarray`` copy of the volume."""
+    import cupy
+
+    return cupy.asarray(pydicom_series_pinned(folder, plugin))

@@ -77,11 +77,12 @@ def _correct_unused_bits(arr, shift: int):
     return arr
 
 
-def decode(raw, layout: PixelLayout):
+def decode(raw, layout: PixelLayout, *, bits_corrected: bool = False):
     """Return the pixel array for ``raw``, the ``layout.nbytes`` bytes at ``layout.offset``.
 
     ``raw`` is a 1-D uint8 NumPy or CuPy array; the result lives on the same
-    device and may share its memory.
+    device and may share its memory. ``bits_corrected``: the unused high bits
+    were already corrected in ``raw`` (during the read, ``kvdicom.loader``).
     """
     if layout.bits_allocated == 1:
         return _reshape(_unpack_bits(raw, layout.pixel_count), layout)
@@ -99,7 +100,7 @@ def decode(raw, layout: PixelLayout):
     if layout.photometric_interpretation == "YBR_FULL_422":
         arr = _expand_ybr_422(arr)
     arr = _reshape(arr, layout)
-    if layout.unused_high_bits:
+    if layout.unused_high_bits and not bits_corrected:
         arr = _correct_unused_bits(arr, layout.unused_high_bits)
     if layout.photometric_interpretation in CONVERTED_TO_RGB:
         arr = ybr_full_to_rgb(arr)

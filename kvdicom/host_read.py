@@ -100,21 +100,36 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
+def _read_then(fd: int, view: memoryview, offset: int, start: int, then) -> int:
+    """Read ``view`` at ``offset``, then (if given) ``then(start, start + bytes read)`` while they are in cache."""
+    got = _pread_exact(fd, view, offset)
+    if then is not None:
+        then(start, start + got)
+    return got
+
+
 def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None,
-                parallel_from: int | None = None) -> int:
+                parallel_from: int | None = None, then=None) -> int:
     """Fill ``view`` from ``fd`` at ``offset``; return the bytes read.
 
     Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`), or on a pool
     thread, in the caller's thread; otherwise in ``chunk``-sized tasks
     (:func:`chunk_for`) on :func:`pool`. A short chunk (end of file) ends the
     count there: bytes after a gap are not counted.
+
+    ``then(start, stop)``, if given, runs on each chunk's bytes ``view[start:stop]``
+    right after they are read, on the thread that read them (chunks are then
+    cut in multiples of 8 bytes: whole samples): a per-sample correction then runs in parallel on
+    data still in cache instead of in one more pass over the whole buffer.
     """
     chunk = chunk or chunk_for(len(view))
+    if then is not None:
+        chunk = max(8, chunk - chunk % 8)  # whole samples in every chunk
     parallel_from = PARALLEL_READ_BYTES if parallel_from is None else parallel_from
     if len(view) < parallel_from or getattr(_worker, "in_pool", False):
-        return _pread_exact(fd, view, offset)
+        return _read_then(fd, view, offset, 0, then)
     starts = range(0, len(view), chunk)
-    futures = [pool().submit(_pread_exact, fd, view[s : s + chunk], offset + s) for s in starts]
+    futures = [pool().submit(_read_then, fd, view[s : s + chunk], offset + s, s, then) for s in starts]
     # Every task must finish before the caller may close ``fd`` or reuse the
     # buffer, errors or not: wait for all, then raise the first error.
     concurrent.futures.wait(futures)
@@ -127,7 +142,8 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
 
 
 def read_into(
-    path: str, buffer: np.ndarray, offset: int, *, file_id: fileid.FileId | None = None, direct: bool = False
+    path: str, buffer: np.ndarray, offset: int, *, file_id: fileid.FileId | None = None, direct: bool = False,
+    then=None,
 ) -> int:
     """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into ``buffer``; return bytes read.
 
@@ -135,7 +151,8 @@ def read_into(
     the file opened must be that file before and after the read, else
     :class:`~kvdicom.errors.DicomLoadError`. With ``direct``, the file is read
     with O_DIRECT: ``buffer``, ``offset`` and the size must then be aligned to
-    the file system's block size. A path that is not a regular file raises
+    the file system's block size. ``then``: see :func:`read_chunks` (buffered reads only). A path
+    that is not a regular file raises
     ``DicomLoadError`` at once; ``OSError`` from opening or reading propagates.
     """
     view = memoryview(buffer).cast("B")
@@ -145,7 +162,7 @@ def read_into(
         if direct:  # no readahead: keep several chunk reads in flight from two chunks up
             got = read_chunks(fd, view, offset, DIRECT_CHUNK_BYTES, parallel_from=DIRECT_CHUNK_BYTES + 1)
         else:
-            got = read_chunks(fd, view, offset)
+            got = read_chunks(fd, view, offset, then=then)
         fileid.check_same(path, fd, file_id, "after the pixel read")
         return got
     finally:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from kvdicom import device_read, host_read, modality
-from kvdicom.decode import array_module, decode, decodes_in_place
+from kvdicom.decode import _correct_unused_bits, array_module, decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
 from kvdicom.gpu import require_gpu_stack
 from kvdicom.layout import PixelLayout, opened_layout
@@ -24,7 +24,20 @@ def _allocate(layout: PixelLayout, device: str):
     return np.empty(layout.nbytes, dtype=np.uint8)
 
 
-def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None):
+def _bits_per_chunk(layout: PixelLayout, device: str, buffer):
+    """The unused-bit correction as a per-chunk step of the host read, or None where decode must do it.
+
+    Only where decoding is a view of the read bytes (:func:`decodes_in_place`): each read chunk is then
+    corrected by the thread that read it, while in cache. On the 25 MiB enhanced MR file (12 of 16 bits
+    stored) the separate pass took 1.1 ms on the H200 machine after a 0.7 ms pooled read.
+    """
+    if device != "cpu" or not layout.unused_high_bits or not decodes_in_place(layout):
+        return None
+    shift = layout.unused_high_bits
+    return lambda start, stop: _correct_unused_bits(buffer[start:stop].view(layout.dtype), shift)
+
+
+def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, correct_bits: bool = False):
     """The raw pixel bytes of ``layout`` as a 1-D uint8 array on ``device``.
 
     Read into ``buffer`` (a contiguous 1-D uint8 array or view of ``layout.nbytes``
@@ -32,12 +45,19 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None):
     the one ``layout.file_id`` names, before and after the read; any failure
     after the header was read (file changed, deleted, unreadable) is a
     :class:`DicomLoadError` naming the file.
+
+    ``correct_bits``: on the host, correct unused high bits as each chunk is
+    read, where that can be done (then ``decode(..., bits_corrected=True)``);
+    returns ``(buffer, corrected)`` instead of the buffer.
     """
     if buffer is None:
         buffer = _allocate(layout, device)
-    reader = device_read if device == "cuda" else host_read
+    then = _bits_per_chunk(layout, device, buffer) if correct_bits else None
     try:
-        got = reader.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id)
+        if device == "cuda":
+            got = device_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id)
+        else:
+            got = host_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, then=then)
     except DicomLoadError:
         raise
     except OSError as exc:
@@ -49,7 +69,13 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None):
         raise DicomLoadError(
             layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; did the file change?"
         )
-    return buffer
+    return (buffer, then is not None) if correct_bits else buffer
+
+
+def _read_decoded(layout: PixelLayout, device: str, buffer=None):
+    """Read then decode, the unused bits corrected during the host read where possible."""
+    raw, corrected = read_pixels(layout, device, buffer, correct_bits=True)
+    return decode(raw, layout, bits_corrected=corrected)
 
 
 def _load_compressed_gpu(layout):
@@ -97,9 +123,9 @@ def _load_into(layout: PixelLayout, device: str, rescale: bool, out):
     """Decode into ``out``: straight into its memory where decoding is a view, else decode then copy."""
     if not rescale and decodes_in_place(layout) and out.nbytes == layout.nbytes:
         raw = out.reshape(-1).view(np.uint8)
-        decode(read_pixels(layout, device, buffer=raw), layout)  # in place: unused bits corrected in out
+        _read_decoded(layout, device, raw)  # in place: unused bits corrected in out
         return out
-    arr = decode(read_pixels(layout, device), layout)
+    arr = _read_decoded(layout, device)
     if rescale:
         arr = modality.apply(arr, layout)
     array_module(out).copyto(out, arr)
@@ -151,5 +177,5 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
         if out is not None:
             _check_out_fits(layout, out, rescale)
             return _load_into(layout, device, rescale, out)
-        arr = decode(read_pixels(layout, device), layout)
+        arr = _read_decoded(layout, device)
     return modality.apply(arr, layout) if rescale else arr

@@ -18,9 +18,10 @@ Steps, each with its own helper:
    while later headers are still being parsed, into one pinned host staging
    buffer, and each slice is copied to its sorted place on the device once
    the order is known (:mod:`kvdicom.series_stage`); each read checks that
-   the file is the one whose header was parsed (a series with compressed
-   slices is decoded slice by slice, as ``kvdicom.load`` decodes each, into
-   its slot);
+   the file is the one whose header was parsed (compressed slices: every
+   file's fragments read concurrently, then one nvImageCodec batch for the
+   frames the GPU decodes, the host for the rest, each into its slot:
+   :mod:`kvdicom.series_decode`);
 5. decode on the target device (the whole volume at once when all slices share
    a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
 
@@ -69,6 +70,9 @@ class SeriesInfo:
     series_uid: str | None = None
     instance_numbers: tuple[int | None, ...] = ()
     layouts: tuple[PixelLayout, ...] = ()
+    #: compressed slices: "<decoder> (<why>): <n> slices" for each decoder that ran (``kvdicom.series_decode``);
+    #: empty for native slices, which are read, not decoded
+    decoders: tuple[str, ...] = ()
 
 
 # pixel reads ---------------------------------------------------------------------------
@@ -253,15 +257,20 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
     _stored_volume(layouts, xp, raw, stored)
 
 
-def _decode_each(layouts, stored, device: str) -> None:
-    """A series with compressed slices: each slice decoded as ``kvdicom.load`` does, into its slot."""
-    from kvdicom import compressed, loader
+def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
+    """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom.series_decode`).
 
-    for i, layout in enumerate(layouts):
-        if getattr(layout, "compressed", False):
-            stored[i] = compressed.load_cpu(layout) if device == "cpu" else loader._load_compressed_gpu(layout)
-        else:
-            stored[i] = decode(loader.read_pixels(layout, device), layout)
+    Native slices among them (a mixed series) are read and decoded one by one into their slots.
+    Returns which decoders ran.
+    """
+    from kvdicom import loader, series_decode
+
+    packed = [(i, layout) for i, layout in enumerate(layouts) if getattr(layout, "compressed", False)]
+    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
+    native = [(i, layout) for i, layout in enumerate(layouts) if not getattr(layout, "compressed", False)]
+    for i, layout in native:
+        stored[i] = decode(loader.read_pixels(layout, device), layout)
+    return decoders + ((f"native: {len(native)} slices",) if native else ())
 
 
 # the entry point --------------------------------------------------------------------
@@ -329,8 +338,9 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
     indices = staging.indices(ordered) if staging is not None else None
+    decoders: tuple[str, ...] = ()
     if any(getattr(layout, "compressed", False) for layout in layouts):
-        _decode_each(layouts, stored, device)
+        decoders = _decode_compressed(layouts, stored, device)
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
     else:  # not staged (slices of differing byte counts): read after sorting
@@ -353,5 +363,6 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
         series_uid=ordered[0].keys.series_uid,
         instance_numbers=tuple(h.keys.instance_number for h in ordered),
         layouts=tuple(layouts),
+        decoders=decoders,
     )
     return volume, info

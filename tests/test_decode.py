@@ -92,3 +92,23 @@ def test_mismatch_reports_a_wrong_value():
     assert "shape" in mismatch(ref.reshape(3, 2), ref)
     assert "dtype" in mismatch(ref.astype(np.uint16), ref)
     assert mismatch(ref.copy(), ref) is None
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("use_out", [False, True], ids=["new", "out"])
+def test_unused_bits_are_corrected_chunk_by_chunk_as_the_host_read_lands(make_file, tmp_path, monkeypatch,
+                                                                         signed, use_out):
+    from kvdicom import host_read, loader
+
+    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
+    monkeypatch.setattr(host_read, "CHUNK_BYTES", 1003)  # odd: the correction still sees whole samples
+    spec = DicomSpec(frames=3, rows=32, cols=48, bits_allocated=16, bits_stored=12, signed=signed,
+                     dirty_unused_bits=True)
+    path = make_file(spec)
+    sizes = []
+    real = loader._correct_unused_bits
+    monkeypatch.setattr(loader, "_correct_unused_bits", lambda arr, shift: sizes.append(arr.size) or real(arr, shift))
+    out = np.empty((3, 32, 48), np.int16 if signed else np.uint16) if use_out else None
+    got = kvdicom.load(path, "cpu", out=out)
+    assert mismatch(got, pydicom_pixels(path)) is None
+    assert len(sizes) > 1 and max(sizes) <= 1003 // 2 and sum(sizes) == 3 * 32 * 48

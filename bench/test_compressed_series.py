@@ -1,0 +1,187 @@
+"""Series of compressed single-frame slices into one volume, page cache warm (issue 10's series targets).
+
+Cases: ``fixtures.profiles.compressed_series_specs`` (JPEG 2000 lossless and
+HTJ2K lossless CT slices; 256 × 512² int16 in ``full``). Loaders, each
+checked against the pydicom loop with the reference plugin pinned
+(``extra_info['matches_pydicom']``, exact: the syntaxes are lossless):
+pydicom loop + sort + ``np.stack`` (+ ``cupy.asarray``), the same loop with
+nvImageCodec's pydicom plugin (+ ``cupy.asarray``), dicomsdl loop (+
+``cupy.asarray``; probed in a child process first, so a native crash is a
+skip), and ``kvdicom.load_series`` on the CPU and the GPU (one nvImageCodec
+batch for the series: ``kvdicom.series_decode``). ``extra_info`` adds the
+compressed bytes, the compression ratio, the frames (one per slice:
+``frames_per_s`` is derived) and which decoder ran.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvdicom
+from bench import compressed_peers as cpeers
+from bench import peers
+from dgbench.schema import bench_extra
+from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
+from fixtures.oracle import mismatch
+from fixtures.profiles import compressed_series_specs
+
+
+def pytest_generate_tests(metafunc):
+    if "csspec" in metafunc.fixturenames:
+        specs = compressed_series_specs(metafunc.config.getoption("profile"))
+        metafunc.parametrize("csspec", specs, ids=[s.case_id for s in specs], scope="session")
+
+
+@pytest.fixture(scope="session")
+def csdir(corpus, csspec):
+    """The cached series folder, generated on first use (skipped when its encoder or pylibjpeg is missing)."""
+    for module in ("pylibjpeg", "openjpeg"):
+        pytest.importorskip(module, reason=f"compressed series need {module} (pylibjpeg plugins, requirements.txt)")
+    try:
+        return corpus.ensure_series(csspec)
+    except EncoderUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def csreference(csdir):
+    """The pydicom loop's volume, reference plugin pinned, computed once per session."""
+    return cpeers.pydicom_series_pinned(csdir)
+
+
+@pytest.fixture(scope="session")
+def cslayouts(csdir):
+    """(file bytes, compressed bytes, codec, transfer syntax) of the folder's slices, found once (untimed)."""
+    files = peers.series_files(csdir)
+    layouts = [kvdicom.inspect(p) for p in files]
+    return (sum(p.stat().st_size for p in files), sum(layout.nbytes for layout in layouts), layouts[0].codec,
+            layouts[0].transfer_syntax)
+
+
+def _record(benchmark, spec, cslayouts, loader, device, output, reference, decoder):
+    """Describe this benchmark in ``extra_info``; return why its volume differs from pydicom's, if it does."""
+    file_bytes, compressed_bytes, codec, _ = cslayouts
+    problem = None if output is None else mismatch(output, reference)
+    benchmark.extra_info.update(bench_extra(
+        spec.case_id, loader, device, file_bytes, int(reference.nbytes), "warm",
+        matches_pydicom=None if output is None else problem is None, ceiling=None,  # decode-bound
+        compressed_bytes=compressed_bytes, compression_ratio=reference.nbytes / file_bytes, frames=spec.slices,
+        codec=codec, decoder=decoder, lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2],
+        slices=spec.slices, files=spec.file_count,
+    ))
+    return problem
+
+
+def _load_series():
+    try:
+        return peers.kvdicom_load_series()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+def _dicomsdl(csdir):
+    try:
+        import dicomsdl  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"dicomsdl is not installed ({exc})")
+    crash = peers.dicomsdl_crash(peers.series_files(csdir))
+    if crash:
+        pytest.skip(crash)
+
+
+# --- property tests (run by ./dgb test) --------------------------------------------------------
+
+
+def test_cseries_cpu_load_matches_pydicom(csspec, csdir, csreference):
+    volume, info = kvdicom.load_series(csdir, "cpu")
+    assert mismatch(volume, csreference) is None, mismatch(volume, csreference)
+    assert info.decoders, "load_series did not say which decoder ran"
+
+
+@pytest.mark.gpu
+def test_cseries_gpu_load_matches_pydicom(cuda, csspec, csdir, csreference, monkeypatch):
+    """On the device: the batched GPU decode (forced for small series too) equals the pydicom loop exactly."""
+    from kvdicom import gpu_codec
+
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    volume, info = kvdicom.load_series(csdir, "cuda")
+    assert type(volume).__module__.startswith("cupy")
+    problem = mismatch(volume, csreference)
+    assert problem is None, f"{problem} (decoders: {info.decoders})"
+    if gpu_codec.nvimgcodec_problem() is None and csspec.transfer_syntax == "jpeg2000_lossless":
+        # mono int16 J2K lossless always plans the GPU route: the batch must really have run
+        assert any(d.startswith("nvimgcodec") for d in info.decoders), info.decoders
+
+
+# --- benchmarks, warm page cache ---------------------------------------------------------------
+
+
+def test_cseries_pydicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
+    plugin = cpeers.reference_plugin(cslayouts[3])
+    _record(benchmark, csspec, cslayouts, "pydicom", "cpu", csreference, csreference, f"pydicom:{plugin}")
+    benchmark(cpeers.pydicom_series_pinned, csdir)
+
+
+@pytest.mark.gpu
+def test_cseries_pydicom_to_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
+    plugin = cpeers.reference_plugin(cslayouts[3])
+    _record(benchmark, csspec, cslayouts, "pydicom+cupy", "cuda", cpeers.pydicom_series_to_cupy(csdir),
+            csreference, f"pydicom:{plugin}")
+    benchmark(peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir))
+
+
+@pytest.mark.gpu
+def test_cseries_pydicom_nvimgcodec_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
+    if (why := cpeers.register_nvimgcodec()) is not None:
+        pytest.skip(why)
+    first = peers.series_files(csdir)[0]
+    if (why := cpeers.plugin_available(first, cpeers.NVIMGCODEC_PLUGIN)) is not None:
+        pytest.skip(why)
+    out = cpeers.pydicom_series_to_cupy(csdir, cpeers.NVIMGCODEC_PLUGIN)
+    _record(benchmark, csspec, cslayouts, "pydicom+nvimgcodec+cupy", "cuda", out, csreference,
+            "nvimgcodec plugin (per slice)")
+    del out
+    benchmark(peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir, cpeers.NVIMGCODEC_PLUGIN))
+
+
+def test_cseries_dicomsdl_cpu(benchmark, csspec, csdir, cslayouts, csreference):
+    _dicomsdl(csdir)
+    _record(benchmark, csspec, cslayouts, "dicomsdl", "cpu", peers.dicomsdl_series(csdir), csreference, "dicomsdl")
+    benchmark(peers.dicomsdl_series, csdir)
+
+
+@pytest.mark.gpu
+def test_cseries_dicomsdl_to_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
+    _dicomsdl(csdir)
+    _record(benchmark, csspec, cslayouts, "dicomsdl+cupy", "cuda", peers.dicomsdl_series_to_cupy(csdir),
+            csreference, "dicomsdl")
+    benchmark(peers.synced(cuda, peers.dicomsdl_series_to_cupy, csdir))
+
+
+def test_cseries_kvdicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
+    load_series = _load_series()
+    volume, info = load_series(csdir, "cpu")
+    problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cpu", volume, csreference, "; ".join(info.decoders))
+    assert problem is None, problem
+    benchmark(load_series, csdir, "cpu")
+
+
+@pytest.mark.gpu
+def test_cseries_kvdicom_gpu(benchmark, cuda, csspec, csdir, cslayouts, csreference):
+    load_series = _load_series()
+    volume, info = load_series(csdir, "cuda")
+    problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cuda", volume, csreference, "; ".join(info.decoders))
+    assert problem is None, f"{problem} (decoders: {info.decoders})"
+    del volume
+    benchmark(peers.synced(cuda, load_series, csdir, "cuda"))
+
+
+def test_cseries_fixture_is_the_phantom_compressed(csspec, csdir, cslayouts, csreference):
+    """The folder holds ``slices`` compressed files of the spec's syntax whose pixels compress (not noise)."""
+    file_bytes, compressed_bytes, _, tsyntax = cslayouts
+    assert len(peers.series_files(csdir)) == csspec.slices
+    assert str(tsyntax) == COMPRESSED_SYNTAXES[csspec.transfer_syntax][0]
+    assert csreference.shape == (csspec.slices, csspec.rows, csspec.cols)
+    assert csreference.nbytes / compressed_bytes > 1.5, "compression ratio too low for image-like content"
+    assert np.ptp(csreference) > 1000  # HU-like levels, air to bone

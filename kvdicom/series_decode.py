@@ -1,0 +1,284 @@
+"""The compressed slices of a series decoded together: one read per file, concurrently; one GPU batch.
+
+``kvdicom.load`` decodes one file per call: for a series that is one
+nvImageCodec call per slice, each paying the batch's fixed cost (one 128²
+int16 JPEG 2000 frame took 12.0 ms on the GPU against 3.7 ms with pydicom,
+H200, ``gpu_codec.GPU_MIN_DECODED_BYTES``). Here, for slices in their final
+order:
+
+1. every file's fragments are read on kvdicom's read pool
+   (:func:`kvdicom.host_read.pool`, :func:`kvdicom.compressed.read_frames`)
+   and checked against the header (:func:`kvdicom.compressed.check_frames`)
+   before anything is decoded, so a corrupt or lying slice is a
+   :class:`DicomLoadError` naming it and no volume is returned;
+2. ``device="cuda"``: each slice is planned by :func:`kvdicom.gpu_codec.plan`
+   (its size rule seeing the series' decoded bytes, since the batch, not
+   the slice, is the decode call); slices whose plans and decode-relevant
+   layout fields agree (:func:`batch_key`) form one group, and each group's
+   frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom.gpu_codec._decode_batch`;
+   split only past :data:`BATCH_MAX_DECODED_BYTES`, a device-memory bound),
+   corrected by :func:`kvdicom.gpu_codec.finish` and written into the
+   volume's slots; frames nvImageCodec returns as nothing or as all zeros,
+   and slices planned for the host, decode on the host (pinned staging,
+   one copy per run of slots);
+3. ``device="cpu"``: each slice decodes on the host with pydicom's reference
+   plugin into its slot, in slice order as its read completes (pylibjpeg,
+   openjpeg and pyjpegls hold the GIL, so threads would not help), RLE with
+   imagecodecs' PackBits (GIL released) concurrently where
+   :func:`kvdicom.rle._concurrent` says it pays.
+
+:func:`decode_into` returns which decoders ran (``SeriesInfo.decoders``), so
+benchmarks can record it. Grouping (:func:`groups`) is plain Python, tested
+on the CPU; only :func:`_decode_gpu` and :func:`_host_to_device` touch CuPy.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvdicom import compressed, host_read, rle
+from kvdicom.decode import array_module
+from kvdicom.errors import DicomLoadError
+
+#: Layout fields a GPU batch must share besides the plan: they decide how ``gpu_codec.finish`` corrects the
+#: decoder's samples and what array each frame is.
+BATCH_FIELDS = ("transfer_syntax", "codec", "dtype", "rows", "columns", "samples_per_pixel", "planar_configuration",
+                "bits_allocated", "bits_stored", "pixel_representation", "photometric_interpretation")
+
+
+#: Decoded bytes per nvImageCodec call at most: a longer group is split into calls of this size. Not a speed
+#: setting (one call per group is the point) but a bound on the transient device memory of a call, about twice
+#: this (the decoder's own images plus the batch they are copied into); 256 × 512² int16 (128 MiB) is one call.
+BATCH_MAX_DECODED_BYTES = 1 << 30
+
+
+@dataclass
+class Slice:
+    """One compressed slice after its read: its slot in the volume, the bytes and how they decode."""
+
+    slot: int
+    layout: object  #: CompressedLayout
+    value: np.ndarray  #: the encapsulated value as read (pydicom's host decoders want it whole)
+    frames: list  #: one buffer per frame
+    infos: list  #: codestream facts per frame (compressed.check_frames)
+    how: object = None  #: gpu_codec.Plan (device="cuda" only)
+
+
+def frame_shape(layout) -> tuple[int, ...]:
+    """One frame's array shape: what a slot of the volume holds."""
+    return (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
+
+
+def as_batch(layout, frames: int):
+    """``layout`` as if it held ``frames`` frames: what ``gpu_codec.plan``'s size rule and ``finish`` see."""
+    return dataclasses.replace(layout, shape=(frames,) + frame_shape(layout), number_of_frames=frames)
+
+
+def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
+    """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames."""
+    value, frames = compressed.read_frames(layout)
+    infos = compressed.check_frames(layout, frames)
+    if len(frames) != layout.number_of_frames:  # frames split on markers: known only now
+        raise DicomLoadError(layout.path, f"encapsulated pixel data holds {len(frames)} frame(s); the header "
+                             f"says {layout.number_of_frames} (a series slice has one)")
+    piece = Slice(slot, layout, value, frames, infos)
+    if plan_frames is not None:
+        from kvdicom import gpu_codec
+
+        piece.how = gpu_codec.plan(as_batch(layout, max(plan_frames, 1)), infos)
+    return piece
+
+
+def _wait_all(futures: list) -> list:
+    """Every future's result in order; after all have finished, the first error (slice order) is raised."""
+    concurrent.futures.wait(futures)  # none still reads or writes after we return, errors or not
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+    return [f.result() for f in futures]
+
+
+def read_all(layouts: list, slots: list[int], plan_frames: int | None = None) -> list[Slice]:
+    """:func:`read_slice` of every layout, concurrently on kvdicom's pool; all of them or an error."""
+    pool = host_read.pool()
+    return _wait_all([pool.submit(read_slice, slot, layout, plan_frames) for slot, layout in zip(slots, layouts)])
+
+
+def batch_key(piece: Slice) -> tuple | None:
+    """What a slice's GPU batch is keyed on, or None where it decodes on the host."""
+    if piece.how is None or piece.how.route != "gpu" or len(piece.frames) != 1:
+        return None
+    return (piece.how,) + tuple(getattr(piece.layout, f) for f in BATCH_FIELDS)
+
+
+def groups(pieces: list[Slice]) -> tuple[list[list[Slice]], list[Slice]]:
+    """(GPU batches, each a list of slices sharing a :func:`batch_key`, in slot order; host-route slices)."""
+    batches: dict[tuple, list[Slice]] = {}
+    host = []
+    for piece in pieces:
+        key = batch_key(piece)
+        if key is None:
+            host.append(piece)
+        else:
+            batches.setdefault(key, []).append(piece)
+    return list(batches.values()), host
+
+
+def split(group: list[Slice]) -> list[list[Slice]]:
+    """``group`` in consecutive calls of at most :data:`BATCH_MAX_DECODED_BYTES` decoded bytes (one frame at least)."""
+    frame = group[0].layout.rows * group[0].layout.columns * group[0].layout.samples_per_pixel
+    per_call = max(1, BATCH_MAX_DECODED_BYTES // (frame * group[0].layout.dtype.itemsize))
+    return [group[i : i + per_call] for i in range(0, len(group), per_call)]
+
+
+def host_decoder(layout) -> str:
+    """Which host decoder :func:`host_into` runs for ``layout``."""
+    return rle.decoder(layout) or f"host:{compressed.reference_plugin(layout.transfer_syntax)}"
+
+
+def host_into(piece: Slice, dst: np.ndarray) -> None:
+    """Decode ``piece`` on the host into ``dst`` (a NumPy array of the slice's shape and dtype), as ``load_cpu``."""
+    layout = piece.layout
+    if rle.problem(layout) is None:
+        rle.decode_into(layout, piece.frames, dst)  # straight into the slot
+        return
+    arr = compressed.host_decode(layout, piece.value)
+    if arr.shape != tuple(dst.shape):
+        raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {tuple(dst.shape)}")
+    dst[...] = arr
+
+
+def _summary(counts: collections.Counter) -> tuple[str, ...]:
+    return tuple(f"{name}: {n} slice{'s' if n != 1 else ''}" for name, n in counts.items())
+
+
+# --- device="cpu" --------------------------------------------------------------------------------
+
+
+def _decode_slice(slot: int, layout, stored: np.ndarray) -> None:
+    host_into(read_slice(slot, layout), stored[slot])
+
+
+def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str, ...]:
+    """Each slice decoded on the host into ``stored[slot]``; returns which decoders ran."""
+    pool = host_read.pool()
+    counts = collections.Counter(host_decoder(layout) for layout in layouts)
+    if all(rle.problem(layout) is None for layout in layouts) and rle._concurrent(layouts[0], len(layouts)):
+        # PackBits releases the GIL: read and decode each slice in its own task
+        _wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
+        return _summary(counts)
+    reads = [pool.submit(read_slice, slot, layout) for slot, layout in zip(slots, layouts)]
+    try:
+        for slot, future in zip(slots, reads):  # decoding slice k overlaps the reads of the later ones
+            host_into(future.result(), stored[slot])
+    finally:
+        for future in reads:
+            future.cancel()
+        concurrent.futures.wait(reads)
+    return _summary(counts)
+
+
+# --- device="cuda" -------------------------------------------------------------------------------
+
+
+def _host_to_device(pieces: list[Slice], stored) -> None:
+    """Host-decode ``pieces`` into one pinned buffer, then copy each run of consecutive slots once."""
+    import cupy
+    import cupyx
+
+    from kvdicom import series_stage
+
+    staging = cupyx.empty_pinned((len(pieces),) + tuple(stored.shape[1:]), dtype=stored.dtype)
+    for k, piece in enumerate(pieces):
+        host_into(piece, staging[k])
+    stream = cupy.cuda.get_current_stream()
+    try:
+        for k, slot, count in series_stage.runs([p.slot for p in pieces]):
+            stored[slot:slot + count].set(staging[k:k + count], stream=stream)  # async: pinned source
+    finally:
+        stream.synchronize()  # the pinned buffer goes back to CuPy's pool only after its copies ran
+
+
+def _host_to_host(pieces: list[Slice], stored: np.ndarray) -> None:
+    """The same for a NumPy ``stored`` (the tests run :func:`decode_gpu`'s logic on the CPU this way)."""
+    for piece in pieces:
+        host_into(piece, stored[piece.slot])
+
+
+def _scatter(stored, slots: list[int], out) -> None:
+    """``stored[slots[k]] = out[k]``: one slice assignment where the slots are consecutive."""
+    if slots == list(range(slots[0], slots[0] + len(slots))):
+        stored[slots[0]:slots[0] + len(slots)] = out
+    else:
+        stored[array_module(stored).asarray(slots)] = out
+
+
+def _as_list(indices) -> list[int]:
+    return (indices.get() if hasattr(indices, "get") else indices).tolist()  # CuPy: one device-to-host copy
+
+
+def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
+    """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
+    from kvdicom import gpu_codec
+
+    first = batch[0]
+    block = as_batch(first.layout, len(batch))
+    try:
+        raw, redo = gpu_codec._decode_batch([p.frames[0] for p in batch], block, first.how)
+    except Exception as exc:  # noqa: BLE001  the host decoders then decide, naming any bad file
+        return batch, f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
+    out = gpu_codec.finish(raw, block, first.how)
+    xp = array_module(out)
+    blank = _as_list(xp.flatnonzero(~out.reshape(len(batch), -1).any(axis=1)))
+    _scatter(stored, [p.slot for p in batch], out)
+    again = sorted(set(redo) | set(blank))
+    return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
+
+
+def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
+    """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
+
+    ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
+    """
+    from kvdicom import gpu_codec
+
+    unusable = gpu_codec.nvimgcodec_problem()
+    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
+    batches, host = groups(pieces)
+    counts: collections.Counter = collections.Counter()
+    for piece in host:
+        counts[f"{host_decoder(piece.layout)} ({unusable or piece.how.reason})"] += 1
+    for group in batches:
+        calls = split(group)
+        name = f"nvimgcodec ({group[0].layout.codec}, {len(group)} frames in "
+        name += "one batch)" if len(calls) == 1 else f"{len(calls)} batches)"
+        for batch in calls:
+            again, why = _decode_gpu(batch, stored)
+            if len(again) < len(batch):
+                counts[name] += len(batch) - len(again)
+            for piece in again:
+                counts[f"{host_decoder(piece.layout)} ({why})"] += 1
+            host += again
+    if host:
+        to_stored = _host_to_host if isinstance(stored, np.ndarray) else _host_to_device
+        to_stored(sorted(host, key=lambda p: p.slot), stored)
+    return _summary(counts)
+
+
+def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None) -> tuple[str, ...]:
+    """Decode compressed ``layouts`` into ``stored[slots[k]]`` (default: slot k) on ``device``; the decoders run.
+
+    Returns ``"<decoder> (<why>): <n> slices"`` for each decoder that ran. Raises :class:`DicomLoadError`
+    naming the file for a slice that cannot be read or decoded; ``stored`` is then partly written.
+    """
+    slots = list(range(len(layouts))) if slots is None else list(slots)
+    if not layouts:
+        return ()
+    if device == "cpu":
+        return decode_cpu(layouts, stored, slots)
+    return decode_gpu(layouts, stored, slots)
