@@ -78,8 +78,8 @@ def _gpu_route(path) -> str:
     if rle.decoder(layout):
         return f"host:{rle.decoder(layout)} + pinned chunked copy"
     if how.route == "gpu":
-        return f"host:{compressed.reference_plugin(layout.transfer_syntax)} (no nvImageCodec)"
-    return f"host:{compressed.reference_plugin(layout.transfer_syntax)} ({how.reason})"
+        return f"host:{compressed.host_decoder(layout)} (no nvImageCodec)"
+    return f"host:{compressed.host_decoder(layout)} ({how.reason})"
 
 
 def _record(benchmark, spec, path, loader, device, output, reference, decoder):
@@ -215,7 +215,7 @@ def _cpu_route(path) -> str:
     from kvdicom import compressed, rle
 
     layout = kvdicom.inspect(path)
-    return rle.decoder(layout) or f"pydicom:{compressed.reference_plugin(layout.transfer_syntax)} (one read)"
+    return rle.decoder(layout) or f"pydicom:{compressed.host_decoder(layout)} (one read)"
 
 
 def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):

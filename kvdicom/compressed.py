@@ -287,15 +287,37 @@ def check_frames(layout: CompressedLayout, frames: list) -> list:
 
 
 def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None = None) -> np.ndarray:
-    """pydicom's decode of the value (one frame with ``index``), with the reference plugin: ``pixel_array``."""
+    """pydicom's decode of the value (one frame with ``index``), with the reference plugin: ``pixel_array``.
+
+    The whole value of a multi-frame file whose plugin holds the GIL decodes frame-parallel in kvdicom's
+    process pool where that pays (:mod:`kvdicom.host_parallel`), else here.
+    """
+    from kvdicom import host_parallel
+
+    try:
+        plugin = reference_plugin(layout.transfer_syntax)
+    except DicomLoadError as exc:
+        raise DicomLoadError(layout.path, exc.reason) from exc
+    if index is None and host_parallel.problem(layout, plugin) is None:
+        arr = host_parallel.decode(layout, value, plugin)
+        if arr is not None:
+            return arr
+    return _host_decode_here(layout, value, plugin, index)
+
+
+def host_decoder(layout: CompressedLayout) -> str:
+    """What :func:`host_decode` runs for ``layout``'s whole value (benchmark records)."""
+    from kvdicom import host_parallel
+
+    return host_parallel.decoder(layout, reference_plugin(layout.transfer_syntax))
+
+
+def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, index: int | None) -> np.ndarray:
     decoder = pydicom.pixels.get_decoder(layout.transfer_syntax)
     opts = dict(layout.options)
     opts["number_of_frames"] = layout.number_of_frames
     try:
-        plugin = reference_plugin(layout.transfer_syntax)
         arr, _ = decoder.as_array(value.tobytes(), index=index, decoding_plugin=plugin, **opts)
-    except DicomLoadError as exc:
-        raise DicomLoadError(layout.path, exc.reason) from exc
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # pylibjpeg-rle's Rust panics are BaseExceptions (pyo3 PanicException)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
 import os
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.uid import UID
 
-from kvdicom import fast_header, series_keys
+from kvdicom import fast_header, process_pool, series_keys
 from kvdicom.bounded_file import BoundedReader
 from kvdicom.compressed import CompressedLayout
 from kvdicom.encapsulated import FrameTable
@@ -38,8 +36,8 @@ from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_
 #: confirm on the device (bench/test_series.py).
 POOL_MIN_FILES = 64
 POOL_MIN_PROCESSES = 4
-#: Worker processes at most; headers are CPU-bound Python, one per core.
-MAX_HEADER_PROCESSES = 16
+#: Worker processes at most; headers are CPU-bound Python, one per core (the shared pool's size).
+MAX_HEADER_PROCESSES = process_pool.MAX_PROCESSES
 #: Chunks per worker: small enough to balance, large enough that pickling a
 #: chunk's layouts back costs less than parsing them.
 CHUNKS_PER_WORKER = 4
@@ -213,44 +211,23 @@ def _read_chunk_packed(paths: list[str]) -> list[tuple]:
     return [pack(read_header(p)) for p in paths]
 
 
-_pool: ProcessPoolExecutor | None = None
-_pool_broken = False  #: a worker died once: parse in-process from then on
-_pool_lock = threading.Lock()
-
-
 def header_processes() -> int:
-    """Worker processes for header parsing on this machine."""
-    return max(1, min(MAX_HEADER_PROCESSES, len(os.sched_getaffinity(0))))
+    """Worker processes for header parsing on this machine (:func:`kvdicom.process_pool.processes`)."""
+    return process_pool.processes()
 
 
 def header_pool() -> ProcessPoolExecutor:
-    """The persistent header pool, created on first use.
-
-    ``forkserver`` (``spawn`` where it is missing): a forked child of a
-    process that has initialised CUDA cannot use it, and a fresh interpreter
-    never inherits the parent's CUDA context or threads.
-    """
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            _pool = ProcessPoolExecutor(max_workers=header_processes(), mp_context=context)
-        return _pool
+    """The persistent process pool (:mod:`kvdicom.process_pool`, shared with frame-parallel host decoding)."""
+    return process_pool.pool()
 
 
 def _shutdown_pool() -> None:
-    global _pool, _pool_broken
-    with _pool_lock:
-        _pool_broken = True
-        if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
+    process_pool.mark_broken()
 
 
 def use_pool(count: int) -> bool:
     """Whether ``count`` headers are parsed in the process pool on this machine."""
-    return count >= POOL_MIN_FILES and header_processes() >= POOL_MIN_PROCESSES and not _pool_broken
+    return count >= POOL_MIN_FILES and header_processes() >= POOL_MIN_PROCESSES and not process_pool.broken()
 
 
 def header_batches(paths: list[str], parallel: bool | None = None) -> Iterator[list[tuple[int, Header]]]:

@@ -1,0 +1,226 @@
+"""Frame-parallel host decoding: one compressed file's frames decoded side by side in worker processes.
+
+pydicom's decoding plugins hold the GIL while they decode, so threads do not
+help (2-core CPU dev machine, one thread vs two: 16 × 512² int16 JPEG-LS
+428 vs 416 ms; lossless JPEG 16 × 512² 12-bit 227 vs 233 ms; JPEG 2000
+lossless 32 × 512² 1331 vs 1262 ms). Processes do: the frames of a
+multi-frame file are split into contiguous chunks decoded on kvdicom's
+process pool (:mod:`kvdicom.process_pool`), each frame by pydicom's own
+``Decoder.as_array(value, index=i)`` with the reference plugin pinned.
+
+No frame is pickled: the encapsulated value goes to the workers through an
+anonymous memory file (``memfd``, opened by the workers as
+``/proc/<parent>/fd/<n>``; not ``/dev/shm``, which containers often cap at
+64 MiB), and each worker ``pwrite``\\ s its decoded frames into a second one,
+which the parent maps, copy on write, as the returned array. Measured on the
+2-core CPU dev machine, 2 workers, 256 × 512² int16 HTJ2K (128 MiB decoded),
+median of 8, each followed by one sum over the array: frames pickled back
+and copied into place took 2519 ms, 841 ms of it the parent's CPU; the
+memory files 1722 ms, 125 ms of parent CPU (16 × 512² 12-bit lossless
+JPEG: 266 vs 268 ms, 12.6 vs 9.1 ms).
+
+Exactness. pydicom's whole-value decode (``pixel_array``) applies its
+corrections (JPEG 2000 / JPEG-LS sign, JPEG colour space) once, from the
+*last* frame's codestream; ``as_array(index=i)`` applies them from frame
+``i``'s. The two agree when every frame's codestream parameters, parsed by
+pydicom's own parsers, are equal; the workers report them, and where they
+differ, or any worker reports an error, or a frame comes back in another
+shape or dtype, the file is decoded again in-process (so an error is exactly
+the one the in-process path raises, naming the file). A worker that dies
+(killed, out of memory) or workers that cannot start break the pool: the
+file is decoded in-process, and so is everything after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import math
+import mmap
+import os
+from concurrent.futures import FIRST_EXCEPTION, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pydicom
+from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+from kvdicom import process_pool
+
+#: Reference plugins measured to hold the GIL while decoding (pylibjpeg: its libjpeg, openjpeg and rle
+#: back ends; pyjpegls), so that only processes decode their frames side by side.
+GIL_BOUND_PLUGINS = ("pylibjpeg", "pyjpegls")
+#: Files with fewer frames decode in-process (one frame has nothing to share out).
+POOL_MIN_FRAMES = 2
+#: ... or decoding to fewer bytes. The hand-off costs a few ms per file: on the 2-core CPU dev machine,
+#: small files forced into the pool took 6.6 ms against 2.6 ms in-process (4 × 64 × 80 RGB JPEG, best
+#: of 15) and 5.4 against 2.5 ms (4 × 128² int16 HTJ2K); the parent's own CPU time per pooled file was
+#: 5-11 ms for 16-32 frames of 512² int16 (two memory files, one mapping, the tasks). One MiB of decoded
+#: frames takes 20 ms or more with these plugins there (JPEG-LS 26 ms per 512² int16 frame; JPEG
+#: baseline 30 × 240 × 320 RGB, 6.9 MB, 130 ms), so at the threshold the hand-off is at most ~20%.
+POOL_MIN_DECODED_BYTES = 1 << 20
+#: ... or on machines with fewer cores than this. On the 2-core CPU dev machine (shared with other jobs,
+#: load 3+) two worker processes were no reliable gain, medians of 15 warm rounds, one process vs pool:
+#: JPEG-LS 16 × 512² int16 447 vs 523 ms; lossless JPEG 16 × 512² 12-bit 259 vs 290 ms; HTJ2K 32 × 512²
+#: 182 vs 282 ms; JPEG baseline 30 × 240 × 320 YBR 369 vs 296 ms. In a quieter run (7 rounds, the pool
+#: timed twice): JPEG 2000 32 × 512² 1224 vs 1082 / 730 ms, lossless JPEG 266 vs 174 / 158 ms, HTJ2K 166
+#: vs 139 / 141 ms, JPEG-LS 433 vs 464 / 469 ms. Most of what is lost is waiting for a core: with one
+#: worker, the worker's CPU time per file against in-process decoding was 223 vs 232 ms (lossless JPEG),
+#: 443-454 vs 412-425 ms (JPEG-LS), 188-206 vs 143-152 ms (HTJ2K, 32 frames; the worker path's own
+#: reads and writes profile at ~10 ms of that, the rest is unexplained). With 16 cores the pool should
+#: approach the core count on files of 16 frames or more: to confirm on the device with
+#: ``tools/measure_host_decode.py``.
+POOL_MIN_PROCESSES = 4
+#: Chunks per worker process: small enough to balance frames of uneven cost, large enough that the
+#: per-task cost (opening the two memory files, a pickled job) stays small.
+CHUNKS_PER_WORKER = 2
+
+_unusable: str | None = None  #: why the workers cannot decode here (found once, then in-process)
+
+
+def problem(layout, plugin: str) -> str | None:
+    """Why ``layout``'s whole-value host decode with ``plugin`` stays in-process, or None to use the pool."""
+    if plugin not in GIL_BOUND_PLUGINS:
+        return f"pydicom plugin {plugin!r} is not known to hold the GIL"
+    if layout.frame_table.split_on_eoi:
+        return "frames split on JPEG markers: known only while decoding"
+    if layout.number_of_frames < POOL_MIN_FRAMES:
+        return f"{layout.number_of_frames} frame(s): fewer than {POOL_MIN_FRAMES}"
+    if layout.decoded_nbytes < POOL_MIN_DECODED_BYTES:
+        return f"{layout.decoded_nbytes} decoded bytes: fewer than {POOL_MIN_DECODED_BYTES}"
+    if process_pool.processes() < POOL_MIN_PROCESSES:
+        return f"{process_pool.processes()} core(s): fewer than {POOL_MIN_PROCESSES}"
+    if process_pool.broken():
+        return "kvdicom's process pool broke earlier in this process"
+    return _unusable
+
+
+def decoder(layout, plugin: str) -> str:
+    """Which pydicom plugin decodes ``layout`` on the host, and where (benchmark records): "pylibjpeg" or
+    "pylibjpeg (frames on 16 processes)"."""
+    if problem(layout, plugin) is None:
+        return f"{plugin} (frames on {process_pool.processes()} processes)"
+    return plugin
+
+
+def _fd_folder() -> str:
+    """Where a worker opens this process's descriptors (the memory files)."""
+    return f"/proc/{os.getpid()}/fd"
+
+
+def _memfd(size: int) -> int:
+    fd = os.memfd_create("kvdicom-frames", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
+    """Every frame of ``layout`` decoded on the pool into one array, or None: then decode in-process.
+
+    None where the pool cannot run (it broke, or breaks now), a worker reports an error, or the frames'
+    codestream parameters differ (see the module docstring).
+    """
+    global _unusable
+    frames = layout.number_of_frames
+    frame_shape = (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
+    frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
+    src = dst = -1
+    try:
+        try:
+            src = _memfd(value.nbytes)
+            _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), 0)
+            dst = _memfd(frame_nbytes * frames)
+        except (AttributeError, OSError) as exc:  # no memfd_create here (not Linux, a sandbox), or no room
+            if isinstance(exc, AttributeError) or exc.errno in (errno.ENOSYS, errno.EPERM):
+                _unusable = f"no memory files here ({type(exc).__name__}: {exc})"
+            return None
+        options = dict(layout.options)
+        options["number_of_frames"] = frames
+        job = (layout.path, str(layout.transfer_syntax), options, plugin, _fd_folder(), src, dst, frame_nbytes,
+               frame_shape, layout.dtype.str)
+        size = max(1, math.ceil(frames / (process_pool.processes() * CHUNKS_PER_WORKER)))
+        try:
+            pool = process_pool.pool()
+            futures = [pool.submit(decode_chunk, job, s, min(s + size, frames)) for s in range(0, frames, size)]
+        except (BrokenProcessPool, RuntimeError, OSError):  # cannot start workers here
+            process_pool.mark_broken()
+            return None
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:  # only after an exception: nothing more is needed from them
+            future.cancel()
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if any(isinstance(exc, BrokenProcessPool) for exc in failures):  # a worker died
+            process_pool.mark_broken()
+            return None
+        if failures:  # a worker could not use the memory files (no /proc?): not worth trying again
+            exc = failures[0]
+            _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
+            return None
+        results = [future.result() for future in futures]
+        if any(isinstance(r, str) for r in results):  # a frame failed: the in-process decode raises its own error
+            return None
+        facts = {fact for result in results for fact in result}
+        if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
+            return None
+        # private (copy on write): the array behaves as any NumPy array, also in a process forked later
+        # (a shared mapping would let a forked child's writes reach this process's array); not populated, as
+        # populating a private writable mapping copies every page
+        buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_PRIVATE)
+        return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
+    finally:
+        for fd in (src, dst):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _facts(tsyntax: UID, frame: bytes) -> str:
+    """pydicom's own codestream parameters of one frame, the ones its corrections read, as a digest."""
+    from pydicom.pixels.utils import _get_jpg_parameters, get_j2k_parameters
+
+    if tsyntax in JPEG2000TransferSyntaxes:
+        info = get_j2k_parameters(frame)
+    elif tsyntax in JPEGLSTransferSyntaxes or tsyntax in JPEGTransferSyntaxes:
+        info = _get_jpg_parameters(frame)
+    else:
+        return ""
+    return hashlib.blake2b(repr(sorted(info.items())).encode(), digest_size=16).hexdigest()
+
+
+def decode_chunk(job: tuple, start: int, stop: int) -> list[str] | str:
+    """Worker: decode frames ``start``…``stop - 1`` into the output memory file.
+
+    Returns each frame's codestream facts (:func:`_facts`), or a string: why a frame could not be decoded
+    here (the parent then decodes the file in-process, which raises its own error).
+    """
+    from pydicom.encaps import get_frame
+
+    path, tsyntax, options, plugin, fds, src, dst, frame_nbytes, frame_shape, dtype = job
+    tsyntax = UID(tsyntax)
+    decoder = pydicom.pixels.get_decoder(tsyntax)
+    facts = []
+    with open(f"{fds}/{src}", "rb") as value, open(f"{fds}/{dst}", "r+b") as out:
+        for index in range(start, stop):
+            try:
+                frame = get_frame(value, index, number_of_frames=options["number_of_frames"],
+                                  extended_offsets=options.get("extended_offsets"))
+                facts.append(_facts(tsyntax, frame))
+                # validate=False: inspect validated these options (DecodeRunner._validate_options), 0.4 ms a frame
+                arr, _ = decoder.as_array(value, index=index, validate=False, decoding_plugin=plugin, **options)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001  plugins' Rust panics are BaseExceptions
+                return f"{path}: frame {index}: {type(exc).__name__}: {exc}"
+            if arr.shape != frame_shape or arr.dtype != np.dtype(dtype):
+                return f"{path}: frame {index} decoded to {arr.shape} {arr.dtype}, not {frame_shape} {dtype}"
+            _write_all(out.fileno(), memoryview(np.ascontiguousarray(arr)).cast("B"), index * frame_nbytes)
+    return facts
