@@ -20,6 +20,7 @@ import pytest
 
 from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline, run_fault
 from dgbench.schema import bench_document, run_document
+from tests.nested import nested_pytest_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -74,8 +75,7 @@ def machine_folder(project: Path, runs: dict[str, dict], baseline: str | None = 
 
 
 def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PYTEST_ADDOPTS", None)
+    env = nested_pytest_env(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
            f"--benchmark-storage=file://{project / 'store'}", "--benchmark-compare", *args]
     proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=120)

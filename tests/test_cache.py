@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,49 @@ def test_specs_differing_only_in_seed_are_cached_apart(tmp_path):
     fresh = tmp_path.parent / f"{tmp_path.name}-fresh.dcm"
     write_dicom(OTHER, fresh)
     assert first != second and second.read_bytes() == fresh.read_bytes() != first.read_bytes()
+
+
+def test_using_a_cached_file_keeps_its_modification_time(tmp_path):
+    # kvdicom checks (device, inode, size, mtime) around every pixel read: a use that touched mtime
+    # would fail a load of the same file in flight in another process.
+    corpus = Corpus(tmp_path, 1 << 30)
+    path = corpus.ensure(SMALL)
+    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+    before = path.stat().st_mtime_ns
+    assert Corpus(tmp_path, 1 << 30).ensure(SMALL) == path
+    assert path.stat().st_mtime_ns == before
+    assert path.stat().st_atime_ns > 1_000_000_000  # still marked as used, for eviction
+
+
+def test_the_checksum_record_is_in_place_before_the_file(tmp_path, monkeypatch):
+    # a concurrent user that finds the file must find its record, or it "regenerates" it under the writer
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".dcm"):
+            seen.append(cache_module.checksum_path(Path(dst)).exists())
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(cache_module.os, "replace", replace)
+    Corpus(tmp_path, 1 << 30).ensure(SMALL)
+    assert seen == [True]
+
+
+def test_a_series_another_process_put_in_place_first_is_used(tmp_path, monkeypatch):
+    from fixtures.series import SeriesSpec, write_series
+
+    spec = SeriesSpec(slices=2, rows=8, cols=8)
+    corpus = Corpus(tmp_path, 1 << 30)
+    target = corpus.series_path_for(spec)
+
+    def racing_write(spec_, folder):  # the other writer finishes while we write
+        other = tmp_path / "other"
+        other.mkdir()
+        write_series(spec_, other)
+        os.rename(other, target)
+        write_series(spec_, folder)
+
+    monkeypatch.setattr(cache_module, "write_series", racing_write)
+    assert corpus.ensure_series(spec) == target
+    assert sorted(p.name for p in target.iterdir()) and not list(tmp_path.glob("*.tmp"))

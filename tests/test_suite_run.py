@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from dgbench.derived import add_derived_fields
 from dgbench.machine import machine_slug, probe_gpu
 from dgbench.schema import bench_document
+from tests.nested import nested_pytest_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0badc0ffee0badc0ffee0badc0ffee0badc0ffee"  # as tools/device_run.sh passes it: wins over the git checkout
@@ -26,7 +26,7 @@ def suite_run(tmp_path_factory):
            "-k", "f1_64x64", "--profile", "quick", f"--corpus-dir={corpus}",
            f"--benchmark-storage=file://{storage}", "--benchmark-autosave", "-p", "no:cacheprovider"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "DGB_COMMIT": COMMIT})
+                          env=nested_pytest_env(PYTHONDONTWRITEBYTECODE="1", DGB_COMMIT=COMMIT))
     return proc, storage
 
 
