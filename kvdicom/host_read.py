@@ -24,6 +24,11 @@ from kvdicom import fileid, io_tuning
 #: 25 MiB pixels of the 200-frame enhanced MR file took 2.8 ms on one thread and 0.84 ms on the pool in
 #: 4 MiB chunks (0.94 ms in 2 MiB, 1.33 ms in 1 MiB chunks); the old threshold of 32 MiB kept it on one thread.
 PARALLEL_READ_BYTES = 8 << 20
+#: With fewer pool threads than this, the threshold is :data:`FEW_THREADS_FACTOR` times higher (32 MiB, the
+#: old threshold): on the 2-core CPU dev machine the pool lost below it (8 MiB: 0.48 ms one thread, 0.73 ms
+#: pooled; 16 MiB: 1.6 vs 2.8 ms; 25 MiB: 3.2 vs 3.2 ms; other work running).
+FEW_THREADS = 4
+FEW_THREADS_FACTOR = 4
 #: Largest chunk per pool task, buffered reads (large files).
 CHUNK_BYTES = 8 << 20
 #: Smallest chunk per pool task: a read is cut in about :data:`CHUNKS_PER_READ` chunks of whole MiB
@@ -112,7 +117,8 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
                 parallel_from: int | None = None, then=None) -> int:
     """Fill ``view`` from ``fd`` at ``offset``; return the bytes read.
 
-    Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`), or on a pool
+    Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`, or
+    :data:`FEW_THREADS_FACTOR` times it with few threads), or on a pool
     thread, in the caller's thread; otherwise in ``chunk``-sized tasks
     (:func:`chunk_for`) on :func:`pool`. A short chunk (end of file) ends the
     count there: bytes after a gap are not counted.
@@ -125,7 +131,9 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     chunk = chunk or chunk_for(len(view))
     if then is not None:
         chunk = max(8, chunk - chunk % 8)  # whole samples in every chunk
-    parallel_from = PARALLEL_READ_BYTES if parallel_from is None else parallel_from
+    if parallel_from is None:
+        few = io_tuning.host_threads() < FEW_THREADS
+        parallel_from = PARALLEL_READ_BYTES * (FEW_THREADS_FACTOR if few else 1)
     if len(view) < parallel_from or getattr(_worker, "in_pool", False):
         return _read_then(fd, view, offset, 0, then)
     starts = range(0, len(view), chunk)
