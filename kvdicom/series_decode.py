@@ -153,6 +153,45 @@ def host_into(piece: Slice, dst: np.ndarray) -> None:
     dst[...] = arr
 
 
+def pooled_plugin(pieces: list[Slice]) -> str | None:
+    """The reference plugin when ``pieces`` decode side by side on kvdicom's process pool, else None.
+
+    pydicom's plugins hold the GIL, so only processes decode slices side by side
+    (:func:`kvdicom.host_parallel.decode_slices`); RLE has its own threaded path (:mod:`kvdicom.rle`).
+    """
+    from kvdicom import host_parallel
+
+    layouts = [p.layout for p in pieces]
+    if not layouts or len({layout.transfer_syntax for layout in layouts}) != 1:
+        return None
+    if any(rle.problem(layout) is None for layout in layouts):
+        return None
+    plugin = compressed.reference_plugin(layouts[0].transfer_syntax)
+    return plugin if host_parallel.series_problem(layouts, plugin) is None else None
+
+
+def host_into_all(pieces: list[Slice], dst) -> bool:
+    """Decode ``pieces`` on the host into ``dst[k]`` (an array or a list of slot views); True if pooled.
+
+    On the process pool where :func:`pooled_plugin` allows it (each slice exactly as in-process), else one
+    after the other here; a pool that cannot do it leaves the slices to the in-process path, which raises
+    its own errors naming the file.
+    """
+    from kvdicom import host_parallel
+
+    plugin = pooled_plugin(pieces)
+    arr = None
+    if plugin is not None:
+        arr = host_parallel.decode_slices([p.layout for p in pieces], [p.value for p in pieces], plugin)
+    if arr is not None:
+        for k in range(len(pieces)):
+            dst[k][...] = arr[k]
+        return True
+    for k, piece in enumerate(pieces):
+        host_into(piece, dst[k])
+    return False
+
+
 def _summary(counts: collections.Counter) -> tuple[str, ...]:
     return tuple(f"{name}: {n} slice{'s' if n != 1 else ''}" for name, n in counts.items())
 
@@ -172,6 +211,12 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
         # PackBits releases the GIL: read and decode each slice in its own task
         _wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
         return _summary(counts)
+    if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: the process pool may decode
+        pieces = read_all(layouts, slots)
+        if host_into_all(pieces, [stored[slot] for slot in slots]):
+            return _summary(collections.Counter(f"{host_decoder(p.layout)} (slices on "
+                                                f"{_processes()} processes)" for p in pieces))
+        return _summary(counts)
     reads = [pool.submit(read_slice, slot, layout) for slot, layout in zip(slots, layouts)]
     try:
         for slot, future in zip(slots, reads):  # decoding slice k overlaps the reads of the later ones
@@ -181,6 +226,12 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
             future.cancel()
         concurrent.futures.wait(reads)
     return _summary(counts)
+
+
+def _processes() -> int:
+    from kvdicom import process_pool
+
+    return process_pool.processes()
 
 
 # --- device="cuda" -------------------------------------------------------------------------------
@@ -194,8 +245,7 @@ def _host_to_device(pieces: list[Slice], stored) -> None:
     from kvdicom import series_stage
 
     staging = cupyx.empty_pinned((len(pieces),) + tuple(stored.shape[1:]), dtype=stored.dtype)
-    for k, piece in enumerate(pieces):
-        host_into(piece, staging[k])
+    host_into_all(pieces, staging)
     stream = cupy.cuda.get_current_stream()
     try:
         for k, slot, count in series_stage.runs([p.slot for p in pieces]):
@@ -206,8 +256,7 @@ def _host_to_device(pieces: list[Slice], stored) -> None:
 
 def _host_to_host(pieces: list[Slice], stored: np.ndarray) -> None:
     """The same for a NumPy ``stored`` (the tests run :func:`decode_gpu`'s logic on the CPU this way)."""
-    for piece in pieces:
-        host_into(piece, stored[piece.slot])
+    host_into_all(pieces, [stored[piece.slot] for piece in pieces])
 
 
 def _scatter(stored, slots: list[int], out) -> None:

@@ -280,3 +280,54 @@ def test_gpu_series_with_a_black_slice_equals_pydicom_stacked(cuda, tmp_path, mo
     ref = pydicom_volume(paths)
     assert not ref[1].any() and ref[0].any()
     np.testing.assert_array_equal(cuda.asnumpy(vol), ref, err_msg=str(info.decoders))
+
+
+# --- host-route slices side by side on kvdicom's process pool ------------------------------------
+
+
+@pytest.fixture
+def slices_pooled(monkeypatch):
+    """Every host-route series goes to the process pool (thresholds off); records what the pool returned."""
+    from kvdicom import host_parallel, process_pool
+
+    monkeypatch.setattr(host_parallel, "POOL_MIN_FRAMES", 2)
+    monkeypatch.setattr(host_parallel, "POOL_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(host_parallel, "POOL_MIN_PROCESSES", 1)
+    monkeypatch.setattr(process_pool, "_broken", False)
+    returned = []
+    real = host_parallel.decode_slices
+
+    def spy(*args):
+        returned.append(real(*args))
+        return returned[-1]
+
+    monkeypatch.setattr(host_parallel, "decode_slices", spy)
+    return returned
+
+
+@pytest.mark.parametrize("syntax", ["jpeg2000_lossless", "jpegls_lossless", "jpeg_lossless_sv1", "jpeg_baseline",
+                                    "htj2k_lossless"])
+def test_cpu_series_slices_decoded_on_the_process_pool_equal_pydicom_stacked(tmp_path, slices_pooled, syntax):
+    paths = write_series(tmp_path / "s", [syntax] * 5)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert len(slices_pooled) == 1 and slices_pooled[0] is not None, "the pool did not decode the slices"
+    ref = pydicom_volume(paths)
+    assert vol.dtype == ref.dtype and np.array_equal(vol, ref)
+    assert any("slices on" in d and d.endswith(": 5 slices") for d in info.decoders), info.decoders
+
+
+def test_pooled_series_with_a_corrupt_slice_is_an_error_naming_it(tmp_path, slices_pooled):
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    corrupt_tile_data(paths[3])
+    with pytest.raises(kvdicom.DicomLoadError) as err:
+        kvdicom.load_series(tmp_path / "s", "cpu")
+    assert err.value.path == paths[3]
+    assert slices_pooled == [None]  # the pool gave up; the in-process decode raised, naming the file
+
+
+def test_gpu_logic_host_route_slices_decode_on_the_process_pool(tmp_path, gpu_route, slices_pooled):
+    paths = write_series(tmp_path / "s", ["jpegls_lossless"] * 4)
+    fake = gpu_route(FakeBatch())
+    stored, _ = _decode_gpu_logic(paths)
+    assert fake.calls == [] and len(slices_pooled) == 1 and slices_pooled[0] is not None
+    np.testing.assert_array_equal(stored, pydicom_volume(paths))
