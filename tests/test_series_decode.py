@@ -65,10 +65,12 @@ def pydicom_volume(paths) -> np.ndarray:
 
 def corrupt_tile_data(path) -> None:
     """Overwrite the first tile's data after SOD: openjpeg then fails to decode (the header still parses)."""
-    data = bytearray(open(path, "rb").read())
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
     sod = data.find(b"\xff\x93")
     data[sod + 2 : sod + 40] = b"\xff" * 38
-    open(path, "wb").write(data)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 # --- device="cpu" --------------------------------------------------------------------------------
@@ -231,10 +233,12 @@ def test_gpu_logic_failed_batch_falls_back_to_the_host_and_names_a_corrupt_slice
 def test_gpu_logic_lying_slice_is_refused_before_anything_decodes(tmp_path, gpu_route):
     """A slice whose codestream disagrees with its header: an error naming it, and no batch ever ran."""
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 4)
-    data = bytearray(open(paths[3], "rb").read())
+    with open(paths[3], "rb") as f:
+        data = bytearray(f.read())
     siz = data.find(b"\xff\x51")  # SIZ: Lsiz, Rsiz, Xsiz (4 bytes): the codestream's width
     data[siz + 6 : siz + 10] = (64).to_bytes(4, "big")
-    open(paths[3], "wb").write(data)
+    with open(paths[3], "wb") as f:
+        f.write(data)
     fake = gpu_route(FakeBatch())
     with pytest.raises(kvdicom.DicomLoadError) as err:
         _decode_gpu_logic(paths)
