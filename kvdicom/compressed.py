@@ -90,6 +90,11 @@ class CompressedLayout:
     def decoded_nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One frame's array shape: (rows, columns), samples last for colour."""
+        return (self.rows, self.columns) + ((self.samples_per_pixel,) if self.samples_per_pixel > 1 else ())
+
 
 def reference_plugin(tsyntax: UID) -> str:
     """The pydicom decoding plugin used for ``tsyntax`` (the first available of REFERENCE_PLUGINS)."""

@@ -78,21 +78,26 @@ CHUNKS_PER_WORKER = 2
 _unusable: str | None = None  #: why the workers cannot decode here (found once, then in-process)
 
 
-def problem(layout, plugin: str) -> str | None:
-    """Why ``layout``'s whole-value host decode with ``plugin`` stays in-process, or None to use the pool."""
+def _pool_problem(plugin: str, units: int, unit: str, decoded: int) -> str | None:
+    """The thresholds and pool state every pooled decode must pass (``units``: frames or slices)."""
     if plugin not in GIL_BOUND_PLUGINS:
         return f"pydicom plugin {plugin!r} is not known to hold the GIL"
-    if layout.frame_table.split_on_eoi:
-        return "frames split on JPEG markers: known only while decoding"
-    if layout.number_of_frames < POOL_MIN_FRAMES:
-        return f"{layout.number_of_frames} frame(s): fewer than {POOL_MIN_FRAMES}"
-    if layout.decoded_nbytes < POOL_MIN_DECODED_BYTES:
-        return f"{layout.decoded_nbytes} decoded bytes: fewer than {POOL_MIN_DECODED_BYTES}"
+    if units < POOL_MIN_FRAMES:
+        return f"{units} {unit}(s): fewer than {POOL_MIN_FRAMES}"
+    if decoded < POOL_MIN_DECODED_BYTES:
+        return f"{decoded} decoded bytes: fewer than {POOL_MIN_DECODED_BYTES}"
     if process_pool.processes() < POOL_MIN_PROCESSES:
         return f"{process_pool.processes()} core(s): fewer than {POOL_MIN_PROCESSES}"
     if process_pool.broken():
         return "kvdicom's process pool broke earlier in this process"
     return _unusable
+
+
+def problem(layout, plugin: str) -> str | None:
+    """Why ``layout``'s whole-value host decode with ``plugin`` stays in-process, or None to use the pool."""
+    if layout.frame_table.split_on_eoi and plugin in GIL_BOUND_PLUGINS:
+        return "frames split on JPEG markers: known only while decoding"
+    return _pool_problem(plugin, layout.number_of_frames, "frame", layout.decoded_nbytes)
 
 
 def decoder(layout, plugin: str) -> str:
@@ -124,34 +129,38 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
-def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
-    """Every frame of ``layout`` decoded on the pool into one array, or None: then decode in-process.
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """``range(count)`` cut in about :data:`CHUNKS_PER_WORKER` chunks per worker process, as (start, stop)."""
+    size = max(1, math.ceil(count / (process_pool.processes() * CHUNKS_PER_WORKER)))
+    return [(s, min(s + size, count)) for s in range(0, count, size)]
 
-    None where the pool cannot run (it broke, or breaks now), a worker reports an error, or the frames'
-    codestream parameters differ (see the module docstring).
+
+def _run_on_pool(values: list, dst_nbytes: int, tasks) -> tuple[list, mmap.mmap] | None:
+    """Run worker tasks over ``values`` in one memory file and a ``dst_nbytes`` output memory file.
+
+    ``tasks(src, dst, offsets)`` returns the ``(function, args)`` to submit, given the two files'
+    descriptors and each value's offset in the first. Returns (each task's result, the output mapped
+    privately: copy on write, so a process forked later cannot write into the caller's array; not
+    populated, as populating a private writable mapping copies every page), or None where the pool
+    cannot do it (the caller then decodes in-process): no memory files, workers that cannot start or
+    died (the pool is then marked broken), a worker failing outside the decoder.
     """
     global _unusable
-    frames = layout.number_of_frames
-    frame_shape = (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
-    frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
+    offsets = np.concatenate([[0], np.cumsum([v.nbytes for v in values])]).astype(int).tolist()
     src = dst = -1
     try:
         try:
-            src = _memfd(value.nbytes)
-            _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), 0)
-            dst = _memfd(frame_nbytes * frames)
+            src = _memfd(max(1, offsets[-1]))
+            for value, offset in zip(values, offsets):
+                _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), offset)
+            dst = _memfd(dst_nbytes)
         except (AttributeError, OSError) as exc:  # no memfd_create here (not Linux, a sandbox), or no room
             if isinstance(exc, AttributeError) or exc.errno in (errno.ENOSYS, errno.EPERM):
                 _unusable = f"no memory files here ({type(exc).__name__}: {exc})"
             return None
-        options = dict(layout.options)
-        options["number_of_frames"] = frames
-        job = (layout.path, str(layout.transfer_syntax), options, plugin, _fd_folder(), src, dst, frame_nbytes,
-               frame_shape, layout.dtype.str)
-        size = max(1, math.ceil(frames / (process_pool.processes() * CHUNKS_PER_WORKER)))
         try:
             pool = process_pool.pool()
-            futures = [pool.submit(decode_chunk, job, s, min(s + size, frames)) for s in range(0, frames, size)]
+            futures = [pool.submit(function, *args) for function, args in tasks(src, dst, offsets)]
         except (BrokenProcessPool, RuntimeError, OSError):  # cannot start workers here
             process_pool.mark_broken()
             return None
@@ -166,21 +175,40 @@ def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
             exc = failures[0]
             _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
             return None
-        results = [future.result() for future in futures]
-        if any(isinstance(r, str) for r in results):  # a frame failed: the in-process decode raises its own error
-            return None
-        facts = {fact for result in results for fact in result}
-        if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
-            return None
-        # private (copy on write): the array behaves as any NumPy array, also in a process forked later
-        # (a shared mapping would let a forked child's writes reach this process's array); not populated, as
-        # populating a private writable mapping copies every page
-        buffer = mmap.mmap(dst, frame_nbytes * frames, flags=mmap.MAP_PRIVATE)
-        return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
+        return [future.result() for future in futures], mmap.mmap(dst, dst_nbytes, flags=mmap.MAP_PRIVATE)
     finally:
         for fd in (src, dst):
             if fd >= 0:
                 os.close(fd)
+
+
+def decode(layout, value: np.ndarray, plugin: str) -> np.ndarray | None:
+    """Every frame of ``layout`` decoded on the pool into one array, or None: then decode in-process.
+
+    None where the pool cannot run (it broke, or breaks now), a worker reports an error, or the frames'
+    codestream parameters differ (see the module docstring).
+    """
+    frames = layout.number_of_frames
+    frame_shape = layout.frame_shape
+    frame_nbytes = math.prod(frame_shape) * layout.dtype.itemsize
+    options = dict(layout.options)
+    options["number_of_frames"] = frames
+
+    def tasks(src, dst, offsets):
+        job = (layout.path, str(layout.transfer_syntax), options, plugin, _fd_folder(), src, dst, frame_nbytes,
+               frame_shape, layout.dtype.str)
+        return [(decode_chunk, (job, start, stop)) for start, stop in _chunks(frames)]
+
+    ran = _run_on_pool([value], frame_nbytes * frames, tasks)
+    if ran is None:
+        return None
+    results, buffer = ran
+    if any(isinstance(r, str) for r in results):  # a frame failed: the in-process decode raises its own error
+        return None
+    facts = {fact for result in results for fact in result}
+    if len(facts) != 1:  # frames whose corrections differ: only the whole-value decode is pixel_array
+        return None
+    return np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape)
 
 
 def _facts(tsyntax: UID, frame: bytes) -> str:
@@ -238,20 +266,9 @@ def series_problem(layouts: list, plugin: str) -> str | None:
     of 16 × 512² slices with ``ct`` headers, in-process vs the pool forced on its 2 processes): lossless
     JPEG 12-bit 277 vs 137 ms, JPEG-LS 410 vs 249 ms, JPEG 2000 lossless 582 vs 345 ms.
     """
-    if plugin not in GIL_BOUND_PLUGINS:
-        return f"pydicom plugin {plugin!r} is not known to hold the GIL"
-    if len(layouts) < POOL_MIN_FRAMES:
-        return f"{len(layouts)} slice(s): fewer than {POOL_MIN_FRAMES}"
     if any(layout.frame_table.split_on_eoi or layout.number_of_frames != 1 for layout in layouts):
         return "a slice that is not one frame located from its offset table"
-    decoded = sum(layout.decoded_nbytes for layout in layouts)
-    if decoded < POOL_MIN_DECODED_BYTES:
-        return f"{decoded} decoded bytes: fewer than {POOL_MIN_DECODED_BYTES}"
-    if process_pool.processes() < POOL_MIN_PROCESSES:
-        return f"{process_pool.processes()} core(s): fewer than {POOL_MIN_PROCESSES}"
-    if process_pool.broken():
-        return "kvdicom's process pool broke earlier in this process"
-    return _unusable
+    return _pool_problem(plugin, len(layouts), "slice", sum(layout.decoded_nbytes for layout in layouts))
 
 
 def decode_slices(layouts: list, values: list, plugin: str) -> np.ndarray | None:
@@ -262,51 +279,23 @@ def decode_slices(layouts: list, values: list, plugin: str) -> np.ndarray | None
     as read (``compressed.read_frames``), one per layout; every layout has the first one's frame shape
     and dtype (a series that :func:`kvdicom.series_order.check_stackable` accepted).
     """
-    global _unusable
     first = layouts[0]
-    frame_shape = (first.rows, first.columns) + ((first.samples_per_pixel,) if first.samples_per_pixel > 1 else ())
+    frame_shape = first.frame_shape
     frame_nbytes = math.prod(frame_shape) * first.dtype.itemsize
-    offsets = np.concatenate([[0], np.cumsum([v.nbytes for v in values])]).tolist()
-    src = dst = -1
-    try:
-        try:
-            src = _memfd(max(1, offsets[-1]))
-            for value, offset in zip(values, offsets):
-                _write_all(src, memoryview(np.ascontiguousarray(value)).cast("B"), offset)
-            dst = _memfd(frame_nbytes * len(layouts))
-        except (AttributeError, OSError) as exc:
-            if isinstance(exc, AttributeError) or exc.errno in (errno.ENOSYS, errno.EPERM):
-                _unusable = f"no memory files here ({type(exc).__name__}: {exc})"
-            return None
+
+    def tasks(src, dst, offsets):
         items = [(k, layout.path, str(layout.transfer_syntax), dict(layout.options), offsets[k], values[k].nbytes)
                  for k, layout in enumerate(layouts)]
         job = (plugin, _fd_folder(), src, dst, frame_nbytes, frame_shape, first.dtype.str)
-        size = max(1, math.ceil(len(items) / (process_pool.processes() * CHUNKS_PER_WORKER)))
-        try:
-            pool = process_pool.pool()
-            futures = [pool.submit(decode_slice_chunk, job, items[s:s + size]) for s in range(0, len(items), size)]
-        except (BrokenProcessPool, RuntimeError, OSError):
-            process_pool.mark_broken()
-            return None
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        failures = [f.exception() for f in done if f.exception() is not None]
-        if any(isinstance(exc, BrokenProcessPool) for exc in failures):
-            process_pool.mark_broken()
-            return None
-        if failures:
-            exc = failures[0]
-            _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
-            return None
-        if any(f.result() for f in futures):  # a slice failed: the in-process decode raises its own error
-            return None
-        buffer = mmap.mmap(dst, frame_nbytes * len(layouts), flags=mmap.MAP_PRIVATE)
-        return np.frombuffer(buffer, dtype=first.dtype).reshape((len(layouts),) + frame_shape)
-    finally:
-        for fd in (src, dst):
-            if fd >= 0:
-                os.close(fd)
+        return [(decode_slice_chunk, (job, items[start:stop])) for start, stop in _chunks(len(items))]
+
+    ran = _run_on_pool(values, frame_nbytes * len(layouts), tasks)
+    if ran is None:
+        return None
+    results, buffer = ran
+    if any(results):  # a slice failed: the in-process decode raises its own error
+        return None
+    return np.frombuffer(buffer, dtype=first.dtype).reshape((len(layouts),) + frame_shape)
 
 
 def decode_slice_chunk(job: tuple, items: list) -> str:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import compressed, host_read, rle
+from kvdicom import compressed, host_parallel, host_read, process_pool, rle
 from kvdicom.decode import array_module
 from kvdicom.errors import DicomLoadError
 
@@ -69,14 +69,9 @@ class Slice:
     how: object = None  #: gpu_codec.Plan (device="cuda" only)
 
 
-def frame_shape(layout) -> tuple[int, ...]:
-    """One frame's array shape: what a slot of the volume holds."""
-    return (layout.rows, layout.columns) + ((layout.samples_per_pixel,) if layout.samples_per_pixel > 1 else ())
-
-
 def as_batch(layout, frames: int):
     """``layout`` as if it held ``frames`` frames: what ``gpu_codec.plan``'s size rule and ``finish`` see."""
-    return dataclasses.replace(layout, shape=(frames,) + frame_shape(layout), number_of_frames=frames)
+    return dataclasses.replace(layout, shape=(frames,) + layout.frame_shape, number_of_frames=frames)
 
 
 def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
@@ -159,8 +154,6 @@ def pooled_plugin(pieces: list[Slice]) -> str | None:
     pydicom's plugins hold the GIL, so only processes decode slices side by side
     (:func:`kvdicom.host_parallel.decode_slices`); RLE has its own threaded path (:mod:`kvdicom.rle`).
     """
-    from kvdicom import host_parallel
-
     layouts = [p.layout for p in pieces]
     if not layouts or len({layout.transfer_syntax for layout in layouts}) != 1:
         return None
@@ -177,8 +170,6 @@ def host_into_all(pieces: list[Slice], dst) -> bool:
     after the other here; a pool that cannot do it leaves the slices to the in-process path, which raises
     its own errors naming the file.
     """
-    from kvdicom import host_parallel
-
     plugin = pooled_plugin(pieces)
     arr = None
     if plugin is not None:
@@ -215,7 +206,7 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
         pieces = read_all(layouts, slots)
         if host_into_all(pieces, [stored[slot] for slot in slots]):
             return _summary(collections.Counter(f"{host_decoder(p.layout)} (slices on "
-                                                f"{_processes()} processes)" for p in pieces))
+                                                f"{process_pool.processes()} processes)" for p in pieces))
         return _summary(counts)
     reads = [pool.submit(read_slice, slot, layout) for slot, layout in zip(slots, layouts)]
     try:
@@ -227,11 +218,6 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
         concurrent.futures.wait(reads)
     return _summary(counts)
 
-
-def _processes() -> int:
-    from kvdicom import process_pool
-
-    return process_pool.processes()
 
 
 # --- device="cuda" -------------------------------------------------------------------------------
