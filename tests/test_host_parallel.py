@@ -20,6 +20,7 @@ from fixtures.spec import DicomSpec
 from fixtures.time_limit import time_limit
 from fixtures.writer import build_dataset, write_dicom
 from kvdicom import compressed, host_parallel, process_pool
+from tests.host_pool import pool_everything
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
 pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")
@@ -41,19 +42,7 @@ CASES = [
 @pytest.fixture
 def pooled(monkeypatch):
     """Every multi-frame host decode goes to the pool; records what the pool returned. Pool state restored."""
-    monkeypatch.setattr(host_parallel, "POOL_MIN_FRAMES", 2)
-    monkeypatch.setattr(host_parallel, "POOL_MIN_DECODED_BYTES", 0)
-    monkeypatch.setattr(host_parallel, "POOL_MIN_PROCESSES", 1)
-    monkeypatch.setattr(process_pool, "_broken", False)  # restored after the tests that break it
-    returned = []
-    real = host_parallel.decode
-
-    def spy(*args):
-        returned.append(real(*args))
-        return returned[-1]
-
-    monkeypatch.setattr(host_parallel, "decode", spy)
-    return returned
+    return pool_everything(monkeypatch, "decode")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[s.case_id for s in CASES])

@@ -19,6 +19,7 @@ from fixtures.encode import COMPRESSED_SYNTAXES, unavailable
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
 from kvdicom import compressed, gpu_codec, series_decode
+from tests.host_pool import pool_everything
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -292,21 +293,7 @@ def test_gpu_series_with_a_black_slice_equals_pydicom_stacked(cuda, tmp_path, mo
 @pytest.fixture
 def slices_pooled(monkeypatch):
     """Every host-route series goes to the process pool (thresholds off); records what the pool returned."""
-    from kvdicom import host_parallel, process_pool
-
-    monkeypatch.setattr(host_parallel, "POOL_MIN_FRAMES", 2)
-    monkeypatch.setattr(host_parallel, "POOL_MIN_DECODED_BYTES", 0)
-    monkeypatch.setattr(host_parallel, "POOL_MIN_PROCESSES", 1)
-    monkeypatch.setattr(process_pool, "_broken", False)
-    returned = []
-    real = host_parallel.decode_slices
-
-    def spy(*args):
-        returned.append(real(*args))
-        return returned[-1]
-
-    monkeypatch.setattr(host_parallel, "decode_slices", spy)
-    return returned
+    return pool_everything(monkeypatch, "decode_slices")
 
 
 @pytest.mark.parametrize("syntax", ["jpeg2000_lossless", "jpegls_lossless", "jpeg_lossless_sv1", "jpeg_baseline",
