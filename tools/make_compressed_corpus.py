@@ -2,7 +2,8 @@
 
 The GPU machine gets nvImageCodec and pylibjpeg (``.whl-codecs``) but not
 imagecodecs or pyjpegls (``.whl-encoders``; both sets together exceed what a
-device run carries). Files made here keep their case ids there when the run
+device run carries, unless imagecodecs is cut down with ``tools/slim_wheel.py``,
+which lets the device write every case itself). Files made here keep their case ids there when the run
 sets the ``DGB_ENCODERS`` line this prints. Files larger than ``--max-mib``
 are left out (the device writes the JPEG 2000 and RLE ones itself).
 

@@ -32,6 +32,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
 from kvdicom import compressed, host_parallel, process_pool  # noqa: E402
@@ -59,17 +60,6 @@ def route(name: str):
 def _with(name, load, *args):
     with route(name):
         return load(*args)
-
-
-def _gpu():
-    """CuPy, where it can use a GPU here; else None."""
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-    except (ImportError, RuntimeError):  # no CuPy; CUDARuntimeError is a RuntimeError
-        return None
-    return cupy
 
 
 def _gpu_load(cupy, path):
@@ -101,7 +91,7 @@ def main() -> None:
     parser.add_argument("--match", default="", help="only cases whose id contains this")
     parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
     args = parser.parse_args()
-    cupy = _gpu()
+    cupy = timing.gpu()
     started = time.perf_counter()
     process_pool.pool().submit(int).result()  # start the workers before any timing
     print(f"cores {len(os.sched_getaffinity(0))}, pool processes {process_pool.processes()} "

@@ -18,6 +18,7 @@ import statistics
 import time
 
 import numpy as np
+import timing
 
 import kvdicom
 from bench.compressed_peers import pydicom_pinned
@@ -44,23 +45,12 @@ def route(name: str):
         rle._HAVE_IMAGECODECS, rle.CONCURRENT_MIN_BYTES, rle.CONCURRENT_MIN_CPUS = saved
 
 
-def _gpu():
-    """CuPy, where it can use a GPU here; else None."""
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-    except (ImportError, RuntimeError):  # no CuPy; CUDARuntimeError is a RuntimeError
-        return None
-    return cupy
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
     args = parser.parse_args()
-    cupy = _gpu()
+    cupy = timing.gpu()
     print(f"cores {os.cpu_count()}, kvdicom pool threads {io_tuning.host_threads()}, "
           f"imagecodecs {'yes' if rle._HAVE_IMAGECODECS else 'no'}, GPU {'yes' if cupy else 'no'}")
     corpus = Corpus(args.corpus_dir, 16 << 30)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +24,12 @@ import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import best
+
 import kvdicom
 from fixtures.series import SeriesSpec, write_series
 from kvdicom import series, series_headers, series_stage
 from kvdicom.layout import inspect_dataset
-
-
-def best(fn, repeat: int) -> float:
-    """Fastest of ``repeat`` runs of ``fn``, in ms."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def pydicom_loop(paths, to_gpu=False):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
 from fixtures.cache import Corpus  # noqa: E402
@@ -26,14 +27,8 @@ from kvdicom import compressed, host_read  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:
-    """Fastest of ``repeat`` runs of ``fn`` (after one warm-up), in ms."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+    """Fastest of ``repeat`` runs of ``fn`` after one warm-up, in ms."""
+    return timing.best(fn, repeat, warm_up=True)
 
 
 def row(name: str, ms: float, ref: float | None = None) -> None:

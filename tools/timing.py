@@ -1,0 +1,28 @@
+"""What the timing tools share: a best-of-N timer and CuPy where a GPU is usable."""
+
+from __future__ import annotations
+
+import time
+
+
+def best(fn, repeat: int, warm_up: bool = False) -> float:
+    """Fastest of ``repeat`` runs of ``fn`` (after one untimed run with ``warm_up``), in ms."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+def gpu():
+    """CuPy, where it can use a GPU here; else None."""
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except (ImportError, RuntimeError):  # no CuPy; CUDARuntimeError is a RuntimeError
+        return None
+    return cupy
