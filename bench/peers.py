@@ -231,3 +231,29 @@ def kvdicom_load_series():
     if load_series is None:
         raise ImportError("kvdicom.load_series is not in this kvdicom yet")
     return load_series
+
+
+# --- what a series benchmark skips on, with the reason ----------------------------------------------
+
+
+def load_series_or_skip():
+    """:func:`kvdicom_load_series`, or a skip naming what is missing."""
+    import pytest
+
+    try:
+        return kvdicom_load_series()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+def skip_unless_dicomsdl_reads_series(folder) -> None:
+    """Skip unless dicomsdl is installed and read every file of ``folder`` in a child process."""
+    import pytest
+
+    try:
+        import dicomsdl  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"dicomsdl is not installed ({exc})")
+    crash = dicomsdl_crash(series_files(folder))
+    if crash:
+        pytest.skip(crash)

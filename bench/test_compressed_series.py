@@ -73,23 +73,6 @@ def _record(benchmark, spec, cslayouts, loader, device, output, reference, decod
     return problem
 
 
-def _load_series():
-    try:
-        return peers.kvdicom_load_series()
-    except ImportError as exc:
-        pytest.skip(str(exc))
-
-
-def _dicomsdl(csdir):
-    try:
-        import dicomsdl  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"dicomsdl is not installed ({exc})")
-    crash = peers.dicomsdl_crash(peers.series_files(csdir))
-    if crash:
-        pytest.skip(crash)
-
-
 # --- property tests (run by ./dgb test) --------------------------------------------------------
 
 
@@ -146,21 +129,21 @@ def test_cseries_pydicom_nvimgcodec_cupy(benchmark, cuda, csspec, csdir, cslayou
 
 
 def test_cseries_dicomsdl_cpu(benchmark, csspec, csdir, cslayouts, csreference):
-    _dicomsdl(csdir)
+    peers.skip_unless_dicomsdl_reads_series(csdir)
     _record(benchmark, csspec, cslayouts, "dicomsdl", "cpu", peers.dicomsdl_series(csdir), csreference, "dicomsdl")
     benchmark(peers.dicomsdl_series, csdir)
 
 
 @pytest.mark.gpu
 def test_cseries_dicomsdl_to_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
-    _dicomsdl(csdir)
+    peers.skip_unless_dicomsdl_reads_series(csdir)
     _record(benchmark, csspec, cslayouts, "dicomsdl+cupy", "cuda", peers.dicomsdl_series_to_cupy(csdir),
             csreference, "dicomsdl")
     benchmark(peers.synced(cuda, peers.dicomsdl_series_to_cupy, csdir))
 
 
 def test_cseries_kvdicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
-    load_series = _load_series()
+    load_series = peers.load_series_or_skip()
     volume, info = load_series(csdir, "cpu")
     problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cpu", volume, csreference, "; ".join(info.decoders))
     assert problem is None, problem
@@ -169,7 +152,7 @@ def test_cseries_kvdicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
 
 @pytest.mark.gpu
 def test_cseries_kvdicom_gpu(benchmark, cuda, csspec, csdir, cslayouts, csreference):
-    load_series = _load_series()
+    load_series = peers.load_series_or_skip()
     volume, info = load_series(csdir, "cuda")
     problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cuda", volume, csreference, "; ".join(info.decoders))
     assert problem is None, f"{problem} (decoders: {info.decoders})"

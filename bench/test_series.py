@@ -75,23 +75,6 @@ def _values_match(output, reference) -> bool:
     return host.shape == reference.shape and bool(np.array_equal(host.astype(np.float64), reference.astype(np.float64)))
 
 
-def _load_series():
-    try:
-        return peers.kvdicom_load_series()
-    except ImportError as exc:
-        pytest.skip(str(exc))
-
-
-def _dicomsdl(series_dir):
-    try:
-        import dicomsdl  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"dicomsdl is not installed ({exc})")
-    crash = peers.dicomsdl_crash(peers.series_files(series_dir))
-    if crash:
-        pytest.skip(crash)
-
-
 def _sitk():
     try:
         import SimpleITK  # noqa: F401
@@ -122,7 +105,7 @@ def test_series_pydicom_to_cupy(benchmark, cuda, series_spec, series_dir, series
 
 @RESCALE
 def test_series_kvdicom_cpu(benchmark, request, series_spec, series_dir, series_layouts, rescale):
-    load_series = _load_series()
+    load_series = peers.load_series_or_skip()
     volume, info = load_series(series_dir, "cpu", rescale=rescale)
     problem = _record(benchmark, series_spec, series_layouts, "kvdicom+rescale" if rescale else "kvdicom", "cpu",
                       volume, _reference(request, rescale), rescale=rescale, sort_rule=info.sort_rule)
@@ -133,7 +116,7 @@ def test_series_kvdicom_cpu(benchmark, request, series_spec, series_dir, series_
 @pytest.mark.gpu
 @RESCALE
 def test_series_kvdicom_gpu(benchmark, request, cuda, series_spec, series_dir, series_layouts, rescale):
-    load_series = _load_series()
+    load_series = peers.load_series_or_skip()
     volume, info = load_series(series_dir, "cuda", rescale=rescale)
     problem = _record(benchmark, series_spec, series_layouts, "kvdicom+rescale" if rescale else "kvdicom", "cuda",
                       volume, _reference(request, rescale), rescale=rescale, sort_rule=info.sort_rule)
@@ -146,7 +129,7 @@ def test_series_kvdicom_gpu(benchmark, request, cuda, series_spec, series_dir, s
 
 
 def test_series_dicomsdl_cpu(benchmark, series_spec, series_dir, series_layouts, series_reference):
-    _dicomsdl(series_dir)
+    peers.skip_unless_dicomsdl_reads_series(series_dir)
     _record(benchmark, series_spec, series_layouts, "dicomsdl", "cpu", peers.dicomsdl_series(series_dir),
             series_reference)
     benchmark(peers.dicomsdl_series, series_dir)
@@ -154,7 +137,7 @@ def test_series_dicomsdl_cpu(benchmark, series_spec, series_dir, series_layouts,
 
 @pytest.mark.gpu
 def test_series_dicomsdl_to_cupy(benchmark, cuda, series_spec, series_dir, series_layouts, series_reference):
-    _dicomsdl(series_dir)
+    peers.skip_unless_dicomsdl_reads_series(series_dir)
     _record(benchmark, series_spec, series_layouts, "dicomsdl+cupy", "cuda",
             peers.dicomsdl_series_to_cupy(series_dir), series_reference)
     benchmark(peers.synced(cuda, peers.dicomsdl_series_to_cupy, series_dir))
