@@ -62,12 +62,6 @@ def _with(name, load, *args):
         return load(*args)
 
 
-def _gpu_load(cupy, path):
-    out = kvdicom.load(path, "cuda")
-    cupy.cuda.Device().synchronize()
-    return out
-
-
 def _gpu_on_host(path) -> bool:
     from kvdicom import gpu_codec
 
@@ -116,7 +110,7 @@ def main() -> None:
             runs[f"kvdicom cpu {name}"] = functools.partial(_with, name, kvdicom.load, path, "cpu")
         if cupy is not None and _gpu_on_host(path):
             for name in ROUTES:
-                runs[f"kvdicom gpu {name}"] = functools.partial(_with, name, _gpu_load, cupy, path)
+                runs[f"kvdicom gpu {name}"] = functools.partial(_with, name, timing.gpu_load, cupy, path)
         for name, run in runs.items():
             got = run()
             got = got.get() if hasattr(got, "get") else got

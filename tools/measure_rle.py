@@ -65,7 +65,7 @@ def main() -> None:
                 continue
             runs[f"kvdicom cpu {name}"] = functools.partial(_with, name, kvdicom.load, path, "cpu")
             if cupy is not None:
-                runs[f"kvdicom gpu {name}"] = functools.partial(_with, name, _gpu_load, cupy, path)
+                runs[f"kvdicom gpu {name}"] = functools.partial(_with, name, timing.gpu_load, cupy, path)
         for name, run in runs.items():
             got = run()
             got = got.get() if hasattr(got, "get") else got
@@ -86,12 +86,6 @@ def main() -> None:
 def _with(name, load, *args):
     with route(name):
         return load(*args)
-
-
-def _gpu_load(cupy, path):
-    out = kvdicom.load(path, "cuda")
-    cupy.cuda.Device().synchronize()
-    return out
 
 
 if __name__ == "__main__":

@@ -26,3 +26,12 @@ def gpu():
     except (ImportError, RuntimeError):  # no CuPy; CUDARuntimeError is a RuntimeError
         return None
     return cupy
+
+
+def gpu_load(cupy, path):
+    """``kvdicom.load(path, "cuda")``, returned once the device has finished it (for timing)."""
+    import kvdicom
+
+    out = kvdicom.load(path, "cuda")
+    cupy.cuda.Device().synchronize()
+    return out
