@@ -121,7 +121,7 @@ def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, mon
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
     monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)  # small files too: test the GPU route on all
-    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)  # and colour J2K, off by default until this passes
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)  # and every colour J2K kind, verified or not
     got = kvdicom.load(cfile, "cuda")
     assert type(got).__module__.startswith("cupy")
     diff = difference(got, creference)
@@ -132,11 +132,11 @@ def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, mon
 @pytest.mark.gpu
 def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cuda, cspec, cfile, creference,
                                                                                monkeypatch):
-    """The device check for ``gpu_codec.GPU_COLOUR_J2K`` (off until this passes on the device).
+    """The device check behind ``gpu_codec.GPU_COLOUR_J2K_VERIFIED`` (the colour J2K kinds decoded on the GPU).
 
     Forces colour JPEG 2000 (RGB, YBR_RCT, YBR_ICT) onto the GPU route and requires that nvImageCodec
-    really decoded it (not a host fallback) within the exactness rule. Passing on the device is what
-    allows turning ``GPU_COLOUR_J2K`` on; a failure names the case and the difference.
+    really decoded it (not a host fallback) within the exactness rule. A kind joins the verified set
+    only after this passes for it on the device; a failure names the case and the difference.
     """
     from kvdicom import compressed, gpu_codec
 

@@ -38,8 +38,12 @@ from kvdicom.decode import array_module
 GPU_MIN_DECODED_BYTES = 256 << 10
 
 
-#: Colour JPEG 2000 (RGB, YBR_RCT, YBR_ICT) on the GPU: off until a device run of the GPU property tests
-#: (which force it on) passes with colour fixtures; until then such files decode on the host.
+#: Colour JPEG 2000 kinds (photometric interpretation, codestream precision) that decode on the GPU: those a
+#: device run of ``bench/test_compressed.py::test_gpu_colour_j2k_*`` (colour forced onto the GPU) and of the
+#: GPU property tests found equal to pydicom (H200, nvImageCodec 0.9.0.20, at 51ec901: 8-bit RGB and
+#: YBR_RCT lossless, exact). Other colour J2K (YBR_ICT, more than 8 bits) decodes on the host.
+GPU_COLOUR_J2K_VERIFIED = frozenset({("RGB", 8), ("YBR_RCT", 8)})
+#: Every colour JPEG 2000 kind on the GPU, verified or not: what the device tests set to check the others.
 GPU_COLOUR_J2K = False
 
 
@@ -78,8 +82,10 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
             return _host(f"JPEG 2000 precision {last.precision} > 16")
         color = "unchanged"
         if layout.samples_per_pixel > 1:
-            if not GPU_COLOUR_J2K:
-                return _host("colour JPEG 2000 on the GPU is not yet verified on the device (GPU_COLOUR_J2K)")
+            kind = (layout.photometric_interpretation, last.precision)
+            if kind not in GPU_COLOUR_J2K_VERIFIED and not GPU_COLOUR_J2K:
+                return _host(f"colour JPEG 2000 as {kind[0]} with {kind[1]}-bit samples is not yet verified on "
+                             "the GPU (GPU_COLOUR_J2K_VERIFIED)")
             if layout.planar_configuration or layout.photometric_interpretation not in ("RGB", "YBR_ICT", "YBR_RCT"):
                 return _host(f"colour JPEG 2000 as {layout.photometric_interpretation}, "
                              f"planar {layout.planar_configuration}")

@@ -9,6 +9,7 @@ and :func:`kvdicom.gpu_codec.plan` are tested against pydicom here.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -154,13 +155,32 @@ def test_small_files_decode_on_the_host(files, monkeypatch):
     assert how.route == "host" and "the host is faster" in how.reason
 
 
-def test_colour_j2k_stays_on_the_host_until_verified_on_the_device(files, monkeypatch):
-    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", False)
-    spec = next(s for s, _ in CASES if s.photometric == "YBR_RCT")
+def _colour_j2k_plan(files, photometric, as_photometric=None):
+    spec = next(s for s, _ in CASES
+                if s.transfer_syntax == "jpeg2000_lossless" and s.photometric_interpretation == photometric)
     layout = kvdicom.inspect(files[spec])
     _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
-    assert how.route == "host" and "GPU_COLOUR_J2K" in how.reason
+    infos = compressed.check_frames(layout, frames)
+    if as_photometric is not None:
+        layout = dataclasses.replace(layout, photometric_interpretation=as_photometric)
+    return gpu_codec.plan(layout, infos)
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_RCT"])
+def test_colour_j2k_kinds_verified_on_the_device_decode_on_the_gpu(files, monkeypatch, photometric):
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", False)
+    how = _colour_j2k_plan(files, photometric)
+    assert how.route == "gpu", how.reason
+    assert how.color == ("unchanged" if photometric == "RGB" else "srgb")
+
+
+def test_colour_j2k_kinds_not_verified_stay_on_the_host(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", False)
+    how = _colour_j2k_plan(files, "YBR_RCT", as_photometric="YBR_ICT")
+    assert how.route == "host" and "YBR_ICT" in how.reason and "GPU_COLOUR_J2K_VERIFIED" in how.reason
+    monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K_VERIFIED", frozenset())
+    how = _colour_j2k_plan(files, "RGB")
+    assert how.route == "host" and "RGB with 8-bit" in how.reason
 
 
 def test_sign_correction_from_the_j2k_codestream(tmp_path):
