@@ -162,7 +162,8 @@ def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cu
     diff = difference(got, creference)
     assert diff is not None, f"shape/dtype {got.shape}/{got.dtype} != pydicom's {creference.shape}/{creference.dtype}"
     assert diff <= TOLERANCE.get(cspec.transfer_syntax, 0), (
-        f"{cspec.case_id}: max difference {diff} from pydicom with GPU_COLOUR_J2K forced on; keep it off")
+        f"{cspec.case_id}: max difference {diff} from pydicom with colour J2K forced onto the GPU; "
+        "keep this kind out of GPU_COLOUR_J2K_VERIFIED")
 
 
 @pytest.mark.gpu
