@@ -10,12 +10,15 @@ and reads overlapped as ``device="cuda"`` runs them (NumPy staging here), and
 ``load_series`` against the pydicom loop + sort + ``np.stack`` (plus
 ``cupy.asarray`` and ``device="cuda"`` where CuPy is installed). The defaults
 in ``kvdicom/series.py`` and ``kvdicom/fast_header.py`` cite its output.
+``--sweep-chunks 1,2,4,8`` instead times the pooled headers and the whole load
+(best and median) for each ``series_headers.CHUNKS_PER_WORKER``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import best
+from timing import best, gpu, times_ms
 
 import kvdicom
 from fixtures.series import SeriesSpec, write_series
@@ -46,12 +49,40 @@ def pydicom_loop(paths, to_gpu=False):
     return volume
 
 
+def sweep_chunks(folder: str, paths: list[str], values: list[int], repeat: int) -> None:
+    """The pool's chunking against its per-task cost: each chunk is one ProcessPoolExecutor task (about
+    0.2 ms of hand-over each on the 2-core CPU dev machine), fewer chunks start the staged reads later."""
+    cupy = gpu()
+    device = "cuda" if cupy is not None else "cpu"
+
+    def load():
+        kvdicom.load_series(folder, device)
+        if cupy is not None:
+            cupy.cuda.get_current_stream().synchronize()
+
+    default = series_headers.CHUNKS_PER_WORKER
+    print(f"{len(paths)} files, {series_headers.header_processes()} header processes, load on {device}")
+    try:
+        for chunks in values:
+            series_headers.CHUNKS_PER_WORKER = chunks
+            heads = times_ms(lambda: series_headers.read_headers(paths, parallel=True), repeat, warm_up=True)
+            loads = times_ms(load, repeat, warm_up=True)
+            print(f"chunks per worker {chunks:3d}: headers in the pool best {min(heads):7.1f} median "
+                  f"{statistics.median(heads):7.1f} ms; load_series best {min(loads):7.1f} median "
+                  f"{statistics.median(loads):7.1f} ms")
+    finally:
+        series_headers.CHUNKS_PER_WORKER = default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=256)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--folder", default="/tmp/dgb-profile-series")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sweep-chunks", default="",
+                        help="comma-separated values of series_headers.CHUNKS_PER_WORKER: for each, time the pooled "
+                             "headers and the whole load (cuda where CuPy works, else cpu), best and median")
     args = parser.parse_args()
 
     spec = SeriesSpec(slices=args.slices, rows=args.size, cols=args.size)
@@ -61,6 +92,9 @@ def main() -> None:
         write_series(spec, folder)
     paths = sorted(os.path.abspath(os.path.join(folder, f)) for f in os.listdir(folder))
     r = args.repeat
+    if args.sweep_chunks:
+        sweep_chunks(folder, paths, [int(v) for v in args.sweep_chunks.split(",")], max(r, 9))
+        return
     print(f"{len(paths)} files of {os.path.getsize(paths[0])} bytes, "
           f"{series_headers.header_processes()} header processes")
     dcmread_ms = best(lambda: [pydicom.dcmread(p, stop_before_pixels=True) for p in paths], r)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import time
 
 
-def best(fn, repeat: int, warm_up: bool = False) -> float:
-    """Fastest of ``repeat`` runs of ``fn`` (after one untimed run with ``warm_up``), in ms."""
+def times_ms(fn, repeat: int, warm_up: bool = False) -> list[float]:
+    """``repeat`` timed runs of ``fn`` (after one untimed run with ``warm_up``), in ms, in run order."""
     if warm_up:
         fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def best(fn, repeat: int, warm_up: bool = False) -> float:
+    """Fastest of ``repeat`` runs of ``fn`` (after one untimed run with ``warm_up``), in ms."""
+    return min(times_ms(fn, repeat, warm_up))
 
 
 def gpu():
