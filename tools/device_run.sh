@@ -2,6 +2,7 @@
 # Run the suite on the lent GPU machine (no network: wheels come from .whl/).
 # Usage: tools/device_run.sh "<test args>" "<bench args>"; logs and new results go to $OUT.
 # "<test args>" are added to ./dgb test (which always runs tests/ and bench/): pass "-q", not a file.
+# Each string is word-split as a shell line, so quote inside it: "--profile full -k 'cseries and series256'".
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -12,8 +13,8 @@ rc=0
 # the GPU ones); with pytest-xdist (installed there) 8 workers ran it in 160 s. DGB_TEST_WORKERS=0: one process.
 workers=()
 if [ "${DGB_TEST_WORKERS:-8}" != 0 ] && python3 -c 'import xdist' 2>/dev/null; then workers=(-n "${DGB_TEST_WORKERS:-8}"); fi
-if [ -n "${1:-}" ]; then ./dgb test "${workers[@]}" $1 2>&1 | tee "$out/test.log"; rc=${PIPESTATUS[0]}; fi
-if [ -n "${2:-}" ]; then ./dgb bench $2 2>&1 | tee "$out/bench.log"; rc=$(( rc | PIPESTATUS[0] )); fi
+if [ -n "${1:-}" ]; then eval "test_args=($1)"; ./dgb test "${workers[@]}" "${test_args[@]}" 2>&1 | tee "$out/test.log"; rc=${PIPESTATUS[0]}; fi
+if [ -n "${2:-}" ]; then eval "bench_args=($2)"; ./dgb bench "${bench_args[@]}" 2>&1 | tee "$out/bench.log"; rc=$(( rc | PIPESTATUS[0] )); fi
 for f in $(find results -name '*.json' | sort); do
   grep -qxF "$f" <<<"$before" || cp "$f" "$out/"
 done
