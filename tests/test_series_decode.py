@@ -54,6 +54,23 @@ def write_series(folder, syntaxes: list[str], rows: int = 32) -> list[str]:
     return paths
 
 
+def write_colour_series(folder, photometric: str, n: int = 3, rows: int = 32, cols: int = 48) -> list[str]:
+    """``n`` 8-bit colour JPEG 2000 lossless slices (``photometric`` "" is RGB), names not in slice order."""
+    if reason := unavailable("jpeg2000_lossless"):
+        pytest.skip(reason)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        spec = DicomSpec(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, samples_per_pixel=3, seed=i,
+                         photometric=photometric, transfer_syntax="jpeg2000_lossless")
+        ds = build_dataset(spec)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = "1.2.3.4", f"1.2.3.4.{i + 1}", i + 1
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * i], list(AXIAL)
+        paths.append(os.path.join(folder, f"IM{n - 1 - i}.dcm"))
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
 def pydicom_volume(paths) -> np.ndarray:
     """pydicom's arrays, reference plugin pinned, stacked in slice order."""
     arrays = []
@@ -191,6 +208,20 @@ def test_gpu_logic_frames_without_image_or_all_zeros_are_redone_on_the_host(tmp_
     assert any("no image or all zeros" in d and d.endswith(": 2 slices") for d in decoders), decoders
 
 
+@pytest.mark.parametrize("photometric", ["", "YBR_RCT"])  # "": RGB
+def test_gpu_logic_colour_j2k_series_of_a_verified_kind_is_one_batch_equal_to_pydicom(tmp_path, gpu_route,
+                                                                                      photometric):
+    """8-bit RGB / YBR_RCT JPEG 2000 (``gpu_codec.GPU_COLOUR_J2K_VERIFIED``) go to the GPU batch by default."""
+    paths = write_colour_series(tmp_path / "s", photometric)
+    fake = gpu_route(FakeBatch())
+    layouts = [kvdicom.inspect(p) for p in paths]
+    stored = np.full((3, 32, 48, 3), 7, dtype=np.uint8)
+    decoders = series_decode.decode_gpu(layouts, stored, [0, 1, 2])
+    np.testing.assert_array_equal(stored, pydicom_volume(paths))
+    assert fake.calls == [3], decoders
+    assert "nvimgcodec (jpeg2000, 3 frames in one batch): 3 slices" in decoders, decoders
+
+
 def test_gpu_logic_plans_differing_precision_as_separate_batches(tmp_path, gpu_route):
     # 16-bit int16 and 12-bit-stored uint16 J2K slices cannot stack (dtype differs), so: same dtype, other
     # signedness of the codestream is impossible too; instead JPEG 2000 and HTJ2K slices of one series
@@ -266,6 +297,18 @@ def test_gpu_series_equals_pydicom_stacked(cuda, tmp_path, monkeypatch, syntaxes
     if gpu_codec.nvimgcodec_problem() is None:
         assert any(d.startswith("nvimgcodec (jpeg2000") or d.startswith("nvimgcodec (htj2k")
                    for d in info.decoders), info.decoders
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("photometric", ["", "YBR_RCT"], ids=["rgb", "ybr_rct"])
+def test_gpu_colour_j2k_series_equals_pydicom_stacked(cuda, tmp_path, monkeypatch, photometric):
+    """A verified colour J2K kind (``GPU_COLOUR_J2K_VERIFIED``, not forced) through the real batch: exact."""
+    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    paths = write_colour_series(tmp_path / "s", photometric, n=4, rows=64, cols=96)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
+    np.testing.assert_array_equal(cuda.asnumpy(vol), pydicom_volume(paths), err_msg=str(info.decoders))
+    if gpu_codec.nvimgcodec_problem() is None:
+        assert any(d.startswith("nvimgcodec (jpeg2000") for d in info.decoders), info.decoders
 
 
 @pytest.mark.gpu
