@@ -33,16 +33,16 @@ def _slice_spec(syntax: str, rows: int, seed: int) -> DicomSpec:
     return DicomSpec(rows=rows, cols=rows, transfer_syntax=syntax, seed=seed, **samples)
 
 
-def write_series(folder, syntaxes: list[str], rows: int = 32) -> list[str]:
-    """One slice per entry of ``syntaxes`` (slice i in syntax i), names not in slice order; paths in slice order."""
-    for syntax in set(syntaxes):
+def write_slices(folder, specs: list[DicomSpec]) -> list[str]:
+    """One slice per spec (slice i from spec i) in one series, names not in slice order; paths in slice order."""
+    for syntax in {spec.transfer_syntax for spec in specs}:
         if reason := unavailable(syntax):
             pytest.skip(reason)
     os.makedirs(folder, exist_ok=True)
-    n = len(syntaxes)
+    n = len(specs)
     paths = []
-    for i, syntax in enumerate(syntaxes):
-        ds = build_dataset(_slice_spec(syntax, rows, i))
+    for i, spec in enumerate(specs):
+        ds = build_dataset(spec)
         ds.SeriesInstanceUID = "1.2.3.4"
         ds.SOPInstanceUID = f"1.2.3.4.{i + 1}"
         ds.ImagePositionPatient = [0.0, 0.0, 2.5 * i]
@@ -54,21 +54,16 @@ def write_series(folder, syntaxes: list[str], rows: int = 32) -> list[str]:
     return paths
 
 
+def write_series(folder, syntaxes: list[str], rows: int = 32) -> list[str]:
+    """One slice per entry of ``syntaxes`` (slice i in syntax i): :func:`write_slices` of CT-like samples."""
+    return write_slices(folder, [_slice_spec(syntax, rows, i) for i, syntax in enumerate(syntaxes)])
+
+
 def write_colour_series(folder, photometric: str, n: int = 3, rows: int = 32, cols: int = 48) -> list[str]:
-    """``n`` 8-bit colour JPEG 2000 lossless slices (``photometric`` "" is RGB), names not in slice order."""
-    if reason := unavailable("jpeg2000_lossless"):
-        pytest.skip(reason)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(n):
-        spec = DicomSpec(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, samples_per_pixel=3, seed=i,
-                         photometric=photometric, transfer_syntax="jpeg2000_lossless")
-        ds = build_dataset(spec)
-        ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = "1.2.3.4", f"1.2.3.4.{i + 1}", i + 1
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * i], list(AXIAL)
-        paths.append(os.path.join(folder, f"IM{n - 1 - i}.dcm"))
-        ds.save_as(paths[-1], enforce_file_format=True)
-    return paths
+    """``n`` 8-bit colour JPEG 2000 lossless slices (``photometric`` "" is RGB): :func:`write_slices`."""
+    return write_slices(folder, [DicomSpec(rows=rows, cols=cols, bits_allocated=8, bits_stored=8, samples_per_pixel=3,
+                                           seed=i, photometric=photometric, transfer_syntax="jpeg2000_lossless")
+                                 for i in range(n)])
 
 
 def pydicom_volume(paths) -> np.ndarray:
