@@ -49,24 +49,25 @@ def pydicom_loop(paths, to_gpu=False):
     return volume
 
 
+def synced_load(folder: str, cupy, **kw) -> None:
+    """``load_series`` on the GPU where ``cupy`` is given (returned once the device has finished), else the CPU."""
+    kvdicom.load_series(folder, "cuda" if cupy is not None else "cpu", **kw)
+    if cupy is not None:
+        cupy.cuda.get_current_stream().synchronize()
+
+
 def sweep_chunks(folder: str, paths: list[str], values: list[int], repeat: int) -> None:
     """The pool's chunking against its per-task cost: each chunk is one ProcessPoolExecutor task (about
     0.2 ms of hand-over each on the 2-core CPU dev machine), fewer chunks start the staged reads later."""
     cupy = gpu()
     device = "cuda" if cupy is not None else "cpu"
-
-    def load():
-        kvdicom.load_series(folder, device)
-        if cupy is not None:
-            cupy.cuda.get_current_stream().synchronize()
-
     default = series_headers.CHUNKS_PER_WORKER
     print(f"{len(paths)} files, {series_headers.header_processes()} header processes, load on {device}")
     try:
         for chunks in values:
             series_headers.CHUNKS_PER_WORKER = chunks
             heads = times_ms(lambda: series_headers.read_headers(paths, parallel=True), repeat, warm_up=True)
-            loads = times_ms(load, repeat, warm_up=True)
+            loads = times_ms(lambda: synced_load(folder, cupy), repeat, warm_up=True)
             print(f"chunks per worker {chunks:3d}: headers in the pool best {min(heads):7.1f} median "
                   f"{statistics.median(heads):7.1f} ms; load_series best {min(loads):7.1f} median "
                   f"{statistics.median(loads):7.1f} ms")
@@ -121,18 +122,12 @@ def main() -> None:
     print(f"load_series cpu                {best(lambda: kvdicom.load_series(folder, 'cpu'), r):8.1f} ms")
     print(f"load_series cpu rescale        {best(lambda: kvdicom.load_series(folder, 'cpu', rescale=True), r):8.1f} ms")
     print(f"pydicom loop + sort + stack    {best(lambda: pydicom_loop(paths), min(r, 3)):8.1f} ms")
-    try:
-        import cupy
-    except ImportError:
+    cupy = gpu()
+    if cupy is None:
         return
-
-    def gpu(**kw):
-        kvdicom.load_series(folder, "cuda", **kw)
-        cupy.cuda.get_current_stream().synchronize()
-
-    gpu()
-    print(f"load_series cuda (overlapped)  {best(gpu, r):8.1f} ms")
-    print(f"load_series cuda rescale       {best(lambda: gpu(rescale=True), r):8.1f} ms")
+    synced_load(folder, cupy)
+    print(f"load_series cuda (overlapped)  {best(lambda: synced_load(folder, cupy), r):8.1f} ms")
+    print(f"load_series cuda rescale       {best(lambda: synced_load(folder, cupy, rescale=True), r):8.1f} ms")
     print(f"pydicom loop + cupy.asarray    {best(lambda: pydicom_loop(paths, to_gpu=True), min(r, 3)):8.1f} ms")
 
 
