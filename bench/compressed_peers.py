@@ -5,11 +5,24 @@ from __future__ import annotations
 import functools
 
 import pydicom
+import pytest
 
+from fixtures.encode import EncoderUnavailable
 from kvdicom.compressed import reference_plugin
 
 #: nvImageCodec's pydicom plugin label (nvidia/nvimgcodec/tools/dicom/pydicom_plugin.py)
 NVIMGCODEC_PLUGIN = "0.8.0+nvimgcodec"
+
+
+def ensure_or_skip(ensure, spec, what: str, modules: tuple[str, ...]):
+    """``ensure(spec)`` (a corpus file or series folder); skipped with the reason when one of ``modules``
+    (pylibjpeg and its plugins, the reference decoders) or the spec's encoder is missing."""
+    for module in modules:
+        pytest.importorskip(module, reason=f"{what} need {module} (pylibjpeg plugins, requirements.txt)")
+    try:
+        return ensure(spec)
+    except EncoderUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def pydicom_pinned(path, plugin: str | None = None):

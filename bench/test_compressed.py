@@ -16,7 +16,7 @@ import kvdicom
 from bench import compressed_peers as peers
 from bench.peers import dicomsdl_crash, dicomsdl_to_cupy, synced
 from dgbench.schema import bench_extra
-from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
+from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import to_host
 from fixtures.profiles import compressed_specs, is_series_stand_in
 
@@ -40,12 +40,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def cfile(request, corpus, cspec):
     """The cached compressed file, generated on first use (skipped when its encoder is missing)."""
-    for module in ("pylibjpeg", "openjpeg", "rle"):
-        pytest.importorskip(module, reason=f"compressed cases need {module} (pylibjpeg plugins, requirements.txt)")
-    try:
-        return corpus.ensure(cspec)
-    except EncoderUnavailable as exc:
-        pytest.skip(str(exc))
+    return peers.ensure_or_skip(corpus.ensure, cspec, "compressed cases", ("pylibjpeg", "openjpeg", "rle"))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import kvdicom
 from bench import compressed_peers as cpeers
 from bench import peers
 from dgbench.schema import bench_extra
-from fixtures.encode import COMPRESSED_SYNTAXES, EncoderUnavailable
+from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import mismatch
 from fixtures.profiles import compressed_series_specs
 
@@ -36,12 +36,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def csdir(corpus, csspec):
     """The cached series folder, generated on first use (skipped when its encoder or pylibjpeg is missing)."""
-    for module in ("pylibjpeg", "openjpeg"):
-        pytest.importorskip(module, reason=f"compressed series need {module} (pylibjpeg plugins, requirements.txt)")
-    try:
-        return corpus.ensure_series(csspec)
-    except EncoderUnavailable as exc:
-        pytest.skip(str(exc))
+    return cpeers.ensure_or_skip(corpus.ensure_series, csspec, "compressed series", ("pylibjpeg", "openjpeg"))
 
 
 @pytest.fixture(scope="session")
