@@ -72,6 +72,17 @@ def files(tmp_path_factory):
     return out
 
 
+def _planned(path, **layout_changes):
+    """(layout, frames, plan) of ``path`` as the GPU load plans it; ``layout_changes`` replace header fields
+    after the frame checks (a header the codestreams were checked against, then planned as another kind)."""
+    layout = kvdicom.inspect(path)
+    _, frames = compressed.read_frames(layout)
+    infos = compressed.check_frames(layout, frames)
+    if layout_changes:
+        layout = dataclasses.replace(layout, **layout_changes)
+    return layout, frames, gpu_codec.plan(layout, infos)
+
+
 @pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
 def test_cpu_load_equals_pinned_pixel_array(files, case, atol):
     spec = case
@@ -124,9 +135,7 @@ def _stand_in_decode(layout, frames, how):
 @pytest.mark.parametrize(("case", "atol"), CASES, ids=IDS)
 def test_gpu_route_corrections_match_pydicom(files, case, atol):
     spec = case
-    layout = kvdicom.inspect(files[spec])
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    layout, frames, how = _planned(files[spec])
     if spec.transfer_syntax in ("rle", "jpegls_lossless", "jpeg_lossless", "jpeg_lossless_sv1"):
         assert how.route == "host"
         return
@@ -141,29 +150,21 @@ def test_gpu_route_corrections_match_pydicom(files, case, atol):
 def test_lossless_jpeg_decodes_on_the_host(files):
     """nvJPEG 13.2.3 returned wrong values for a 12-bit SV1 stream on the device: never route SOF3 to it."""
     spec = next(s for s, _ in CASES if s.transfer_syntax == "jpeg_lossless_sv1")
-    layout = kvdicom.inspect(files[spec])
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    layout, frames, how = _planned(files[spec])
     assert how.route == "host" and "lossless JPEG" in how.reason
 
 
 def test_small_files_decode_on_the_host(files, monkeypatch):
     monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 256 << 10)
-    layout = kvdicom.inspect(files[CASES[0][0]])
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    layout, frames, how = _planned(files[CASES[0][0]])
     assert how.route == "host" and "the host is faster" in how.reason
 
 
 def _colour_j2k_plan(files, photometric, as_photometric=None):
     spec = next(s for s, _ in CASES
                 if s.transfer_syntax == "jpeg2000_lossless" and s.photometric_interpretation == photometric)
-    layout = kvdicom.inspect(files[spec])
-    _, frames = compressed.read_frames(layout)
-    infos = compressed.check_frames(layout, frames)
-    if as_photometric is not None:
-        layout = dataclasses.replace(layout, photometric_interpretation=as_photometric)
-    return gpu_codec.plan(layout, infos)
+    changes = {} if as_photometric is None else {"photometric_interpretation": as_photometric}
+    return _planned(files[spec], **changes)[2]
 
 
 @pytest.mark.parametrize("photometric", ["RGB", "YBR_RCT"])
@@ -190,9 +191,7 @@ def test_sign_correction_from_the_j2k_codestream(tmp_path):
     ds.PixelRepresentation = 1
     path = tmp_path / "resign.dcm"
     ds.save_as(path, enforce_file_format=True)
-    layout = kvdicom.inspect(path)
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    layout, frames, how = _planned(path)
     assert not how.signed and how.precision == 12
     ref = pydicom_pixels(path)
     assert ref.min() < 0  # the phantom's high values became negative
@@ -228,9 +227,7 @@ def test_htj2k_not_shown_single_pass_decodes_on_the_host(tmp_path):
     ds.PixelData = pydicom.encaps.encapsulate([frame])
     path = tmp_path / "ht.dcm"
     ds.save_as(path, enforce_file_format=True)
-    layout = kvdicom.inspect(path)
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+    layout, frames, how = _planned(path)
     assert how.route == "host" and "single coding pass" in how.reason
 
 
@@ -420,9 +417,7 @@ def test_fuzzed_compressed_files_match_pydicom_or_are_refused(fuzz_bases, tmp_pa
         assert peak < compressed.RLE_MAX_EXPANSION * len(mutant) + (8 << 20)
         # the GPU route's decision and corrections, with the stand-in decoder
         try:
-            layout = kvdicom.inspect(path)
-            _, frames = compressed.read_frames(layout)
-            how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
+            layout, frames, how = _planned(path)
         except kvdicom.DicomLoadError:
             return
         if how.route != "gpu":
