@@ -8,7 +8,9 @@ pydicom loop + sort + ``np.stack`` (+ ``cupy.asarray``), the same loop with
 nvImageCodec's pydicom plugin (+ ``cupy.asarray``), dicomsdl loop (+
 ``cupy.asarray``; probed in a child process first, so a native crash is a
 skip), and ``kvdicom.load_series`` on the CPU and the GPU (one nvImageCodec
-batch for the series: ``kvdicom.series_decode``). ``extra_info`` adds the
+batch for the series: ``kvdicom.series_decode``). Each loader's checked volume is
+the one its timed calls returned (``bench.rounds.timed``: the slow peers get
+three fixed rounds). ``extra_info`` adds the
 compressed bytes, the compression ratio, the frames (one per slice:
 ``frames_per_s`` is derived) and which decoder ran.
 """
@@ -21,6 +23,7 @@ import pytest
 import kvdicom
 from bench import compressed_peers as cpeers
 from bench import peers
+from bench.rounds import timed
 from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import mismatch
@@ -97,16 +100,15 @@ def test_cseries_gpu_load_matches_pydicom(cuda, csspec, csdir, csreference, monk
 
 def test_cseries_pydicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
     plugin = cpeers.reference_plugin(cslayouts[3])
-    _record(benchmark, csspec, cslayouts, "pydicom", "cpu", csreference, csreference, f"pydicom:{plugin}")
-    benchmark(cpeers.pydicom_series_pinned, csdir)
+    out = timed(benchmark, cpeers.pydicom_series_pinned, csdir)
+    _record(benchmark, csspec, cslayouts, "pydicom", "cpu", out, csreference, f"pydicom:{plugin}")
 
 
 @pytest.mark.gpu
 def test_cseries_pydicom_to_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
     plugin = cpeers.reference_plugin(cslayouts[3])
-    _record(benchmark, csspec, cslayouts, "pydicom+cupy", "cuda", cpeers.pydicom_series_to_cupy(csdir),
-            csreference, f"pydicom:{plugin}")
-    benchmark(peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir))
+    out = timed(benchmark, peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir))
+    _record(benchmark, csspec, cslayouts, "pydicom+cupy", "cuda", out, csreference, f"pydicom:{plugin}")
 
 
 @pytest.mark.gpu
@@ -116,43 +118,37 @@ def test_cseries_pydicom_nvimgcodec_cupy(benchmark, cuda, csspec, csdir, cslayou
     first = peers.series_files(csdir)[0]
     if (why := cpeers.plugin_available(first, cpeers.NVIMGCODEC_PLUGIN)) is not None:
         pytest.skip(why)
-    out = cpeers.pydicom_series_to_cupy(csdir, cpeers.NVIMGCODEC_PLUGIN)
+    out = timed(benchmark, peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir, cpeers.NVIMGCODEC_PLUGIN))
     _record(benchmark, csspec, cslayouts, "pydicom+nvimgcodec+cupy", "cuda", out, csreference,
             "nvimgcodec plugin (per slice)")
-    del out
-    benchmark(peers.synced(cuda, cpeers.pydicom_series_to_cupy, csdir, cpeers.NVIMGCODEC_PLUGIN))
 
 
 def test_cseries_dicomsdl_cpu(benchmark, csspec, csdir, cslayouts, csreference):
     peers.skip_unless_dicomsdl_reads_series(csdir)
-    _record(benchmark, csspec, cslayouts, "dicomsdl", "cpu", peers.dicomsdl_series(csdir), csreference, "dicomsdl")
-    benchmark(peers.dicomsdl_series, csdir)
+    out = timed(benchmark, peers.dicomsdl_series, csdir)
+    _record(benchmark, csspec, cslayouts, "dicomsdl", "cpu", out, csreference, "dicomsdl")
 
 
 @pytest.mark.gpu
 def test_cseries_dicomsdl_to_cupy(benchmark, cuda, csspec, csdir, cslayouts, csreference):
     peers.skip_unless_dicomsdl_reads_series(csdir)
-    _record(benchmark, csspec, cslayouts, "dicomsdl+cupy", "cuda", peers.dicomsdl_series_to_cupy(csdir),
-            csreference, "dicomsdl")
-    benchmark(peers.synced(cuda, peers.dicomsdl_series_to_cupy, csdir))
+    out = timed(benchmark, peers.synced(cuda, peers.dicomsdl_series_to_cupy, csdir))
+    _record(benchmark, csspec, cslayouts, "dicomsdl+cupy", "cuda", out, csreference, "dicomsdl")
 
 
 def test_cseries_kvdicom_cpu(benchmark, csspec, csdir, cslayouts, csreference):
     load_series = peers.load_series_or_skip()
-    volume, info = load_series(csdir, "cpu")
+    volume, info = timed(benchmark, load_series, csdir, "cpu")
     problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cpu", volume, csreference, "; ".join(info.decoders))
     assert problem is None, problem
-    benchmark(load_series, csdir, "cpu")
 
 
 @pytest.mark.gpu
 def test_cseries_kvdicom_gpu(benchmark, cuda, csspec, csdir, cslayouts, csreference):
     load_series = peers.load_series_or_skip()
-    volume, info = load_series(csdir, "cuda")
+    volume, info = timed(benchmark, peers.synced(cuda, load_series, csdir, "cuda"))
     problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cuda", volume, csreference, "; ".join(info.decoders))
     assert problem is None, f"{problem} (decoders: {info.decoders})"
-    del volume
-    benchmark(peers.synced(cuda, load_series, csdir, "cuda"))
 
 
 def test_cseries_fixture_is_the_phantom_compressed(csspec, csdir, cslayouts, csreference):
