@@ -16,8 +16,8 @@ import pytest
 
 import kvdicom
 from bench import peers
-from bench.rounds import timed
 from bench.ceilings import SeriesRead
+from bench.rounds import timed
 from dgbench.schema import bench_extra, ceiling_loader
 from fixtures.oracle import mismatch, to_host
 
