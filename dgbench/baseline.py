@@ -87,7 +87,8 @@ class Verdict:
 
 # --------------------------------------------------------------------------- choosing the baseline
 
-def _runs(folder: Path) -> list[Path]:
+def numbered_runs(folder: Path) -> list[Path]:
+    """The saved runs of one machine folder (pytest-benchmark's NNNN_ names), oldest first."""
     return sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: p.name)
 
 
@@ -179,7 +180,7 @@ def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:
         if not chosen.is_file():
             return None, "", f"{BASELINE_FILE} names {name}, which is not there"
         return chosen, BASELINE_FILE, None
-    runs = _runs(folder)
+    runs = numbered_runs(folder)
     if not runs:
         return None, "", "the folder holds no saved run"
     return runs[-1], "newest run", None

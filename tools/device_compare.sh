@@ -12,6 +12,8 @@
 #
 # Both stages share this tree's fixture corpus (./.corpus, or DGB_CORPUS_DIR): fixtures are deterministic and
 # keyed by their spec, so the head stage reuses what the base stage wrote instead of writing it again.
+# The base stage writes the storage's BASELINE, so a head split into parts (-k selections, one call each)
+# compares every part against the base run; join the parts afterwards with dgbench.merge_runs.
 # Durations on the H200 device (16 cores), full profile: base "-k 'kvdicom or ceiling'" (192 benchmarks,
 # corpus written) did not finish in 200 s; head "-k 'not compressed and not cseries'" (264) did not in 370 s;
 # the series cases alone took 131 s. Give each stage its own call with the whole 10 minutes.
@@ -29,7 +31,10 @@ case "$stage" in
     tree=$1 commit=$2; shift 2
     (cd "$tree" && PYTHONPATH=$PWD DGB_COMMIT=$commit python3 -m pytest bench -p no:cacheprovider \
         --benchmark-autosave --benchmark-storage="file://$store" "$@") > "$out/base.log" 2>&1
-    rc=$?;;
+    rc=$?
+    # Every head part compares against this run, not against the part saved before it.
+    saved=$(ls -t "$store"/*/[0-9][0-9][0-9][0-9]_*.json 2>/dev/null | head -n 1)
+    [ -n "$saved" ] && basename "$saved" > "$(dirname "$saved")/BASELINE";;
   head)
     commit=$1; shift
     DGB_COMMIT=$commit ./dgb bench --benchmark-storage="file://./.cmp" --benchmark-compare "$@" > "$out/head.log" 2>&1

@@ -1,0 +1,108 @@
+"""Join the parts of one run, saved by separate pytest sessions, into one numbered run file.
+
+Why: the lent GPU machine stops any command after 10 minutes, and the ``full`` profile with its
+series and compressed cases takes longer than that in one pytest session (the 256-slice
+compressed series alone took 535 s on the H200), while pytest-benchmark saves only when a
+session ends. So a full device run is taken as parts (``-k`` selections, same commit, same
+machine, one lease) and joined here into the single file a ``BASELINE`` can name and
+``--benchmark-compare`` can load. Parts that disagree on the machine or the commit, or that
+hold the same benchmark twice, are refused: such a file would compare numbers that were not
+taken together. The joined file lists its parts under ``"parts"``.
+
+    python -m dgbench.merge_runs --into results/<machine> part1.json part2.json ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from dgbench.baseline import numbered_runs, run_fault
+from dgbench.report.atomic_write import write_atomic
+
+
+class MergeError(ValueError):
+    """The parts cannot be one run; the message names the file and the problem."""
+
+
+def load_part(path: Path) -> dict:
+    fault = run_fault(path)
+    if fault:
+        raise MergeError(fault)
+    document = json.loads(path.read_bytes())
+    for key in ("machine_info", "commit_info"):
+        if not isinstance(document.get(key), dict):
+            raise MergeError(f"{path.name} has no {key}")
+    if not isinstance(document.get("datetime"), str):
+        raise MergeError(f"{path.name} has no datetime")
+    return document
+
+
+def merge(paths: list[Path]) -> dict:
+    """One run document from the parts, in the order given; the run's time is its last part's."""
+    if len(paths) < 2:
+        raise MergeError("give at least two parts to join")
+    docs = [load_part(p) for p in paths]
+    first, first_path = docs[0], paths[0]
+    seen: dict[str, str] = {}
+    for path, doc in zip(paths, docs):
+        if doc["commit_info"].get("id") != first["commit_info"].get("id"):
+            raise MergeError(f"{path.name} is of commit {doc['commit_info'].get('id')}, "
+                             f"{first_path.name} of {first['commit_info'].get('id')}")
+        for key in sorted(set(doc["machine_info"]) | set(first["machine_info"])):
+            if doc["machine_info"].get(key) != first["machine_info"].get(key):
+                raise MergeError(f"{path.name} and {first_path.name} differ in machine_info.{key} "
+                                 f"({doc['machine_info'].get(key)!r} vs {first['machine_info'].get(key)!r}): "
+                                 "not one machine and profile")
+        for bench in doc["benchmarks"]:
+            name = bench.get("fullname") or bench.get("name")
+            if name in seen:
+                raise MergeError(f"{name} is in both {seen[name]} and {path.name}")
+            seen[name] = path.name
+    last = max(docs, key=lambda d: datetime.fromisoformat(d["datetime"]))
+    return {
+        "machine_info": first["machine_info"],
+        "commit_info": first["commit_info"],
+        "benchmarks": [bench for doc in docs for bench in doc["benchmarks"]],
+        "datetime": last["datetime"],
+        "version": first.get("version"),
+        "parts": [{"file": p.name, "datetime": d["datetime"], "benchmarks": len(d["benchmarks"])}
+                  for p, d in zip(paths, docs)],
+    }
+
+
+def run_file_name(folder: Path, document: dict) -> str:
+    """pytest-benchmark's naming: next number, commit, time (of the last part)."""
+    runs = numbered_runs(folder) if folder.is_dir() else []
+    number = int(runs[-1].name[:4]) + 1 if runs else 1
+    when = datetime.fromisoformat(document["datetime"]).strftime("%Y%m%d_%H%M%S")
+    return f"{number:04d}_{document['commit_info']['id']}_{when}.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dgbench.merge_runs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--into", type=Path, required=True, help="the machine's results folder")
+    parser.add_argument("parts", type=Path, nargs="+", help="saved runs of one commit and machine")
+    args = parser.parse_args(argv)
+    into = args.into.resolve()
+    for part in args.parts:
+        if part.resolve().parent == into:
+            print(f"merge_runs: {part} is already in {args.into}; keep parts outside the results history "
+                  "(they would count twice)", file=sys.stderr)
+            return 2
+    try:
+        document = merge(args.parts)
+    except MergeError as exc:
+        print(f"merge_runs: {exc}", file=sys.stderr)
+        return 2
+    into.mkdir(parents=True, exist_ok=True)
+    target = write_atomic(into, run_file_name(into, document), (json.dumps(document, indent=4) + "\n").encode())
+    print(f"{target}: {len(document['benchmarks'])} benchmarks from {len(args.parts)} parts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
