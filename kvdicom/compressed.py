@@ -196,7 +196,8 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     frames_declared = int(rules.number_of_frames)
     # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
     end = file_size if value_length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + value_length)
-    table = encapsulated.locate(path, offset, end, frames_declared, extended, file_id=file_id)
+    table = encapsulated.locate(path, offset, end, frames_declared, extended, file_id=file_id,
+                                  undefined=value_length == encapsulated.UNDEFINED_LENGTH)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "

@@ -8,7 +8,10 @@ allocated. Frames are then assigned to fragments with pydicom's rules
 (``pydicom.encaps.generate_fragmented_frames``): Extended Offset Table, else
 Basic Offset Table, else one fragment per frame, else all fragments for a
 single frame, else JPEG EOI markers. The bytes of all frames are read with one
-``pread`` of the span from the first fragment to the last.
+``pread`` of the span from the first fragment to the last. Items that do not walk
+to the sequence delimiter inside the file are taken as pydicom takes them (the
+value ends at the first delimiter tag, an item running past it is read short),
+so a file pydicom decodes is decoded the same, and one it cannot is refused.
 
 Both the walk and the read open the path with :func:`kvdicom.fileid.open_regular`
 (a FIFO is refused, never waited on) and check the file they opened against the
@@ -55,35 +58,105 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-def _items(path: str, fd: int, offset: int, file_size: int) -> tuple[list[int], list[tuple[int, int]]]:
-    """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``.
+def _strict_items(fd: int, offset: int, file_size: int) -> list[tuple[int, int]] | None:
+    """(value offset, length) of every item up to the sequence delimiter, or ``None`` where pydicom gives up.
 
-    One 8-byte ``pread`` per item header (unbuffered: a buffered reader would
-    read 8 KiB of fragment data at every seek).
+    pydicom's own parse of an undefined-length value (``_try_read_encapsulated_pixel_data``): it
+    succeeds only on item headers followed by the sequence delimiter tag, all inside the file.
+    One 8-byte ``pread`` per item header (unbuffered: a buffered reader would read 8 KiB of
+    fragment data at every seek).
     """
     pos = offset
-    table: list[int] | None = None
-    fragments: list[tuple[int, int]] = []
-    while pos + HEADER <= file_size:
-        tag, length = struct.unpack("<2I", _pread(fd, HEADER, pos))
+    items: list[tuple[int, int]] = []
+    while pos + 4 <= file_size:
+        head = _pread(fd, min(HEADER, file_size - pos), pos)
+        tag = struct.unpack_from("<I", head)[0]
+        if tag == SEQUENCE_DELIMITER:
+            return items
+        if tag != ITEM or len(head) < HEADER:
+            return None
+        length = struct.unpack_from("<I", head, 4)[0]
+        items.append((pos + HEADER, length))
+        pos += HEADER + length
+    return None
+
+
+#: Bytes per read of the delimiter scan (only corrupt files get there).
+_SCAN_CHUNK = 1 << 20
+
+
+def _find_delimiter(fd: int, start: int, file_size: int) -> int | None:
+    """File offset of the first sequence delimiter tag at or after ``start``: pydicom's fallback scan."""
+    needle = struct.pack("<I", SEQUENCE_DELIMITER)
+    pos = start
+    while pos < file_size:
+        chunk = _pread(fd, min(_SCAN_CHUNK, file_size - pos), pos)
+        found = chunk.find(needle)
+        if found >= 0:
+            return pos + found
+        if pos + len(chunk) >= file_size:
+            return None
+        pos += len(chunk) - (len(needle) - 1)  # a tag split over two chunks is still found
+    return None
+
+
+def _value_items(path: str, fd: int, offset: int, end: int) -> list[tuple[int, int]]:
+    """The items of the value ``[offset, end)`` as pydicom reads fragments from it (``generate_fragments``).
+
+    An item running past the value's end is read short, as ``buffer.read(length)`` is; as
+    ``(value offset, declared length)``, cut at ``end`` by the caller.
+    """
+    pos = offset
+    items: list[tuple[int, int]] = []
+    while pos + 4 <= end:
+        head = _pread(fd, min(HEADER, end - pos), pos)
+        tag = struct.unpack_from("<I", head)[0]
         if tag == SEQUENCE_DELIMITER:
             break
         if tag != ITEM:
             raise DicomLoadError(path, f"encapsulated pixel data: expected an item tag (FFFE,E000) at offset {pos}, "
                                  f"found {tag & 0xFFFF:04X},{tag >> 16:04X}")
-        value = pos + HEADER
-        if value + length > file_size:
-            raise DicomLoadError(path, f"encapsulated pixel data: an item of {length} bytes at offset {pos} runs "
-                                 f"past the end of the file ({file_size} bytes)")
-        if table is None:
-            if length % 4:
-                raise DicomLoadError(path, f"Basic Offset Table length {length} is not a multiple of 4")
-            table = list(struct.unpack(f"<{length // 4}I", _pread(fd, length, value)))
-        else:
-            fragments.append((value, length))
-        pos = value + length
-    if table is None:
+        if len(head) < HEADER:
+            raise DicomLoadError(path, f"encapsulated pixel data: the item at offset {pos} has no length "
+                                 "before the end of the value")
+        length = struct.unpack_from("<I", head, 4)[0]
+        if length == UNDEFINED_LENGTH:
+            raise DicomLoadError(path, f"encapsulated pixel data: the item at offset {pos} has an undefined length")
+        items.append((pos + HEADER, length))
+        pos += HEADER + length
+    return items
+
+
+def _items(path: str, fd: int, offset: int, file_size: int,
+           undefined: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+    """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``, as pydicom finds them.
+
+    An undefined-length value whose items pydicom cannot walk to the sequence delimiter (an
+    item running past the end of the file, say) is what pydicom then takes it to be: the
+    bytes up to the first sequence delimiter tag (none: pydicom has no pixel data, and this is
+    refused), with the item that runs past that point read short. A defined-length value
+    (``undefined=False``, non-standard) is read that way from the start.
+    """
+    end = file_size
+    items = _strict_items(fd, offset, file_size) if undefined else None
+    if items is None:
+        if undefined:
+            found = _find_delimiter(fd, offset, file_size)
+            if found is None:
+                raise DicomLoadError(path, "encapsulated pixel data: its items do not end in a sequence delimiter "
+                                     f"(FFFE,E0DD) inside the file ({file_size} bytes; truncated?)")
+            end = found
+        items = _value_items(path, fd, offset, end)
+    if not items:
         raise DicomLoadError(path, "encapsulated pixel data has no Basic Offset Table item")
+    (table_at, table_length), rest = items[0], items[1:]
+    if table_length % 4:
+        raise DicomLoadError(path, f"Basic Offset Table length {table_length} is not a multiple of 4")
+    if table_at + table_length > end:
+        raise DicomLoadError(path, f"encapsulated pixel data: the Basic Offset Table of {table_length} bytes at "
+                             f"offset {table_at - HEADER} runs past the end of the value ({end})")
+    table = list(struct.unpack(f"<{table_length // 4}I", _pread(fd, table_length, table_at)))
+    fragments = [(value, max(0, min(length, end - value))) for value, length in rest]
     if not fragments:
         raise DicomLoadError(path, "encapsulated pixel data has no fragments")
     return table, fragments
@@ -115,17 +188,19 @@ def _changed(path: str, exc: OSError, what: str) -> DicomLoadError:
 
 
 def locate(path: str, offset: int, file_size: int, number_of_frames: int,
-           extended: tuple[bytes, bytes] | None = None, file_id: fileid.FileId | None = None) -> FrameTable:
+           extended: tuple[bytes, bytes] | None = None, file_id: fileid.FileId | None = None,
+           undefined: bool = True) -> FrameTable:
     """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
 
     ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
     With ``file_id`` (the header's open file), the file walked must be that file before and after.
+    ``undefined``: the Pixel Data element has an undefined length (the standard's encapsulation).
     """
     try:
         fd = fileid.open_regular(path)
         try:
             fileid.check_same(path, fd, file_id, "before the fragment walk")
-            table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size))
+            table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size), undefined)
             fileid.check_same(path, fd, file_id, "after the fragment walk")
         finally:
             os.close(fd)

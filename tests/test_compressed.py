@@ -21,7 +21,7 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, write_dicom
-from kvdicom import codestream, compressed, gpu_codec
+from kvdicom import codestream, compressed, encapsulated, gpu_codec
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
 pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")
@@ -264,11 +264,50 @@ def _encapsulated_file(tmp_path, value: bytes, frames: int = 1):
     return path
 
 
-def test_fragment_running_past_the_end_of_the_file_is_refused(tmp_path):
+def test_a_fragment_claiming_a_gigabyte_is_read_short_and_fails_as_in_pydicom(tmp_path):
+    # pydicom takes the value up to the sequence delimiter and reads the item short (here: empty);
+    # kvdicom does the same, so nothing is sized from the 1 GiB claim, and the empty frame fails to decode.
     empty_bot = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
     path = _encapsulated_file(tmp_path, empty_bot + b"\xfe\xff\x00\xe0" + struct.pack("<I", 1 << 30))
-    with pytest.raises(kvdicom.DicomLoadError, match="past the end of the file"):
-        kvdicom.inspect(path)
+    layout = kvdicom.inspect(path)
+    assert layout.frame_table.nbytes == 0 and layout.frame_table.span[1] <= path.stat().st_size
+    assert check_load(path, "cpu") is None
+    with pytest.raises(kvdicom.DicomLoadError, match="cannot decode"):
+        kvdicom.load(path, "cpu")
+
+
+def _rle_file(tmp_path) -> tuple[bytes, int]:
+    """A 2-frame RLE file's bytes and the file offset of its last item header (its length lies 4 bytes on)."""
+    path = tmp_path / "rle.dcm"
+    write_dicom(DicomSpec(frames=2, rows=16, cols=16, transfer_syntax="rle", **S16), path)
+    data = path.read_bytes()
+    assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    return data, data.rindex(b"\xfe\xff\x00\xe0")
+
+
+@pytest.mark.parametrize("extra", [512, 1 << 31], ids=["past-the-end", "2-GiB"])
+def test_a_last_item_running_past_its_end_decodes_as_pydicom_reads_it(tmp_path, extra):
+    """Found by the fuzzer on the device: pydicom falls back to the bytes up to the sequence delimiter and
+    reads the over-long item short, so it decodes the file; kvdicom must return the same array."""
+    data, item = _rle_file(tmp_path)
+    length = struct.unpack_from("<I", data, item + 4)[0]
+    path = tmp_path / "long_item.dcm"
+    path.write_bytes(data[: item + 4] + struct.pack("<I", length + extra) + data[item + 8 :])
+    assert check_load(path, "cpu") is None
+    np.testing.assert_array_equal(kvdicom.load(path, "cpu"), pydicom_pixels(path))
+
+
+def test_items_cut_off_before_the_sequence_delimiter_are_refused_as_pydicom_finds_no_pixel_data(tmp_path):
+    data, item = _rle_file(tmp_path)
+    for cut in (len(data) - 8, len(data) - 100):  # right after the last fragment; inside it
+        path = tmp_path / f"cut{cut}.dcm"
+        path.write_bytes(data[:cut])
+        with pytest.raises(kvdicom.DicomLoadError, match=f"^{path}: "):
+            kvdicom.load(path, "cpu")
+        with pytest.raises(kvdicom.DicomLoadError, match=r"sequence delimiter \(FFFE,E0DD\)"):
+            # the value starts after (7FE0,0010) OB, 2 reserved bytes and the undefined length
+            encapsulated.locate(str(path), data.rindex(b"\xe0\x7f\x10\x00") + 12, cut, 2)
+        assert check_load(path, "cpu") is None  # pydicom has no pixel data there either
 
 
 @pytest.mark.parametrize("offsets", [(0, 5), (0, 12, 4), (7, 12, 36), (0, 0, 12), (0, 100)],
