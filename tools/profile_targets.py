@@ -1,5 +1,7 @@
 """Where the time goes in the cases whose targets were missed: enhanced MR on the CPU, JPEG baseline, RLE, JPEG-LS.
 
+``--only small``: the compressed files small enough for the host route, kvdicom against pydicom round-robin.
+
 Run from the repository root (on the device for the GPU rows): ``python3 tools/profile_targets.py
 [--corpus DIR] [--repeat N]``. Prints best-of-N warm times in ms, step by step, next to
 ``pixel_array`` on the same file, so a missed target comes with its breakdown (header, allocation,
@@ -136,16 +138,50 @@ def compressed_case(corpus: Corpus, spec, r: int) -> None:
     row("kvdicom.load cuda", best(lambda: (kvdicom.load(path), _sync()), r), gref)
 
 
+def small_cases(corpus: Corpus, r: int) -> None:
+    """Compressed files below ``GPU_MIN_DECODED_BYTES`` (host route on both devices): pydicom and kvdicom timed
+    round-robin, so drift between benchmark sessions cannot pass for a difference; best and median."""
+    from kvdicom import gpu_codec
+
+    cupy = timing.gpu()
+    for spec in compressed_specs("full"):
+        try:
+            path = str(corpus.ensure(spec))
+        except Exception as exc:  # an encoder missing here
+            print(f"{spec.case_id}: not written ({type(exc).__name__}: {exc})")
+            continue
+        if kvdicom.inspect(path).decoded_nbytes >= gpu_codec.GPU_MIN_DECODED_BYTES:
+            continue
+        loaders = {"pixel_array": lambda: pydicom.dcmread(path).pixel_array,
+                   "kvdicom cpu": lambda: kvdicom.load(path, device="cpu")}
+        if cupy is not None:
+            loaders["pydicom + cupy.asarray"] = lambda: (cupy.asarray(pydicom.dcmread(path).pixel_array), _sync())
+            loaders["kvdicom cuda"] = lambda: timing.gpu_load(cupy, path)
+        times = {name: [] for name in loaders}
+        for fn in loaders.values():
+            fn()  # warm
+        for _ in range(r):
+            for name, fn in loaders.items():
+                times[name] += timing.times_ms(fn, 1)
+        print(f"{spec.case_id}:")
+        for name, ts in times.items():
+            ref = times["pixel_array" if "cuda" not in name and "cupy" not in name else "pydicom + cupy.asarray"]
+            print(f"  {name:<26} best {min(ts):7.3f} ms  median {np.median(ts):7.3f} ms"
+                  f"  (median {np.median(ref) / np.median(ts):4.2f}x)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=os.environ.get("DGB_CORPUS_DIR", "/tmp/dgb-profile-targets"))
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--only", default="", help="comma-separated: enhanced_mr, jpeg, rle, jpegls")
+    parser.add_argument("--only", default="", help="comma-separated: enhanced_mr, jpeg, rle, jpegls, small")
     args = parser.parse_args()
     corpus = Corpus(args.corpus, 1 << 34)
     only = set(filter(None, args.only.split(",")))
     if not only or "enhanced_mr" in only:
         enhanced_mr(corpus, args.repeat)
+    if "small" in only:
+        small_cases(corpus, args.repeat)
     wanted = {"jpeg_baseline": "jpeg", "rle": "rle", "jpegls_lossless": "jpegls"}
     for spec in compressed_specs("full"):
         kind = wanted.get(spec.transfer_syntax)
