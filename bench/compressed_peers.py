@@ -12,6 +12,15 @@ from kvdicom.compressed import reference_plugin
 
 #: nvImageCodec's pydicom plugin label (nvidia/nvimgcodec/tools/dicom/pydicom_plugin.py)
 NVIMGCODEC_PLUGIN = "0.8.0+nvimgcodec"
+#: Syntaxes the nvImageCodec plugin peer is not run on inside the session. Lossless JPEG (SOF3): on the
+#: H200 (nvImageCodec 0.9.0.20, nvJPEG 13.2.3) the plugin returned wrong values for the 2 × 128² 12-bit
+#: file in every run (matches_pydicom False), and in one session (2026-11-27) its decode hit an illegal
+#: instruction (CUDA error 715) that broke the CUDA context for every GPU benchmark after it and aborted
+#: the process at exit. kvdicom decodes SOF3 on the host for the same reason (``gpu_codec.plan``).
+NVIMGCODEC_PLUGIN_UNSAFE = {
+    pydicom.uid.JPEGLossless: "nvJPEG's lossless decoder",
+    pydicom.uid.JPEGLosslessSV1: "nvJPEG's lossless decoder",
+}
 
 
 def ensure_or_skip(ensure, spec, what: str, modules: tuple[str, ...]):
@@ -35,6 +44,9 @@ def pydicom_pinned(path, plugin: str | None = None):
 def plugin_available(path, plugin: str) -> str | None:
     """Why ``plugin`` cannot decode ``path``'s syntax, or None."""
     tsyntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    if plugin == NVIMGCODEC_PLUGIN and tsyntax in NVIMGCODEC_PLUGIN_UNSAFE:
+        return (f"nvImageCodec's plugin is not run on {tsyntax.name}: {NVIMGCODEC_PLUGIN_UNSAFE[tsyntax]} returned "
+                "wrong values and once crashed the CUDA context (error 715), failing every GPU benchmark after it")
     decoder = pydicom.pixels.get_decoder(tsyntax)
     if plugin not in decoder.available_plugins:
         return f"pydicom has no '{plugin}' plugin for {tsyntax.name} here (available: {decoder.available_plugins})"

@@ -569,3 +569,21 @@ def test_frames_with_the_same_header_are_parsed_once(files, monkeypatch):
     assert bytes(frames[0][:64]) == bytes(frames[1][:64])
     infos = [codestream.jpeg_info(f) for f in frames * 3]
     assert len(set(infos)) == 1 and len(calls) < len(infos)
+
+
+def test_the_nvimgcodec_plugin_peer_is_not_run_on_lossless_jpeg(tmp_path):
+    """A peer that can break the CUDA context must not run inside the session (it failed every GPU benchmark
+    after it on the H200); the skip says why, whether or not nvImageCodec is installed here."""
+    from bench import compressed_peers
+    from fixtures.encode import EncoderUnavailable
+
+    path = tmp_path / "sof3.dcm"
+    try:
+        write_dicom(DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12,
+                              transfer_syntax="jpeg_lossless_sv1"), path)
+    except EncoderUnavailable as exc:
+        pytest.skip(f"cannot write a lossless JPEG file here: {exc}")
+    why = compressed_peers.plugin_available(path, compressed_peers.NVIMGCODEC_PLUGIN)
+    assert why is not None and "error 715" in why and "JPEG Lossless" in why
+    # the reference plugin is still offered
+    assert compressed_peers.plugin_available(path, "pylibjpeg") is None
