@@ -22,7 +22,7 @@ from pydicom.uid import UID
 
 from kvdicom import codestream, encapsulated
 from kvdicom.errors import DicomLoadError
-from kvdicom.layout import PIXEL_RULES_CACHE_SIZE, ModalityTransform, _plain
+from kvdicom.layout import PIXEL_RULES_CACHE_SIZE, ModalityTransform, ModuleRules, options_key
 from kvdicom.layout import _shape as pixel_array_shape
 
 #: Transfer syntax → codec name reported by ``inspect`` (what pydicom 3 can decode).
@@ -107,27 +107,14 @@ def reference_plugin(tsyntax: UID) -> str:
 
 
 @dataclass(frozen=True)
-class CompressedRules:
+class CompressedRules(ModuleRules):
     """What pydicom's ``DecodeRunner`` derives from one Image Pixel module of an encapsulated syntax, once.
 
     The same for every file with the same module values and transfer syntax,
     so :func:`compressed_rules` caches it (as :func:`kvdicom.layout.pixel_rules`
     does for native data): a series of compressed slices validates its module
-    once. Attribute names follow the runner's, so ``_shape`` takes either.
-    ``error``: why kvdicom refuses the module (before any other check).
+    once. ``number_of_frames`` is the runner's value, as it is.
     """
-
-    error: str | None = None
-    number_of_frames: int = 1  #: the runner's value, as it is
-    rows: int = 0
-    columns: int = 0
-    samples_per_pixel: int = 1
-    planar_configuration: int = 0
-    bits_allocated: int = 0
-    bits_stored: int = 0
-    pixel_representation: int = 0
-    photometric_interpretation: str = ""
-    dtype: np.dtype | None = None
 
 
 def _derive_rules(tsyntax: UID, options: dict) -> CompressedRules:
@@ -167,9 +154,8 @@ def compressed_rules(tsyntax: UID, options: dict) -> CompressedRules:
     them for a 512² int16 JPEG 2000 module 33 µs, the cached lookup 8 µs, of
     a whole fast ``inspect`` of about 350 µs.
     """
-    try:
-        key = tuple(sorted((name, _plain(value)) for name, value in options.items() if name != "extended_offsets"))
-    except TypeError:  # a multi-valued or odd value: derive it every time
+    key = options_key(options, leave_out=("extended_offsets",))
+    if key is None:
         return _derive_rules(tsyntax, options)
     return _cached_rules(str(tsyntax), key)
 

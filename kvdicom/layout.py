@@ -201,19 +201,15 @@ def _pixel_options(path: str, ds: pydicom.Dataset) -> dict:
 
 
 @dataclass(frozen=True)
-class PixelRules:
-    """What pydicom's ``DecodeRunner`` derives from one Image Pixel module, once.
+class ModuleRules:
+    """The values pydicom's ``DecodeRunner`` derives from one Image Pixel module, native or encapsulated.
 
-    The same for every file with the same module values, transfer syntax and
-    pixel element, so :func:`pixel_rules` caches it: a 256-slice series runs
-    the runner once, not 256 times. Attribute names follow the runner's, so
-    :func:`_frames_present` and :func:`_shape` take either. ``error`` is why
-    pydicom refuses the module (raised before any size check), ``color_error``
-    why kvdicom cannot match its colour conversion (raised after them).
+    Attribute names follow the runner's, so :func:`_frames_present` and
+    :func:`_shape` take a rules object or a runner. ``error`` is why the module
+    is refused (raised before any size check).
     """
 
     error: str | None = None
-    frame_bytes: int | float = 0
     number_of_frames: int | float = 1
     rows: int = 0
     columns: int = 0
@@ -224,6 +220,28 @@ class PixelRules:
     pixel_representation: int = 0
     photometric_interpretation: str = ""
     dtype: np.dtype | None = None
+
+
+def options_key(options: dict, leave_out: tuple[str, ...] = ()) -> tuple | None:
+    """An Image Pixel module (``as_pixel_options`` form) as a rules-cache key, or None where a value
+    is multi-valued or odd (the rules are then derived every time)."""
+    try:
+        return tuple(sorted((name, _plain(value)) for name, value in options.items() if name not in leave_out))
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class PixelRules(ModuleRules):
+    """What pydicom's ``DecodeRunner`` derives from one native Image Pixel module, once.
+
+    The same for every file with the same module values, transfer syntax and
+    pixel element, so :func:`pixel_rules` caches it: a 256-slice series runs
+    the runner once, not 256 times. ``color_error`` is why kvdicom cannot match
+    pydicom's colour conversion (raised after the size checks).
+    """
+
+    frame_bytes: int | float = 0
     swap_8bit_words: bool = False
     little_endian: bool = True
     color_error: str | None = None
@@ -295,9 +313,8 @@ def _cached_rules(tsyntax: str, keyword: str, vr: str, key: tuple) -> PixelRules
 
 def pixel_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRules:
     """The rules for an Image Pixel module (``as_pixel_options`` form), cached by its values."""
-    try:
-        key = tuple(sorted((name, _plain(value)) for name, value in options.items()))
-    except TypeError:  # a multi-valued or odd value: derive it every time
+    key = options_key(options)
+    if key is None:
         return _derive_rules(tsyntax, keyword, vr, options)
     return _cached_rules(str(tsyntax), keyword, vr, key)
 
