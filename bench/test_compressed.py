@@ -211,7 +211,7 @@ def _cpu_route(path) -> str:
     from kvdicom import compressed, rle
 
     layout = kvdicom.inspect(path)
-    return rle.decoder(layout) or f"pydicom:{compressed.host_decoder(layout)} (one read)"
+    return rle.decoder(layout) or f"{compressed.host_decoder(layout)} (one read)"
 
 
 def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):

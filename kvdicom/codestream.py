@@ -113,3 +113,60 @@ def _jpeg_info_uncached(head: bytes) -> FrameInfo | None:
 
 
 _jpeg_info_of = functools.lru_cache(maxsize=256)(_jpeg_info_uncached)
+
+
+COD, COC, SOD, EOC = 0xFF52, 0xFF53, 0xFF93, 0xFFD9
+
+
+def _transforms(data: bytes, pos: int, end: int, csiz: int) -> tuple[list[int], int] | None:
+    """The wavelet transforms COD / COC segments name from ``pos`` up to SOT or SOD; (transforms, where it stopped)."""
+    found = []
+    while pos + 4 <= end:
+        marker, length = struct.unpack(">2H", data[pos: pos + 4])
+        if marker in (SOT, SOD):
+            return found, pos
+        if length < 2 or pos + 2 + length > end:
+            return None
+        body = data[pos + 4: pos + 2 + length]
+        if marker == COD:
+            if len(body) < 10:
+                return None
+            found.append(body[9])  # Scod, SGcod (4), then SPcod: levels, cb w, cb h, cb style, transform
+        elif marker == COC:
+            skip = 2 if csiz >= 257 else 1  # Ccoc is 2 bytes with 257 components or more
+            if len(body) < skip + 6:
+                return None
+            found.append(body[skip + 5])  # Ccoc, Scoc, then SPcoc: levels, cb w, cb h, cb style, transform
+        pos += 2 + length
+    return None
+
+
+def j2k_reversible(frame) -> bool:
+    """Whether every COD / COC segment of a J2K codestream, main header and every tile-part header, names
+    the reversible 5-3 wavelet: the integer path, on which every correct decoder returns the same samples.
+
+    False where any segment names the 9-7 wavelet (decoders round it differently) or the stream cannot be
+    walked (a tile-part length running past the end, a missing COD): such a stream keeps pydicom's own plugin.
+    """
+    data = bytes(frame)
+    info = j2k_info(data)
+    if info is None:
+        return False
+    main = _transforms(data, 2, len(data), info.components)
+    if main is None or not main[0]:
+        return False
+    transforms, pos = main
+    while pos + 12 <= len(data) and struct.unpack(">H", data[pos: pos + 2])[0] == SOT:
+        psot = struct.unpack(">I", data[pos + 6: pos + 10])[0]
+        end = len(data) if psot == 0 else pos + psot
+        if end > len(data) or psot and psot < 14:
+            return False
+        header = _transforms(data, pos + 12, end, info.components)
+        if header is None:
+            return False
+        transforms += header[0]
+        if psot == 0:
+            break
+        pos = end
+    return all(t == 1 for t in transforms)
+

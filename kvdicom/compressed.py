@@ -297,11 +297,18 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
     return _host_decode_here(layout, value, plugin, index)
 
 
-def host_decoder(layout: CompressedLayout) -> str:
-    """What :func:`host_decode` runs for ``layout``'s whole value (benchmark records)."""
-    from kvdicom import host_parallel
+def host_decoder(layout: CompressedLayout, frames: list | None = None, infos: list | None = None) -> str:
+    """What decodes ``layout``'s whole value on the host (benchmark records): imagecodecs' route where it
+    applies (:mod:`kvdicom.host_codecs`; the frames are read to tell, unless given), else the pydicom plugin."""
+    from kvdicom import host_codecs, host_parallel
 
-    return host_parallel.decoder(layout, reference_plugin(layout.transfer_syntax))
+    if frames is None:
+        _, frames = read_frames(layout)
+        infos = check_frames(layout, frames)
+    how = host_codecs.plan(layout, frames, infos)
+    if not isinstance(how, str):
+        return host_codecs.decoder(layout, how)
+    return f"pydicom:{host_parallel.decoder(layout, reference_plugin(layout.transfer_syntax))}"
 
 
 def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, index: int | None) -> np.ndarray:
@@ -319,13 +326,16 @@ def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, 
 
 
 def load_cpu(layout: CompressedLayout) -> np.ndarray:
-    """``device="cpu"``: one read, then pydicom's decoders."""
+    """``device="cpu"``: one read, then imagecodecs' exact route (:mod:`kvdicom.host_codecs`) or pydicom's decoders."""
     value, frames = read_frames(layout)
-    check_frames(layout, frames)
-    from kvdicom import rle
+    infos = check_frames(layout, frames)
+    from kvdicom import host_codecs, rle
 
     if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
         return rle.load_host(layout, frames)  # the same decoder, frame by frame into the output
+    arr = host_codecs.load(layout, frames, infos)
+    if arr is not None:
+        return arr
     arr = host_decode(layout, value)
     if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
         raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")

@@ -7,12 +7,8 @@ anything nvImageCodec cannot decode exactly decode on the host with pydicom's
 plugins and are copied once. Every frame's codestream dimensions must agree
 with the header before the output is allocated.
 
-Corrections (:func:`finish`, NumPy or CuPy alike, so tested on the CPU): the
-decoder returns samples in the codestream's own container and signedness;
-pydicom reinterprets them with the header's Pixel Representation, widens to
-Bits Allocated, then for JPEG 2000 re-signs from the codestream's precision
-(``_apply_sign_correction``) and for JPEG shifts out unused bits
-(``_correct_unused_bits``). A frame nvImageCodec returns as ``None``, in an
+Corrections: :func:`kvdicom.corrections.finish`, shared with the host's
+imagecodecs route (:mod:`kvdicom.host_codecs`). A frame nvImageCodec returns as ``None``, in an
 unexpected shape, or as all zeros, is decoded again on the host (blank frames
 are legitimate; a silent all-zero failure is a known nvJPEG bug before 13.0.2).
 Lossless JPEG (SOF3) stays on the host: nvJPEG 13.2.3 decoded a 12-bit stream to
@@ -27,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom import compressed, rle
+from kvdicom import compressed, host_codecs, rle
 from kvdicom.compressed import CompressedLayout
-from kvdicom.decode import array_module
+from kvdicom.corrections import finish  # noqa: F401  (the series batches call it here)
 
 #: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
 #: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
@@ -117,29 +113,6 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
     return _host(f"{codec} has no GPU decoder in nvImageCodec")
 
 
-def finish(raw, layout: CompressedLayout, how: Plan):
-    """pydicom's corrections on ``raw`` (frames, rows, cols, samples) as the decoder returned it.
-
-    Works on NumPy and CuPy arrays alike; returns an array of ``layout.shape`` and ``layout.dtype``.
-    """
-    xp = array_module(raw)
-    kind = "i" if layout.pixel_representation else "u"
-    arr = raw.view(np.dtype(f"{kind}{how.raw_itemsize}"))
-    if arr.dtype != layout.dtype:
-        arr = arr.astype(layout.dtype)
-    if layout.codec in ("jpeg2000", "htj2k"):
-        mono = layout.photometric_interpretation in ("MONOCHROME1", "MONOCHROME2")
-        shift = 8 * layout.dtype.itemsize - how.precision
-        if mono and shift and how.signed != bool(layout.pixel_representation):
-            xp.left_shift(arr, shift, out=arr)
-            xp.right_shift(arr, shift, out=arr)
-    elif layout.bits_allocated > layout.bits_stored:
-        shift = layout.bits_allocated - layout.bits_stored
-        xp.left_shift(arr, shift, out=arr)
-        xp.right_shift(arr, shift, out=arr)
-    return arr.reshape(layout.shape)
-
-
 @functools.lru_cache(maxsize=1)
 def nvimgcodec_problem() -> str | None:
     """Why nvImageCodec cannot be used here (then every frame decodes on the host), or None."""
@@ -209,11 +182,13 @@ def load(layout: CompressedLayout):
     import cupy
 
     value, frames = compressed.read_frames(layout)
-    how = plan(layout, compressed.check_frames(layout, frames))
+    infos = compressed.check_frames(layout, frames)
+    how = plan(layout, infos)
     if how.route == "host" or nvimgcodec_problem() or len(frames) != layout.number_of_frames:
         if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
             return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
-        return cupy.asarray(compressed.host_decode(layout, value))
+        host = host_codecs.load(layout, frames, infos)
+        return cupy.asarray(compressed.host_decode(layout, value) if host is None else host)
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
     per_frame = out.reshape((len(frames), -1))

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import compressed, host_parallel, host_read, process_pool, rle
+from kvdicom import compressed, host_codecs, host_parallel, host_read, process_pool, rle
 from kvdicom.decode import array_module
 from kvdicom.errors import DicomLoadError
 
@@ -131,9 +131,18 @@ def split(group: list[Slice]) -> list[list[Slice]]:
     return [group[i : i + per_call] for i in range(0, len(group), per_call)]
 
 
-def host_decoder(layout) -> str:
-    """Which host decoder :func:`host_into` runs for ``layout``."""
-    return rle.decoder(layout) or f"host:{compressed.reference_plugin(layout.transfer_syntax)}"
+def host_decoder(layout, piece: Slice | None = None) -> str:
+    """Which host decoder :func:`host_into` runs for ``layout`` (``piece``: its frames as read, else read here)."""
+    if rle.decoder(layout):
+        return rle.decoder(layout)
+    if piece is None:
+        return compressed.host_decoder(layout)
+    return compressed.host_decoder(layout, piece.frames, piece.infos)
+
+
+def _host_codecs_plan(piece: Slice):
+    """:func:`kvdicom.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it)."""
+    return host_codecs.plan(piece.layout, piece.frames, piece.infos)
 
 
 def host_into(piece: Slice, dst: np.ndarray) -> None:
@@ -141,6 +150,10 @@ def host_into(piece: Slice, dst: np.ndarray) -> None:
     layout = piece.layout
     if rle.problem(layout) is None:
         rle.decode_into(layout, piece.frames, dst)  # straight into the slot
+        return
+    how = _host_codecs_plan(piece)
+    if not isinstance(how, str) and tuple(dst.shape) == layout.shape and host_codecs.decode_into(
+            layout, piece.frames, how, dst):
         return
     arr = compressed.host_decode(layout, piece.value)
     if arr.shape != tuple(dst.shape):
@@ -170,6 +183,9 @@ def host_into_all(pieces: list[Slice], dst) -> bool:
     after the other here; a pool that cannot do it leaves the slices to the in-process path, which raises
     its own errors naming the file.
     """
+    if pieces and all(not isinstance(_host_codecs_plan(p), str) for p in pieces):
+        _on_read_pool(host_into, [(p, dst[k]) for k, p in enumerate(pieces)])  # the GIL released: threads
+        return False
     plugin = pooled_plugin(pieces)
     arr = None
     if plugin is not None:
@@ -194,20 +210,42 @@ def _decode_slice(slot: int, layout, stored: np.ndarray) -> None:
     host_into(read_slice(slot, layout), stored[slot])
 
 
+def _read_decode_slice(slot: int, layout, stored: np.ndarray) -> Slice:
+    piece = read_slice(slot, layout)
+    host_into(piece, stored[slot])
+    return piece
+
+
+def _on_read_pool(fn, calls: list[tuple]) -> None:
+    """``fn(*args)`` for each of ``calls``, side by side on kvdicom's read pool (here when already on it)."""
+    if getattr(host_read._worker, "in_pool", False) or not host_codecs._concurrent(len(calls)):
+        for args in calls:
+            fn(*args)
+        return
+    _wait_all([host_read.pool().submit(fn, *args) for args in calls])
+
+
 def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str, ...]:
     """Each slice decoded on the host into ``stored[slot]``; returns which decoders ran."""
     pool = host_read.pool()
-    counts = collections.Counter(host_decoder(layout) for layout in layouts)
     if all(rle.problem(layout) is None for layout in layouts) and rle._concurrent(layouts[0], len(layouts)):
         # PackBits releases the GIL: read and decode each slice in its own task
         _wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
-        return _summary(counts)
-    if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: the process pool may decode
-        pieces = read_all(layouts, slots)
+        return _summary(collections.Counter(host_decoder(layout) for layout in layouts))
+    if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: imagecodecs or the process pool
+        first = read_slice(slots[0], layouts[0])
+        if not isinstance(_host_codecs_plan(first), str) and host_codecs._concurrent(len(layouts)):
+            # imagecodecs releases the GIL: read and decode each slice in its own task, as RLE
+            pieces = [first] + _wait_all([pool.submit(_read_decode_slice, slot, layout, stored)
+                                          for slot, layout in zip(slots[1:], layouts[1:])])
+            host_into(first, stored[slots[0]])
+            return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
+        pieces = [first] + read_all(layouts[1:], slots[1:])
         if host_into_all(pieces, [stored[slot] for slot in slots]):
-            return _summary(collections.Counter(f"{host_decoder(p.layout)} (slices on "
+            return _summary(collections.Counter(f"{host_decoder(p.layout, p)} (slices on "
                                                 f"{process_pool.processes()} processes)" for p in pieces))
-        return _summary(counts)
+        return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
+    counts = collections.Counter(host_decoder(layout) for layout in layouts)
     reads = [pool.submit(read_slice, slot, layout) for slot, layout in zip(slots, layouts)]
     try:
         for slot, future in zip(slots, reads):  # decoding slice k overlaps the reads of the later ones
@@ -287,7 +325,7 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
-        counts[f"{host_decoder(piece.layout)} ({unusable or piece.how.reason})"] += 1
+        counts[f"{host_decoder(piece.layout, piece)} ({unusable or piece.how.reason})"] += 1
     for group in batches:
         calls = split(group)
         name = f"nvimgcodec ({group[0].layout.codec}, {len(group)} frames in "
@@ -297,7 +335,7 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
             if len(again) < len(batch):
                 counts[name] += len(batch) - len(again)
             for piece in again:
-                counts[f"{host_decoder(piece.layout)} ({why})"] += 1
+                counts[f"{host_decoder(piece.layout, piece)} ({why})"] += 1
             host += again
     if host:
         to_stored = _host_to_host if isinstance(stored, np.ndarray) else _host_to_device

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from kvdicom import host_parallel, process_pool
+from kvdicom import host_codecs, host_parallel, process_pool
 
 
 def pool_everything(monkeypatch, spied: str) -> list:
-    """Thresholds off and the pool unbroken (restored after the test); ``host_parallel.<spied>`` recorded.
+    """Thresholds off, the pool unbroken and imagecodecs' route off (restored after the test);
+    ``host_parallel.<spied>`` recorded.
 
     Returns the list of what each call of ``spied`` returned (None: it left the decode in-process).
     """
     monkeypatch.setattr(host_parallel, "POOL_MIN_FRAMES", 2)
     monkeypatch.setattr(host_parallel, "POOL_MIN_DECODED_BYTES", 0)
     monkeypatch.setattr(host_parallel, "POOL_MIN_PROCESSES", 1)
+    monkeypatch.setattr(host_codecs, "_HAVE_IMAGECODECS", False)  # that route would take lossless J2K / JPEG-LS
     monkeypatch.setattr(process_pool, "_broken", False)  # restored after the tests that break it
     returned = []
     real = getattr(host_parallel, spied)

@@ -19,7 +19,7 @@ from fixtures.oracle import pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.time_limit import time_limit
 from fixtures.writer import build_dataset, write_dicom
-from kvdicom import compressed, host_parallel, process_pool
+from kvdicom import compressed, host_codecs, host_parallel, process_pool
 from tests.host_pool import pool_everything
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
@@ -213,12 +213,13 @@ def test_the_header_pool_and_the_decode_pool_are_one(monkeypatch):
     assert series_headers.header_processes() == process_pool.processes()
 
 
-def test_single_frames_and_small_files_stay_in_process(tmp_path):
+def test_single_frames_and_small_files_stay_in_process(tmp_path, monkeypatch):
     path = tmp_path / "f.dcm"
     write_dicom(CASES[0], path)
     layout = kvdicom.inspect(path)
     assert "decoded bytes" in host_parallel.problem(layout, "pylibjpeg")
-    assert compressed.host_decoder(layout) == "pylibjpeg"
+    monkeypatch.setattr(host_codecs, "_HAVE_IMAGECODECS", False)
+    assert compressed.host_decoder(layout) == "pydicom:pylibjpeg"
     assert "not known to hold the GIL" in host_parallel.problem(layout, "pillow")
 
 
