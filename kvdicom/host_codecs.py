@@ -46,6 +46,7 @@ JPEG-LS 100 vs 398 ms; 2 x 64² 8-bit J2K 1.8 vs 2.5 ms; 32 x 512² J2K 656 vs
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -86,10 +87,33 @@ class Plan:
 
 
 LIBRARIES = {"jpeg2k_decode": "openjpeg", "jpegls_decode": "CharLS"}
+#: imagecodecs' codec objects whose ``available`` says the library is in this install (a slimmed wheel may
+#: leave codecs out: ``tools/slim_wheel.py``).
+_CODECS = {"jpeg2k_decode": "JPEG2K", "jpegls_decode": "JPEGLS"}
+
+
+@functools.lru_cache(maxsize=None)
+def _unavailable(decoder: str) -> str | None:
+    """Why imagecodecs cannot run ``decoder`` here, or None."""
+    try:
+        import imagecodecs
+
+        if getattr(imagecodecs, _CODECS[decoder]).available:
+            return None
+    except Exception as exc:  # noqa: BLE001  a broken install: pydicom's plugins decode
+        return f"imagecodecs cannot be used ({type(exc).__name__}: {exc})"
+    return f"this imagecodecs has no {LIBRARIES[decoder]} ({_CODECS[decoder]})"
 
 
 def plan(layout, frames: list, infos: list) -> Plan | str:
     """The :class:`Plan` for ``layout``'s frames, or why they keep pydicom's path."""
+    how = _plan(layout, frames, infos)
+    if isinstance(how, str):
+        return how
+    return _unavailable(how.decoder) or how
+
+
+def _plan(layout, frames: list, infos: list) -> Plan | str:
     if not _HAVE_IMAGECODECS:
         return "imagecodecs is not installed"
     if len(frames) != layout.number_of_frames or layout.frame_table.split_on_eoi:

@@ -21,11 +21,13 @@ order:
    volume's slots; frames nvImageCodec returns as nothing or as all zeros,
    and slices planned for the host, decode on the host (pinned staging,
    one copy per run of slots);
-3. ``device="cpu"``: each slice decodes on the host with pydicom's reference
-   plugin into its slot, in slice order as its read completes (pylibjpeg,
-   openjpeg and pyjpegls hold the GIL, so threads would not help), RLE with
-   imagecodecs' PackBits (GIL released) concurrently where
-   :func:`kvdicom.rle._concurrent` says it pays.
+3. ``device="cpu"``: slices :mod:`kvdicom.host_codecs` takes (lossless JPEG
+   2000 / HTJ2K / JPEG-LS, imagecodecs with the GIL released) and RLE
+   (imagecodecs' PackBits) are read and decoded each in its own task on
+   kvdicom's thread pool where :func:`kvdicom.host_codecs._concurrent` /
+   :func:`kvdicom.rle._concurrent` say it pays; other slices decode with
+   pydicom's reference plugin into their slots (on the process pool where
+   that pays; pylibjpeg, openjpeg and pyjpegls hold the GIL).
 
 :func:`decode_into` returns which decoders ran (``SeriesInfo.decoders``), so
 benchmarks can record it. Grouping (:func:`groups`) is plain Python, tested

@@ -1,15 +1,17 @@
 """Rewrite a wheel keeping only some of its files, so that a device run can carry it.
 
 A device run carries at most 64 MiB; imagecodecs' wheel alone is 26-28 MB
-(its 80-odd codecs), the suite uses four of them (PackBits for RLE, JPEG 8
-for lossless JPEG fixtures, HTJ2K fixtures and the core), which come to about
-3 MB compressed. The kept files keep their RECORD lines, so pip installs the
-slim wheel as it would the full one; every other module of the package is
+(its 80-odd codecs), the suite and kvdicom use six of them (PackBits for RLE,
+JPEG 8 for lossless JPEG fixtures, HTJ2K fixtures, JPEG 2000 and JPEG-LS for
+kvdicom's host route, and the core), which come to about 3.4 MB compressed.
+The kept files keep their RECORD lines, so pip installs the slim wheel as it
+would the full one; every other module of the package is
 simply absent (imagecodecs reports a codec it cannot import as unavailable).
 
     python tools/slim_wheel.py .whl-encoders/imagecodecs-*.whl .whl-slim \
         imagecodecs/__init__ imagecodecs/_imagecodecs imagecodecs/imagecodecs imagecodecs/_imcd \
-        imagecodecs/_shared imagecodecs/_jpeg8 imagecodecs/_htj2k libjpeg- libopenjph- .dist-info/
+        imagecodecs/_shared imagecodecs/_jpeg8 imagecodecs/_htj2k imagecodecs/_jpeg2k imagecodecs/_jpegls \
+        libjpeg- libopenjph- libopenjp2- liblcms2- libcharls- .dist-info/
 """
 
 from __future__ import annotations
