@@ -43,6 +43,14 @@ GPU_COLOUR_J2K_VERIFIED = frozenset({("RGB", 8), ("YBR_RCT", 8)})
 GPU_COLOUR_J2K = False
 
 
+#: (bytes per sample, samples) of frames nvImageCodec decodes straight into their slots of the output
+#: (``Decoder.decode(images=as_images(...))``) instead of into its own images, then copied. Measured on an
+#: H100 (nvImageCodec 0.9.0.20, ``tools/profile_targets.py``-style probe, medians of 30): 30 frames of
+#: 240 × 320 RGB JPEG, decode into our slots 1.04 ms against decode 1.37 ms + copies 0.20 ms; the decoder
+#: wrote into the slots given (same device pointers). Other kinds keep the copy until measured.
+DECODE_IN_PLACE = frozenset({(1, 3)})
+
+
 @dataclass(frozen=True)
 class Plan:
     """How one file's frames are decoded."""
@@ -133,12 +141,11 @@ def _decoder():
 def _copy_images(images, raw, how: Plan, stream) -> list:
     """Copy each decoded image into its slot of ``raw``; return the indices that need the host instead.
 
-    nvImageCodec decodes only into buffers it manages (``Decoder.decode(images=)`` reuses its own Images,
-    not ours), so each frame is copied once. A contiguous image of the expected shape is copied with one
-    ``cudaMemcpyAsync`` on the decode stream (the earlier ``cupy.asarray`` + slice assignment per frame
-    added 1.6 ms to a 1.3 ms batch decode of 30 frames of 240 × 320 RGB, H200, 0.9.0.20;
-    ``tools/profile_targets.py`` times both steps). Anything else (``None``, another shape or depth,
-    strided) goes to the host decoder.
+    An image already in its slot (decoded there: :data:`DECODE_IN_PLACE`) stays. Any other contiguous
+    image of the expected shape is copied with one ``cudaMemcpyAsync`` on the decode stream (the earlier
+    ``cupy.asarray`` + slice assignment per frame added 1.6 ms to a 1.3 ms batch decode of 30 frames of
+    240 × 320 RGB, H200, 0.9.0.20; ``tools/profile_targets.py`` times both steps). Anything else
+    (``None``, another shape or depth, strided) goes to the host decoder.
     """
     import cupy
 
@@ -152,8 +159,10 @@ def _copy_images(images, raw, how: Plan, stream) -> list:
                 or (cai.get("strides") and tuple(cai["strides"])) not in contiguous):
             redo.append(i)
             continue
-        cupy.cuda.runtime.memcpyAsync(raw.data.ptr + i * frame_bytes, cai["data"][0], frame_bytes,
-                                      cupy.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
+        slot = raw.data.ptr + i * frame_bytes
+        if cai["data"][0] != slot:
+            cupy.cuda.runtime.memcpyAsync(slot, cai["data"][0], frame_bytes, cupy.cuda.runtime.memcpyDeviceToDevice,
+                                          stream.ptr)
     return redo
 
 
@@ -169,9 +178,17 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     params = nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=color)
     streams = [nvimgcodec.CodeStream(np.ascontiguousarray(f)) for f in frames]
     stream = cupy.cuda.get_current_stream()
-    images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr)
     shape = (layout.rows, layout.columns, layout.samples_per_pixel)
     raw = cupy.empty((len(frames),) + shape, dtype=np.dtype(f"u{how.raw_itemsize}"))
+    images = None
+    if (how.raw_itemsize, layout.samples_per_pixel) in DECODE_IN_PLACE:
+        try:
+            images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr,
+                                       images=nvimgcodec.as_images([raw[i] for i in range(len(frames))]))
+        except (TypeError, ValueError, RuntimeError):  # an nvImageCodec that cannot: its own images, copied
+            images = None
+    if images is None:
+        images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr)
     redo = _copy_images(images, raw, how, stream)
     stream.synchronize()
     return raw, redo

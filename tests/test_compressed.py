@@ -544,6 +544,39 @@ def test_gpu_decoded_images_are_copied_into_their_slots_or_sent_to_the_host(cuda
     assert all(cupy.array_equal(raw[i], good[i]) for i in range(4))
 
 
+@pytest.mark.gpu
+def test_gpu_images_already_in_their_slots_are_not_copied(cuda, monkeypatch):
+    import cupy
+
+    how = gpu_codec.Plan("gpu", raw_itemsize=1)
+    raw = cupy.arange(4 * 8 * 6 * 3, dtype=cupy.uint8).reshape(4, 8, 6, 3)
+    copies = []
+    monkeypatch.setattr(cupy.cuda.runtime, "memcpyAsync", lambda *a: copies.append(a))
+    images = [_FakeImage(raw[i]) for i in range(3)] + [_FakeImage(raw[0].copy())]
+    assert gpu_codec._copy_images(images, raw, how, cupy.cuda.get_current_stream()) == []
+    assert len(copies) == 1 and copies[0][0] == raw[3].data.ptr  # only the image decoded elsewhere
+
+
+@pytest.mark.gpu
+def test_gpu_rgb_jpeg_decodes_into_the_output_slots(cuda, files, monkeypatch):
+    """DECODE_IN_PLACE: nvImageCodec writes RGB 8-bit frames straight into the batch's slots, equal to pydicom."""
+    import cupy
+
+    if gpu_codec.nvimgcodec_problem():
+        pytest.skip(gpu_codec.nvimgcodec_problem())
+    spec = next(s for s, _ in CASES if s.transfer_syntax == "jpeg_baseline" and s.samples_per_pixel == 3)
+    layout, frames, how = _planned(files[spec])
+    assert how.route == "gpu" and (how.raw_itemsize, layout.samples_per_pixel) in gpu_codec.DECODE_IN_PLACE
+    copies = []
+    real = cupy.cuda.runtime.memcpyAsync
+    monkeypatch.setattr(cupy.cuda.runtime, "memcpyAsync", lambda *a: copies.append(a) or real(*a))
+    raw, redo = gpu_codec._decode_batch(frames, layout, how)
+    assert redo == [] and copies == []
+    got = gpu_codec.finish(raw, layout, how).get()
+    ref = pydicom_pixels(files[spec])
+    assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= 5
+
+
 def _jpeg_frames(files, syntax="jpeg_baseline"):
     spec = next(s for s, _ in CASES if s.transfer_syntax == syntax)
     layout = kvdicom.inspect(files[spec])
