@@ -61,11 +61,15 @@ from kvdicom.corrections import finish
 _HAVE_IMAGECODECS = importlib.util.find_spec("imagecodecs") is not None
 
 #: Frames of one file decode concurrently on kvdicom's pool only with at least this many cores (on the
-#: 2-core CPU machine two threads gave 1.2-1.4x on 2-3 frames of 64² JPEG 2000, nothing on JPEG-LS).
+#: 2-core CPU machine two threads gave 1.2-1.4x on 2-3 frames of 64² JPEG 2000, nothing on JPEG-LS). On the
+#: H200's 16 (``results/…/0016``, medians against pixel_array): 2-4 frames of 64²-128² JPEG 2000 / HTJ2K
+#: 1.39-2.52x, 2 x 128² JPEG-LS 6.25x, 16 x 512² JPEG-LS 33.5x, 32 x 512² JPEG 2000 12.8x.
 CONCURRENT_MIN_CPUS = 4
 #: A JPEG 2000 frame of at least this many pixels gets openjpeg's own threads too, when the file has fewer
 #: frames than kvdicom has threads: one 512² int16 frame took 44 ms on one thread, 21 ms on two (CPU dev
-#: machine); one 128² frame 2.9 vs 2.6 ms, so smaller frames keep one thread.
+#: machine), 7.85 ms on 16 against pixel_array's 45.1 ms (H200, ``results/…/0016``); one 128² frame 2.9 vs
+#: 2.6 ms on two (CPU dev machine), so smaller frames keep one thread (128² on the H200: 4.72 ms against
+#: pixel_array's 5.27; more threads there not yet measured).
 INTRA_FRAME_MIN_PIXELS = 256 * 256
 
 #: The colour JPEG 2000 kinds (photometric interpretation, precision) checked equal to pydicom on this route.
