@@ -57,7 +57,7 @@ def j2k_info(frame: bytes) -> FrameInfo | None:
             xsiz, ysiz, xo, yo = struct.unpack(">4I", body[2:18])
             csiz = struct.unpack(">H", body[34:36])[0]
             comps = [body[36 + 3 * i: 39 + 3 * i] for i in range(csiz)]
-            if len(comps[-1]) < 3:
+            if not comps or len(comps[-1]) < 3:  # no components, or the segment cut short
                 return None
             ssiz = comps[0][0]
             info = {"width": xsiz - xo, "height": ysiz - yo, "components": csiz, "precision": (ssiz & 0x7F) + 1,

@@ -225,3 +225,16 @@ def test_cpu_series_slices_decode_on_the_read_pool_equal_to_pydicom(tmp_path, mo
     assert sum(int(d.rsplit(": ", 1)[1].split()[0]) for d in info.decoders if "host_codecs" in d) == taken
     # the first slice is read here to choose the route and decoded here while the pool decodes the others
     assert sum(name.startswith("kvdicom-read") for name in threads) == taken - 1, threads
+
+
+def test_a_j2k_header_with_no_components_has_no_facts_and_no_crash(files, tmp_path):
+    """Csiz 0 in SIZ (a fuzzer's find): no codestream facts, and the load is pydicom's result or a DicomLoadError."""
+    frame = _first_frame(files[TAKEN[0][0]])
+    at = frame.index(b"\xff\x51")
+    no_components = frame[: at + 38] + b"\x00\x00" + frame[at + 40:]
+    assert codestream.j2k_info(no_components) is None
+    assert not codestream.j2k_reversible(no_components)
+    data = files[TAKEN[0][0]].read_bytes()
+    path = tmp_path / "csiz0.dcm"
+    path.write_bytes(data.replace(frame, no_components))
+    assert check_load(path, "cpu") is None
