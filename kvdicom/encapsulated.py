@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,10 +216,13 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
         offsets = struct.unpack(f"<{len(offsets_raw) // 8}Q", offsets_raw)
         lengths = struct.unpack(f"<{len(lengths_raw) // 8}Q", lengths_raw)
         frames = []
-        for off, length in zip(offsets, lengths):
+        for index, (off, length) in enumerate(zip(offsets, lengths)):
             start = first_item + off + HEADER
             if start > span[1]:
                 raise DicomLoadError(path, f"Extended Offset Table frame at {off} starts past the fragments")
+            if length > sys.maxsize:  # pydicom's ``buffer.read(length)`` cannot take it (OverflowError)
+                raise DicomLoadError(path, f"Extended Offset Table length {length} of frame {index} is past any "
+                                     "readable size (pydicom fails on it too)")
             # a length running past the value is cut at its end, as pydicom's ``buffer.read(length)`` does
             frames.append(((start, min(length, span[1] - start)),))
         return FrameTable(span, tuple(frames))

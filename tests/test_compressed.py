@@ -554,6 +554,23 @@ def test_extended_offset_table_length_past_the_value_is_cut_as_pydicom_cuts_it(t
     assert np.array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
 
 
+def test_extended_offset_table_length_past_any_readable_size_is_refused_as_pydicom_fails(tmp_path):
+    # ``buffer.read(length)`` with a length past sys.maxsize raises OverflowError in pydicom: no array. kvdicom
+    # cut it to the value's end and its own decoders returned frame 0 (a nightly fuzzer's find).
+    import struct
+
+    spec = DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16)
+    ds = build_dataset(spec)
+    lengths = list(struct.unpack("<3Q", ds.ExtendedOffsetTableLengths))
+    lengths[0] |= 1 << 63
+    ds.ExtendedOffsetTableLengths = struct.pack("<3Q", *lengths)
+    path = tmp_path / "eot.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(kvdicom.DicomLoadError, match="Extended Offset Table"):
+        kvdicom.load(path, "cpu")
+    assert check_load(path, "cpu") is None
+
+
 class _FakeImage:
     """An nvImageCodec Image stand-in: a CuPy array seen through __cuda_array_interface__ only."""
 
