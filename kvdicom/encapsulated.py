@@ -101,18 +101,19 @@ def _find_delimiter(fd: int, start: int, file_size: int) -> int | None:
     return None
 
 
-def _value_items(path: str, fd: int, offset: int, end: int) -> list[tuple[int, int]]:
+def _value_items(path: str, fd: int, offset: int, end: int, table_only: bool = False) -> list[tuple[int, int]]:
     """The items of the value ``[offset, end)`` as pydicom reads fragments from it (``generate_fragments``).
 
     An item running past the value's end is read short, as ``buffer.read(length)`` is; as
-    ``(value offset, declared length)``, cut at ``end`` by the caller.
+    ``(value offset, declared length)``, cut at ``end`` by the caller. ``table_only``: only the first
+    item (the Basic Offset Table) must be one; the walk stops at anything else after it.
     """
     pos = offset
     items: list[tuple[int, int]] = []
     while pos + 4 <= end:
         head = _pread(fd, min(HEADER, end - pos), pos)
         tag = struct.unpack_from("<I", head)[0]
-        if tag == SEQUENCE_DELIMITER:
+        if tag == SEQUENCE_DELIMITER or (table_only and items and tag != ITEM):
             break
         if tag != ITEM:
             raise DicomLoadError(path, f"encapsulated pixel data: expected an item tag (FFFE,E000) at offset {pos}, "
@@ -129,7 +130,7 @@ def _value_items(path: str, fd: int, offset: int, end: int) -> list[tuple[int, i
 
 
 def _items(path: str, fd: int, offset: int, file_size: int,
-           undefined: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+           undefined: bool = True, table_only: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
     """(Basic Offset Table, fragments as (value offset, length)) of the value at ``offset``, as pydicom finds them.
 
     An undefined-length value whose items pydicom cannot walk to the sequence delimiter (an
@@ -137,9 +138,14 @@ def _items(path: str, fd: int, offset: int, file_size: int,
     bytes up to the first sequence delimiter tag (none: pydicom has no pixel data, and this is
     refused), with the item that runs past that point read short. A defined-length value
     (``undefined=False``, non-standard) is read that way from the start.
+
+    ``table_only`` (files with an Extended Offset Table, whose frames pydicom reads at the table's
+    offsets without reading the item headers after the Basic Offset Table): the fragments are one
+    stand-in covering the rest of the value, from the Basic Offset Table's end.
     """
     end = file_size
     items = _strict_items(fd, offset, file_size) if undefined else None
+    walked = items is not None
     if items is None:
         if undefined:
             found = _find_delimiter(fd, offset, file_size)
@@ -147,7 +153,7 @@ def _items(path: str, fd: int, offset: int, file_size: int,
                 raise DicomLoadError(path, "encapsulated pixel data: its items do not end in a sequence delimiter "
                                      f"(FFFE,E0DD) inside the file ({file_size} bytes; truncated?)")
             end = found
-        items = _value_items(path, fd, offset, end)
+        items = _value_items(path, fd, offset, end, table_only)
     if not items:
         raise DicomLoadError(path, "encapsulated pixel data has no Basic Offset Table item")
     (table_at, table_length), rest = items[0], items[1:]
@@ -157,6 +163,11 @@ def _items(path: str, fd: int, offset: int, file_size: int,
         raise DicomLoadError(path, f"encapsulated pixel data: the Basic Offset Table of {table_length} bytes at "
                              f"offset {table_at - HEADER} runs past the end of the value ({end})")
     table = list(struct.unpack(f"<{table_length // 4}I", _pread(fd, table_length, table_at)))
+    if table_only:
+        if walked:  # every item walked to the delimiter: the value ends after the last one
+            end = items[-1][0] + items[-1][1]
+        first = table_at + table_length + HEADER
+        return table, [(first, max(0, end - first))]
     fragments = [(value, max(0, min(length, end - value))) for value, length in rest]
     if not fragments:
         raise DicomLoadError(path, "encapsulated pixel data has no fragments")
@@ -201,7 +212,15 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
         fd = fileid.open_regular(path)
         try:
             fileid.check_same(path, fd, file_id, "before the fragment walk")
-            table, fragments = _items(path, fd, offset, min(file_size, os.fstat(fd).st_size), undefined)
+            size = min(file_size, os.fstat(fd).st_size)
+            try:
+                table, fragments = _items(path, fd, offset, size, undefined)
+            except DicomLoadError:
+                if not extended:
+                    raise
+                # pydicom reads an Extended Offset Table's frames at its offsets: item headers after the
+                # Basic Offset Table are never read, so a damaged one does not stop it
+                table, fragments = _items(path, fd, offset, size, undefined, table_only=True)
             fileid.check_same(path, fd, file_id, "after the fragment walk")
         finally:
             os.close(fd)

@@ -571,6 +571,24 @@ def test_extended_offset_table_length_past_any_readable_size_is_refused_as_pydic
     assert check_load(path, "cpu") is None
 
 
+@pytest.mark.parametrize("damaged", ["first fragment", "Basic Offset Table"])
+def test_extended_offset_table_frames_are_read_past_damaged_item_headers_as_pydicom_reads_them(tmp_path, damaged):
+    # pydicom seeks to each Extended Offset Table frame and reads it: the item headers after the Basic Offset
+    # Table are never read, so a damaged one does not stop it (the Basic Offset Table's own tag is checked).
+    spec = DicomSpec(frames=3, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", offset_table="eot", **S16)
+    path = tmp_path / "eot.dcm"
+    write_dicom(spec, path)
+    data = bytearray(path.read_bytes())
+    bot = data.index(b"\xe0\x7f\x10\x00") + 12  # Pixel Data: tag, OB, reserved, undefined length
+    assert data[bot: bot + 4] == b"\xfe\xff\x00\xe0"
+    at = bot if damaged == "Basic Offset Table" else bot + 8 + struct.unpack("<I", data[bot + 4: bot + 8])[0]
+    data[at + 1] = 0x00  # (FFFE,E000) becomes (FF00,E000)
+    path.write_bytes(bytes(data))
+    assert check_load(path, "cpu") is None
+    if damaged == "first fragment":
+        assert np.array_equal(kvdicom.load(path, "cpu"), pydicom_pixels(path))
+
+
 class _FakeImage:
     """An nvImageCodec Image stand-in: a CuPy array seen through __cuda_array_interface__ only."""
 
