@@ -139,7 +139,7 @@ def _plan(layout, frames: list, infos: list) -> Plan | str:
     if layout.codec in ("jpeg2000", "htj2k"):
         if any(i.subsampled for i in infos):
             return "subsampled JPEG 2000 components"
-        if not all(codestream.j2k_reversible(f) for f in frames):
+        if not all(codestream.j2k_reversible(f, i.components) for f, i in zip(frames, infos)):
             return "irreversible (9-7) JPEG 2000 wavelet: decoders round it differently"
         return Plan("jpeg2k_decode", itemsize, last.precision, last.signed)
     if layout.codec == "jpeg_lossless":
@@ -217,7 +217,8 @@ def decode_into(layout, frames: list, how: Plan, out: np.ndarray) -> bool:
     except Exception:  # noqa: BLE001  ImcdError, a bad shape: pydicom's path decodes it or raises its own error
         return False
     corrected = finish(raw.reshape(shape + ((1,) if layout.samples_per_pixel == 1 else ())), layout, how)
-    assert np.shares_memory(corrected, out)  # finish corrects in place when the container is the header's width
+    if not np.shares_memory(corrected, out):  # finish corrects in place when the container is the header's width
+        out[...] = corrected.reshape(out.shape)
     return True
 
 
