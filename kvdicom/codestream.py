@@ -115,7 +115,7 @@ def _jpeg_info_uncached(head: bytes) -> FrameInfo | None:
 _jpeg_info_of = functools.lru_cache(maxsize=256)(_jpeg_info_uncached)
 
 
-COD, COC, SOD, EOC = 0xFF52, 0xFF53, 0xFF93, 0xFFD9
+COD, COC, SOD = 0xFF52, 0xFF53, 0xFF93
 
 
 def _transforms(data: memoryview, pos: int, end: int, csiz: int) -> tuple[list[int], int] | None:

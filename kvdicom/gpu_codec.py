@@ -25,7 +25,7 @@ import pydicom
 
 from kvdicom import compressed, host_codecs, rle
 from kvdicom.compressed import CompressedLayout
-from kvdicom.corrections import finish  # noqa: F401  (the series batches call it here)
+from kvdicom.corrections import finish
 
 #: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
 #: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:

@@ -45,7 +45,6 @@ JPEG-LS 100 vs 398 ms; 2 x 64² 8-bit J2K 1.8 vs 2.5 ms; 32 x 512² J2K 656 vs
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import importlib.util
 import os
@@ -54,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom import codestream
+from kvdicom import codestream, host_read
 from kvdicom.corrections import finish
 
 #: imagecodecs is optional for kvdicom: without it, pydicom's plugins decode as before.
@@ -150,15 +149,10 @@ def _plan(layout, frames: list, infos: list) -> Plan | str:
     return f"{layout.codec} ({layout.transfer_syntax.name}) is not decoded exactly alike by every decoder"
 
 
-def _in_pool() -> bool:
-    """Whether this thread is one of kvdicom's read pool (a series slice's task): its frames decode here."""
-    from kvdicom import host_read
-
-    return getattr(host_read._worker, "in_pool", False)
-
-
 def _concurrent(frames: int) -> bool:
-    return frames > 1 and (os.cpu_count() or 1) >= CONCURRENT_MIN_CPUS and not _in_pool()
+    """Whether ``frames`` frames decode side by side on the read pool (never from one of its threads: a series
+    slice's task decodes its frames itself)."""
+    return frames > 1 and (os.cpu_count() or 1) >= CONCURRENT_MIN_CPUS and not host_read.in_pool()
 
 
 def _frame_threads(layout, how: Plan, frames: int) -> int:
@@ -166,7 +160,7 @@ def _frame_threads(layout, how: Plan, frames: int) -> int:
     whose other threads decode other slices)."""
     from kvdicom import io_tuning
 
-    if how.decoder != "jpeg2k_decode" or layout.rows * layout.columns < INTRA_FRAME_MIN_PIXELS or _in_pool():
+    if how.decoder != "jpeg2k_decode" or layout.rows * layout.columns < INTRA_FRAME_MIN_PIXELS or host_read.in_pool():
         return 1
     return max(1, io_tuning.host_threads() // (frames if _concurrent(frames) else 1))
 
@@ -204,13 +198,9 @@ def decode_into(layout, frames: list, how: Plan, out: np.ndarray) -> bool:
     raw = out.reshape(-1).view(how.raw_dtype).reshape(shape)
     threads = _frame_threads(layout, how, len(frames))
     try:
-        if _concurrent(len(frames)):
-            from kvdicom import host_read
-
-            futures = [host_read.pool().submit(_decode_frame, how, f, raw[i], threads) for i, f in enumerate(frames)]
-            concurrent.futures.wait(futures)  # no task may still write into ``out`` after we return
-            for future in futures:
-                future.result()
+        if _concurrent(len(frames)):  # no task still writes into ``out`` once wait_all returns
+            host_read.wait_all([host_read.pool().submit(_decode_frame, how, f, raw[i], threads)
+                                for i, f in enumerate(frames)])
         else:
             for i, frame in enumerate(frames):
                 _decode_frame(how, frame, raw[i], threads)

@@ -47,6 +47,21 @@ def _mark_worker() -> None:
     _worker.in_pool = True
 
 
+def in_pool() -> bool:
+    """Whether this thread is one of the read pool's: work it would hand to the pool runs here instead, so
+    nesting cannot deadlock (a task waiting on tasks queued behind it)."""
+    return getattr(_worker, "in_pool", False)
+
+
+def wait_all(futures: list) -> list:
+    """Every future's result in order; after all have finished, the first error (in order) is raised."""
+    concurrent.futures.wait(futures)  # none still reads or writes after we return, errors or not
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+    return [f.result() for f in futures]
+
+
 def pool() -> ThreadPoolExecutor:
     """kvdicom's process-wide read pool, created on first use with ``io_tuning.host_threads()`` threads.
 
@@ -134,7 +149,7 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     if parallel_from is None:
         few = io_tuning.host_threads() < FEW_THREADS
         parallel_from = PARALLEL_READ_BYTES * (FEW_THREADS_FACTOR if few else 1)
-    if len(view) < parallel_from or getattr(_worker, "in_pool", False):
+    if len(view) < parallel_from or in_pool():
         return _read_then(fd, view, offset, 0, then)
     starts = range(0, len(view), chunk)
     futures = [pool().submit(_read_then, fd, view[s : s + chunk], offset + s, s, then) for s in starts]

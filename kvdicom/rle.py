@@ -209,7 +209,7 @@ def _decode_all(layout, frames: list, target, on_done=None) -> None:
     """
     from kvdicom import host_read
 
-    if not _concurrent(layout, len(frames)) or getattr(host_read._worker, "in_pool", False):
+    if not _concurrent(layout, len(frames)) or host_read.in_pool():
         for i, frame in enumerate(frames):
             decode_frame_into(layout, i, frame, target(i))
             if on_done:

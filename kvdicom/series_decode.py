@@ -17,7 +17,7 @@ order:
    layout fields agree (:func:`batch_key`) form one group, and each group's
    frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom.gpu_codec._decode_batch`;
    split only past :data:`BATCH_MAX_DECODED_BYTES`, a device-memory bound),
-   corrected by :func:`kvdicom.gpu_codec.finish` and written into the
+   corrected by :func:`kvdicom.corrections.finish` and written into the
    volume's slots; frames nvImageCodec returns as nothing or as all zeros,
    and slices planned for the host, decode on the host (pinned staging,
    one copy per run of slots);
@@ -43,11 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import compressed, host_codecs, host_parallel, host_read, process_pool, rle
+from kvdicom import compressed, corrections, host_codecs, host_parallel, host_read, process_pool, rle
 from kvdicom.decode import array_module
 from kvdicom.errors import DicomLoadError
 
-#: Layout fields a GPU batch must share besides the plan: they decide how ``gpu_codec.finish`` corrects the
+#: Layout fields a GPU batch must share besides the plan: they decide how ``corrections.finish`` corrects the
 #: decoder's samples and what array each frame is.
 BATCH_FIELDS = ("transfer_syntax", "codec", "dtype", "rows", "columns", "samples_per_pixel", "planar_configuration",
                 "bits_allocated", "bits_stored", "pixel_representation", "photometric_interpretation")
@@ -91,19 +91,11 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
     return piece
 
 
-def _wait_all(futures: list) -> list:
-    """Every future's result in order; after all have finished, the first error (slice order) is raised."""
-    concurrent.futures.wait(futures)  # none still reads or writes after we return, errors or not
-    for future in futures:
-        if future.exception() is not None:
-            raise future.exception()
-    return [f.result() for f in futures]
-
-
 def read_all(layouts: list, slots: list[int], plan_frames: int | None = None) -> list[Slice]:
     """:func:`read_slice` of every layout, concurrently on kvdicom's pool; all of them or an error."""
     pool = host_read.pool()
-    return _wait_all([pool.submit(read_slice, slot, layout, plan_frames) for slot, layout in zip(slots, layouts)])
+    return host_read.wait_all([pool.submit(read_slice, slot, layout, plan_frames)
+                               for slot, layout in zip(slots, layouts)])
 
 
 def batch_key(piece: Slice) -> tuple | None:
@@ -208,11 +200,7 @@ def _summary(counts: collections.Counter) -> tuple[str, ...]:
 # --- device="cpu" --------------------------------------------------------------------------------
 
 
-def _decode_slice(slot: int, layout, stored: np.ndarray) -> None:
-    host_into(read_slice(slot, layout), stored[slot])
-
-
-def _read_decode_slice(slot: int, layout, stored: np.ndarray) -> Slice:
+def _decode_slice(slot: int, layout, stored: np.ndarray) -> Slice:
     piece = read_slice(slot, layout)
     host_into(piece, stored[slot])
     return piece
@@ -220,11 +208,11 @@ def _read_decode_slice(slot: int, layout, stored: np.ndarray) -> Slice:
 
 def _on_read_pool(fn, calls: list[tuple]) -> None:
     """``fn(*args)`` for each of ``calls``, side by side on kvdicom's read pool (here when already on it)."""
-    if getattr(host_read._worker, "in_pool", False) or not host_codecs._concurrent(len(calls)):
+    if not host_codecs._concurrent(len(calls)):  # also False on a pool thread
         for args in calls:
             fn(*args)
         return
-    _wait_all([host_read.pool().submit(fn, *args) for args in calls])
+    host_read.wait_all([host_read.pool().submit(fn, *args) for args in calls])
 
 
 def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str, ...]:
@@ -232,14 +220,14 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
     pool = host_read.pool()
     if all(rle.problem(layout) is None for layout in layouts) and rle._concurrent(layouts[0], len(layouts)):
         # PackBits releases the GIL: read and decode each slice in its own task
-        _wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
+        host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
         return _summary(collections.Counter(host_decoder(layout) for layout in layouts))
     if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: imagecodecs or the process pool
         first = read_slice(slots[0], layouts[0])
         if not isinstance(_host_codecs_plan(first), str) and host_codecs._concurrent(len(layouts)):
             # imagecodecs releases the GIL: read and decode each slice in its own task, as RLE
-            pieces = [first] + _wait_all([pool.submit(_read_decode_slice, slot, layout, stored)
-                                          for slot, layout in zip(slots[1:], layouts[1:])])
+            pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored)
+                                                   for slot, layout in zip(slots[1:], layouts[1:])])
             host_into(first, stored[slots[0]])
             return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
         pieces = [first] + read_all(layouts[1:], slots[1:])
@@ -307,7 +295,7 @@ def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
         raw, redo = gpu_codec._decode_batch([p.frames[0] for p in batch], block, first.how)
     except Exception as exc:  # noqa: BLE001  the host decoders then decide, naming any bad file
         return batch, f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
-    out = gpu_codec.finish(raw, block, first.how)
+    out = corrections.finish(raw, block, first.how)
     xp = array_module(out)
     blank = _as_list(xp.flatnonzero(~out.reshape(len(batch), -1).any(axis=1)))
     _scatter(stored, [p.slot for p in batch], out)

@@ -13,14 +13,13 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
-from kvdicom import codestream, compressed, host_codecs, io_tuning
+from kvdicom import codestream, compressed, host_codecs, host_read, io_tuning
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
 pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")
 imagecodecs = pytest.importorskip("imagecodecs", reason="the route needs imagecodecs (requirements.txt)")
 
-S16 = {"bits_allocated": 16, "bits_stored": 16, "signed": True}
-RGB8 = {"bits_allocated": 8, "bits_stored": 8, "samples_per_pixel": 3}
+from tests.test_compressed import RGB8, S16  # noqa: E402  (after the skips: it needs the same codecs)
 
 #: Files this route decodes (the imagecodecs library that runs).
 TAKEN = [
@@ -118,7 +117,7 @@ def test_large_j2k_frames_get_openjpeg_threads_unless_on_the_pool(files, monkeyp
     assert host_codecs._frame_threads(layout, how, 1) == 1  # below INTRA_FRAME_MIN_PIXELS
     monkeypatch.setattr(host_codecs, "INTRA_FRAME_MIN_PIXELS", 64 * 64)
     assert host_codecs._frame_threads(layout, how, 1) == 8
-    monkeypatch.setattr(host_codecs, "_in_pool", lambda: True)  # a series slice's task: the pool has the cores
+    monkeypatch.setattr(host_read, "in_pool", lambda: True)  # a series slice's task: the pool has the cores
     assert host_codecs._frame_threads(layout, how, 1) == 1
 
 
