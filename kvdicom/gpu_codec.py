@@ -26,6 +26,7 @@ import pydicom
 from kvdicom import compressed, host_codecs, rle
 from kvdicom.compressed import CompressedLayout
 from kvdicom.corrections import finish
+from kvdicom.decode import array_module
 
 #: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
 #: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
@@ -138,6 +139,42 @@ def _decoder():
     return nvimgcodec.Decoder()
 
 
+class _Slot:
+    """One frame's slot of the output as nvImageCodec's ``as_images`` takes it: a bare CUDA array interface.
+
+    Cheaper than a CuPy slice per frame. Measured on an H200 (nvImageCodec 0.9.0.20, medians of 300), 30
+    frames of 240 × 320 RGB: 30 CuPy slices 0.093 ms + ``as_images`` of them 0.237 ms, against 30 slots
+    0.022 ms + ``as_images`` of them 0.168 ms. The output array, which owns the memory, outlives the decode.
+    """
+
+    __slots__ = ("__cuda_array_interface__",)
+
+    def __init__(self, ptr: int, shape: tuple, typestr: str):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False), "strides": None,
+                                         "version": 3}
+
+
+def _slots(raw) -> list:
+    """One :class:`_Slot` per frame of the C-contiguous ``raw`` (frames, rows, cols, samples)."""
+    shape, typestr, step = tuple(raw.shape[1:]), raw.dtype.str, raw[0].nbytes if len(raw) else 0
+    return [_Slot(raw.data.ptr + i * step, shape, typestr) for i in range(len(raw))]
+
+
+def blank_frames(per_frame) -> list[int]:
+    """Indices of the all-zero rows of ``per_frame`` (frames, samples), NumPy or CuPy: one reduction, one small copy.
+
+    The rows are read as 8-byte words where their size allows: on an H200, 30 frames of 240 × 320 RGB took
+    0.093 ms as bytes (``any(axis=1)`` and ``.get()``), 0.039 ms as words. ``cupy.flatnonzero`` would add a
+    scan and a sync of its own.
+    """
+    xp = array_module(per_frame)
+    rows = per_frame.reshape(len(per_frame), -1).view(np.uint8)
+    if rows.shape[1] % 8 == 0 and rows.shape[1]:
+        rows = rows.view(np.uint64)
+    nonzero = rows.any(axis=1)
+    return np.flatnonzero(~(nonzero.get() if xp is not np else nonzero)).tolist()
+
+
 def _copy_images(images, raw, how: Plan, stream) -> list:
     """Copy each decoded image into its slot of ``raw``; return the indices that need the host instead.
 
@@ -184,7 +221,7 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     if (how.raw_itemsize, layout.samples_per_pixel) in DECODE_IN_PLACE:
         try:
             images = _decoder().decode(streams, params=params, cuda_stream=stream.ptr,
-                                       images=nvimgcodec.as_images([raw[i] for i in range(len(frames))]))
+                                       images=nvimgcodec.as_images(_slots(raw)))
         except (TypeError, ValueError, RuntimeError):  # an nvImageCodec that cannot: its own images, copied
             images = None
     if images is None:
@@ -209,9 +246,7 @@ def load(layout: CompressedLayout):
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
     per_frame = out.reshape((len(frames), -1))
-    # one reduction and one small copy to the host (cupy.flatnonzero adds a scan and a sync of its own)
-    blank = np.flatnonzero(~per_frame.any(axis=1).get()).tolist()
-    for i in sorted(set(redo) | set(blank)):
+    for i in sorted(set(redo) | set(blank_frames(per_frame))):
         host = compressed.host_decode(layout, value, index=i)
         per_frame[i] = cupy.asarray(host.reshape(-1))
     return out

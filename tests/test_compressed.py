@@ -651,6 +651,39 @@ def test_gpu_rgb_jpeg_decodes_into_the_output_slots(cuda, files, monkeypatch):
     assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= 5
 
 
+@pytest.mark.gpu
+def test_gpu_slots_given_to_the_decoder_are_the_output_frames(cuda):
+    """Each slot handed to nvImageCodec points at its own frame of the output, with the frame's shape and type."""
+    import cupy
+
+    raw = cupy.empty((3, 5, 7, 3), dtype=np.uint16)
+    slots = gpu_codec._slots(raw)
+    assert [s.__cuda_array_interface__["data"][0] for s in slots] == [raw[i].data.ptr for i in range(3)]
+    assert all(s.__cuda_array_interface__["shape"] == (5, 7, 3) for s in slots)
+    assert all(s.__cuda_array_interface__["typestr"] == raw.dtype.str for s in slots)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5), (4, 8, 2), (4, 1, 1)], ids=["odd-bytes", "word-multiple", "one-byte"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_blank_frames_are_the_all_zero_ones_whatever_the_frame_size(shape, dtype):
+    """A frame is blank only when every byte is zero: a single set bit in its last byte makes it not blank."""
+    frames = np.zeros(shape, dtype=dtype)
+    frames[1].reshape(-1)[-1] = 1
+    frames[3].reshape(-1)[0] = -1 if np.dtype(dtype).kind == "i" else 255
+    assert gpu_codec.blank_frames(frames.reshape(len(frames), -1)) == [0, 2]
+
+
+@pytest.mark.gpu
+def test_gpu_blank_frames_are_the_all_zero_ones(cuda):
+    import cupy
+
+    for shape in [(4, 3, 5), (4, 8, 2)]:
+        frames = np.zeros(shape, dtype=np.uint8)
+        frames[1, -1, -1] = 1
+        frames[3, 0, 0] = 128
+        assert gpu_codec.blank_frames(cupy.asarray(frames).reshape(4, -1)) == [0, 2]
+
+
 def _jpeg_frames(files, syntax="jpeg_baseline"):
     spec = next(s for s, _ in CASES if s.transfer_syntax == syntax)
     layout = kvdicom.inspect(files[spec])
