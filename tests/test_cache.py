@@ -176,16 +176,50 @@ def test_using_a_cached_file_keeps_its_modification_time(tmp_path):
 def test_the_checksum_record_is_in_place_before_the_file(tmp_path, monkeypatch):
     # a concurrent user that finds the file must find its record, or it "regenerates" it under the writer
     seen = []
-    real_replace = os.replace
+    real_publish = cache_module._publish
 
-    def replace(src, dst):
-        if str(dst).endswith(".dcm"):
-            seen.append(cache_module.checksum_path(Path(dst)).exists())
-        return real_replace(src, dst)
+    def publish(src, dst):
+        seen.append(cache_module.checksum_path(Path(dst)).exists())
+        return real_publish(src, dst)
 
-    monkeypatch.setattr(cache_module.os, "replace", replace)
-    Corpus(tmp_path, 1 << 30).ensure(SMALL)
-    assert seen == [True]
+    monkeypatch.setattr(cache_module, "_publish", publish)
+    path = Corpus(tmp_path, 1 << 30).ensure(SMALL)
+    assert seen == [True] and path.exists()
+
+
+def test_a_file_another_process_put_in_place_first_is_never_replaced(tmp_path, monkeypatch):
+    # A reader of the first copy (a pytest-xdist worker in kvdicom.load) checks its inode before and after
+    # reading the pixels: replacing the file under it failed that load as "file changed".
+    corpus = Corpus(tmp_path, 1 << 30)
+    target = corpus.path_for(SMALL)
+    real_write = cache_module.write_dicom
+    theirs = []
+
+    def racing_write(spec, path):  # the other writer finishes while we write
+        other = tmp_path / "other.dcm"
+        real_write(spec, other)
+        cache_module.write_checksum(target, source=other)
+        os.rename(other, target)
+        theirs.append(os.open(target, os.O_RDONLY))  # and someone is reading it
+        real_write(spec, path)
+
+    monkeypatch.setattr(cache_module, "write_dicom", racing_write)
+    try:
+        assert corpus.ensure(SMALL) == target
+        assert os.fstat(theirs[0]).st_ino == target.stat().st_ino
+    finally:
+        os.close(theirs[0])
+    assert cache_module.check_file(target) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, target.name + ".sha256"])
+
+
+def test_without_hard_links_the_file_is_renamed_into_place(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cache_module.os, "link", no_links)
+    path = Corpus(tmp_path, 1 << 30).ensure(SMALL)
+    assert cache_module.check_file(path) is None and not list(tmp_path.glob("*.tmp"))
 
 
 def test_a_series_another_process_put_in_place_first_is_used(tmp_path, monkeypatch):
