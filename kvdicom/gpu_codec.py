@@ -217,6 +217,11 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     stream = cupy.cuda.get_current_stream()
     shape = (layout.rows, layout.columns, layout.samples_per_pixel)
     raw = cupy.empty((len(frames),) + shape, dtype=np.dtype(f"u{how.raw_itemsize}"))
+    # nvJPEG's hardware (NVJPG) batched decode writes without waiting for work already queued on the caller's
+    # stream (reproduced on H100s: torchcodec PR 1634, torchvision PR 9606). The memory pool may hand ``raw`` a
+    # block that such work still reads or writes, and the decode writes straight into ``raw``
+    # (DECODE_IN_PLACE): drain the stream first, which costs a few microseconds when it is idle.
+    stream.synchronize()
     images = None
     if (how.raw_itemsize, layout.samples_per_pixel) in DECODE_IN_PLACE:
         try:

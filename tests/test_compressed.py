@@ -651,6 +651,48 @@ def test_gpu_rgb_jpeg_decodes_into_the_output_slots(cuda, files, monkeypatch):
     assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= 5
 
 
+#: A kernel that keeps one GPU thread busy for ``cycles`` clock cycles: work queued on the stream.
+_SPIN = r"""
+extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) {}
+}
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_decode_waits_for_work_queued_on_the_stream(cuda, files):
+    """Work still queued on a block the pool hands to the output finishes before the decoder writes there.
+
+    nvJPEG's hardware batched decode does not wait for the caller's stream (torchcodec PR 1634). Here a fill
+    of the block is queued behind a long kernel, the block is freed, and the batch decodes: without a drain
+    the fill lands on the decoded frames afterwards.
+    """
+    import cupy
+
+    if gpu_codec.nvimgcodec_problem():
+        pytest.skip(gpu_codec.nvimgcodec_problem())
+    spec = next(s for s, _ in CASES if s.transfer_syntax == "jpeg_baseline" and s.samples_per_pixel == 3)
+    layout, frames, how = _planned(files[spec])
+    assert how.route == "gpu"
+    clean, _ = gpu_codec._decode_batch(frames, layout, how)
+    expected = clean.get()
+    del clean
+    spin = cupy.RawKernel(_SPIN, "spin")
+    reused = 0
+    for _ in range(8):
+        block = cupy.empty(expected.nbytes, dtype=np.uint8)
+        spin((1,), (1,), (np.int64(40_000_000),))  # about 20 ms at 2 GHz
+        block.fill(7)
+        freed = block.data.ptr
+        del block
+        raw, redo = gpu_codec._decode_batch(frames, layout, how)
+        reused += raw.data.ptr == freed
+        assert redo == [] and np.array_equal(raw.get(), expected)
+    if not reused:
+        pytest.skip("the memory pool never handed the freed block to the output, so nothing was checked")
+
+
 @pytest.mark.gpu
 def test_gpu_slots_given_to_the_decoder_are_the_output_frames(cuda):
     """Each slot handed to nvImageCodec points at its own frame of the output, with the frame's shape and type."""
