@@ -203,6 +203,17 @@ def _copy_images(images, raw, how: Plan, stream) -> list:
     return redo
 
 
+def _drain(stream) -> None:
+    """Wait for the work already queued on ``stream``, before the decoder writes into the output.
+
+    nvJPEG's hardware (NVJPG) batched decode writes without waiting for that work (reproduced on H100s:
+    torchcodec PR 1634, torchvision PR 9606). The memory pool may hand the output a block that such work
+    still reads or writes, and the decode writes straight into the output (:data:`DECODE_IN_PLACE`).
+    A few microseconds when the stream is idle. ``tools/probe_stream_race.py`` counts what it prevents.
+    """
+    stream.synchronize()
+
+
 def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     """(raw (frames, rows, cols, samples) CuPy array, indices of frames to decode on the host).
 
@@ -217,11 +228,7 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     stream = cupy.cuda.get_current_stream()
     shape = (layout.rows, layout.columns, layout.samples_per_pixel)
     raw = cupy.empty((len(frames),) + shape, dtype=np.dtype(f"u{how.raw_itemsize}"))
-    # nvJPEG's hardware (NVJPG) batched decode writes without waiting for work already queued on the caller's
-    # stream (reproduced on H100s: torchcodec PR 1634, torchvision PR 9606). The memory pool may hand ``raw`` a
-    # block that such work still reads or writes, and the decode writes straight into ``raw``
-    # (DECODE_IN_PLACE): drain the stream first, which costs a few microseconds when it is idle.
-    stream.synchronize()
+    _drain(stream)
     images = None
     if (how.raw_itemsize, layout.samples_per_pixel) in DECODE_IN_PLACE:
         try:

@@ -69,9 +69,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
     args = parser.parse_args()
-    cupy = timing.gpu()
-    if cupy is None or gpu_codec.nvimgcodec_problem():
-        print(f"no GPU decode here: {gpu_codec.nvimgcodec_problem() or 'no usable GPU'}")
+    cupy = timing.gpu_decoding()
+    if cupy is None:
         return 1
     spec = next(s for s in compressed_specs("full") if s.transfer_syntax == "jpeg_baseline" and s.frames == 30)
     path = Corpus(args.corpus_dir, 16 << 30).ensure(spec)

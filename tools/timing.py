@@ -40,3 +40,15 @@ def gpu_load(cupy, path):
     out = kvdicom.load(path, "cuda")
     cupy.cuda.Device().synchronize()
     return out
+
+
+def gpu_decoding():
+    """CuPy where kvdicom's GPU decode (nvImageCodec) can run here; else None, with the reason printed."""
+    from kvdicom import gpu_codec
+
+    cupy = gpu()
+    problem = gpu_codec.nvimgcodec_problem() or (None if cupy is not None else "no usable GPU")
+    if problem:
+        print(f"no GPU decode here: {problem}")
+        return None
+    return cupy
