@@ -281,10 +281,6 @@ def _scatter(stored, slots: list[int], out) -> None:
         stored[array_module(stored).asarray(slots)] = out
 
 
-def _as_list(indices) -> list[int]:
-    return (indices.get() if hasattr(indices, "get") else indices).tolist()  # CuPy: one device-to-host copy
-
-
 def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
     from kvdicom import gpu_codec
@@ -296,8 +292,7 @@ def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     except Exception as exc:  # noqa: BLE001  the host decoders then decide, naming any bad file
         return batch, f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
     out = corrections.finish(raw, block, first.how)
-    xp = array_module(out)
-    blank = _as_list(xp.flatnonzero(~out.reshape(len(batch), -1).any(axis=1)))
+    blank = gpu_codec.blank_frames(out.reshape(len(batch), -1))
     _scatter(stored, [p.slot for p in batch], out)
     again = sorted(set(redo) | set(blank))
     return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
