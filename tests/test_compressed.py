@@ -651,15 +651,6 @@ def test_gpu_rgb_jpeg_decodes_into_the_output_slots(cuda, files, monkeypatch):
     assert np.abs(got.astype(np.int64) - ref.astype(np.int64)).max() <= 5
 
 
-#: A kernel that keeps one GPU thread busy for ``cycles`` clock cycles: work queued on the stream.
-_SPIN = r"""
-extern "C" __global__ void spin(long long cycles) {
-    long long start = clock64();
-    while (clock64() - start < cycles) {}
-}
-"""
-
-
 @pytest.mark.gpu
 def test_gpu_decode_waits_for_work_queued_on_the_stream(cuda, files):
     """Work still queued on a block the pool hands to the output finishes before the decoder writes there.
@@ -668,7 +659,7 @@ def test_gpu_decode_waits_for_work_queued_on_the_stream(cuda, files):
     of the block is queued behind a long kernel, the block is freed, and the batch decodes: without a drain
     the fill lands on the decoded frames afterwards.
     """
-    import cupy
+    from tests.stream_race import queued_fill_rounds
 
     if gpu_codec.nvimgcodec_problem():
         pytest.skip(gpu_codec.nvimgcodec_problem())
@@ -678,18 +669,9 @@ def test_gpu_decode_waits_for_work_queued_on_the_stream(cuda, files):
     clean, _ = gpu_codec._decode_batch(frames, layout, how)
     expected = clean.get()
     del clean
-    spin = cupy.RawKernel(_SPIN, "spin")
-    reused = 0
-    for _ in range(8):
-        block = cupy.empty(expected.nbytes, dtype=np.uint8)
-        spin((1,), (1,), (np.int64(40_000_000),))  # about 20 ms at 2 GHz
-        block.fill(7)
-        freed = block.data.ptr
-        del block
-        raw, redo = gpu_codec._decode_batch(frames, layout, how)
-        reused += raw.data.ptr == freed
-        assert redo == [] and np.array_equal(raw.get(), expected)
-    if not reused:
+    rounds = queued_fill_rounds(cuda, lambda: gpu_codec._decode_batch(frames, layout, how), expected, 8)
+    assert all(redo == [] and equal for _, equal, redo in rounds), rounds
+    if not any(reused for reused, _, _ in rounds):
         pytest.skip("the memory pool never handed the freed block to the output, so nothing was checked")
 
 

@@ -24,34 +24,11 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
 from kvdicom import compressed, gpu_codec  # noqa: E402
-
-SPIN = r"""
-extern "C" __global__ void spin(long long cycles) {
-    long long start = clock64();
-    while (clock64() - start < cycles) {}
-}
-"""
-
-
-def rounds(cupy, frames, layout, how, expected, count: int) -> tuple[int, int]:
-    """(rounds whose output took the freed block, rounds whose output differs from ``expected``)."""
-    spin = cupy.RawKernel(SPIN, "spin")
-    reused = wrong = 0
-    for _ in range(count):
-        block = cupy.empty(expected.nbytes, dtype=np.uint8)
-        spin((1,), (1,), (np.int64(40_000_000),))
-        block.fill(7)
-        freed = block.data.ptr
-        del block
-        raw, _ = gpu_codec._decode_batch(frames, layout, how)
-        reused += raw.data.ptr == freed
-        wrong += not np.array_equal(raw.get(), expected)
-    return reused, wrong
+from tests.stream_race import queued_fill_rounds  # noqa: E402
 
 
 def main() -> int:
@@ -82,7 +59,10 @@ def main() -> int:
         try:
             for label, chosen in (("drained", drain), ("not drained", lambda stream: None)):
                 gpu_codec._drain = chosen
-                reused, wrong = rounds(cupy, frames, layout, how, expected, args.rounds)
+                rounds = queued_fill_rounds(cupy, lambda: gpu_codec._decode_batch(frames, layout, how), expected,
+                                            args.rounds)
+                reused = sum(took for took, _, _ in rounds)
+                wrong = sum(not equal for _, equal, _ in rounds)
                 print(f"{spec.case_id} {label:<12}: {reused}/{args.rounds} rounds on the freed block, "
                       f"{wrong}/{args.rounds} wrong", flush=True)
         finally:
