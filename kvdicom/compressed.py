@@ -300,12 +300,19 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
 def host_decoder(layout: CompressedLayout, frames: list | None = None, infos: list | None = None) -> str:
     """What decodes ``layout``'s whole value on the host (benchmark records): imagecodecs' route where it
     applies (:mod:`kvdicom.host_codecs`; the frames are read to tell, unless given), else the pydicom plugin."""
-    from kvdicom import host_codecs, host_parallel
+    from kvdicom import host_codecs
 
     if frames is None:
         _, frames = read_frames(layout)
         infos = check_frames(layout, frames)
-    how = host_codecs.plan(layout, frames, infos)
+    return host_route(layout, host_codecs.plan(layout, frames, infos))
+
+
+def host_route(layout: CompressedLayout, how) -> str:
+    """:func:`host_decoder` from ``how``, :func:`kvdicom.host_codecs.plan`'s answer (a plan, or why not),
+    for callers that already hold it."""
+    from kvdicom import host_codecs, host_parallel
+
     if not isinstance(how, str):
         return host_codecs.decoder(layout, how)
     return f"pydicom:{host_parallel.decoder(layout, reference_plugin(layout.transfer_syntax))}"

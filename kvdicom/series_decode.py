@@ -69,6 +69,7 @@ class Slice:
     frames: list  #: one buffer per frame
     infos: list  #: codestream facts per frame (compressed.check_frames)
     how: object = None  #: gpu_codec.Plan (device="cuda" only)
+    host_how: object = None  #: host_codecs.plan's answer, once asked (:func:`_host_codecs_plan`)
 
 
 def as_batch(layout, frames: int):
@@ -131,12 +132,16 @@ def host_decoder(layout, piece: Slice | None = None) -> str:
         return rle.decoder(layout)
     if piece is None:
         return compressed.host_decoder(layout)
-    return compressed.host_decoder(layout, piece.frames, piece.infos)
+    return compressed.host_route(layout, _host_codecs_plan(piece))
 
 
 def _host_codecs_plan(piece: Slice):
-    """:func:`kvdicom.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it)."""
-    return host_codecs.plan(piece.layout, piece.frames, piece.infos)
+    """:func:`kvdicom.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it), worked out once
+    per slice: choosing the route, decoding and naming the decoder all ask (it walks every JPEG 2000 tile-part
+    header: :func:`kvdicom.codestream.j2k_reversible`)."""
+    if piece.host_how is None:
+        piece.host_how = host_codecs.plan(piece.layout, piece.frames, piece.infos)
+    return piece.host_how
 
 
 def host_into(piece: Slice, dst: np.ndarray) -> None:

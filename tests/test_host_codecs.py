@@ -237,3 +237,19 @@ def test_a_j2k_header_with_no_components_has_no_facts_and_no_crash(files, tmp_pa
     path = tmp_path / "csiz0.dcm"
     path.write_bytes(data.replace(frame, no_components))
     assert check_load(path, "cpu") is None
+
+
+@pytest.mark.parametrize("min_cpus", [1, 1 << 20], ids=["slices-on-the-pool", "slices-in-turn"])
+def test_cpu_series_plans_each_slice_once(tmp_path, monkeypatch, min_cpus):
+    """Choosing the route, decoding and naming the decoder share one plan per slice: it walks every tile-part."""
+    from tests.test_series_decode import pydicom_volume, write_series
+
+    monkeypatch.setattr(host_codecs, "CONCURRENT_MIN_CPUS", min_cpus)
+    asked = []
+    real = host_codecs.plan
+    monkeypatch.setattr(host_codecs, "plan", lambda layout, *a: asked.append(layout.path) or real(layout, *a))
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 3)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert any("host_codecs" in d for d in info.decoders), info.decoders
+    assert sorted(asked) == sorted(str(p) for p in paths)
