@@ -73,7 +73,6 @@ def _gpu_on_host(path) -> bool:
 
 def main() -> None:
     from bench.compressed_peers import pydicom_pinned
-    from fixtures.cache import Corpus
     from fixtures.encode import EncoderUnavailable
     from fixtures.profiles import compressed_specs
     from kvdicom import rle
@@ -83,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--budget", type=float, default=40.0, help="seconds of timing per case at most")
     parser.add_argument("--match", default="", help="only cases whose id contains this")
-    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
+    timing.add_corpus_option(parser)
     args = parser.parse_args()
     cupy = timing.gpu()
     started = time.perf_counter()
@@ -92,7 +91,7 @@ def main() -> None:
           f"(started in {(time.perf_counter() - started) * 1e3:.0f} ms), GPU {'yes' if cupy else 'no'}; "
           f"thresholds: frames >= {host_parallel.POOL_MIN_FRAMES}, decoded bytes >= "
           f"{host_parallel.POOL_MIN_DECODED_BYTES}, cores >= {host_parallel.POOL_MIN_PROCESSES}", flush=True)
-    corpus = Corpus(args.corpus_dir, 16 << 30)
+    corpus = timing.corpus(args)
     for spec in compressed_specs(args.profile):
         if args.match not in spec.case_id:
             continue

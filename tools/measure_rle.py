@@ -22,7 +22,6 @@ import timing
 
 import kvdicom
 from bench.compressed_peers import pydicom_pinned
-from fixtures.cache import Corpus
 from fixtures.profiles import compressed_specs
 from kvdicom import io_tuning, rle
 
@@ -48,12 +47,12 @@ def route(name: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=41)
-    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
+    timing.add_corpus_option(parser)
     args = parser.parse_args()
     cupy = timing.gpu()
     print(f"cores {os.cpu_count()}, kvdicom pool threads {io_tuning.host_threads()}, "
           f"imagecodecs {'yes' if rle._HAVE_IMAGECODECS else 'no'}, GPU {'yes' if cupy else 'no'}")
-    corpus = Corpus(args.corpus_dir, 16 << 30)
+    corpus = timing.corpus(args)
     for spec in compressed_specs("full"):
         if spec.transfer_syntax != "rle":
             continue

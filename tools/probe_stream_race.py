@@ -17,7 +17,6 @@ GPU and driver have the race.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -32,17 +31,16 @@ from tests.stream_race import queued_fill_rounds  # noqa: E402
 
 
 def main() -> int:
-    from fixtures.cache import Corpus
     from fixtures.profiles import compressed_specs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
+    timing.add_corpus_option(parser)
     args = parser.parse_args()
     cupy = timing.gpu_decoding()
     if cupy is None:
         return 1
-    corpus = Corpus(args.corpus_dir, 16 << 30)
+    corpus = timing.corpus(args)
     drain = gpu_codec._drain
     for spec in compressed_specs("full"):
         if spec.transfer_syntax != "jpeg_baseline":

@@ -17,7 +17,6 @@ choices are interleaved so that drift hits them alike.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -58,18 +57,17 @@ def decoders() -> dict:
 
 def main() -> int:
     from bench.compressed_peers import pydicom_pinned
-    from fixtures.cache import Corpus
     from fixtures.profiles import compressed_specs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
+    timing.add_corpus_option(parser)
     args = parser.parse_args()
     cupy = timing.gpu()
     if cupy is None:
         print("no GPU here")
         return 1
-    corpus = Corpus(args.corpus_dir, 16 << 30)
+    corpus = timing.corpus(args)
     built = decoders()
     for name, dec in built.items():
         if isinstance(dec, str):

@@ -15,7 +15,6 @@ state can be pinned on a stage when it comes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -62,18 +61,17 @@ class _EventTimedDecoder:
 
 
 def main() -> int:
-    from fixtures.cache import Corpus
     from fixtures.profiles import compressed_specs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=600)
-    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", ".corpus"))
+    timing.add_corpus_option(parser)
     args = parser.parse_args()
     cupy = timing.gpu_decoding()
     if cupy is None:
         return 1
     spec = next(s for s in compressed_specs("full") if s.transfer_syntax == "jpeg_baseline" and s.frames == 30)
-    path = Corpus(args.corpus_dir, 16 << 30).ensure(spec)
+    path = timing.corpus(args).ensure(spec)
     stamps: dict = {}
     decoder = _EventTimedDecoder(cupy, gpu_codec._decoder(), stamps)
     saved = {(compressed, "read_frames"): compressed.read_frames, (compressed, "check_frames"): compressed.check_frames,

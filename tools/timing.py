@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 
@@ -52,3 +53,19 @@ def gpu_decoding():
         print(f"no GPU decode here: {problem}")
         return None
     return cupy
+
+
+def add_corpus_option(parser) -> None:
+    """``--corpus-dir``, defaulting as the suite's own option does (``DGB_CORPUS_DIR``, else the checkout's
+    ``.corpus``): a tool reuses the files ``./dgb bench`` generated."""
+    from dgbench import config
+
+    parser.add_argument("--corpus-dir", default=os.environ.get("DGB_CORPUS_DIR", str(config.DEFAULT_CORPUS_DIR)))
+
+
+def corpus(args):
+    """The corpus at ``args.corpus_dir`` (:func:`add_corpus_option`), with the suite's default size cap."""
+    from dgbench import config
+    from fixtures.cache import Corpus
+
+    return Corpus(args.corpus_dir, int(config.DEFAULT_CORPUS_CAP_GB * 2**30))
