@@ -15,15 +15,20 @@ import contextlib
 import functools
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import timing
 
-import kvdicom
-from bench.compressed_peers import pydicom_pinned
-from fixtures.profiles import compressed_specs
-from kvdicom import io_tuning, rle
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import timing  # noqa: E402
+
+import kvdicom  # noqa: E402
+from bench.compressed_peers import pydicom_pinned  # noqa: E402
+from fixtures.profiles import compressed_specs  # noqa: E402
+from kvdicom import io_tuning, rle  # noqa: E402
 
 ROUTES = {  # name: (imagecodecs, CONCURRENT_MIN_BYTES, CONCURRENT_MIN_CPUS)
     "default": None,
