@@ -210,7 +210,7 @@ def _drain(stream) -> None:
     torchcodec PR 1634, torchvision PR 9606). The memory pool may hand the output a block that such work
     still reads or writes, and the decode writes straight into the output (:data:`DECODE_IN_PLACE`).
     A few microseconds when the stream is idle. ``tools/probe_stream_race.py`` counts what it prevents: on the
-    device's H100, 20 of 20 batches wrong without it, none with it.
+    device's H100, 20 of 20 batches wrong without it, none with it; on an H200, 5 of 5 and none.
     """
     stream.synchronize()
 
