@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from dgbench.config import COLD_MAX_RESIDENT, COLD_ROUNDS
-from kvdicom import host_read
-from kvdicom.io_tuning import machine_threads
+from kvdicom._io import host_read
+from kvdicom._io.tuning import machine_threads
 
 DIRECT_IO_ALIGN = 4096
 

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from fixtures.encode import EncoderUnavailable
-from kvdicom.compressed import reference_plugin
+from kvdicom._header.compressed import reference_plugin
 
 #: nvImageCodec's pydicom plugin label (nvidia/nvimgcodec/tools/dicom/pydicom_plugin.py)
 NVIMGCODEC_PLUGIN = "0.8.0+nvimgcodec"

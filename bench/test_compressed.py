@@ -63,7 +63,8 @@ def within_tolerance(spec, got, ref) -> bool:
 
 def _gpu_route(path) -> str:
     """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
-    from kvdicom import compressed, gpu_codec, rle
+    from kvdicom._codecs import gpu_codec, rle
+    from kvdicom._header import compressed
 
     layout = kvdicom.inspect(path)
     _, frames = compressed.read_frames(layout)
@@ -111,7 +112,7 @@ def test_compressed_cpu_load_matches_pydicom(cspec, cfile, creference):
 
 @pytest.mark.gpu
 def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, monkeypatch):
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
@@ -133,7 +134,8 @@ def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cu
     really decoded it (not a host fallback) within the exactness rule. A kind joins the verified set
     only after this passes for it on the device; a failure names the case and the difference.
     """
-    from kvdicom import compressed, gpu_codec
+    from kvdicom._codecs import gpu_codec
+    from kvdicom._header import compressed
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
@@ -165,7 +167,7 @@ def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cu
 def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_path, monkeypatch):
     """A legitimately black frame decodes to zeros (re-decoded on the host, still zeros) beside a non-black one."""
     pytest.importorskip("openjpeg")
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
@@ -208,7 +210,8 @@ def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
 
 def _cpu_route(path) -> str:
     """Which decoder kvdicom's CPU load uses for ``path``."""
-    from kvdicom import compressed, rle
+    from kvdicom._codecs import rle
+    from kvdicom._header import compressed
 
     layout = kvdicom.inspect(path)
     return rle.decoder(layout) or f"{compressed.host_decoder(layout)} (one read)"

@@ -8,7 +8,7 @@ pydicom loop + sort + ``np.stack`` (+ ``cupy.asarray``), the same loop with
 nvImageCodec's pydicom plugin (+ ``cupy.asarray``), dicomsdl loop (+
 ``cupy.asarray``; probed in a child process first, so a native crash is a
 skip), and ``kvdicom.load_series`` on the CPU and the GPU (one nvImageCodec
-batch for the series: ``kvdicom.series_decode``). Each loader's checked volume is
+batch for the series: ``kvdicom._series.decode``). Each loader's checked volume is
 the one its timed calls returned (``bench.rounds.timed``: the slow peers get
 three fixed rounds). ``extra_info`` adds the
 compressed bytes, the compression ratio, the frames (one per slice:
@@ -83,7 +83,7 @@ def test_cseries_cpu_load_matches_pydicom(csspec, csdir, csreference):
 @pytest.mark.gpu
 def test_cseries_gpu_load_matches_pydicom(cuda, csspec, csdir, csreference, monkeypatch):
     """On the device: the batched GPU decode (forced for small series too) equals the pydicom loop exactly."""
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
     volume, info = kvdicom.load_series(csdir, "cuda")

@@ -9,7 +9,7 @@ rewritten, elements deleted). For every mutant, kvdicom must
 * raise nothing but :class:`kvdicom.DicomLoadError`;
 * finish within :data:`EXAMPLE_TIMEOUT_S` (a signal alarm, so a hang fails
   the example instead of the run);
-* never ask ``kvdicom.loader._allocate`` for more bytes than the file holds,
+* never ask ``kvdicom._loader._allocate`` for more bytes than the file holds,
   and keep the peak Python allocation (tracemalloc) below the file size plus
   :data:`HEAP_SLACK_BYTES`.
 
@@ -39,15 +39,16 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import kvdicom
-import kvdicom.loader
+import kvdicom._loader
 from fixtures import mutate
 from fixtures.oracle import check_load
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.time_limit import TimeLimitExceeded, time_limit
 from fixtures.writer import write_dicom
-from kvdicom import device_read, encapsulated, host_read
-from kvdicom.layout import PIXEL_ELEMENTS
+from kvdicom._header import encapsulated
+from kvdicom._header.layout import PIXEL_ELEMENTS
+from kvdicom._io import device_read, host_read
 
 EXAMPLE_TIMEOUT_S = 20
 HEAP_SLACK_BYTES = 8 << 20
@@ -68,19 +69,19 @@ DS_VALUES = ["1", "0", "-1", "2.5", "-1024", "1e3", "1E-3", "nan", "inf", "-inf"
 
 @contextlib.contextmanager
 def recorded_allocations():
-    """Patch ``kvdicom.loader._allocate`` to record each requested size; restore it after."""
+    """Patch ``kvdicom._loader._allocate`` to record each requested size; restore it after."""
     sizes: list[int] = []
-    original = kvdicom.loader._allocate
+    original = kvdicom._loader._allocate
 
     def recording(layout, device):
         sizes.append(layout.nbytes)
         return original(layout, device)
 
-    kvdicom.loader._allocate = recording
+    kvdicom._loader._allocate = recording
     try:
         yield sizes
     finally:
-        kvdicom.loader._allocate = original
+        kvdicom._loader._allocate = original
 
 
 def bounded_load(path: Path, device: str, *, force: bool, rescale: bool = False):
@@ -235,7 +236,7 @@ def fuzz_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def warm_kvdicom(fuzz_dir):
     """Build lazily cached tables and import pydicom's plugins before memory is measured."""
-    from kvdicom.color import _host_table
+    from kvdicom._pixels.color import _host_table
 
     _host_table()
     for spec in (DicomSpec(rows=2, cols=2), DicomSpec(rows=2, cols=2, bits_allocated=1, bits_stored=1)):

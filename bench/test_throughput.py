@@ -37,7 +37,7 @@ def _record(benchmark, spec, path, loader, device, output, reference, page_cache
 
 
 def _kvikio_plan(path):
-    from kvdicom.io_tuning import plan_read
+    from kvdicom._io.tuning import plan_read
 
     plan = plan_read(kvdicom.inspect(path).nbytes)
     return {"kvikio_threads": plan.threads, "kvikio_task_size": plan.task_size}

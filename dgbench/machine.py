@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from kvdicom.io_tuning import configured_threads
+from kvdicom._io.tuning import configured_threads
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,14 @@ def configured_kvikio_threads() -> int:
     machine changed. Nothing here touches KvikIO's pool.
     """
     try:
-        from kvdicom.io_tuning import configured_threads  # issue 9: the setting in force
+        from kvdicom._io.tuning import configured_threads  # issue 9: the setting in force
     except ImportError:
         configured_threads = None
     if configured_threads is not None:
         value = configured_threads()
         if value is not None:
             return int(value)
-    from kvdicom.io_tuning import machine_threads
+    from kvdicom._io.tuning import machine_threads
 
     env = os.environ.get("KVIKIO_NTHREADS", "").strip()
     return int(env) if env.isdigit() and int(env) > 0 else machine_threads()

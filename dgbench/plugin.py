@@ -146,7 +146,7 @@ def cuda(gpu_status):
     import cupy
     import kvikio
 
-    from kvdicom.io_tuning import configure_kvikio
+    from kvdicom._io.tuning import configure_kvikio
 
     configure_kvikio()
     data = cupy.arange(1 << 20, dtype=cupy.uint8)

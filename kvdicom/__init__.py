@@ -5,12 +5,12 @@ offset in the file by KvikIO (GPU) or ``preadv`` (CPU), then decoded by one
 code path for both. The result equals ``pydicom``'s ``pixel_array``.
 """
 
-from kvdicom.compressed import CompressedLayout
+from kvdicom._header.compressed import CompressedLayout
+from kvdicom._header.layout import PixelLayout, inspect
+from kvdicom._io.tuning import configure
+from kvdicom._loader import load
+from kvdicom._series.loader import SeriesInfo, load_series
 from kvdicom.errors import DicomLoadError, GpuUnavailableError
-from kvdicom.io_tuning import configure
-from kvdicom.layout import PixelLayout, inspect
-from kvdicom.loader import load
-from kvdicom.series import SeriesInfo, load_series
 
 __all__ = [
     "CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "SeriesInfo",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kvdicom import host_codecs, host_parallel, process_pool
+from kvdicom._codecs import host_codecs, host_parallel
+from kvdicom._io import process_pool
 
 
 def pool_everything(monkeypatch, spied: str) -> list:

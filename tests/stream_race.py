@@ -1,5 +1,5 @@
 """Work still queued on the CUDA stream over the memory a GPU decode's output is handed: the race
-``kvdicom.gpu_codec._drain`` guards against. One scenario for ``tests/test_compressed.py`` and
+``kvdicom._codecs.gpu_codec._drain`` guards against. One scenario for ``tests/test_compressed.py`` and
 ``tools/probe_stream_race.py``."""
 
 from __future__ import annotations

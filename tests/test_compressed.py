@@ -3,8 +3,8 @@
 The GPU decoder itself (nvImageCodec) needs a device; here its output is
 stood in for by the CPU codecs that return samples the same way (the
 codestream's own container and sign: openjpeg for JPEG 2000 / HTJ2K,
-libjpeg-turbo through imagecodecs for JPEG), so :func:`kvdicom.gpu_codec.finish`
-and :func:`kvdicom.gpu_codec.plan` are tested against pydicom here.
+libjpeg-turbo through imagecodecs for JPEG), so :func:`kvdicom._codecs.gpu_codec.finish`
+and :func:`kvdicom._codecs.gpu_codec.plan` are tested against pydicom here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, write_dicom
-from kvdicom import codestream, compressed, encapsulated, gpu_codec
+from kvdicom._codecs import gpu_codec
+from kvdicom._header import codestream, compressed, encapsulated
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
 pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")

@@ -1,4 +1,4 @@
-"""kvdicom.decode on NumPy: each step pinned to hand-computed values, then to pydicom."""
+"""kvdicom._pixels.decode on NumPy: each step pinned to hand-computed values, then to pydicom."""
 
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def test_mismatch_reports_a_wrong_value():
 @pytest.mark.parametrize("use_out", [False, True], ids=["new", "out"])
 def test_unused_bits_are_corrected_chunk_by_chunk_as_the_host_read_lands(make_file, tmp_path, monkeypatch,
                                                                          signed, use_out):
-    from kvdicom import host_read, loader
+    from kvdicom import _loader as loader
+    from kvdicom._io import host_read
 
     monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
     monkeypatch.setattr(host_read, "CHUNK_BYTES", 1003)  # odd: the correction still sees whole samples

@@ -17,9 +17,9 @@ from fixtures import mutate
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.writer import add_modality_lut, build_dataset, write_dicom
-from kvdicom import fast_header
-from kvdicom import layout as layout_module
-from kvdicom.layout import inspect_dataset
+from kvdicom._header import fast_header
+from kvdicom._header import layout as layout_module
+from kvdicom._header.layout import inspect_dataset
 from tests import header_strategies as hs
 
 
@@ -224,7 +224,7 @@ def test_fast_path_is_taken_for_every_clinical_header_kind(tmp_path, kind, synta
 @PROPERTY
 @given(elements=hs.series_keys(lenient=True), syntax=st.sampled_from(["explicit_le", "implicit_le"]))
 def test_series_keys_from_raw_bytes_equal_pydicoms_values(tmp_path, elements, syntax):
-    from kvdicom import series_keys
+    from kvdicom._series import keys as series_keys
 
     path, _ = _write(tmp_path, DicomSpec(rows=2, cols=2, transfer_syntax=syntax), tuple(elements))
     header = fast_header.scan(str(path))

@@ -26,8 +26,9 @@ from fixtures.encode import COMPRESSED_SYNTAXES, unavailable
 from fixtures.oracle import pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
-from kvdicom import compressed, fast_header, series_headers
-from kvdicom.layout import inspect_dataset
+from kvdicom._header import compressed, fast_header
+from kvdicom._header.layout import inspect_dataset
+from kvdicom._series import headers as series_headers
 from tests import header_strategies as hs
 
 S16 = {"bits_allocated": 16, "bits_stored": 16, "signed": True}

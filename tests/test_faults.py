@@ -9,12 +9,12 @@ import sys
 import pytest
 
 import kvdicom
-import kvdicom.loader
+import kvdicom._loader
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.time_limit import time_limit
 from fixtures.writer import write_dicom
-from kvdicom import fileid, host_read
+from kvdicom._io import fileid, host_read
 
 SPEC = DicomSpec(frames=2, rows=16, cols=16)
 #: Same size and layout as SPEC, other pixel values: only the file's identity tells them apart.
@@ -140,7 +140,7 @@ def test_a_file_changed_after_inspect_is_refused(dcm, tmp_path, fault):
     assert layout.file_id == fileid.identify(dcm)
     fault(dcm, tmp_path)
     with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
-        kvdicom.loader.read_pixels(layout, "cpu")
+        kvdicom._loader.read_pixels(layout, "cpu")
     assert info.value.path == str(dcm)
 
 
@@ -193,7 +193,7 @@ def test_a_file_truncated_during_the_read_is_refused(dcm, monkeypatch):
 def test_an_untouched_file_still_loads(dcm):
     assert mismatch(kvdicom.load(dcm, "cpu"), pydicom_pixels(dcm)) is None
     layout = kvdicom.inspect(dcm)
-    raw = kvdicom.loader.read_pixels(layout, "cpu")
+    raw = kvdicom._loader.read_pixels(layout, "cpu")
     assert raw.nbytes == layout.nbytes
 
 
@@ -220,10 +220,10 @@ def test_permission_denied_on_open_is_permission_error(dcm, monkeypatch):
 
 
 def test_missing_gpu_stack_is_one_error_before_any_file_work(tmp_path, monkeypatch):
-    import kvdicom.gpu
+    import kvdicom._io.gpu
 
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    monkeypatch.setattr(kvdicom.gpu, "_ready", False)
+    monkeypatch.setattr(kvdicom._io.gpu, "_ready", False)
     with pytest.raises(kvdicom.GpuUnavailableError) as info:
         kvdicom.load(tmp_path / "absent.dcm")  # default device="cuda"; no FileNotFoundError: no file work
     assert isinstance(info.value, ImportError)
@@ -245,7 +245,7 @@ def test_read_errors_after_the_header_are_dicom_load_errors(dcm, monkeypatch):
 @pytest.mark.parametrize("frames", [2, 1024], ids=["staged", "kvikio"])
 def test_gpu_a_file_changed_during_load_is_refused(cuda, tmp_path, fault, frames):
     # 2 frames go through the staged (pinned preadv) path, 1024 (8 MiB) through KvikIO.
-    from kvdicom import device_read
+    from kvdicom._io import device_read
 
     path = tmp_path / "a.dcm"
     write_dicom(DicomSpec(frames=frames, rows=64, cols=64), path)
@@ -300,7 +300,7 @@ def test_compressed_layout_carries_the_headers_file_id(rle):
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
 def test_a_compressed_file_changed_after_inspect_is_refused(rle, tmp_path, fault):
-    from kvdicom import compressed
+    from kvdicom._header import compressed
 
     layout = kvdicom.inspect(rle)
     fault(rle, tmp_path, twin=_compressed_twin)
@@ -321,7 +321,7 @@ def test_a_compressed_file_changed_during_load_is_refused(rle, tmp_path, fault):
 def test_a_compressed_file_changed_before_the_fragment_walk_is_refused(rle, tmp_path, fault):
     # The frame table is found by walking the item headers in the file after the header parse: that
     # open, too, must be the header's file (and must not block on a FIFO).
-    from kvdicom import encapsulated
+    from kvdicom._header import encapsulated
 
     with (fault_before(fault, rle, tmp_path, (encapsulated, "locate"), twin=_compressed_twin), no_hang(),
           pytest.raises(kvdicom.DicomLoadError) as info):

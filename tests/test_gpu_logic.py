@@ -19,7 +19,8 @@ import pytest
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
-from kvdicom import device_read, io_tuning
+from kvdicom._io import device_read
+from kvdicom._io import tuning as io_tuning
 
 
 class FakeFuture:
@@ -98,7 +99,7 @@ def test_none_never_touches_kvikios_pool(fake_kvikio):
 
 
 def test_a_number_sets_kvikio_and_the_host_pool(fake_kvikio):
-    from kvdicom import host_read
+    from kvdicom._io import host_read
 
     kvdicom.configure(np.int64(3))
     try:
@@ -171,7 +172,7 @@ def test_ybr_table_is_built_once_by_concurrent_first_users():
     script = textwrap.dedent("""
         import threading, time
         import numpy as np
-        import kvdicom.color as color
+        import kvdicom._pixels.color as color
         real, calls = color.convert_color_space, []
         def counting(*a, **k):
             calls.append(1)

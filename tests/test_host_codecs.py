@@ -1,4 +1,4 @@
-"""kvdicom.host_codecs: lossless JPEG 2000 / JPEG-LS decoded by imagecodecs equal pydicom's ``pixel_array``,
+"""kvdicom._codecs.host_codecs: lossless JPEG 2000 / JPEG-LS decoded by imagecodecs equal pydicom's ``pixel_array``,
 and everything it must not take keeps pydicom's path."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
-from kvdicom import codestream, compressed, host_codecs, host_read, io_tuning
+from kvdicom._codecs import host_codecs
+from kvdicom._header import codestream, compressed
+from kvdicom._io import host_read
+from kvdicom._io import tuning as io_tuning
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
 pytest.importorskip("openjpeg", reason="compressed cases need pylibjpeg-openjpeg (requirements.txt)")

@@ -19,7 +19,9 @@ from fixtures.oracle import pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.time_limit import time_limit
 from fixtures.writer import build_dataset, write_dicom
-from kvdicom import compressed, host_codecs, host_parallel, process_pool
+from kvdicom._codecs import host_codecs, host_parallel
+from kvdicom._header import compressed
+from kvdicom._io import process_pool
 from tests.host_pool import pool_everything
 
 pytest.importorskip("pylibjpeg", reason="compressed cases need pylibjpeg (requirements.txt)")
@@ -207,7 +209,7 @@ def test_frames_whose_corrections_differ_decode_as_the_whole_value(tmp_path, poo
 
 
 def test_the_header_pool_and_the_decode_pool_are_one(monkeypatch):
-    from kvdicom import series_headers
+    from kvdicom._series import headers as series_headers
 
     assert series_headers.header_pool() is process_pool.pool()
     assert series_headers.header_processes() == process_pool.processes()

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from kvdicom import host_read
-from kvdicom.io_tuning import MAX_TASK_BYTES, MIN_TASK_BYTES, machine_threads, task_size_for
+from kvdicom._io import host_read
+from kvdicom._io.tuning import MAX_TASK_BYTES, MIN_TASK_BYTES, machine_threads, task_size_for
 
 
 def test_parallel_host_read_returns_the_exact_bytes(tmp_path, monkeypatch):
@@ -90,7 +90,7 @@ def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path):
     path.write_bytes(bytes(range(256)) * 16)
     script = f"""
 import concurrent.futures, numpy as np
-from kvdicom import host_read
+from kvdicom._io import host_read
 host_read.PARALLEL_READ_BYTES, host_read.CHUNK_BYTES = 1000, 256
 outs = [np.empty(4096, dtype=np.uint8) for _ in range(host_read.pool()._max_workers * 2)]
 futures = [host_read.pool().submit(host_read.read_into, {str(path)!r}, o, 0) for o in outs]

@@ -16,7 +16,7 @@ import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, pixel_bytes, write_dicom
-from kvdicom.layout import PIXEL_ELEMENTS
+from kvdicom._header.layout import PIXEL_ELEMENTS
 
 
 def test_offset_points_at_the_pixel_bytes(make_file):
@@ -110,7 +110,7 @@ def test_truncated_pixel_data_is_refused_before_allocating(make_file, monkeypatc
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
     allocations = []
-    monkeypatch.setattr("kvdicom.loader._allocate", lambda *a: allocations.append(a))
+    monkeypatch.setattr("kvdicom._loader._allocate", lambda *a: allocations.append(a))
     with pytest.raises(kvdicom.DicomLoadError, match="shorter than the header promises"):
         kvdicom.load(path, "cpu")
     assert allocations == []
@@ -130,7 +130,7 @@ def test_rows_lying_about_size_never_allocate_it(make_file, monkeypatch):
     ds.Rows, ds.Columns, ds.NumberOfFrames = 65535, 65535, 1000
     ds.save_as(path)
     allocations = []
-    monkeypatch.setattr("kvdicom.loader._allocate", lambda *a: allocations.append(a))
+    monkeypatch.setattr("kvdicom._loader._allocate", lambda *a: allocations.append(a))
     with pytest.raises(kvdicom.DicomLoadError, match="shorter than the header promises"):
         kvdicom.load(path, "cpu")
     assert allocations == []
@@ -218,8 +218,8 @@ def test_excess_frames_that_are_not_whole_bytes_are_refused_like_pydicom(make_fi
 def test_deferred_header_values_are_reread_through_the_bounded_reader(make_file, tmp_path):
     # Deferred values come from the header's own open, bounded file, not from
     # whatever the path names by the time they are read.
-    from kvdicom.bounded_file import BoundedReader
-    from kvdicom.layout import _read_header
+    from kvdicom._header.layout import _read_header
+    from kvdicom._io.bounded_file import BoundedReader
 
     path = make_file(rows=32, cols=32)
     other = tmp_path / "other.dcm"

@@ -6,22 +6,22 @@ import numpy as np
 import pytest
 
 import kvdicom
-import kvdicom.loader
+import kvdicom._loader
 from fixtures.oracle import mismatch, pydicom_pixels
-from kvdicom import host_read
+from kvdicom._io import host_read
 
 
 def _out_for(path, rescale=False):
     layout = kvdicom.inspect(path)
-    return np.full(layout.shape, 7, dtype=kvdicom.loader.output_dtype(layout, rescale))
+    return np.full(layout.shape, 7, dtype=kvdicom._loader.output_dtype(layout, rescale))
 
 
 @pytest.fixture
 def no_allocation(monkeypatch):
     """Record calls to the loader's own buffer allocation."""
     calls = []
-    real = kvdicom.loader._allocate
-    monkeypatch.setattr(kvdicom.loader, "_allocate", lambda *a: calls.append(a) or real(*a))
+    real = kvdicom._loader._allocate
+    monkeypatch.setattr(kvdicom._loader, "_allocate", lambda *a: calls.append(a) or real(*a))
     return calls
 
 

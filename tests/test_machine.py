@@ -6,7 +6,7 @@ import sys
 import types
 
 from dgbench.machine import GpuStatus, kvikio_settings, machine_info, stable_location
-from kvdicom.io_tuning import machine_threads
+from kvdicom._io.tuning import machine_threads
 
 
 def _fake_kvikio(monkeypatch, pool_threads: int):

@@ -63,7 +63,7 @@ def _rewrite(path, name, value):
 def test_non_numeric_slope_is_refused_naming_it_before_allocating(make_file, monkeypatch):
     path = _rewrite(make_file(rows=2, cols=2, rescale_slope=2.0, rescale_intercept=1.0), "RescaleSlope", "abc")
     allocations = []
-    monkeypatch.setattr("kvdicom.loader._allocate", lambda *a: allocations.append(a))
+    monkeypatch.setattr("kvdicom._loader._allocate", lambda *a: allocations.append(a))
     with pytest.raises(kvdicom.DicomLoadError, match=re.escape("(0028,1053) Rescale Slope")) as info:
         kvdicom.load(path, "cpu", rescale=True)
     assert str(path) in str(info.value) and "numeric" in str(info.value)
@@ -140,7 +140,7 @@ def _widen_like_the_kernel(bits: np.ndarray) -> np.ndarray:
 
 
 def test_float32_widening_rule_keeps_subnormals_bit_for_bit():
-    from kvdicom.modality import _WIDEN_FLOAT32
+    from kvdicom._pixels.modality import _WIDEN_FLOAT32
 
     assert "1.401298464324817e-45" in _WIDEN_FLOAT32 and "e == 0" in _WIDEN_FLOAT32
     rng = np.random.default_rng(7)
@@ -160,7 +160,7 @@ def test_float32_widening_rule_keeps_subnormals_bit_for_bit():
 
 @pytest.mark.gpu
 def test_gpu_float32_subnormals_survive_rescale(cuda):
-    from kvdicom.modality import to_float64
+    from kvdicom._pixels.modality import to_float64
 
     values = np.array([1.401298464324817e-45, -1e-40, 3.5, -0.0, np.finfo(np.float32).max], dtype=np.float32)
     got = to_float64(cuda.asarray(values)).get()

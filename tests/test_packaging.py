@@ -27,7 +27,7 @@ def test_runtime_dependencies_are_numpy_and_pydicom_only():
     assert extras["gpu"] >= {"kvikio-cu13"} and any(n.startswith("cupy") for n in extras["gpu"])
     assert extras["bench"] == {"pytest", "pytest-benchmark", "hypothesis"}
     assert extras["report"] == {"matplotlib"}
-    assert extras["codecs"] == {"imagecodecs"}  # kvdicom.host_codecs / kvdicom.rle use it where installed
+    assert extras["codecs"] == {"imagecodecs"}  # kvdicom._codecs (host_codecs, rle) use it
 
 
 def test_no_pytest_plugin_is_registered_for_other_projects():

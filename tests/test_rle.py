@@ -20,7 +20,8 @@ from pydicom.uid import RLELossless
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
-from kvdicom import compressed, rle
+from kvdicom._codecs import rle
+from kvdicom._header import compressed
 
 pytest.importorskip("rle", reason="RLE fast path needs pylibjpeg-rle (requirements.txt)")
 

@@ -15,7 +15,8 @@ import kvdicom
 from fixtures.encode import unavailable
 from fixtures.spec import DicomSpec
 from fixtures.writer import add_modality_lut, build_dataset
-from kvdicom import series, series_headers
+from kvdicom._series import headers as series_headers
+from kvdicom._series import loader as series
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -431,11 +432,11 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
 def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
     import sys
 
-    import kvdicom.gpu
+    import kvdicom._io.gpu
 
     make_series(tmp_path / "s", 2)
     monkeypatch.setitem(sys.modules, "cupy", None)  # any import of cupy now raises ImportError
-    monkeypatch.setattr(kvdicom.gpu, "_ready", False)
+    monkeypatch.setattr(kvdicom._io.gpu, "_ready", False)
     monkeypatch.setattr(series_headers, "list_files", lambda *a: pytest.fail("listed files before checking for CuPy"))
     with pytest.raises(kvdicom.GpuUnavailableError):
         kvdicom.load_series(tmp_path / "s", "cuda")

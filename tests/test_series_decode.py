@@ -1,4 +1,4 @@
-"""Compressed series (kvdicom.series_decode): one read per file, one GPU batch per plan, exact host fallbacks.
+"""Compressed series (kvdicom._series.decode): one read per file, one GPU batch per plan, exact host fallbacks.
 
 The GPU route's logic (planning on the batch's size, grouping, the batch call, blank and failed frames
 redone on the host, host-route slices) runs here on the CPU with a NumPy stand-in for
@@ -18,7 +18,9 @@ import kvdicom
 from fixtures.encode import COMPRESSED_SYNTAXES, unavailable
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
-from kvdicom import compressed, gpu_codec, series_decode
+from kvdicom._codecs import gpu_codec
+from kvdicom._header import compressed
+from kvdicom._series import decode as series_decode
 from tests.host_pool import pool_everything
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -181,7 +183,7 @@ def test_gpu_logic_one_batch_per_plan_and_host_route_slices_exact(tmp_path, gpu_
     np.testing.assert_array_equal(stored, pydicom_volume(paths))
     assert fake.calls == [3], "the three JPEG 2000 slices are one batch; RLE and JPEG-LS decode on the host"
     assert "nvimgcodec (jpeg2000, 3 frames in one batch): 3 slices" in decoders, decoders
-    assert any(d.startswith("kvdicom.rle") and d.endswith(": 2 slices") for d in decoders), decoders
+    assert any(d.startswith("kvdicom._codecs.rle") and d.endswith(": 2 slices") for d in decoders), decoders
 
 
 def test_gpu_logic_long_groups_split_into_calls_of_bounded_size(tmp_path, gpu_route, monkeypatch):

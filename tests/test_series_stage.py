@@ -1,4 +1,4 @@
-"""The GPU path's overlap of header parsing and pixel reads (kvdicom.series_stage), run on the CPU.
+"""The GPU path's overlap of header parsing and pixel reads (kvdicom._series.stage), run on the CPU.
 
 NumPy stands in for the pinned staging buffer and the host-to-device copies;
 the scheduling (which slot, which order, when reads are submitted, failure
@@ -16,7 +16,11 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 
 import kvdicom
-from kvdicom import host_read, series, series_headers, series_order, series_stage
+from kvdicom._io import host_read
+from kvdicom._series import headers as series_headers
+from kvdicom._series import loader as series
+from kvdicom._series import order as series_order
+from kvdicom._series import stage as series_stage
 from tests.test_series import make_series, pydicom_volume
 
 

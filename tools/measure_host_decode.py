@@ -3,7 +3,7 @@
 ``python tools/measure_host_decode.py [--profile full] [--rounds N] [--budget S] [--match TEXT] [--corpus-dir DIR]``
 
 For each compressed case whose CPU load decodes through pydicom's plugins
-(``kvdicom.compressed.host_decode``: JPEG-LS, lossless JPEG, JPEG, JPEG 2000,
+(``kvdicom._header.compressed.host_decode``: JPEG-LS, lossless JPEG, JPEG, JPEG 2000,
 HTJ2K; RLE has its own path, ``tools/measure_rle.py``), prints the median (and
 best) milliseconds, warm, of: pydicom ``pixel_array`` (reference plugin
 pinned), kvdicom CPU with every frame decoded in this process, kvdicom CPU on
@@ -35,7 +35,9 @@ import numpy as np  # noqa: E402
 import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
-from kvdicom import compressed, host_parallel, process_pool  # noqa: E402
+from kvdicom._codecs import host_parallel
+from kvdicom._header import compressed
+from kvdicom._io import process_pool  # noqa: E402
 
 #: route: (POOL_MIN_FRAMES, POOL_MIN_DECODED_BYTES, POOL_MIN_PROCESSES); None keeps the defaults
 ROUTES = {
@@ -63,7 +65,7 @@ def _with(name, load, *args):
 
 
 def _gpu_on_host(path) -> bool:
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     layout = kvdicom.inspect(path)
     _, frames = compressed.read_frames(layout)
@@ -75,7 +77,7 @@ def main() -> None:
     from bench.compressed_peers import pydicom_pinned
     from fixtures.encode import EncoderUnavailable
     from fixtures.profiles import compressed_specs
-    from kvdicom import rle
+    from kvdicom._codecs import rle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="full")

@@ -28,7 +28,8 @@ import timing  # noqa: E402
 import kvdicom  # noqa: E402
 from bench.compressed_peers import pydicom_pinned  # noqa: E402
 from fixtures.profiles import compressed_specs  # noqa: E402
-from kvdicom import io_tuning, rle  # noqa: E402
+from kvdicom._codecs import rle  # noqa: E402
+from kvdicom._io import tuning as io_tuning
 
 ROUTES = {  # name: (imagecodecs, CONCURRENT_MIN_BYTES, CONCURRENT_MIN_CPUS)
     "default": None,

@@ -4,7 +4,7 @@
 
 nvJPEG's hardware batched decode is reported (torchcodec PR 1634, torchvision
 PR 9606) to write its output without waiting for the caller's stream on H100s.
-kvdicom drains the stream first (``kvdicom.gpu_codec._drain``). For each JPEG
+kvdicom drains the stream first (``kvdicom._codecs.gpu_codec._drain``). For each JPEG
 baseline case of the full profile, each round queues a kernel of about 20 ms,
 then a fill of a block the size of the output, frees the block (so the pool
 hands it to the output) and decodes the batch: once with the drain, once with
@@ -26,7 +26,8 @@ if __name__ == "__main__":
 import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
-from kvdicom import compressed, gpu_codec  # noqa: E402
+from kvdicom._codecs import gpu_codec  # noqa: E402
+from kvdicom._header import compressed
 from tests.stream_race import queued_fill_rounds  # noqa: E402
 
 

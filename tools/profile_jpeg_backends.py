@@ -6,7 +6,7 @@ Hopper GPUs (H100, H200) have NVJPG hardware JPEG engines beside nvJPEG's CUDA
 decoder and its hybrid (CPU Huffman) path; nvImageCodec's ``Decoder()``
 chooses among them itself. For each JPEG baseline case of the full profile,
 this builds one decoder per back-end choice, puts it where
-``kvdicom.gpu_codec`` takes its decoder from, and prints the median and best
+``kvdicom._codecs.gpu_codec`` takes its decoder from, and prints the median and best
 of ``--repeat`` warm ``kvdicom.load(path, "cuda")`` calls (synchronised), the
 largest difference from pydicom's ``pixel_array`` (the suite allows 5 for JPEG
 baseline) and ``pixel_array``'s own median, so the default in
@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import timing  # noqa: E402
 
 import kvdicom  # noqa: E402
-from kvdicom import gpu_codec  # noqa: E402
+from kvdicom._codecs import gpu_codec  # noqa: E402
 
 
 def decoders() -> dict:

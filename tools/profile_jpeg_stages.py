@@ -25,7 +25,8 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import timing  # noqa: E402
 
-from kvdicom import compressed, gpu_codec  # noqa: E402
+from kvdicom._codecs import gpu_codec  # noqa: E402
+from kvdicom._header import compressed
 
 STAGES = ("read", "check", "decode_batch", "decoder_call", "decode_gpu", "blank")
 

@@ -25,7 +25,8 @@ import timing  # noqa: E402
 import kvdicom  # noqa: E402
 from fixtures.cache import Corpus  # noqa: E402
 from fixtures.profiles import ENHANCED_MR, compressed_specs  # noqa: E402
-from kvdicom import compressed, host_read  # noqa: E402
+from kvdicom._header import compressed
+from kvdicom._io import host_read  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:
@@ -113,7 +114,7 @@ def compressed_case(corpus: Corpus, spec, r: int) -> None:
     except ImportError as exc:
         print(f"  (GPU rows left out: {exc})")
         return
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
     print(f"  route: {how.route} {how.reason}")
@@ -141,7 +142,7 @@ def compressed_case(corpus: Corpus, spec, r: int) -> None:
 def small_cases(corpus: Corpus, r: int) -> None:
     """Compressed files below ``GPU_MIN_DECODED_BYTES`` (host route on both devices): pydicom and kvdicom timed
     round-robin, so drift between benchmark sessions cannot pass for a difference; best and median."""
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     cupy = timing.gpu()
     for spec in compressed_specs("full"):

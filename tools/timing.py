@@ -45,7 +45,7 @@ def gpu_load(cupy, path):
 
 def gpu_decoding():
     """CuPy where kvdicom's GPU decode (nvImageCodec) can run here; else None, with the reason printed."""
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     cupy = gpu()
     problem = gpu_codec.nvimgcodec_problem() or (None if cupy is not None else "no usable GPU")

@@ -67,7 +67,7 @@ def host_limits(path):
     import cupyx
     import numpy as np
 
-    from kvdicom import host_read
+    from kvdicom._io import host_read
 
     layout = kvdicom.inspect(path)
     out = {}

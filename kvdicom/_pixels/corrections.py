@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvdicom.decode import array_module
+from kvdicom._pixels.decode import array_module
 
 
 def finish(raw, layout, how):
     """pydicom's corrections on ``raw`` (frames, rows, cols, samples) as the decoder returned it.
 
-    ``layout`` is a :class:`kvdicom.compressed.CompressedLayout`; ``how`` says what the codestream holds:
+    ``layout`` is a :class:`kvdicom._header.compressed.CompressedLayout`; ``how`` says what the codestream holds:
     ``raw_itemsize`` (bytes per sample the decoder returned), ``precision`` and ``signed`` (of the last
     frame, as pydicom takes them). Returns an array of ``layout.shape`` and ``layout.dtype``, in place
     where the decoder's container already has the header's width.

@@ -1,6 +1,6 @@
 """Read a byte range of a file into a CuPy buffer with KvikIO: the GPU half of kvdicom's I/O.
 
-The file is opened by kvdicom first (:func:`kvdicom.fileid.open_regular`:
+The file is opened by kvdicom first (:func:`kvdicom._io.fileid.open_regular`:
 regular files only, never blocking on a FIFO) and checked against the
 header's ``file_id``; KvikIO then opens that same open file through
 ``/proc/self/fd/N``, so it cannot pick up whatever the path names by then.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from kvdicom import fileid, host_read
-from kvdicom.io_tuning import plan_read
+from kvdicom._io import fileid, host_read
+from kvdicom._io.tuning import plan_read
 
 
 def _read_staged(path: str, buffer, offset: int, file_id) -> int:
@@ -43,7 +43,7 @@ def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None =
     ``buffer`` may be a contiguous 1-D uint8 view of a larger CuPy array. With
     GDS the bytes go straight from storage to the GPU; in compat mode KvikIO
     reads them through pinned bounce buffers on its thread pool, except small
-    reads, which are staged once (see ``kvdicom.io_tuning``). With ``file_id``,
+    reads, which are staged once (see ``kvdicom._io.tuning``). With ``file_id``,
     a file that is not that file before or after the read raises
     :class:`~kvdicom.errors.DicomLoadError`.
     """

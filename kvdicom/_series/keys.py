@@ -1,6 +1,6 @@
 """The header values a series is sorted and placed by, read the same way from raw bytes or pydicom.
 
-:func:`from_raw` decodes the bytes :mod:`kvdicom.fast_header` kept, accepting
+:func:`from_raw` decodes the bytes :mod:`kvdicom._header.fast_header` kept, accepting
 only spellings that pydicom reads to the same numbers (anything else raises
 :class:`Unprovable` and the caller asks pydicom); :func:`from_dataset` takes
 pydicom's values. Both end in :func:`_checked`, so a malformed value is
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvdicom._header.fast_header import _Unprovable as Unprovable
+from kvdicom._header.fast_header import parse_ds, parse_is
 from kvdicom.errors import DicomLoadError
-from kvdicom.fast_header import _Unprovable as Unprovable
-from kvdicom.fast_header import parse_ds, parse_is
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A clinical slice carries 200–400 header elements and pydicom turns every one
 of them into Python objects; kvdicom needs about twenty. :func:`scan` walks
 the element headers of Explicit and Implicit VR Little Endian files (with or
 without preamble and file meta, as ``pydicom.dcmread(force=...)`` reads them)
-and of the encapsulated syntaxes kvdicom decodes (:data:`kvdicom.compressed.CODECS`,
+and of the encapsulated syntaxes kvdicom decodes (:data:`kvdicom._header.compressed.CODECS`,
 Explicit VR LE with file meta),
 skipping values it does not need (sequences of defined length in one jump,
 undefined-length sequences item by item, private blocks, odd lengths), and
@@ -15,17 +15,17 @@ keeps the raw bytes of:
   Number of Frames;
 * Rescale Slope / Intercept, and whether a Modality LUT Sequence is present;
 * the pixel data element (tag, VR, offset, length);
-* the series keys :mod:`kvdicom.series` sorts by (:data:`SERIES_KEYS`);
+* the series keys :mod:`kvdicom._series.loader` sorts by (:data:`SERIES_KEYS`);
 * encapsulated syntaxes only: Extended Offset Table (7FE0,0001) and its
   lengths (7FE0,0002), which come before the pixel data.
 
 The values are decoded exactly as pydicom decodes them with its default
 configuration, and the layout is built by the same code as the pydicom path
-(:func:`kvdicom.layout.build_layout`, with the cached
-:func:`kvdicom.layout.pixel_rules`; for encapsulated data
-:func:`kvdicom.compressed.build_compressed`, with the cached
-:func:`kvdicom.compressed.compressed_rules`), so both give the same
-:class:`~kvdicom.layout.PixelLayout` or :class:`~kvdicom.compressed.CompressedLayout`.
+(:func:`kvdicom._header.layout.build_layout`, with the cached
+:func:`kvdicom._header.layout.pixel_rules`; for encapsulated data
+:func:`kvdicom._header.compressed.build_compressed`, with the cached
+:func:`kvdicom._header.compressed.compressed_rules`), so both give the same
+:class:`~kvdicom._header.layout.PixelLayout` or :class:`~kvdicom._header.compressed.CompressedLayout`.
 Anything the walk cannot prove matches
 pydicom returns ``None`` and the caller falls back to pydicom: big endian,
 deflated syntaxes, compressed ones kvdicom does not decode, a refusal of
@@ -56,7 +56,7 @@ against the walk: the 30-frame 240 x 320 YBR_FULL_422 JPEG baseline fixture
 a 512² int16 JPEG 2000 lossless slice with a ``ct`` header 3.66 ms against
 0.35 ms (``dcmread(stop_before_pixels=True)`` 2.1 ms), the same as HTJ2K
 3.74 ms against 0.32 ms. About a third of what is left is the fragment walk
-of :func:`kvdicom.encapsulated.locate` (one 8-byte ``pread`` per item), which
+of :func:`kvdicom._header.encapsulated.locate` (one 8-byte ``pread`` per item), which
 the pydicom path pays too.
 """
 
@@ -69,10 +69,10 @@ from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from kvdicom import compressed
+from kvdicom._header import compressed
+from kvdicom._header.layout import ModalityTransform, PixelLayout, build_layout, pixel_rules
+from kvdicom._io.fileid import identify, open_regular
 from kvdicom.errors import DicomLoadError
-from kvdicom.fileid import identify, open_regular
-from kvdicom.layout import ModalityTransform, PixelLayout, build_layout, pixel_rules
 
 #: Bytes read first. A CT header is 6–10 KiB; open + read of 16 KiB measured
 #: 2.1 ms for 256 files on the H200 machine, so a larger first read costs
@@ -119,7 +119,7 @@ IMAGE_PIXEL = {
     0x00280103: ("pixel_representation", b"US"),
 }
 RESCALE = {0x00281052: ("intercept", b"DS"), 0x00281053: ("slope", b"DS")}
-#: Series keys: tag → (name, VR); decoded by :mod:`kvdicom.series_keys`.
+#: Series keys: tag → (name, VR); decoded by :mod:`kvdicom._series.keys`.
 SERIES_KEYS = {
     0x0020000E: ("series_uid", b"UI"),
     0x00200032: ("position", b"DS"),
@@ -344,7 +344,7 @@ def _start(src: _Source, force: bool) -> tuple[int, bool, bytes]:
 def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False):
     """Walk the top-level dataset to the pixel data; return (kept values, pixel element).
 
-    ``encapsulated``: the transfer syntax is one of :data:`kvdicom.compressed.CODECS`, so the pixel data
+    ``encapsulated``: the transfer syntax is one of :data:`kvdicom._header.compressed.CODECS`, so the pixel data
     must have undefined length, and the Extended Offset Table and its lengths (before it) are kept.
 
     The hot loop of the fast path (one pass per element of a 200–400 element
@@ -510,7 +510,7 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
 
     pydicom ends an undefined-length Pixel Data value where the walk of its
     items meets the Sequence Delimitation Item (``_try_read_encapsulated_pixel_data``),
-    which is where :func:`kvdicom.encapsulated.locate` stops too, and reads on
+    which is where :func:`kvdicom._header.encapsulated.locate` stops too, and reads on
     from there: the same elements are walked here. A refusal (``DicomLoadError``)
     steps aside, so the pydicom path decides and words it, unless the file
     changed since the walk opened it: that refusal is raised as it is (the

@@ -1,8 +1,8 @@
 """kvdicom's one persistent process pool, for CPU-bound work that holds the GIL.
 
-Two users: header parsing of long series (:mod:`kvdicom.series_headers`) and
+Two users: header parsing of long series (:mod:`kvdicom._series.headers`) and
 frame-parallel host decoding of compressed files whose pydicom plugin holds
-the GIL (:mod:`kvdicom.host_parallel`). One pool, so that a script using both
+the GIL (:mod:`kvdicom._codecs.host_parallel`). One pool, so that a script using both
 starts worker processes once (665 ms on the 2-core CPU dev machine) and never
 runs two sets of one-per-core workers against each other.
 

@@ -9,7 +9,7 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
   at the first GPU load, from the machine: one thread per core up to
   :data:`MAX_THREADS`, unless the user set ``KVIKIO_NTHREADS`` (their choice
   wins); an integer sets that many; ``None`` leaves KvikIO as the user set it.
-  The same number sizes kvdicom's host read pool (:func:`kvdicom.host_read.pool`).
+  The same number sizes kvdicom's host read pool (:func:`kvdicom._io.host_read.pool`).
 * ``task_size``: chosen per read, about :data:`TASKS_PER_THREAD` tasks per
   thread so a slow task does not leave the others idle at the end, bounded by
   :data:`MIN_TASK_BYTES` (below it per-task overhead dominates) and
@@ -83,7 +83,7 @@ def configure(threads: str | int | None = "auto") -> None:
         raise ValueError(f"threads must be 'auto', a positive int or None, not {threads!r}")
     with _lock:
         _setting, _applied = threads, False
-    from kvdicom import host_read
+    from kvdicom._io import host_read
 
     host_read.resize_pool(host_threads())
 

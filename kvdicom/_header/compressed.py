@@ -3,7 +3,7 @@
 ``device="cpu"`` decodes with pydicom's own decoders (its CPU plugins, pinned
 by :func:`reference_plugin`), from the bytes kvdicom read in one pass; it is
 ``pixel_array`` by construction. ``device="cuda"`` decodes the frames that
-nvImageCodec can decode exactly in one batch on the GPU (:mod:`kvdicom.gpu_codec`);
+nvImageCodec can decode exactly in one batch on the GPU (:mod:`kvdicom._codecs.gpu_codec`);
 the rest go through the same host decoders and are copied once.
 """
 
@@ -20,10 +20,10 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
-from kvdicom import codestream, encapsulated
+from kvdicom._header import codestream, encapsulated
+from kvdicom._header.layout import PIXEL_RULES_CACHE_SIZE, ModalityTransform, ModuleRules, options_key
+from kvdicom._header.layout import _shape as pixel_array_shape
 from kvdicom.errors import DicomLoadError
-from kvdicom.layout import PIXEL_RULES_CACHE_SIZE, ModalityTransform, ModuleRules, options_key
-from kvdicom.layout import _shape as pixel_array_shape
 
 #: Transfer syntax → codec name reported by ``inspect`` (what pydicom 3 can decode).
 CODECS = {
@@ -74,7 +74,7 @@ class CompressedLayout:
     photometric_interpretation: str
     #: pydicom's options for its decoders (as_pixel_options plus the Extended Offset Table)
     options: dict = field(default_factory=dict, compare=False, repr=False)
-    modality: object = None  #: kvdicom.layout.ModalityTransform
+    modality: object = None  #: kvdicom._header.layout.ModalityTransform
     pixel_keyword: str = "PixelData"
     compressed: bool = True
     #: (st_dev, st_ino, st_size, st_mtime_ns) of the file the header was read from (as PixelLayout.file_id):
@@ -111,7 +111,7 @@ class CompressedRules(ModuleRules):
     """What pydicom's ``DecodeRunner`` derives from one Image Pixel module of an encapsulated syntax, once.
 
     The same for every file with the same module values and transfer syntax,
-    so :func:`compressed_rules` caches it (as :func:`kvdicom.layout.pixel_rules`
+    so :func:`compressed_rules` caches it (as :func:`kvdicom._header.layout.pixel_rules`
     does for native data): a series of compressed slices validates its module
     once. ``number_of_frames`` is the runner's value, as it is.
     """
@@ -165,11 +165,11 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     """The layout of an encapsulated value from the header's values alone, with no pydicom Dataset.
 
     Shared by the pydicom path (:func:`inspect_compressed`) and the fast walk
-    (:mod:`kvdicom.fast_header`), so both give the same layout and refusals.
+    (:mod:`kvdicom._header.fast_header`), so both give the same layout and refusals.
     ``options``: ``as_pixel_options`` (with ``extended_offsets`` when there is an
     Extended Offset Table); ``extended``: (offsets, lengths) as bytes; ``offset``:
     the value's file offset (its Basic Offset Table item); ``modality``: the
-    :class:`~kvdicom.layout.ModalityTransform` (None: none); ``file_id``: the
+    :class:`~kvdicom._header.layout.ModalityTransform` (None: none); ``file_id``: the
     identity of the open file the header came from, whose size bounds the fragments.
     """
     if tsyntax not in CODECS:
@@ -249,7 +249,7 @@ def check_frames(layout: CompressedLayout, frames: list) -> list:
     JPEG, JPEG-LS and JPEG 2000 frames must have the header's rows, columns
     and samples; RLE frames must be large enough to hold what the header
     promises at RLE's maximum expansion. Returns the per-frame
-    :class:`kvdicom.codestream.FrameInfo` (None where a frame has no header to parse).
+    :class:`kvdicom._header.codestream.FrameInfo` (None where a frame has no header to parse).
     """
     if layout.codec == "rle":
         frame_bytes = layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
@@ -282,9 +282,9 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
     """pydicom's decode of the value (one frame with ``index``), with the reference plugin: ``pixel_array``.
 
     The whole value of a multi-frame file whose plugin holds the GIL decodes frame-parallel in kvdicom's
-    process pool where that pays (:mod:`kvdicom.host_parallel`), else here.
+    process pool where that pays (:mod:`kvdicom._codecs.host_parallel`), else here.
     """
-    from kvdicom import host_parallel
+    from kvdicom._codecs import host_parallel
 
     try:
         plugin = reference_plugin(layout.transfer_syntax)
@@ -299,8 +299,8 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
 
 def host_decoder(layout: CompressedLayout, frames: list | None = None, infos: list | None = None) -> str:
     """What decodes ``layout``'s whole value on the host (benchmark records): imagecodecs' route where it
-    applies (:mod:`kvdicom.host_codecs`; the frames are read to tell, unless given), else the pydicom plugin."""
-    from kvdicom import host_codecs
+    applies (:mod:`kvdicom._codecs.host_codecs`; the frames are read to tell, unless given), else the pydicom plugin."""
+    from kvdicom._codecs import host_codecs
 
     if frames is None:
         _, frames = read_frames(layout)
@@ -309,9 +309,9 @@ def host_decoder(layout: CompressedLayout, frames: list | None = None, infos: li
 
 
 def host_route(layout: CompressedLayout, how) -> str:
-    """:func:`host_decoder` from ``how``, :func:`kvdicom.host_codecs.plan`'s answer (a plan, or why not),
+    """:func:`host_decoder` from ``how``, :func:`kvdicom._codecs.host_codecs.plan`'s answer (a plan, or why not),
     for callers that already hold it."""
-    from kvdicom import host_codecs, host_parallel
+    from kvdicom._codecs import host_codecs, host_parallel
 
     if not isinstance(how, str):
         return host_codecs.decoder(layout, how)
@@ -333,10 +333,11 @@ def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, 
 
 
 def load_cpu(layout: CompressedLayout) -> np.ndarray:
-    """``device="cpu"``: one read, then imagecodecs' exact route (:mod:`kvdicom.host_codecs`) or pydicom's decoders."""
+    """``device="cpu"``: one read, then imagecodecs' exact route (:mod:`kvdicom._codecs.host_codecs`) or
+    pydicom's decoders."""
     value, frames = read_frames(layout)
     infos = check_frames(layout, frames)
-    from kvdicom import host_codecs, rle
+    from kvdicom._codecs import host_codecs, rle
 
     if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
         return rle.load_host(layout, frames)  # the same decoder, frame by frame into the output

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from kvdicom import fileid, io_tuning
+from kvdicom._io import fileid
+from kvdicom._io import tuning as io_tuning
 
 #: Reads below this size use one ``preadv`` loop in the caller's thread; larger ones are split across
 #: the pool. Measured on an H200 machine (16 cores, page cache warm, ``tools/profile_targets.py``): the

@@ -2,7 +2,7 @@
 
 pydicom's plugins (pylibjpeg's openjpeg, pyjpegls) hold the GIL while they
 decode, so kvdicom could only run them one frame at a time or on its process
-pool (:mod:`kvdicom.host_parallel`); on small files, where the pool does not
+pool (:mod:`kvdicom._codecs.host_parallel`); on small files, where the pool does not
 pay, it led pydicom only by the ``dcmread`` it skips: 0.78-1.5x on the H200
 (issue 10). imagecodecs (BSD; a suite requirement already, optional for
 kvdicom as for RLE's PackBits) wraps the same libraries, openjpeg and CharLS,
@@ -10,10 +10,10 @@ with the GIL released, and lets openjpeg use threads within a frame.
 
 Exactness. Only streams whose samples every correct decoder returns alike
 take this route: JPEG 2000 and HTJ2K whose every COD / COC segment names the
-reversible 5-3 wavelet (:func:`kvdicom.codestream.j2k_reversible`), and
+reversible 5-3 wavelet (:func:`kvdicom._header.codestream.j2k_reversible`), and
 JPEG-LS Lossless (.80): integer decoding, defined bit for bit by the
 standards. The samples then get pydicom's own corrections
-(:func:`kvdicom.corrections.finish`, the GPU route's). Colour only for the
+(:func:`kvdicom._pixels.corrections.finish`, the GPU route's). Colour only for the
 8-bit JPEG 2000 kinds checked against pydicom (RGB, YBR_RCT; openjpeg undoes
 the colour transform in both); monochrome only as MONOCHROME1/2. Everything
 else keeps pydicom's path, and so does a file imagecodecs refuses: pydicom
@@ -53,8 +53,9 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom import codestream, host_read
-from kvdicom.corrections import finish
+from kvdicom._header import codestream
+from kvdicom._io import host_read
+from kvdicom._pixels.corrections import finish
 
 #: imagecodecs is optional for kvdicom: without it, pydicom's plugins decode as before.
 _HAVE_IMAGECODECS = importlib.util.find_spec("imagecodecs") is not None
@@ -77,7 +78,7 @@ COLOUR_J2K = frozenset({("RGB", 8), ("YBR_RCT", 8)})
 
 @dataclass(frozen=True)
 class Plan:
-    """What a file's codestreams hold, for the decoder and for :func:`kvdicom.corrections.finish`."""
+    """What a file's codestreams hold, for the decoder and for :func:`kvdicom._pixels.corrections.finish`."""
 
     decoder: str  #: imagecodecs function: "jpeg2k_decode" or "jpegls_decode"
     raw_itemsize: int  #: bytes per sample the decoder returns
@@ -158,7 +159,7 @@ def _concurrent(frames: int) -> bool:
 def _frame_threads(layout, how: Plan, frames: int) -> int:
     """openjpeg's own threads per frame: the host threads left over once each frame has one (one on the pool,
     whose other threads decode other slices)."""
-    from kvdicom import io_tuning
+    from kvdicom._io import tuning as io_tuning
 
     if how.decoder != "jpeg2k_decode" or layout.rows * layout.columns < INTRA_FRAME_MIN_PIXELS or host_read.in_pool():
         return 1
@@ -170,12 +171,12 @@ def decoder(layout, how: Plan) -> str:
     frames = layout.number_of_frames
     where = "one thread"
     if _concurrent(frames):
-        from kvdicom import io_tuning
+        from kvdicom._io import tuning as io_tuning
 
         where = f"frames on {io_tuning.host_threads()} threads"
     if (threads := _frame_threads(layout, how, frames)) > 1:
         where += f", {threads} openjpeg threads a frame"
-    return f"kvdicom.host_codecs:imagecodecs-{LIBRARIES[how.decoder]} ({where})"
+    return f"kvdicom._codecs.host_codecs:imagecodecs-{LIBRARIES[how.decoder]} ({where})"
 
 
 def _decode_frame(how: Plan, frame, dst: np.ndarray, threads: int) -> None:

@@ -13,7 +13,7 @@ to the sequence delimiter inside the file are taken as pydicom takes them (the
 value ends at the first delimiter tag, an item running past it is read short),
 so a file pydicom decodes is decoded the same, and one it cannot is refused.
 
-Both the walk and the read open the path with :func:`kvdicom.fileid.open_regular`
+Both the walk and the read open the path with :func:`kvdicom._io.fileid.open_regular`
 (a FIFO is refused, never waited on) and check the file they opened against the
 header's ``file_id`` before and after: a file swapped, truncated, rewritten or
 deleted since the header was parsed is a :class:`DicomLoadError` naming it,
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import fileid, host_read
+from kvdicom._io import fileid, host_read
 from kvdicom.errors import DicomLoadError
 
 ITEM = 0xE000FFFE  #: (FFFE,E000) read as one little-endian uint32 (group first)

@@ -11,8 +11,8 @@ pydicom's rules (``pydicom.pixels.apply_modality_lut``, alias ``apply_rescale``)
   even for slope 1 and intercept 0);
 * otherwise the array is returned unchanged (same dtype).
 
-The header values are read once, by :func:`kvdicom.layout.inspect`, into
-:class:`kvdicom.layout.ModalityTransform`; anything pydicom would fail on, or that
+The header values are read once, by :func:`kvdicom._header.layout.inspect`, into
+:class:`kvdicom._header.layout.ModalityTransform`; anything pydicom would fail on, or that
 kvdicom could not reproduce exactly, is recorded there as ``problem`` and
 refused by :func:`check` before any pixel buffer is allocated. :func:`apply`
 runs on the array's own device (NumPy or CuPy) with the same operations, so
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvdicom.decode import array_module
+from kvdicom._header.layout import PixelLayout
+from kvdicom._pixels.decode import array_module
 from kvdicom.errors import DicomLoadError
-from kvdicom.layout import PixelLayout
 
 
 def check(layout: PixelLayout) -> None:

@@ -44,7 +44,7 @@ against pydicom's 15.3 and 1.09 in the same session). Run the script on the
 device for the GPU load and the pool on many cores.
 
 YBR_FULL / YBR_FULL_422 (which pydicom converts to RGB) and files without
-pylibjpeg-rle keep pydicom's own path (:func:`kvdicom.compressed.host_decode`).
+pylibjpeg-rle keep pydicom's own path (:func:`kvdicom._header.compressed.host_decode`).
 """
 
 from __future__ import annotations
@@ -96,12 +96,12 @@ def decoder(layout) -> str:
     if problem(layout) is not None:
         return ""
     if not _HAVE_IMAGECODECS:
-        return "kvdicom.rle:pylibjpeg-rle (frame by frame)"
+        return "kvdicom._codecs.rle:pylibjpeg-rle (frame by frame)"
     if _concurrent(layout, layout.number_of_frames):
-        from kvdicom import io_tuning
+        from kvdicom._io import tuning as io_tuning
 
-        return f"kvdicom.rle:imagecodecs-packbits ({io_tuning.host_threads()} threads)"
-    return "kvdicom.rle:imagecodecs-packbits (one thread)"
+        return f"kvdicom._codecs.rle:imagecodecs-packbits ({io_tuning.host_threads()} threads)"
+    return "kvdicom._codecs.rle:imagecodecs-packbits (one thread)"
 
 
 def frame_nbytes(layout) -> int:
@@ -207,7 +207,7 @@ def _decode_all(layout, frames: list, target, on_done=None) -> None:
 
     ``on_done(i)`` runs in this thread, in frame order, once frames 0…i are decoded.
     """
-    from kvdicom import host_read
+    from kvdicom._io import host_read
 
     if not _concurrent(layout, len(frames)) or host_read.in_pool():
         for i, frame in enumerate(frames):

@@ -2,13 +2,13 @@
 
 Route (:func:`plan`): JPEG baseline / lossless and JPEG 2000 frames go to
 nvImageCodec (nvJPEG, nvJPEG2000); HTJ2K only where the codestream shows one
-coding pass per code-block (:mod:`kvdicom.codestream`); RLE, JPEG-LS and
+coding pass per code-block (:mod:`kvdicom._header.codestream`); RLE, JPEG-LS and
 anything nvImageCodec cannot decode exactly decode on the host with pydicom's
 plugins and are copied once. Every frame's codestream dimensions must agree
 with the header before the output is allocated.
 
-Corrections: :func:`kvdicom.corrections.finish`, shared with the host's
-imagecodecs route (:mod:`kvdicom.host_codecs`). A frame nvImageCodec returns as ``None``, in an
+Corrections: :func:`kvdicom._pixels.corrections.finish`, shared with the host's
+imagecodecs route (:mod:`kvdicom._codecs.host_codecs`). A frame nvImageCodec returns as ``None``, in an
 unexpected shape, or as all zeros, is decoded again on the host (blank frames
 are legitimate; a silent all-zero failure is a known nvJPEG bug before 13.0.2).
 Lossless JPEG (SOF3) stays on the host: nvJPEG 13.2.3 decoded a 12-bit stream to
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom import compressed, host_codecs, rle
-from kvdicom.compressed import CompressedLayout
-from kvdicom.corrections import finish
-from kvdicom.decode import array_module
+from kvdicom._codecs import host_codecs, rle
+from kvdicom._header import compressed
+from kvdicom._header.compressed import CompressedLayout
+from kvdicom._pixels.corrections import finish
+from kvdicom._pixels.decode import array_module
 
 #: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
 #: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:

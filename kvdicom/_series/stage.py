@@ -1,9 +1,9 @@
 """Pixel reads started while later headers are still being parsed (``load_series(device="cuda")``).
 
-Header parsing (process pool) and pixel reads (``kvdicom.host_read.pool()``)
+Header parsing (process pool) and pixel reads (``kvdicom._io.host_read.pool()``)
 ran one after the other and added up: 11.8 ms + 18.4 ms of a 44.7 ms GPU load
 of 256 CT slices of 512² on the H200 device. Here, as each chunk of headers
-comes back (:func:`kvdicom.series_headers.header_batches`), the reads of those
+comes back (:func:`kvdicom._series.headers.header_batches`), the reads of those
 files are submitted at once, into one staging buffer (pinned host memory on
 the GPU path) with a fixed-size slot per file; the slice order is only known
 once every header is in, so :func:`gather` then copies each file's slot to
@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvdicom._header.layout import PixelLayout
+from kvdicom._series.headers import Header
 from kvdicom.errors import DicomLoadError
-from kvdicom.layout import PixelLayout
-from kvdicom.series_headers import Header
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
+from kvdicom._series.headers import Header
 from kvdicom.errors import DicomLoadError
-from kvdicom.series_headers import Header
 
 #: highdicom's tolerances: slice gaps equal within this (mm) are uniform, and
 #: the stack direction is the normal when |cos - 1| is below it.

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.uid import UID
 
-from kvdicom import fast_header, process_pool, series_keys
-from kvdicom.bounded_file import BoundedReader
-from kvdicom.compressed import CompressedLayout
-from kvdicom.encapsulated import FrameTable
+from kvdicom._header import fast_header
+from kvdicom._header.compressed import CompressedLayout
+from kvdicom._header.encapsulated import FrameTable
+from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_dataset
+from kvdicom._io import process_pool
+from kvdicom._io.bounded_file import BoundedReader
+from kvdicom._series import keys as series_keys
 from kvdicom.errors import DicomLoadError, NoPixelDataError
-from kvdicom.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_dataset
 
 #: Series at least this long parse their headers in the process pool, on
 #: machines with at least :data:`POOL_MIN_PROCESSES` cores. On the 2-core CPU
@@ -215,12 +217,12 @@ def _read_chunk_packed(paths: list[str]) -> list[tuple]:
 
 
 def header_processes() -> int:
-    """Worker processes for header parsing on this machine (:func:`kvdicom.process_pool.processes`)."""
+    """Worker processes for header parsing on this machine (:func:`kvdicom._io.process_pool.processes`)."""
     return process_pool.processes()
 
 
 def header_pool() -> ProcessPoolExecutor:
-    """The persistent process pool (:mod:`kvdicom.process_pool`, shared with frame-parallel host decoding)."""
+    """The persistent process pool (:mod:`kvdicom._io.process_pool`, shared with frame-parallel host decoding)."""
     return process_pool.pool()
 
 

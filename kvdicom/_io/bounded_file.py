@@ -5,7 +5,7 @@ buffered ``read(n)`` allocates ``n`` bytes before it reads. A header that
 declares a 4 GiB value in a 1 KiB file would make that allocation; clamping
 ``n`` to the bytes left keeps header parsing bounded by the file's size.
 
-The file is opened with :func:`kvdicom.fileid.open_regular` (a FIFO or a
+The file is opened with :func:`kvdicom._io.fileid.open_regular` (a FIFO or a
 directory is refused, never waited on), and its size and identity come from
 the one ``fstat`` of the descriptor the header is read through.
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 import io
 import os
 
-from kvdicom.fileid import identify, open_regular
+from kvdicom._io.fileid import identify, open_regular
 
 
 class BoundedReader(io.BufferedReader):
     """``io.BufferedReader`` that clamps every ``read(n)`` to the bytes left.
 
-    ``file_id`` is :func:`kvdicom.fileid.identify` of the open file, ``size``
+    ``file_id`` is :func:`kvdicom._io.fileid.identify` of the open file, ``size``
     its size then.
     """
 

@@ -7,8 +7,8 @@ a difference in where the bytes came from, never in how they were decoded.
 
 from __future__ import annotations
 
-from kvdicom.color import ybr_full_to_rgb
-from kvdicom.layout import PixelLayout
+from kvdicom._header.layout import PixelLayout
+from kvdicom._pixels.color import ybr_full_to_rgb
 
 #: Photometric interpretations pydicom's ``pixel_array`` converts to RGB by default.
 CONVERTED_TO_RGB = ("YBR_FULL", "YBR_FULL_422")
@@ -82,7 +82,7 @@ def decode(raw, layout: PixelLayout, *, bits_corrected: bool = False):
 
     ``raw`` is a 1-D uint8 NumPy or CuPy array; the result lives on the same
     device and may share its memory. ``bits_corrected``: the unused high bits
-    were already corrected in ``raw`` (during the read, ``kvdicom.loader``).
+    were already corrected in ``raw`` (during the read, ``kvdicom._loader``).
     """
     if layout.bits_allocated == 1:
         return _reshape(_unpack_bits(raw, layout.pixel_count), layout)

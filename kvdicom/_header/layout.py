@@ -23,7 +23,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from kvdicom.bounded_file import BoundedReader
+from kvdicom._io.bounded_file import BoundedReader
 from kvdicom.errors import DicomLoadError, NoPixelDataError
 
 #: Elements larger than this are not read while parsing the header. Pixel data
@@ -55,7 +55,7 @@ class ModalityLUT:
 
 @dataclass(frozen=True)
 class ModalityTransform:
-    """What ``rescale=True`` does: ``kind`` is "none", "rescale" or "lut" (see :mod:`kvdicom.modality`)."""
+    """What ``rescale=True`` does: ``kind`` is "none", "rescale" or "lut" (see :mod:`kvdicom._pixels.modality`)."""
 
     kind: str = "none"
     slope: float | tuple[float, ...] | None = None
@@ -91,7 +91,7 @@ class PixelLayout:
     swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
     #: the modality LUT / rescale that ``load(..., rescale=True)`` applies
     modality: ModalityTransform = field(default_factory=ModalityTransform)
-    #: :func:`kvdicom.fileid.identify` of the file the header was read from; pixel
+    #: :func:`kvdicom._io.fileid.identify` of the file the header was read from; pixel
     #: reads refuse a file that is not this one any more (``None``: not checked)
     file_id: tuple[int, int, int, int] | None = None
 
@@ -154,7 +154,7 @@ def _transfer_syntax(path: str, ds: pydicom.Dataset, allow_compressed: bool = Fa
             "Implicit VR LE, Explicit VR LE and Explicit VR BE only",
         )
     if allow_compressed and tsyntax.is_transfer_syntax and tsyntax.is_encapsulated:
-        return tsyntax  # kvdicom.compressed takes it from here
+        return tsyntax  # kvdicom._header.compressed takes it from here
     if not tsyntax.is_transfer_syntax or tsyntax.is_compressed:
         raise _fail(
             path,
@@ -457,7 +457,7 @@ def build_layout(
 ) -> PixelLayout:
     """The per-file part of a layout: the sizes checked against this file's bytes.
 
-    Shared by the pydicom path and :mod:`kvdicom.fast_header`, so both give the
+    Shared by the pydicom path and :mod:`kvdicom._header.fast_header`, so both give the
     same :class:`PixelLayout` (and the same refusals) for the same values.
     ``modality`` None means: no modality transform (kind "none").
     """
@@ -511,7 +511,7 @@ def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
     ds = _read_header(path, fp, force)
     tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
     if tsyntax.is_encapsulated:
-        from kvdicom.compressed import inspect_compressed
+        from kvdicom._header.compressed import inspect_compressed
 
         return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id), ds
     keyword, raw, offset = _pixel_element(path, ds)
@@ -521,8 +521,8 @@ def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
 
 
 def _layout(path: str, fp: BoundedReader, force: bool):
-    """:mod:`kvdicom.fast_header` on the open file first; pydicom where it cannot prove the layout."""
-    from kvdicom import fast_header
+    """:mod:`kvdicom._header.fast_header` on the open file first; pydicom where it cannot prove the layout."""
+    from kvdicom._header import fast_header
 
     header = fast_header.scan_fd(fp.fileno(), path, force, file_id=fp.file_id)
     if header is not None:
@@ -534,7 +534,7 @@ def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
     """The pydicom path of :func:`inspect`: the layout and the parsed header.
 
     The layout is a :class:`PixelLayout`, or a
-    :class:`kvdicom.compressed.CompressedLayout` for encapsulated pixel data.
+    :class:`kvdicom._header.compressed.CompressedLayout` for encapsulated pixel data.
     """
     path = os.fspath(path)
     with BoundedReader(path) as fp:
@@ -545,8 +545,8 @@ def inspect(path: str | os.PathLike, *, force: bool = False):
     """Return the pixel layout of ``path`` without reading its pixel data.
 
     A :class:`PixelLayout` for native pixel data, a
-    :class:`kvdicom.compressed.CompressedLayout` (codec, frame count, frame
-    locations) for encapsulated data. Tries :mod:`kvdicom.fast_header` first
+    :class:`kvdicom._header.compressed.CompressedLayout` (codec, frame count, frame
+    locations) for encapsulated data. Tries :mod:`kvdicom._header.fast_header` first
     (native little-endian data); whatever it cannot prove goes through pydicom
     (:func:`inspect_dataset`), and both give the same layout.
 

@@ -5,7 +5,7 @@ help (2-core CPU dev machine, one thread vs two: 16 × 512² int16 JPEG-LS
 428 vs 416 ms; lossless JPEG 16 × 512² 12-bit 227 vs 233 ms; JPEG 2000
 lossless 32 × 512² 1331 vs 1262 ms). Processes do: the frames of a
 multi-frame file are split into contiguous chunks decoded on kvdicom's
-process pool (:mod:`kvdicom.process_pool`), each frame by pydicom's own
+process pool (:mod:`kvdicom._io.process_pool`), each frame by pydicom's own
 ``Decoder.as_array(value, index=i)`` with the reference plugin pinned.
 
 No frame is pickled: the encapsulated value goes to the workers through an
@@ -45,7 +45,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID, JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
 
-from kvdicom import process_pool
+from kvdicom._io import process_pool
 
 #: Reference plugins measured to hold the GIL while decoding (pylibjpeg: its libjpeg, openjpeg and rle
 #: back ends; pyjpegls), so that only processes decode their frames side by side.
@@ -277,7 +277,7 @@ def decode_slices(layouts: list, values: list, plugin: str) -> np.ndarray | None
     None where the pool cannot run or a worker reports an error or an unexpected array: the caller then
     decodes in-process, which raises its own error naming the file. ``values``: the encapsulated values
     as read (``compressed.read_frames``), one per layout; every layout has the first one's frame shape
-    and dtype (a series that :func:`kvdicom.series_order.check_stackable` accepted).
+    and dtype (a series that :func:`kvdicom._series.order.check_stackable` accepted).
     """
     first = layouts[0]
     frame_shape = first.frame_shape

@@ -2,13 +2,13 @@
 
 Steps, each with its own helper:
 
-1. list the files and read every header (:mod:`kvdicom.series_headers`: the
+1. list the files and read every header (:mod:`kvdicom._series.headers`: the
    fast walk, pydicom where it steps aside; in a persistent process pool when
    the series and the machine are large enough);
 2. skip what is not DICOM or has no pixel data (listed in the record), refuse
    unreadable or corrupt files, pick the series, refuse slices that cannot
-   stack (:mod:`kvdicom.series_order`);
-3. order the slices (:mod:`kvdicom.series_order`): by Image Position (Patient) projected
+   stack (:mod:`kvdicom._series.order`);
+3. order the slices (:mod:`kvdicom._series.order`): by Image Position (Patient) projected
    on the normal of Image Orientation (Patient), as GDCM's ``SerieHelper``
    and highdicom do, else by Instance Number; work out slice spacing, gantry
    tilt and the LPS affine as highdicom's ``VolumeGeometry`` gives it;
@@ -17,11 +17,11 @@ Steps, each with its own helper:
    output, else one scratch buffer; for ``device="cuda"`` the reads start
    while later headers are still being parsed, into one pinned host staging
    buffer, and each slice is copied to its sorted place on the device once
-   the order is known (:mod:`kvdicom.series_stage`); each read checks that
+   the order is known (:mod:`kvdicom._series.stage`); each read checks that
    the file is the one whose header was parsed (compressed slices: every
    file's fragments read concurrently, then one nvImageCodec batch for the
    frames the GPU decodes, the host for the rest, each into its slot:
-   :mod:`kvdicom.series_decode`);
+   :mod:`kvdicom._series.decode`);
 5. decode on the target device (the whole volume at once when all slices share
    a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
 
@@ -39,18 +39,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import (
-    host_read,
-    io_tuning,
-    modality,
-    series_headers,
-    series_order,
-    series_stage,
-)
-from kvdicom.decode import decode, decodes_in_place
+from kvdicom._header.layout import PixelLayout
+from kvdicom._io import host_read
+from kvdicom._io import tuning as io_tuning
+from kvdicom._io.gpu import require_gpu_stack
+from kvdicom._pixels import modality
+from kvdicom._pixels.decode import decode, decodes_in_place
+from kvdicom._series import headers as series_headers
+from kvdicom._series import order as series_order
+from kvdicom._series import stage as series_stage
 from kvdicom.errors import DicomLoadError
-from kvdicom.gpu import require_gpu_stack
-from kvdicom.layout import PixelLayout
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +69,7 @@ class SeriesInfo:
     series_uid: str | None = None
     instance_numbers: tuple[int | None, ...] = ()
     layouts: tuple[PixelLayout, ...] = ()
-    #: compressed slices: "<decoder> (<why>): <n> slices" for each decoder that ran (``kvdicom.series_decode``);
+    #: compressed slices: "<decoder> (<why>): <n> slices" for each decoder that ran (``kvdicom._series.decode``);
     #: empty for native slices, which are read, not decoded
     decoders: tuple[str, ...] = ()
 
@@ -152,7 +150,7 @@ def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
 def _stored_volume(layouts, xp, raw, target):
     """Decode ``raw`` (all slices' bytes, slice order) into ``target`` (stored dtype) on ``xp``'s device.
 
-    Where ``raw`` is ``target``'s own memory (:func:`kvdicom.decode.decodes_in_place`), decoding
+    Where ``raw`` is ``target``'s own memory (:func:`kvdicom._pixels.decode.decodes_in_place`), decoding
     returns a view of it and nothing is copied; ``may_share_memory`` (a bounds
     check: CuPy's exact ``shares_memory`` sorts every element's address) tells.
     """
@@ -262,12 +260,13 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
 
 
 def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
-    """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom.series_decode`).
+    """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom._series.decode`).
 
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
     Returns which decoders ran.
     """
-    from kvdicom import loader, series_decode
+    from kvdicom import _loader as loader
+    from kvdicom._series import decode as series_decode
 
     packed = [(i, layout) for i, layout in enumerate(layouts) if getattr(layout, "compressed", False)]
     decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
@@ -301,7 +300,7 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     filled instead of allocating. Raises :class:`DicomLoadError` naming the
     files for anything that is not one loadable volume.
     """
-    from kvdicom.loader import DEVICES
+    from kvdicom._loader import DEVICES
 
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")

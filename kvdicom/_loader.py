@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 
-from kvdicom import device_read, host_read, modality
-from kvdicom.decode import _correct_unused_bits, array_module, decode, decodes_in_place
+from kvdicom._header.layout import PixelLayout, opened_layout
+from kvdicom._io import device_read, host_read
+from kvdicom._io.gpu import require_gpu_stack
+from kvdicom._pixels import modality
+from kvdicom._pixels.decode import _correct_unused_bits, array_module, decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
-from kvdicom.gpu import require_gpu_stack
-from kvdicom.layout import PixelLayout, opened_layout
 
 DEVICES = ("cuda", "cpu")
 
@@ -79,7 +80,7 @@ def _read_decoded(layout: PixelLayout, device: str, buffer=None):
 
 
 def _load_compressed_gpu(layout):
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     return gpu_codec.load(layout)
 
@@ -133,13 +134,13 @@ def _load_into(layout: PixelLayout, device: str, rescale: bool, out):
 
 
 def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, rescale: bool = False, out=None):
-    """Load the pixel data of a DICOM file (native, or compressed: see :mod:`kvdicom.compressed`).
+    """Load the pixel data of a DICOM file (native, or compressed: see :mod:`kvdicom._header.compressed`).
 
     Returns what ``pydicom.dcmread(path, force=force).pixel_array`` returns, in
     native byte order: a CuPy array for ``device="cuda"``, a NumPy array for
     ``device="cpu"``. With ``rescale=True``, returns
     ``pydicom.pixels.apply_modality_lut(pixel_array, ds)`` instead, computed on
-    the same device (see :mod:`kvdicom.modality`).
+    the same device (see :mod:`kvdicom._pixels.modality`).
 
     ``out``: an array on ``device`` of the shape and dtype that would be
     returned (see :func:`output_dtype`), filled and returned instead of a new
@@ -164,7 +165,7 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
         if rescale:
             modality.check(layout)
         if getattr(layout, "compressed", False):
-            from kvdicom import compressed
+            from kvdicom._header import compressed
 
             if out is not None:
                 _check_out_fits(layout, out, rescale)

@@ -7,25 +7,25 @@ H200, ``gpu_codec.GPU_MIN_DECODED_BYTES``). Here, for slices in their final
 order:
 
 1. every file's fragments are read on kvdicom's read pool
-   (:func:`kvdicom.host_read.pool`, :func:`kvdicom.compressed.read_frames`)
-   and checked against the header (:func:`kvdicom.compressed.check_frames`)
+   (:func:`kvdicom._io.host_read.pool`, :func:`kvdicom._header.compressed.read_frames`)
+   and checked against the header (:func:`kvdicom._header.compressed.check_frames`)
    before anything is decoded, so a corrupt or lying slice is a
    :class:`DicomLoadError` naming it and no volume is returned;
-2. ``device="cuda"``: each slice is planned by :func:`kvdicom.gpu_codec.plan`
+2. ``device="cuda"``: each slice is planned by :func:`kvdicom._codecs.gpu_codec.plan`
    (its size rule seeing the series' decoded bytes, since the batch, not
    the slice, is the decode call); slices whose plans and decode-relevant
    layout fields agree (:func:`batch_key`) form one group, and each group's
-   frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom.gpu_codec._decode_batch`;
+   frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom._codecs.gpu_codec._decode_batch`;
    split only past :data:`BATCH_MAX_DECODED_BYTES`, a device-memory bound),
-   corrected by :func:`kvdicom.corrections.finish` and written into the
+   corrected by :func:`kvdicom._pixels.corrections.finish` and written into the
    volume's slots; frames nvImageCodec returns as nothing or as all zeros,
    and slices planned for the host, decode on the host (pinned staging,
    one copy per run of slots);
-3. ``device="cpu"``: slices :mod:`kvdicom.host_codecs` takes (lossless JPEG
+3. ``device="cpu"``: slices :mod:`kvdicom._codecs.host_codecs` takes (lossless JPEG
    2000 / HTJ2K / JPEG-LS, imagecodecs with the GIL released) and RLE
    (imagecodecs' PackBits) are read and decoded each in its own task on
-   kvdicom's thread pool where :func:`kvdicom.host_codecs._concurrent` /
-   :func:`kvdicom.rle._concurrent` say it pays; other slices decode with
+   kvdicom's thread pool where :func:`kvdicom._codecs.host_codecs._concurrent` /
+   :func:`kvdicom._codecs.rle._concurrent` say it pays; other slices decode with
    pydicom's reference plugin into their slots (on the process pool where
    that pays; pylibjpeg, openjpeg and pyjpegls hold the GIL).
 
@@ -43,8 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom import compressed, corrections, host_codecs, host_parallel, host_read, process_pool, rle
-from kvdicom.decode import array_module
+from kvdicom._codecs import host_codecs, host_parallel, rle
+from kvdicom._header import compressed
+from kvdicom._io import host_read, process_pool
+from kvdicom._pixels import corrections
+from kvdicom._pixels.decode import array_module
 from kvdicom.errors import DicomLoadError
 
 #: Layout fields a GPU batch must share besides the plan: they decide how ``corrections.finish`` corrects the
@@ -86,7 +89,7 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
                              f"says {layout.number_of_frames} (a series slice has one)")
     piece = Slice(slot, layout, value, frames, infos)
     if plan_frames is not None:
-        from kvdicom import gpu_codec
+        from kvdicom._codecs import gpu_codec
 
         piece.how = gpu_codec.plan(as_batch(layout, max(plan_frames, 1)), infos)
     return piece
@@ -136,9 +139,9 @@ def host_decoder(layout, piece: Slice | None = None) -> str:
 
 
 def _host_codecs_plan(piece: Slice):
-    """:func:`kvdicom.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it), worked out once
-    per slice: choosing the route, decoding and naming the decoder all ask (it walks every JPEG 2000 tile-part
-    header: :func:`kvdicom.codestream.j2k_reversible`)."""
+    """:func:`kvdicom._codecs.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it), worked
+    out once per slice: choosing the route, decoding and naming the decoder all ask (it walks every JPEG 2000 tile-part
+    header: :func:`kvdicom._header.codestream.j2k_reversible`)."""
     if piece.host_how is None:
         piece.host_how = host_codecs.plan(piece.layout, piece.frames, piece.infos)
     return piece.host_how
@@ -164,7 +167,7 @@ def pooled_plugin(pieces: list[Slice]) -> str | None:
     """The reference plugin when ``pieces`` decode side by side on kvdicom's process pool, else None.
 
     pydicom's plugins hold the GIL, so only processes decode slices side by side
-    (:func:`kvdicom.host_parallel.decode_slices`); RLE has its own threaded path (:mod:`kvdicom.rle`).
+    (:func:`kvdicom._codecs.host_parallel.decode_slices`); RLE has its own threaded path (:mod:`kvdicom._codecs.rle`).
     """
     layouts = [p.layout for p in pieces]
     if not layouts or len({layout.transfer_syntax for layout in layouts}) != 1:
@@ -261,7 +264,7 @@ def _host_to_device(pieces: list[Slice], stored) -> None:
     import cupy
     import cupyx
 
-    from kvdicom import series_stage
+    from kvdicom._series import stage as series_stage
 
     staging = cupyx.empty_pinned((len(pieces),) + tuple(stored.shape[1:]), dtype=stored.dtype)
     host_into_all(pieces, staging)
@@ -288,7 +291,7 @@ def _scatter(stored, slots: list[int], out) -> None:
 
 def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     first = batch[0]
     block = as_batch(first.layout, len(batch))
@@ -308,7 +311,7 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
 
     ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
     """
-    from kvdicom import gpu_codec
+    from kvdicom._codecs import gpu_codec
 
     unusable = gpu_codec.nvimgcodec_problem()
     pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
