@@ -63,7 +63,7 @@ def within_tolerance(spec, got, ref) -> bool:
 
 def _gpu_route(path) -> str:
     """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
-    from kvdicom._codecs import gpu_codec, rle
+    from kvdicom._codecs import gpu_codec, rle, route
     from kvdicom._header import compressed
 
     layout = kvdicom.inspect(path)
@@ -74,8 +74,8 @@ def _gpu_route(path) -> str:
     if rle.decoder(layout):
         return f"host:{rle.decoder(layout)} + pinned chunked copy"
     if how.route == "gpu":
-        return f"host:{compressed.host_decoder(layout)} (no nvImageCodec)"
-    return f"host:{compressed.host_decoder(layout)} ({how.reason})"
+        return f"host:{route.host_decoder(layout)} (no nvImageCodec)"
+    return f"host:{route.host_decoder(layout)} ({how.reason})"
 
 
 def _record(benchmark, spec, path, loader, device, output, reference, decoder):
@@ -210,11 +210,10 @@ def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
 
 def _cpu_route(path) -> str:
     """Which decoder kvdicom's CPU load uses for ``path``."""
-    from kvdicom._codecs import rle
-    from kvdicom._header import compressed
+    from kvdicom._codecs import rle, route
 
     layout = kvdicom.inspect(path)
-    return rle.decoder(layout) or f"{compressed.host_decoder(layout)} (one read)"
+    return rle.decoder(layout) or f"{route.host_decoder(layout)} (one read)"
 
 
 def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):

@@ -6,14 +6,15 @@ code path for both. The result equals ``pydicom``'s ``pixel_array``.
 """
 
 from kvdicom._header.compressed import CompressedLayout
-from kvdicom._header.layout import PixelLayout, inspect
-from kvdicom._io.tuning import configure
+from kvdicom._header.inspect import inspect
+from kvdicom._header.layout import PixelLayout
 from kvdicom._loader import load
 from kvdicom._series.loader import SeriesInfo, load_series
 from kvdicom.errors import DicomLoadError, GpuUnavailableError
+from kvdicom.settings import Settings, configure
 
 __all__ = [
-    "CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "SeriesInfo",
+    "CompressedLayout", "DicomLoadError", "GpuUnavailableError", "PixelLayout", "SeriesInfo", "Settings",
     "configure", "inspect", "load", "load_series",
 ]
 __version__ = "0.1.0"

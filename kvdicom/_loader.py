@@ -6,7 +6,9 @@ import os
 
 import numpy as np
 
-from kvdicom._header.layout import PixelLayout, opened_layout
+from kvdicom._codecs import route
+from kvdicom._header.inspect import opened_layout
+from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device_read, host_read
 from kvdicom._io.gpu import require_gpu_stack
 from kvdicom._pixels import modality
@@ -165,11 +167,10 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
         if rescale:
             modality.check(layout)
         if getattr(layout, "compressed", False):
-            from kvdicom._header import compressed
 
             if out is not None:
                 _check_out_fits(layout, out, rescale)
-            arr = compressed.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
+            arr = route.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
             arr = modality.apply(arr, layout) if rescale else arr
             if out is None:
                 return arr

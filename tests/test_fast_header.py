@@ -19,7 +19,7 @@ from fixtures.strategies import dicom_specs
 from fixtures.writer import add_modality_lut, build_dataset, write_dicom
 from kvdicom._header import fast_header
 from kvdicom._header import layout as layout_module
-from kvdicom._header.layout import inspect_dataset
+from kvdicom._header.inspect import inspect_dataset
 from tests import header_strategies as hs
 
 

@@ -27,7 +27,7 @@ from fixtures.oracle import pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
 from kvdicom._header import compressed, fast_header
-from kvdicom._header.layout import inspect_dataset
+from kvdicom._header.inspect import inspect_dataset
 from kvdicom._series import headers as series_headers
 from tests import header_strategies as hs
 

@@ -14,6 +14,7 @@ from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.time_limit import time_limit
 from fixtures.writer import write_dicom
+from kvdicom._codecs import route
 from kvdicom._io import fileid, host_read
 
 SPEC = DicomSpec(frames=2, rows=16, cols=16)
@@ -300,12 +301,11 @@ def test_compressed_layout_carries_the_headers_file_id(rle):
 
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.__name__.strip("_"))
 def test_a_compressed_file_changed_after_inspect_is_refused(rle, tmp_path, fault):
-    from kvdicom._header import compressed
 
     layout = kvdicom.inspect(rle)
     fault(rle, tmp_path, twin=_compressed_twin)
     with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
-        compressed.load_cpu(layout)
+        route.load_cpu(layout)
     assert info.value.path == str(rle)
 
 

@@ -19,6 +19,7 @@ import pytest
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
+from kvdicom import settings
 from kvdicom._io import device_read
 from kvdicom._io import tuning as io_tuning
 
@@ -64,8 +65,8 @@ def fake_kvikio(monkeypatch):
     module.CuFile, module.defaults = CuFile, defaults
     monkeypatch.setitem(sys.modules, "kvikio", module)
     monkeypatch.setitem(sys.modules, "kvikio.defaults", defaults)
-    monkeypatch.setattr(io_tuning, "_setting", "auto")
-    monkeypatch.setattr(io_tuning, "_applied", False)
+    monkeypatch.setattr(settings, "_current", settings.Settings())
+    monkeypatch.setattr(io_tuning, "_applied", io_tuning._NOT_APPLIED)
     monkeypatch.delenv("KVIKIO_NTHREADS", raising=False)
     return state
 

@@ -13,7 +13,7 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
-from kvdicom._codecs import host_codecs
+from kvdicom._codecs import host_codecs, route
 from kvdicom._header import codestream, compressed
 from kvdicom._io import host_read
 from kvdicom._io import tuning as io_tuning
@@ -70,8 +70,8 @@ def no_pydicom_decode(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("pydicom's decoder ran")
 
-    monkeypatch.setattr(compressed, "_host_decode_here", refuse)
-    monkeypatch.setattr(compressed, "host_decode", refuse)
+    monkeypatch.setattr(route, "_host_decode_here", refuse)
+    monkeypatch.setattr(route, "host_decode", refuse)
 
 
 def _plan(path):
@@ -84,7 +84,7 @@ def _plan(path):
 def test_lossless_files_decode_here_equal_to_pixel_array(files, no_pydicom_decode, case, library):
     layout, _, how = _plan(files[case])
     assert not isinstance(how, str), how
-    assert library in compressed.host_decoder(layout)
+    assert library in route.host_decoder(layout)
     assert check_load(files[case], "cpu") is None
 
 
@@ -92,7 +92,7 @@ def test_lossless_files_decode_here_equal_to_pixel_array(files, no_pydicom_decod
 def test_other_files_keep_pydicom_path(files, case, why):
     layout, _, how = _plan(files[case])
     assert isinstance(how, str) and why in how
-    assert compressed.host_decoder(layout).startswith("pydicom:")
+    assert route.host_decoder(layout).startswith("pydicom:")
     assert check_load(files[case], "cpu") is None
 
 
@@ -110,7 +110,7 @@ def test_frames_decode_side_by_side_on_the_read_pool(files, no_pydicom_decode, m
     got = kvdicom.load(files[spec], "cpu")
     assert np.array_equal(got, pydicom_pixels(files[spec]))
     assert len(threads) == 3 and all(name.startswith("kvdicom-read") for name in threads), threads
-    assert "frames on" in compressed.host_decoder(kvdicom.inspect(files[spec]))
+    assert "frames on" in route.host_decoder(kvdicom.inspect(files[spec]))
 
 
 def test_large_j2k_frames_get_openjpeg_threads_unless_on_the_pool(files, monkeypatch):
@@ -136,8 +136,8 @@ def test_a_stream_imagecodecs_refuses_is_decoded_by_pydicom(files, monkeypatch):
 def test_without_imagecodecs_pydicom_decodes(files, monkeypatch):
     monkeypatch.setattr(host_codecs, "_HAVE_IMAGECODECS", False)
     ran = []
-    real = compressed._host_decode_here
-    monkeypatch.setattr(compressed, "_host_decode_here", lambda *a: ran.append(1) or real(*a))
+    real = route._host_decode_here
+    monkeypatch.setattr(route, "_host_decode_here", lambda *a: ran.append(1) or real(*a))
     spec = TAKEN[0][0]
     assert check_load(files[spec], "cpu") is None
     assert ran
@@ -201,7 +201,7 @@ def test_an_imagecodecs_without_the_codec_leaves_the_file_to_pydicom(files, monk
     try:
         layout, _, how = _plan(files[TAKEN[0][0]])
         assert isinstance(how, str) and "openjpeg" in how
-        assert compressed.host_decoder(layout).startswith("pydicom:")
+        assert route.host_decoder(layout).startswith("pydicom:")
         assert check_load(files[TAKEN[0][0]], "cpu") is None
     finally:
         monkeypatch.undo()

@@ -31,7 +31,7 @@ from timing import best, gpu, times_ms
 
 import kvdicom
 from fixtures.series import SeriesSpec, write_series
-from kvdicom._header.layout import inspect_dataset
+from kvdicom._header.inspect import inspect_dataset
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
 from kvdicom._series import stage as series_stage

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom._codecs import host_codecs, rle
+from kvdicom._codecs import host_codecs, rle, route
 from kvdicom._header import compressed
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._pixels.corrections import finish
@@ -256,11 +256,11 @@ def load(layout: CompressedLayout):
         if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
             return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
         host = host_codecs.load(layout, frames, infos)
-        return cupy.asarray(compressed.host_decode(layout, value) if host is None else host)
+        return cupy.asarray(route.host_decode(layout, value) if host is None else host)
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
     per_frame = out.reshape((len(frames), -1))
     for i in sorted(set(redo) | set(blank_frames(per_frame))):
-        host = compressed.host_decode(layout, value, index=i)
+        host = route.host_decode(layout, value, index=i)
         per_frame[i] = cupy.asarray(host.reshape(-1))
     return out

@@ -299,7 +299,7 @@ def decode_slices(layouts: list, values: list, plugin: str) -> np.ndarray | None
 
 
 def decode_slice_chunk(job: tuple, items: list) -> str:
-    """Worker: decode each item's whole value as ``compressed.host_decode`` does in-process, into its slot.
+    """Worker: decode each item's whole value as ``route.host_decode`` does in-process, into its slot.
 
     Returns "" or why a slice could not be decoded here.
     """

@@ -44,7 +44,7 @@ against pydicom's 15.3 and 1.09 in the same session). Run the script on the
 device for the GPU load and the pool on many cores.
 
 YBR_FULL / YBR_FULL_422 (which pydicom converts to RGB) and files without
-pylibjpeg-rle keep pydicom's own path (:func:`kvdicom._header.compressed.host_decode`).
+pylibjpeg-rle keep pydicom's own path (:func:`kvdicom._codecs.route.host_decode`).
 """
 
 from __future__ import annotations

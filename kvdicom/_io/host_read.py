@@ -71,23 +71,18 @@ def pool() -> ThreadPoolExecutor:
     queued behind it, so nesting cannot deadlock.
     """
     global _pool
-    if _pool is None:
+    threads = io_tuning.host_threads()
+    pool = _pool
+    if pool is None or pool._max_workers != threads:
         with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(
-                    max_workers=io_tuning.host_threads(), thread_name_prefix="kvdicom-read", initializer=_mark_worker
-                )
-    return _pool
-
-
-def resize_pool(threads: int) -> None:
-    """Replace the pool if it exists with a different size (``kvdicom.configure``); running reads finish."""
-    global _pool
-    with _pool_lock:
-        old = _pool
-        if old is not None and old._max_workers != threads:
-            _pool = None
-            old.shutdown(wait=False)
+            if _pool is None or _pool._max_workers != threads:  # first use, or ``kvdicom.configure`` changed it
+                old = _pool
+                _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kvdicom-read",
+                                           initializer=_mark_worker)
+                if old is not None:
+                    old.shutdown(wait=False)  # its running reads finish
+            pool = _pool
+    return pool
 
 
 def _forget_pool_in_child() -> None:

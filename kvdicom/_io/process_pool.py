@@ -18,12 +18,11 @@ from then on (slower, same result).
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-#: Worker processes at most: one per core, up to this.
-MAX_PROCESSES = 16
+from kvdicom import settings
+from kvdicom.settings import MAX_PROCESSES
 
 _pool: ProcessPoolExecutor | None = None
 _broken = False  #: a worker died once (killed, out of memory, no main guard): in-process from then on
@@ -31,8 +30,11 @@ _lock = threading.Lock()
 
 
 def processes() -> int:
-    """Worker processes of the pool on this machine (the cores this process may run on, at most 16)."""
-    return max(1, min(MAX_PROCESSES, len(os.sched_getaffinity(0))))
+    """Worker processes of the pool: ``kvdicom.configure(processes=...)``, else one per core this process may
+    run on; at most :data:`~kvdicom.settings.MAX_PROCESSES`, and 0 where the caller asked for none."""
+    setting = settings.current().processes
+    cap = MAX_PROCESSES if setting == "auto" else min(MAX_PROCESSES, setting)
+    return max(0, min(cap, settings.cores()))
 
 
 def pool() -> ProcessPoolExecutor:

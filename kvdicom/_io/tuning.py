@@ -5,11 +5,11 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
 * ``num_threads``: KvikIO's default is 1, which caps a page-cache read at the
   speed of one ``pread`` + copy loop (about 7 GB/s). KvikIO's pool is
   process-wide, so changing it is a side effect on the user's own KvikIO reads:
-  :func:`configure` makes it explicit. ``"auto"`` (the default) sizes it once,
+  ``kvdicom.configure`` makes it explicit. ``"auto"`` (the default) sizes it once,
   at the first GPU load, from the machine: one thread per core up to
   :data:`MAX_THREADS`, unless the user set ``KVIKIO_NTHREADS`` (their choice
   wins); an integer sets that many; ``None`` leaves KvikIO as the user set it.
-  The same number sizes kvdicom's host read pool (:func:`kvdicom._io.host_read.pool`).
+  The same number sizes kvdicom's host read pool (``kvdicom._io.host_read.pool``).
 * ``task_size``: chosen per read, about :data:`TASKS_PER_THREAD` tasks per
   thread so a slow task does not leave the others idle at the end, bounded by
   :data:`MIN_TASK_BYTES` (below it per-task overhead dominates) and
@@ -27,12 +27,13 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 import threading
 from dataclasses import dataclass
 
-MAX_THREADS = 16
+from kvdicom import settings
+from kvdicom.settings import MAX_THREADS
+
 MIN_TASK_BYTES = 1 << 20
 MAX_TASK_BYTES = 8 << 20
 TASKS_PER_THREAD = 4
@@ -49,8 +50,8 @@ class ReadPlan:
 
 
 def machine_threads() -> int:
-    """Threads for KvikIO's pool on this machine."""
-    return max(1, min(MAX_THREADS, len(os.sched_getaffinity(0))))
+    """Threads for KvikIO's pool on this machine: the cores this process may use, at most MAX_THREADS."""
+    return max(1, min(MAX_THREADS, settings.cores()))
 
 
 def task_size_for(nbytes: int, threads: int) -> int:
@@ -60,64 +61,46 @@ def task_size_for(nbytes: int, threads: int) -> int:
     return max(MIN_TASK_BYTES, min(MAX_TASK_BYTES, rounded))
 
 
-#: ``kvdicom.configure(threads=...)``: "auto", a thread count, or None (leave KvikIO alone).
-_setting: str | int | None = "auto"
-#: whether the setting has been applied to KvikIO's pool since it last changed
-_applied = False
-_lock = threading.Lock()
-
-
-def configure(threads: str | int | None = "auto") -> None:
-    """Choose the threads kvdicom reads with (``kvdicom.configure``).
-
-    ``"auto"`` (default): KvikIO's process-wide pool is set to
-    :func:`machine_threads` at the next GPU load, unless ``KVIKIO_NTHREADS`` is
-    set. An integer: KvikIO's pool is set to that many at the next GPU load,
-    ``KVIKIO_NTHREADS`` or not. ``None``: kvdicom never changes KvikIO's pool.
-    The host read pool has the integer's size, else :func:`machine_threads`.
-    """
-    global _setting, _applied
-    if isinstance(threads, numbers.Integral) and not isinstance(threads, bool) and threads >= 1:
-        threads = int(threads)
-    elif not (threads is None or (isinstance(threads, str) and threads == "auto")):
-        raise ValueError(f"threads must be 'auto', a positive int or None, not {threads!r}")
-    with _lock:
-        _setting, _applied = threads, False
-    from kvdicom._io import host_read
-
-    host_read.resize_pool(host_threads())
-
-
 def configured_threads() -> int | None:
     """The KvikIO pool size kvdicom sets (or has set), ``None`` when it leaves KvikIO's as it is.
 
     Depends only on :func:`configure`, the machine and ``KVIKIO_NTHREADS``,
     not on whether a load ran yet, so ``machine_info`` can record it up front.
     """
-    if _setting is None:
+    setting = settings.current().threads
+    if setting is None:
         return None
-    if _setting == "auto":
+    if setting == "auto":
         return None if "KVIKIO_NTHREADS" in os.environ else machine_threads()
-    return int(_setting)
+    return int(setting)
 
 
 def host_threads() -> int:
     """Size of kvdicom's host read pool: the configured count, else :func:`machine_threads`."""
-    return _setting if type(_setting) is int else machine_threads()
+    setting = settings.current().threads
+    return setting if type(setting) is int else machine_threads()
+
+
+#: the ``threads`` setting last applied to KvikIO's pool: applied once per change of the setting, so a
+#: user's own later change of KvikIO's pool is left alone
+_NOT_APPLIED = object()
+_applied: object = _NOT_APPLIED
+_lock = threading.Lock()
 
 
 def configure_kvikio() -> int:
-    """Apply the configured pool size to KvikIO once (until :func:`configure` changes it).
+    """Apply the configured pool size to KvikIO once (until ``kvdicom.configure`` changes it).
 
     Returns the threads in force."""
     global _applied
     import kvikio.defaults
 
     with _lock:
+        setting = settings.current().threads
         wanted = configured_threads()
-        if not _applied and wanted is not None:
+        if _applied != setting and wanted is not None:
             kvikio.defaults.set({"num_threads": wanted})
-        _applied = True
+        _applied = setting
     return int(kvikio.defaults.get("num_threads"))
 
 

@@ -11,7 +11,7 @@ pydicom's rules (``pydicom.pixels.apply_modality_lut``, alias ``apply_rescale``)
   even for slope 1 and intercept 0);
 * otherwise the array is returned unchanged (same dtype).
 
-The header values are read once, by :func:`kvdicom._header.layout.inspect`, into
+The header values are read once, by :func:`kvdicom._header.inspect.inspect`, into
 :class:`kvdicom._header.layout.ModalityTransform`; anything pydicom would fail on, or that
 kvdicom could not reproduce exactly, is recorded there as ``problem`` and
 refused by :func:`check` before any pixel buffer is allocated. :func:`apply`

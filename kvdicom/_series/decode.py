@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom._codecs import host_codecs, host_parallel, rle
+from kvdicom._codecs import host_codecs, host_parallel, rle, route
 from kvdicom._header import compressed
 from kvdicom._io import host_read, process_pool
 from kvdicom._pixels import corrections
@@ -134,8 +134,8 @@ def host_decoder(layout, piece: Slice | None = None) -> str:
     if rle.decoder(layout):
         return rle.decoder(layout)
     if piece is None:
-        return compressed.host_decoder(layout)
-    return compressed.host_route(layout, _host_codecs_plan(piece))
+        return route.host_decoder(layout)
+    return route.host_route(layout, _host_codecs_plan(piece))
 
 
 def _host_codecs_plan(piece: Slice):
@@ -157,7 +157,7 @@ def host_into(piece: Slice, dst: np.ndarray) -> None:
     if not isinstance(how, str) and tuple(dst.shape) == layout.shape and host_codecs.decode_into(
             layout, piece.frames, how, dst):
         return
-    arr = compressed.host_decode(layout, piece.value)
+    arr = route.host_decode(layout, piece.value)
     if arr.shape != tuple(dst.shape):
         raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {tuple(dst.shape)}")
     dst[...] = arr

@@ -21,7 +21,8 @@ from pydicom.uid import UID
 from kvdicom._header import fast_header
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._header.encapsulated import FrameTable
-from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout, _layout_dataset
+from kvdicom._header.inspect import _layout_dataset
+from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
 from kvdicom._io import process_pool
 from kvdicom._io.bounded_file import BoundedReader
 from kvdicom._series import keys as series_keys
