@@ -62,20 +62,10 @@ def within_tolerance(spec, got, ref) -> bool:
 
 
 def _gpu_route(path) -> str:
-    """Which decoder kvdicom's GPU load uses for ``path``: "nvimgcodec" or "host:<plugin> (<reason>)"."""
-    from kvdicom._codecs import gpu_codec, rle, route
-    from kvdicom._header import compressed
+    """Which decoder kvdicom's GPU load uses for ``path`` (the decoder route's own answer)."""
+    from kvdicom._codecs import route
 
-    layout = kvdicom.inspect(path)
-    _, frames = compressed.read_frames(layout)
-    how = gpu_codec.plan(layout, compressed.check_frames(layout, frames))
-    if how.route == "gpu" and not gpu_codec.nvimgcodec_problem():
-        return "nvimgcodec"
-    if rle.decoder(layout):
-        return f"host:{rle.decoder(layout)} + pinned chunked copy"
-    if how.route == "gpu":
-        return f"host:{route.host_decoder(layout)} (no nvImageCodec)"
-    return f"host:{route.host_decoder(layout)} ({how.reason})"
+    return route.describe(kvdicom.inspect(path), "cuda")
 
 
 def _record(benchmark, spec, path, loader, device, output, reference, decoder):
@@ -210,10 +200,9 @@ def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
 
 def _cpu_route(path) -> str:
     """Which decoder kvdicom's CPU load uses for ``path``."""
-    from kvdicom._codecs import rle, route
+    from kvdicom._codecs import route
 
-    layout = kvdicom.inspect(path)
-    return rle.decoder(layout) or f"{route.host_decoder(layout)} (one read)"
+    return route.describe(kvdicom.inspect(path), "cpu")
 
 
 def test_compressed_kvdicom_cpu(benchmark, cspec, cfile, creference):

@@ -81,12 +81,6 @@ def _read_decoded(layout: PixelLayout, device: str, buffer=None):
     return decode(raw, layout, bits_corrected=corrected)
 
 
-def _load_compressed_gpu(layout):
-    from kvdicom._codecs import gpu_codec
-
-    return gpu_codec.load(layout)
-
-
 def output_dtype(layout: PixelLayout, rescale: bool = False) -> np.dtype:
     """The dtype ``load`` returns for ``layout`` (shape: ``layout.shape``)."""
     if rescale and layout.modality.kind == "lut":
@@ -167,10 +161,9 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
         if rescale:
             modality.check(layout)
         if getattr(layout, "compressed", False):
-
             if out is not None:
                 _check_out_fits(layout, out, rescale)
-            arr = route.load_cpu(layout) if device == "cpu" else _load_compressed_gpu(layout)
+            arr = route.load(layout, device)
             arr = modality.apply(arr, layout) if rescale else arr
             if out is None:
                 return arr

@@ -305,7 +305,7 @@ def test_a_compressed_file_changed_after_inspect_is_refused(rle, tmp_path, fault
     layout = kvdicom.inspect(rle)
     fault(rle, tmp_path, twin=_compressed_twin)
     with no_hang(), pytest.raises(kvdicom.DicomLoadError) as info:
-        route.load_cpu(layout)
+        route.load(layout, "cpu")
     assert info.value.path == str(rle)
 
 

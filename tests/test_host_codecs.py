@@ -84,7 +84,7 @@ def _plan(path):
 def test_lossless_files_decode_here_equal_to_pixel_array(files, no_pydicom_decode, case, library):
     layout, _, how = _plan(files[case])
     assert not isinstance(how, str), how
-    assert library in route.host_decoder(layout)
+    assert library in route.describe(layout, "cpu")
     assert check_load(files[case], "cpu") is None
 
 
@@ -92,7 +92,7 @@ def test_lossless_files_decode_here_equal_to_pixel_array(files, no_pydicom_decod
 def test_other_files_keep_pydicom_path(files, case, why):
     layout, _, how = _plan(files[case])
     assert isinstance(how, str) and why in how
-    assert route.host_decoder(layout).startswith("pydicom:")
+    assert route.describe(layout, "cpu").startswith("host:pydicom:")
     assert check_load(files[case], "cpu") is None
 
 
@@ -110,7 +110,7 @@ def test_frames_decode_side_by_side_on_the_read_pool(files, no_pydicom_decode, m
     got = kvdicom.load(files[spec], "cpu")
     assert np.array_equal(got, pydicom_pixels(files[spec]))
     assert len(threads) == 3 and all(name.startswith("kvdicom-read") for name in threads), threads
-    assert "frames on" in route.host_decoder(kvdicom.inspect(files[spec]))
+    assert "frames on" in route.describe(kvdicom.inspect(files[spec]), "cpu")
 
 
 def test_large_j2k_frames_get_openjpeg_threads_unless_on_the_pool(files, monkeypatch):
@@ -201,7 +201,7 @@ def test_an_imagecodecs_without_the_codec_leaves_the_file_to_pydicom(files, monk
     try:
         layout, _, how = _plan(files[TAKEN[0][0]])
         assert isinstance(how, str) and "openjpeg" in how
-        assert route.host_decoder(layout).startswith("pydicom:")
+        assert route.describe(layout, "cpu").startswith("host:pydicom:")
         assert check_load(files[TAKEN[0][0]], "cpu") is None
     finally:
         monkeypatch.undo()

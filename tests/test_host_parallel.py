@@ -77,7 +77,7 @@ def test_the_pooled_array_is_private_to_this_process(tmp_path, pooled):
 def test_decoder_record_names_the_pool(tmp_path, pooled):
     path = tmp_path / "f.dcm"
     write_dicom(CASES[2], path)
-    assert "processes" in route.host_decoder(kvdicom.inspect(path))
+    assert "processes" in route.describe(kvdicom.inspect(path), "cpu")
 
 
 def _with_broken_frame(tmp_path, broken: int = 3):
@@ -221,7 +221,7 @@ def test_single_frames_and_small_files_stay_in_process(tmp_path, monkeypatch):
     layout = kvdicom.inspect(path)
     assert "decoded bytes" in host_parallel.problem(layout, "pylibjpeg")
     monkeypatch.setattr(host_codecs, "_HAVE_IMAGECODECS", False)
-    assert route.host_decoder(layout) == "pydicom:pylibjpeg"
+    assert route.describe(layout, "cpu") == "host:pydicom:pylibjpeg"
     assert "not known to hold the GIL" in host_parallel.problem(layout, "pillow")
 
 

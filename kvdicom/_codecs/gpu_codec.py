@@ -23,8 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from kvdicom._codecs import host_codecs, rle, route
-from kvdicom._header import compressed
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._pixels.corrections import finish
 from kvdicom._pixels.decode import array_module
@@ -245,22 +243,14 @@ def _decode_batch(frames: list, layout: CompressedLayout, how: Plan):
     return raw, redo
 
 
-def load(layout: CompressedLayout):
-    """``device="cuda"``: one read, one batched GPU decode (or the host for what it cannot do), corrections."""
+def decode(layout: CompressedLayout, how: Plan, frames: list, host_frame):
+    """The nvImageCodec back end: ``frames`` in one batch, corrected as pydicom corrects them; a frame the
+    decoder returns as nothing or all zeros is decoded again by ``host_frame(index)`` on the host."""
     import cupy
 
-    value, frames = compressed.read_frames(layout)
-    infos = compressed.check_frames(layout, frames)
-    how = plan(layout, infos)
-    if how.route == "host" or nvimgcodec_problem() or len(frames) != layout.number_of_frames:
-        if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
-            return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
-        host = host_codecs.load(layout, frames, infos)
-        return cupy.asarray(route.host_decode(layout, value) if host is None else host)
     raw, redo = _decode_batch(frames, layout, how)
     out = finish(raw, layout, how)
     per_frame = out.reshape((len(frames), -1))
     for i in sorted(set(redo) | set(blank_frames(per_frame))):
-        host = route.host_decode(layout, value, index=i)
-        per_frame[i] = cupy.asarray(host.reshape(-1))
+        per_frame[i] = cupy.asarray(host_frame(i).reshape(-1))
     return out

@@ -1,19 +1,156 @@
-"""The decoder route: which back end decodes a compressed layout on the host, and the decode itself.
+"""The one decoder route: which back end decodes a compressed layout, decided once, named, and run.
 
-Back ends, fastest first: RLE frame by frame (:mod:`kvdicom._codecs.rle`), imagecodecs' exact GIL-free
-route (:mod:`kvdicom._codecs.host_codecs`), pydicom's reference plugin on worker processes
-(:mod:`kvdicom._codecs.host_parallel`), pydicom's plugin in-process. The GPU route
-(:mod:`kvdicom._codecs.gpu_codec`) falls back to this one for what nvImageCodec cannot decode exactly.
+:func:`choose` asks the back ends in order, fastest first, and takes the first that accepts the layout and
+its frames' codestream facts:
+
+==============  ======================================  =========================================
+back end        accepts                                 module
+==============  ======================================  =========================================
+``nvimgcodec``  ``device="cuda"``: what nvImageCodec     :mod:`kvdicom._codecs.gpu_codec`
+                decodes exactly (JPEG, JPEG 2000, HTJ2K)
+``rle``         RLE that pydicom does not convert        :mod:`kvdicom._codecs.rle`
+``imagecodecs`` lossless JPEG 2000 / HTJ2K, JPEG-LS      :mod:`kvdicom._codecs.host_codecs`
+                lossless (GIL released)
+``pydicom``     everything else: the reference plugin,   :mod:`kvdicom._codecs.host_parallel`
+                frame-parallel on worker processes
+                where that pays
+==============  ======================================  =========================================
+
+Each back end says why it declines (a string); the reasons travel with the :class:`Choice`, and
+:func:`name` turns it into the decoder name the benchmarks record. ``kvdicom.load`` (:func:`load`),
+``kvdicom.load_series`` (:mod:`kvdicom._series.decode`) and the benchmarks all go through here: adding a
+back end is one module and one step in :func:`choose`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 import pydicom
 
-from kvdicom._codecs import host_codecs, host_parallel, rle
+from kvdicom._codecs import gpu_codec, host_codecs, host_parallel, rle
 from kvdicom._header.compressed import CompressedLayout, check_frames, read_frames, reference_plugin
 from kvdicom.errors import DicomLoadError
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The back end that decodes a layout's frames, its plan, and why faster back ends declined."""
+
+    backend: str  #: "nvimgcodec", "rle", "imagecodecs" or "pydicom"
+    plan: object = None  #: gpu_codec.Plan, host_codecs.Plan, or the pydicom plugin's name
+    declined: tuple[str, ...] = ()  #: why each faster back end declined, in order
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.backend == "nvimgcodec"
+
+
+def as_batch(layout: CompressedLayout, frames: int) -> CompressedLayout:
+    """``layout`` as if it held ``frames`` frames: what a batch's size rule and corrections see."""
+    return dataclasses.replace(layout, shape=(frames,) + layout.frame_shape, number_of_frames=frames)
+
+
+def choose(layout: CompressedLayout, frames: list, infos: list, device: str = "cpu",
+           batch_frames: int | None = None) -> Choice:
+    """The back end for ``layout``'s ``frames`` (as read) and their codestream facts ``infos`` on ``device``.
+
+    ``batch_frames``: the frames of the GPU batch this layout joins (a series' slices decode in one batch,
+    so the batch, not the file, meets nvImageCodec's size rule).
+    """
+    declined = []
+    complete = len(frames) == layout.number_of_frames
+    if device == "cuda":
+        batch = as_batch(layout, batch_frames) if batch_frames else layout
+        how = gpu_codec.plan(batch, infos)
+        why = gpu_codec.nvimgcodec_problem() if how.route == "gpu" else how.reason
+        if why is None and not complete:
+            why = "frames found only while decoding"
+        if why is None:
+            return Choice("nvimgcodec", how)
+        declined.append(why)
+    why = rle.problem(layout) or (None if complete else "frames found only while decoding")
+    if why is None:
+        return Choice("rle", None, tuple(declined))
+    declined.append(why)
+    how = host_codecs.plan(layout, frames, infos)
+    if not isinstance(how, str):
+        return Choice("imagecodecs", how, tuple(declined))
+    declined.append(how)
+    return Choice("pydicom", _plugin(layout), tuple(declined))
+
+
+def _plugin(layout: CompressedLayout) -> str:
+    try:
+        return reference_plugin(layout.transfer_syntax)
+    except DicomLoadError as exc:
+        raise DicomLoadError(layout.path, exc.reason) from exc
+
+
+def name(layout: CompressedLayout, choice: Choice) -> str:
+    """The decoder that runs for ``choice`` (benchmark records and ``SeriesInfo.decoders``)."""
+    if choice.backend == "nvimgcodec":
+        return f"nvimgcodec ({layout.codec})"
+    if choice.backend == "rle":
+        return rle.decoder(layout)
+    if choice.backend == "imagecodecs":
+        return host_codecs.decoder(layout, choice.plan)
+    return f"pydicom:{host_parallel.decoder(layout, choice.plan)}"
+
+
+def describe(layout: CompressedLayout, device: str) -> str:
+    """``device``'s decoder for ``layout`` and, where it is not the fastest, why (reads the frames)."""
+    _, frames = read_frames(layout)
+    choice = choose(layout, frames, check_frames(layout, frames), device)
+    where = "gpu" if choice.on_gpu else "host"
+    text = f"{where}:{name(layout, choice)}"
+    if device == "cuda" and not choice.on_gpu:
+        text += f" ({choice.declined[0]})"
+    return text
+
+
+def host_into(layout: CompressedLayout, choice: Choice, value: np.ndarray, frames: list, out: np.ndarray) -> None:
+    """Decode on the host into ``out`` (NumPy, ``layout.shape``), by ``choice`` (a host back end)."""
+    if choice.backend == "rle":
+        rle.decode_into(layout, frames, out)  # straight into the output
+        return
+    if choice.backend == "imagecodecs" and tuple(out.shape) == layout.shape and host_codecs.decode_into(
+            layout, frames, choice.plan, out):
+        return
+    arr = host_decode(layout, value)  # pydicom's plugin; also where imagecodecs refused a frame
+    if arr.shape != tuple(out.shape):
+        raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {tuple(out.shape)}")
+    out[...] = arr
+
+
+def load_host(layout: CompressedLayout, choice: Choice, value: np.ndarray, frames: list) -> np.ndarray:
+    """``pixel_array`` on the host by ``choice``."""
+    if choice.backend == "pydicom":
+        arr = host_decode(layout, value)
+        if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
+            raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")
+        return arr
+    out = np.empty(layout.shape, dtype=layout.dtype)
+    host_into(layout, choice, value, frames, out)
+    return out
+
+
+def load(layout: CompressedLayout, device: str):
+    """``kvdicom.load`` of a compressed file: one read, the frames checked, one choice, one decode."""
+    value, frames = read_frames(layout)
+    infos = check_frames(layout, frames)
+    choice = choose(layout, frames, infos, device)
+    if choice.on_gpu:
+        return gpu_codec.decode(layout, choice.plan, frames, lambda i: host_decode(layout, value, index=i))
+    if device == "cuda":
+        import cupy
+
+        if choice.backend == "rle":
+            return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
+        return cupy.asarray(load_host(layout, choice, value, frames))
+    return load_host(layout, choice, value, frames)
 
 
 def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None = None) -> np.ndarray:
@@ -22,32 +159,12 @@ def host_decode(layout: CompressedLayout, value: np.ndarray, index: int | None =
     The whole value of a multi-frame file whose plugin holds the GIL decodes frame-parallel in kvdicom's
     process pool where that pays (:mod:`kvdicom._codecs.host_parallel`), else here.
     """
-    try:
-        plugin = reference_plugin(layout.transfer_syntax)
-    except DicomLoadError as exc:
-        raise DicomLoadError(layout.path, exc.reason) from exc
+    plugin = _plugin(layout)
     if index is None and host_parallel.problem(layout, plugin) is None:
         arr = host_parallel.decode(layout, value, plugin)
         if arr is not None:
             return arr
     return _host_decode_here(layout, value, plugin, index)
-
-
-def host_decoder(layout: CompressedLayout, frames: list | None = None, infos: list | None = None) -> str:
-    """What decodes ``layout``'s whole value on the host (benchmark records): imagecodecs' route where it
-    applies (:mod:`kvdicom._codecs.host_codecs`; the frames are read to tell, unless given), else the pydicom plugin."""
-    if frames is None:
-        _, frames = read_frames(layout)
-        infos = check_frames(layout, frames)
-    return host_route(layout, host_codecs.plan(layout, frames, infos))
-
-
-def host_route(layout: CompressedLayout, how) -> str:
-    """:func:`host_decoder` from ``how``, :func:`kvdicom._codecs.host_codecs.plan`'s answer (a plan, or why not),
-    for callers that already hold it."""
-    if not isinstance(how, str):
-        return host_codecs.decoder(layout, how)
-    return f"pydicom:{host_parallel.decoder(layout, reference_plugin(layout.transfer_syntax))}"
 
 
 def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, index: int | None) -> np.ndarray:
@@ -61,20 +178,4 @@ def _host_decode_here(layout: CompressedLayout, value: np.ndarray, plugin: str, 
     except BaseException as exc:  # pylibjpeg-rle's Rust panics are BaseExceptions (pyo3 PanicException)
         raise DicomLoadError(layout.path, f"pydicom cannot decode the {layout.codec} data "
                              f"({type(exc).__name__}: {exc})") from exc
-    return arr
-
-
-def load_cpu(layout: CompressedLayout) -> np.ndarray:
-    """``device="cpu"``: one read, then imagecodecs' exact route (:mod:`kvdicom._codecs.host_codecs`) or
-    pydicom's decoders."""
-    value, frames = read_frames(layout)
-    infos = check_frames(layout, frames)
-    if rle.problem(layout) is None and len(frames) == layout.number_of_frames:
-        return rle.load_host(layout, frames)  # the same decoder, frame by frame into the output
-    arr = host_codecs.load(layout, frames, infos)
-    if arr is not None:
-        return arr
-    arr = host_decode(layout, value)
-    if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
-        raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")
     return arr

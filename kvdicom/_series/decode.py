@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +70,15 @@ class Slice:
     value: np.ndarray  #: the encapsulated value as read (pydicom's host decoders want it whole)
     frames: list  #: one buffer per frame
     infos: list  #: codestream facts per frame (compressed.check_frames)
-    how: object = None  #: gpu_codec.Plan (device="cuda" only)
-    host_how: object = None  #: host_codecs.plan's answer, once asked (:func:`_host_codecs_plan`)
+    choice: route.Choice | None = None  #: the route's choice, made once per slice (:func:`choice`)
+
+    @property
+    def how(self):
+        """The GPU plan where the slice joins a GPU batch, else None."""
+        return self.choice.plan if self.choice is not None and self.choice.on_gpu else None
 
 
-def as_batch(layout, frames: int):
-    """``layout`` as if it held ``frames`` frames: what ``gpu_codec.plan``'s size rule and ``finish`` see."""
-    return dataclasses.replace(layout, shape=(frames,) + layout.frame_shape, number_of_frames=frames)
+as_batch = route.as_batch
 
 
 def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
@@ -89,9 +90,7 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
                              f"says {layout.number_of_frames} (a series slice has one)")
     piece = Slice(slot, layout, value, frames, infos)
     if plan_frames is not None:
-        from kvdicom._codecs import gpu_codec
-
-        piece.how = gpu_codec.plan(as_batch(layout, max(plan_frames, 1)), infos)
+        piece.choice = route.choose(layout, frames, infos, "cuda", batch_frames=max(plan_frames, 1))
     return piece
 
 
@@ -104,7 +103,7 @@ def read_all(layouts: list, slots: list[int], plan_frames: int | None = None) ->
 
 def batch_key(piece: Slice) -> tuple | None:
     """What a slice's GPU batch is keyed on, or None where it decodes on the host."""
-    if piece.how is None or piece.how.route != "gpu" or len(piece.frames) != 1:
+    if piece.how is None or len(piece.frames) != 1:
         return None
     return (piece.how,) + tuple(getattr(piece.layout, f) for f in BATCH_FIELDS)
 
@@ -129,38 +128,24 @@ def split(group: list[Slice]) -> list[list[Slice]]:
     return [group[i : i + per_call] for i in range(0, len(group), per_call)]
 
 
+def choice(piece: Slice) -> route.Choice:
+    """The route's host choice for ``piece``, made once per slice: choosing, decoding and naming all ask (the
+    imagecodecs plan walks every JPEG 2000 tile-part header: :func:`kvdicom._header.codestream.j2k_reversible`)."""
+    if piece.choice is None or piece.choice.on_gpu:
+        piece.choice = route.choose(piece.layout, piece.frames, piece.infos, "cpu")
+    return piece.choice
+
+
 def host_decoder(layout, piece: Slice | None = None) -> str:
     """Which host decoder :func:`host_into` runs for ``layout`` (``piece``: its frames as read, else read here)."""
-    if rle.decoder(layout):
-        return rle.decoder(layout)
     if piece is None:
-        return route.host_decoder(layout)
-    return route.host_route(layout, _host_codecs_plan(piece))
-
-
-def _host_codecs_plan(piece: Slice):
-    """:func:`kvdicom._codecs.host_codecs.plan` for ``piece`` (a plan, or why pydicom's path decodes it), worked
-    out once per slice: choosing the route, decoding and naming the decoder all ask (it walks every JPEG 2000 tile-part
-    header: :func:`kvdicom._header.codestream.j2k_reversible`)."""
-    if piece.host_how is None:
-        piece.host_how = host_codecs.plan(piece.layout, piece.frames, piece.infos)
-    return piece.host_how
+        return route.describe(layout, "cpu").removeprefix("host:")
+    return route.name(layout, choice(piece))
 
 
 def host_into(piece: Slice, dst: np.ndarray) -> None:
-    """Decode ``piece`` on the host into ``dst`` (a NumPy array of the slice's shape and dtype), as ``load_cpu``."""
-    layout = piece.layout
-    if rle.problem(layout) is None:
-        rle.decode_into(layout, piece.frames, dst)  # straight into the slot
-        return
-    how = _host_codecs_plan(piece)
-    if not isinstance(how, str) and tuple(dst.shape) == layout.shape and host_codecs.decode_into(
-            layout, piece.frames, how, dst):
-        return
-    arr = route.host_decode(layout, piece.value)
-    if arr.shape != tuple(dst.shape):
-        raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {tuple(dst.shape)}")
-    dst[...] = arr
+    """Decode ``piece`` on the host into ``dst`` (a NumPy array of the slice's shape and dtype), as ``load``."""
+    route.host_into(piece.layout, choice(piece), piece.value, piece.frames, dst)
 
 
 def pooled_plugin(pieces: list[Slice]) -> str | None:
@@ -185,7 +170,7 @@ def host_into_all(pieces: list[Slice], dst) -> bool:
     after the other here; a pool that cannot do it leaves the slices to the in-process path, which raises
     its own errors naming the file.
     """
-    if pieces and all(not isinstance(_host_codecs_plan(p), str) for p in pieces):
+    if pieces and all(choice(p).backend in ("imagecodecs", "rle") for p in pieces):
         _on_read_pool(host_into, [(p, dst[k]) for k, p in enumerate(pieces)])  # the GIL released: threads
         return False
     plugin = pooled_plugin(pieces)
@@ -232,7 +217,7 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
         return _summary(collections.Counter(host_decoder(layout) for layout in layouts))
     if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: imagecodecs or the process pool
         first = read_slice(slots[0], layouts[0])
-        if not isinstance(_host_codecs_plan(first), str) and host_codecs._concurrent(len(layouts)):
+        if choice(first).backend == "imagecodecs" and host_codecs._concurrent(len(layouts)):
             # imagecodecs releases the GIL: read and decode each slice in its own task, as RLE
             pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored)
                                                    for slot, layout in zip(slots[1:], layouts[1:])])
@@ -318,7 +303,7 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
-        counts[f"{host_decoder(piece.layout, piece)} ({unusable or piece.how.reason})"] += 1
+        counts[f"{host_decoder(piece.layout, piece)} ({unusable or piece.choice.declined[0]})"] += 1
     for group in batches:
         calls = split(group)
         name = f"nvimgcodec ({group[0].layout.codec}, {len(group)} frames in "
