@@ -19,6 +19,7 @@ from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import to_host
 from fixtures.profiles import compressed_specs, is_series_stand_in
+from kvdicom import settings
 
 #: largest |kvdicom - pydicom| allowed per syntax (0: lossless)
 TOLERANCE = {"jpeg_baseline": 5, "jpeg_extended": 5, "jpeg2000": 1, "htj2k": 1}
@@ -106,7 +107,7 @@ def test_compressed_gpu_load_matches_pydicom(cuda, cspec, cfile, creference, mon
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)  # small files too: test the GPU route on all
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)  # small files too: test the GPU route on all
     monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)  # and every colour J2K kind, verified or not
     got = kvdicom.load(cfile, "cuda")
     assert type(got).__module__.startswith("cupy")
@@ -129,7 +130,7 @@ def test_gpu_colour_j2k_decodes_like_pydicom_so_GPU_COLOUR_J2K_may_be_enabled(cu
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)
     layout = kvdicom.inspect(cfile)
     _, frames = compressed.read_frames(layout)
@@ -161,7 +162,7 @@ def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_pat
 
     if (why := gpu_codec.nvimgcodec_problem()) is not None:
         pytest.skip(why)
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     import pydicom
     from pydicom.encaps import encapsulate
 

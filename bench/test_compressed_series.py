@@ -28,6 +28,7 @@ from dgbench.schema import bench_extra
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import mismatch
 from fixtures.profiles import compressed_series_specs
+from kvdicom import settings
 
 
 def pytest_generate_tests(metafunc):
@@ -85,7 +86,7 @@ def test_cseries_gpu_load_matches_pydicom(cuda, csspec, csdir, csreference, monk
     """On the device: the batched GPU decode (forced for small series too) equals the pydicom loop exactly."""
     from kvdicom._codecs import gpu_codec
 
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     volume, info = kvdicom.load_series(csdir, "cuda")
     assert type(volume).__module__.startswith("cupy")
     problem = mismatch(volume, csreference)

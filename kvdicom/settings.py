@@ -1,4 +1,5 @@
-"""What a caller may set about how kvdicom works, in one object: :func:`configure` and :func:`current`.
+"""kvdicom's settings: what a caller may set (:class:`Settings`, :func:`configure`, :func:`current`) and every
+tuning constant, each with the measurement that justifies it.
 
 ``kvdicom.configure(threads=8)`` sets values for the process; ``with kvdicom.configure(processes=0): ...``
 sets them for the block and restores the previous ones after it, as ``kvikio.defaults.set`` does. The
@@ -25,6 +26,87 @@ from dataclasses import dataclass
 #: machines; KvikIO 256 MiB reads measured 40 GB/s at 4-8 threads, see docs/io.md).
 MAX_THREADS = 16
 MAX_PROCESSES = 16
+
+
+# --- Host reads (kvdicom._io.host_read) ------------------------------------------------------------------
+
+#: Reads below this size use one ``preadv`` loop in the caller's thread; larger ones are split across
+#: the pool. Measured on an H200 machine (16 cores, page cache warm, ``tools/profile_targets.py``): the
+#: 25 MiB pixels of the 200-frame enhanced MR file took 2.8 ms on one thread and 0.84 ms on the pool in
+#: 4 MiB chunks (0.94 ms in 2 MiB, 1.33 ms in 1 MiB chunks); the old threshold of 32 MiB kept it on one thread.
+READ_PARALLEL_BYTES = 8 << 20
+#: With fewer pool threads than this, the threshold is :data:`READ_FEW_THREADS_FACTOR` times higher (32 MiB, the
+#: old threshold): on the 2-core CPU dev machine the pool lost below it (8 MiB: 0.48 ms one thread, 0.73 ms
+#: pooled; 16 MiB: 1.6 vs 2.8 ms; 25 MiB: 3.2 vs 3.2 ms; other work running).
+READ_FEW_THREADS = 4
+READ_FEW_THREADS_FACTOR = 4
+#: Largest chunk per pool task, buffered reads (large files).
+READ_CHUNK_BYTES = 8 << 20
+#: Smallest chunk per pool task: a read is cut in about :data:`READ_CHUNKS_PER_READ` chunks of whole MiB
+#: between this and :data:`READ_CHUNK_BYTES` (25 MiB -> 4 MiB chunks, as measured above).
+READ_MIN_CHUNK_BYTES = 2 << 20
+READ_CHUNKS_PER_READ = 8
+#: Chunk per pool task with O_DIRECT (bench/ceilings.py's disk ceiling).
+READ_DIRECT_CHUNK_BYTES = 16 << 20
+
+# --- GPU reads through KvikIO (kvdicom._io.tuning; the reasons are in its docstring) ---------------------
+
+#: KvikIO task size per read: about KVIKIO_TASKS_PER_THREAD tasks per thread, so a slow task does not leave the
+#: others idle at the end, between these bounds. H100, 16 threads: 256 MiB read at 28 / 40 / 38 / 28 GB/s with
+#: 1 / 4 / 8 / 16 MiB tasks, 1 GiB at 27 / 43 / 45 / 36 GB/s; below 1 MiB per-task overhead dominates.
+KVIKIO_MIN_TASK_BYTES = 1 << 20
+KVIKIO_MAX_TASK_BYTES = 8 << 20
+KVIKIO_TASKS_PER_THREAD = 4
+#: In compat mode (no GDS) reads below this go through one preadv into pinned memory and one copy, not KvikIO:
+#: a 2 MiB file loaded at 1.9 GB/s through KvikIO, slower than the 1-thread seed loader (2.6 GB/s), H200.
+KVIKIO_SMALL_READ_BYTES = 4 << 20
+
+# --- GPU decoding (kvdicom._codecs.gpu_codec) ------------------------------------------------------------
+
+#: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
+#: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
+#: one 128² int16 J2K frame 12.0 vs 3.7 ms; 4 × 128² int16 HTJ2K 2.6 vs 1.8 ms; 4 × 64 × 80 RGB JPEG
+#: 2.0 vs 2.0 ms; one 512² int16 J2K frame (512 KiB) 12.1 vs 51.7 ms.
+GPU_MIN_DECODED_BYTES = 256 << 10
+
+# --- Series decoding (kvdicom._series.decode) ------------------------------------------------------------
+
+#: Decoded bytes per nvImageCodec call at most: a longer group is split into calls of this size. Not a speed
+#: setting (one call per group is the point) but a bound on the transient device memory of a call, about twice
+#: this (the decoder's own images plus the batch they are copied into); 256 × 512² int16 (128 MiB) is one call.
+GPU_BATCH_MAX_DECODED_BYTES = 1 << 30
+
+# --- RLE (kvdicom._codecs.rle) ---------------------------------------------------------------------------
+
+#: Decoded bytes per host-to-device copy (GPU path): big enough that each copy runs near the link's
+#: rate, small enough that the first copy starts after a few frames.
+RLE_COPY_CHUNK_BYTES = 2 << 20
+#: Frames decode concurrently (imagecodecs, kvdicom's pool) from this many decoded bytes per file; below it
+#: the hand-off to the pool costs more than it saves (2 frames of 128² int16: 2.0 ms pooled vs 1.6 ms).
+RLE_CONCURRENT_MIN_BYTES = 1 << 20
+#: ... and only with at least this many cores: on the 2-core CPU machine two pool threads were no faster
+#: than one (16 × 512² int16: 11.4–12.1 ms vs 9.9–10.7 ms, medians of 41, other work running). Whether
+#: they pay on the device is for ``tools/measure_rle.py`` to show there.
+RLE_CONCURRENT_MIN_CPUS = 4
+
+# --- imagecodecs on the host (kvdicom._codecs.host_codecs) -----------------------------------------------
+
+#: Frames of one file decode concurrently on kvdicom's pool only with at least this many cores (on the
+#: 2-core CPU machine two threads gave 1.2-1.4x on 2-3 frames of 64² JPEG 2000, nothing on JPEG-LS). On the
+#: H200's 16 (``results/…/0016``, medians against pixel_array): 2-4 frames of 64²-128² JPEG 2000 / HTJ2K
+#: 1.39-2.52x, 2 x 128² JPEG-LS 6.25x, 16 x 512² JPEG-LS 33.5x, 32 x 512² JPEG 2000 12.8x.
+IMAGECODECS_CONCURRENT_MIN_CPUS = 4
+#: A JPEG 2000 frame of at least this many pixels gets openjpeg's own threads too, when the file has fewer
+#: frames than kvdicom has threads: one 512² int16 frame took 44 ms on one thread, 21 ms on two (CPU dev
+#: machine), 7.85 ms on 16 against pixel_array's 45.1 ms (H200, ``results/…/0016``); one 128² frame 2.9 vs
+#: 2.6 ms on two (CPU dev machine), so smaller frames keep one thread (128² on the H200: 4.72 ms against
+#: pixel_array's 5.27; more threads there not yet measured).
+IMAGECODECS_INTRA_FRAME_MIN_PIXELS = 256 * 256
+
+# --- Series rescale (kvdicom._series.loader) -------------------------------------------------------------
+
+#: Elements per host rescale task: below this a series is rescaled in the caller's thread.
+RESCALE_TASK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)

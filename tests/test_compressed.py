@@ -21,6 +21,7 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset, write_dicom
+from kvdicom import settings
 from kvdicom._codecs import gpu_codec
 from kvdicom._header import codestream, compressed, encapsulated
 
@@ -59,7 +60,7 @@ IDS = [s.case_id for s, _ in CASES]
 @pytest.fixture(autouse=True)
 def any_size_on_the_gpu(monkeypatch):
     """Small files normally decode on the host (faster); route them as large ones are, to test that route."""
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     monkeypatch.setattr(gpu_codec, "GPU_COLOUR_J2K", True)
 
 
@@ -156,7 +157,7 @@ def test_lossless_jpeg_decodes_on_the_host(files):
 
 
 def test_small_files_decode_on_the_host(files, monkeypatch):
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 256 << 10)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 256 << 10)
     layout, frames, how = _planned(files[CASES[0][0]])
     assert how.route == "host" and "the host is faster" in how.reason
 

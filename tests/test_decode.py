@@ -9,6 +9,7 @@ import kvdicom
 from fixtures.oracle import mismatch, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
+from kvdicom import settings
 
 
 def _load_raw(make_file, tmp_path, words: np.ndarray, **fields):
@@ -99,10 +100,9 @@ def test_mismatch_reports_a_wrong_value():
 def test_unused_bits_are_corrected_chunk_by_chunk_as_the_host_read_lands(make_file, tmp_path, monkeypatch,
                                                                          signed, use_out):
     from kvdicom import _loader as loader
-    from kvdicom._io import host_read
 
-    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
-    monkeypatch.setattr(host_read, "CHUNK_BYTES", 1003)  # odd: the correction still sees whole samples
+    monkeypatch.setattr(settings, "READ_PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(settings, "READ_CHUNK_BYTES", 1003)  # odd: the correction still sees whole samples
     spec = DicomSpec(frames=3, rows=32, cols=48, bits_allocated=16, bits_stored=12, signed=signed,
                      dirty_unused_bits=True)
     path = make_file(spec)

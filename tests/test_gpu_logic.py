@@ -131,7 +131,7 @@ def test_machine_info_records_the_configured_threads():
 
 @pytest.fixture
 def via_kvikio(fake_kvikio, monkeypatch):
-    monkeypatch.setattr(io_tuning, "SMALL_READ_BYTES", 0)
+    monkeypatch.setattr(settings, "KVIKIO_SMALL_READ_BYTES", 0)
     return fake_kvikio
 
 

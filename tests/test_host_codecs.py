@@ -13,6 +13,7 @@ import kvdicom
 from fixtures.oracle import check_load, pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
+from kvdicom import settings
 from kvdicom._codecs import host_codecs, route
 from kvdicom._header import codestream, compressed
 from kvdicom._io import host_read
@@ -97,7 +98,7 @@ def test_other_files_keep_pydicom_path(files, case, why):
 
 
 def test_frames_decode_side_by_side_on_the_read_pool(files, no_pydicom_decode, monkeypatch):
-    monkeypatch.setattr(host_codecs, "CONCURRENT_MIN_CPUS", 1)
+    monkeypatch.setattr(settings, "IMAGECODECS_CONCURRENT_MIN_CPUS", 1)
     threads = []
     real = host_codecs._decode_frame
 
@@ -118,7 +119,7 @@ def test_large_j2k_frames_get_openjpeg_threads_unless_on_the_pool(files, monkeyp
     layout, frames, how = _plan(files[spec])
     monkeypatch.setattr(io_tuning, "host_threads", lambda: 8)
     assert host_codecs._frame_threads(layout, how, 1) == 1  # below INTRA_FRAME_MIN_PIXELS
-    monkeypatch.setattr(host_codecs, "INTRA_FRAME_MIN_PIXELS", 64 * 64)
+    monkeypatch.setattr(settings, "IMAGECODECS_INTRA_FRAME_MIN_PIXELS", 64 * 64)
     assert host_codecs._frame_threads(layout, how, 1) == 8
     monkeypatch.setattr(host_read, "in_pool", lambda: True)  # a series slice's task: the pool has the cores
     assert host_codecs._frame_threads(layout, how, 1) == 1
@@ -214,7 +215,7 @@ def test_an_imagecodecs_without_the_codec_leaves_the_file_to_pydicom(files, monk
 def test_cpu_series_slices_decode_on_the_read_pool_equal_to_pydicom(tmp_path, monkeypatch, syntaxes):
     from tests.test_series_decode import pydicom_volume, write_series
 
-    monkeypatch.setattr(host_codecs, "CONCURRENT_MIN_CPUS", 1)
+    monkeypatch.setattr(settings, "IMAGECODECS_CONCURRENT_MIN_CPUS", 1)
     threads = []
     real = host_codecs.decode_into
     monkeypatch.setattr(host_codecs, "decode_into",
@@ -247,7 +248,7 @@ def test_cpu_series_plans_each_slice_once(tmp_path, monkeypatch, min_cpus):
     """Choosing the route, decoding and naming the decoder share one plan per slice: it walks every tile-part."""
     from tests.test_series_decode import pydicom_volume, write_series
 
-    monkeypatch.setattr(host_codecs, "CONCURRENT_MIN_CPUS", min_cpus)
+    monkeypatch.setattr(settings, "IMAGECODECS_CONCURRENT_MIN_CPUS", min_cpus)
     asked = []
     real = host_codecs.plan
     monkeypatch.setattr(host_codecs, "plan", lambda layout, *a: asked.append(layout.path) or real(layout, *a))

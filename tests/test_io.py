@@ -10,13 +10,16 @@ import threading
 import numpy as np
 import pytest
 
+from kvdicom import settings
 from kvdicom._io import host_read
-from kvdicom._io.tuning import MAX_TASK_BYTES, MIN_TASK_BYTES, machine_threads, task_size_for
+from kvdicom._io.tuning import machine_threads, task_size_for
+from kvdicom.settings import KVIKIO_MAX_TASK_BYTES as MAX_TASK_BYTES
+from kvdicom.settings import KVIKIO_MIN_TASK_BYTES as MIN_TASK_BYTES
 
 
 def test_parallel_host_read_returns_the_exact_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
-    monkeypatch.setattr(host_read, "CHUNK_BYTES", 333)
+    monkeypatch.setattr(settings, "READ_PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(settings, "READ_CHUNK_BYTES", 333)
     data = np.random.default_rng(0).integers(0, 255, 10_000, dtype=np.uint8)
     path = tmp_path / "blob"
     path.write_bytes(b"head" + data.tobytes())
@@ -67,8 +70,8 @@ def test_short_preadv_results_are_read_to_the_end(tmp_path, monkeypatch):
 
 
 def test_one_persistent_pool_serves_every_large_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
-    monkeypatch.setattr(host_read, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(settings, "READ_PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(settings, "READ_CHUNK_BYTES", 256)
     path = tmp_path / "blob"
     path.write_bytes(bytes(range(256)) * 16)
     threads = set()
@@ -90,8 +93,9 @@ def test_a_large_read_submitted_to_the_pool_does_not_deadlock(tmp_path):
     path.write_bytes(bytes(range(256)) * 16)
     script = f"""
 import concurrent.futures, numpy as np
+from kvdicom import settings
 from kvdicom._io import host_read
-host_read.PARALLEL_READ_BYTES, host_read.CHUNK_BYTES = 1000, 256
+settings.READ_PARALLEL_BYTES, settings.READ_CHUNK_BYTES = 1000, 256
 outs = [np.empty(4096, dtype=np.uint8) for _ in range(host_read.pool()._max_workers * 2)]
 futures = [host_read.pool().submit(host_read.read_into, {str(path)!r}, o, 0) for o in outs]
 print(sum(f.result() for f in futures) == 4096 * len(outs))
@@ -142,8 +146,8 @@ def test_a_failed_chunk_waits_for_the_others_before_raising(tmp_path, monkeypatc
     # returns or raises: no chunk may still be reading then.
     import time
 
-    monkeypatch.setattr(host_read, "PARALLEL_READ_BYTES", 1000)
-    monkeypatch.setattr(host_read, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(settings, "READ_PARALLEL_BYTES", 1000)
+    monkeypatch.setattr(settings, "READ_CHUNK_BYTES", 1024)
     path = tmp_path / "blob"
     path.write_bytes(bytes(4096))
     running = []
@@ -164,8 +168,8 @@ def test_a_failed_chunk_waits_for_the_others_before_raising(tmp_path, monkeypatc
 
 def test_chunk_for_cuts_a_read_in_whole_mib_chunks_within_bounds():
     assert host_read.chunk_for(25 << 20) == 4 << 20  # the enhanced MR case: 4 MiB measured best
-    assert host_read.chunk_for(256 << 20) == host_read.CHUNK_BYTES
-    assert host_read.chunk_for(9 << 20) == host_read.MIN_CHUNK_BYTES
+    assert host_read.chunk_for(256 << 20) == settings.READ_CHUNK_BYTES
+    assert host_read.chunk_for(9 << 20) == settings.READ_MIN_CHUNK_BYTES
 
 
 def _mid_size_read_sizes(tmp_path, monkeypatch, threads: int) -> list[int]:

@@ -20,6 +20,7 @@ from pydicom.uid import RLELossless
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
+from kvdicom import settings as kvdicom_settings
 from kvdicom._codecs import rle
 from kvdicom._header import compressed
 
@@ -84,8 +85,8 @@ def route(name: str):
         if have:
             pytest.importorskip("imagecodecs")
         mp.setattr(rle, "_HAVE_IMAGECODECS", have)
-        mp.setattr(rle, "CONCURRENT_MIN_BYTES", concurrent_from)
-        mp.setattr(rle, "CONCURRENT_MIN_CPUS", 1)
+        mp.setattr(kvdicom_settings, "RLE_CONCURRENT_MIN_BYTES", concurrent_from)
+        mp.setattr(kvdicom_settings, "RLE_CONCURRENT_MIN_CPUS", 1)
         yield
 
 
@@ -188,7 +189,7 @@ def test_a_frame_with_more_segments_than_the_header_says_is_refused(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("chunk", [1, 1 << 30], ids=["copy-per-frame", "one-copy"])
 def test_gpu_rle_through_pinned_staging_matches_pixel_array(cuda, tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(rle, "COPY_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(kvdicom_settings, "RLE_COPY_CHUNK_BYTES", chunk)
     arr = np.random.default_rng(1).integers(-3000, 3000, size=(5, 32, 48), dtype=np.int16)
     path = tmp_path / "x.dcm"
     _rle_file(path, arr, bits_stored=12)

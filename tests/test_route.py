@@ -9,6 +9,7 @@ import kvdicom
 from fixtures.oracle import pydicom_pixels
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
+from kvdicom import settings
 from kvdicom._codecs import gpu_codec, route
 from kvdicom._header import compressed
 
@@ -65,7 +66,7 @@ def test_the_name_recorded_is_the_back_end_that_ran(files, case, backend):
 
 def test_cuda_without_a_usable_gpu_decoder_falls_to_the_host_route_naming_why(files, monkeypatch):
     monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: "nvImageCodec is not installed (test)")
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)  # the plan would take the GPU
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)  # the plan would take the GPU
     layout, choice = _choose(files[CASES[1][0]], "cuda")
     assert choice.backend == "imagecodecs"
     assert choice.declined[0] == "nvImageCodec is not installed (test)"
@@ -74,11 +75,11 @@ def test_cuda_without_a_usable_gpu_decoder_falls_to_the_host_route_naming_why(fi
 
 def test_cuda_takes_nvimgcodec_where_it_decodes_exactly(files, monkeypatch):
     monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     layout, choice = _choose(files[CASES[1][0]], "cuda")
     assert choice.on_gpu and choice.plan.route == "gpu" and choice.declined == ()
     # a series batch, not the file, meets the size rule: the same slice joins the GPU only in a large batch
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 10 * layout.decoded_nbytes)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 10 * layout.decoded_nbytes)
     _, frames = compressed.read_frames(layout)
     infos = compressed.check_frames(layout, frames)
     assert not route.choose(layout, frames, infos, "cuda").on_gpu

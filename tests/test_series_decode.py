@@ -18,6 +18,7 @@ import kvdicom
 from fixtures.encode import COMPRESSED_SYNTAXES, unavailable
 from fixtures.spec import DicomSpec
 from fixtures.writer import build_dataset
+from kvdicom import settings
 from kvdicom._codecs import gpu_codec
 from kvdicom._header import compressed
 from kvdicom._series import decode as series_decode
@@ -159,7 +160,7 @@ def gpu_route(monkeypatch):
     """nvImageCodec "present", every size on the GPU route, the batch a :class:`FakeBatch` (returned)."""
     pytest.importorskip("openjpeg")
     monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
 
     def use(fake: FakeBatch) -> FakeBatch:
         monkeypatch.setattr(gpu_codec, "_decode_batch", fake)
@@ -188,7 +189,7 @@ def test_gpu_logic_one_batch_per_plan_and_host_route_slices_exact(tmp_path, gpu_
 
 def test_gpu_logic_long_groups_split_into_calls_of_bounded_size(tmp_path, gpu_route, monkeypatch):
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
-    monkeypatch.setattr(series_decode, "BATCH_MAX_DECODED_BYTES", 2 * 32 * 32 * 2)  # two slices per call
+    monkeypatch.setattr(settings, "GPU_BATCH_MAX_DECODED_BYTES", 2 * 32 * 32 * 2)  # two slices per call
     fake = gpu_route(FakeBatch(none={2}))
     stored, decoders = _decode_gpu_logic(paths)
     np.testing.assert_array_equal(stored, pydicom_volume(paths))
@@ -238,7 +239,7 @@ def test_gpu_logic_plan_sees_the_batch_not_the_slice(tmp_path, monkeypatch):
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 4, rows=128)
     layouts = [kvdicom.inspect(p) for p in paths]
     per_slice = 128 * 128 * 2
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 3 * per_slice)  # one slice is below, four are not
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 3 * per_slice)  # one slice is below, four are not
     _, frames = compressed.read_frames(layouts[0])
     assert gpu_codec.plan(layouts[0], compressed.check_frames(layouts[0], frames)).route == "host"
     pieces = series_decode.read_all(layouts, [0, 1, 2, 3], plan_frames=len(layouts))
@@ -286,7 +287,7 @@ def test_gpu_logic_lying_slice_is_refused_before_anything_decodes(tmp_path, gpu_
 ], ids=["j2k", "htj2k", "mixed"])
 def test_gpu_series_equals_pydicom_stacked(cuda, tmp_path, monkeypatch, syntaxes):
     """The real nvImageCodec batch (every size forced onto the GPU route) against the pydicom loop."""
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     paths = write_series(tmp_path / "s", syntaxes, rows=64)
     vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
     assert isinstance(vol, cuda.ndarray)
@@ -300,7 +301,7 @@ def test_gpu_series_equals_pydicom_stacked(cuda, tmp_path, monkeypatch, syntaxes
 @pytest.mark.parametrize("photometric", ["", "YBR_RCT"], ids=["rgb", "ybr_rct"])
 def test_gpu_colour_j2k_series_equals_pydicom_stacked(cuda, tmp_path, monkeypatch, photometric):
     """A verified colour J2K kind (``GPU_COLOUR_J2K_VERIFIED``, not forced) through the real batch: exact."""
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     paths = write_colour_series(tmp_path / "s", photometric, n=4, rows=64, cols=96)
     vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
     np.testing.assert_array_equal(cuda.asnumpy(vol), pydicom_volume(paths), err_msg=str(info.decoders))
@@ -315,7 +316,7 @@ def test_gpu_series_with_a_black_slice_equals_pydicom_stacked(cuda, tmp_path, mo
 
     from fixtures.encode import encode_frames
 
-    monkeypatch.setattr(gpu_codec, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 4, rows=64)
     ds = pydicom.dcmread(paths[1])
     ds.PixelData = encapsulate(encode_frames("jpeg2000_lossless", np.zeros((1, 64, 64), np.int16), bits_stored=16,

@@ -16,6 +16,7 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 
 import kvdicom
+from kvdicom import settings
 from kvdicom._io import host_read
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
@@ -262,7 +263,7 @@ def test_a_broken_header_pool_parses_the_chunks_not_yet_given_out_here(tmp_path,
 def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path, monkeypatch):
     slopes = [(0.1, -1024.3), (1 / 3, 0.7), (2.5, -0.1), (1e-3, 1e4), (7.0, -3.3)]
     make_series(tmp_path / "s", 5, rescale=lambda i: slopes[i])
-    monkeypatch.setattr(series, "RESCALE_TASK_ELEMENTS", 1)
+    monkeypatch.setattr(settings, "RESCALE_TASK_ELEMENTS", 1)
     pool = host_read.pool()
     submitted = []
 

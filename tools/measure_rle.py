@@ -28,6 +28,7 @@ import timing  # noqa: E402
 import kvdicom  # noqa: E402
 from bench.compressed_peers import pydicom_pinned  # noqa: E402
 from fixtures.profiles import compressed_specs  # noqa: E402
+from kvdicom import settings
 from kvdicom._codecs import rle  # noqa: E402
 from kvdicom._io import tuning as io_tuning
 
@@ -41,13 +42,13 @@ ROUTES = {  # name: (imagecodecs, CONCURRENT_MIN_BYTES, CONCURRENT_MIN_CPUS)
 
 @contextlib.contextmanager
 def route(name: str):
-    saved = rle._HAVE_IMAGECODECS, rle.CONCURRENT_MIN_BYTES, rle.CONCURRENT_MIN_CPUS
+    saved = rle._HAVE_IMAGECODECS, settings.RLE_CONCURRENT_MIN_BYTES, settings.RLE_CONCURRENT_MIN_CPUS
     if ROUTES[name] is not None:
-        rle._HAVE_IMAGECODECS, rle.CONCURRENT_MIN_BYTES, rle.CONCURRENT_MIN_CPUS = ROUTES[name]
+        rle._HAVE_IMAGECODECS, settings.RLE_CONCURRENT_MIN_BYTES, settings.RLE_CONCURRENT_MIN_CPUS = ROUTES[name]
     try:
         yield
     finally:
-        rle._HAVE_IMAGECODECS, rle.CONCURRENT_MIN_BYTES, rle.CONCURRENT_MIN_CPUS = saved
+        rle._HAVE_IMAGECODECS, settings.RLE_CONCURRENT_MIN_BYTES, settings.RLE_CONCURRENT_MIN_CPUS = saved
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import timing  # noqa: E402
 import kvdicom  # noqa: E402
 from fixtures.cache import Corpus  # noqa: E402
 from fixtures.profiles import ENHANCED_MR, compressed_specs  # noqa: E402
+from kvdicom import settings
 from kvdicom._header import compressed
 from kvdicom._io import host_read  # noqa: E402
 
@@ -70,7 +71,7 @@ def enhanced_mr(corpus: Corpus, r: int) -> None:
             new = lambda c=chunk: host_read.read_chunks(  # noqa: E731
                 fd, memoryview(np.empty(size, np.uint8)), layout.offset, c, parallel_from=0)
             row(f"read, new array, pool, {chunk >> 20} MiB chunks", best(new, r))
-        for mib in (2, 4, 8, 16, 25):  # the one-thread / pool threshold (host_read.PARALLEL_READ_BYTES)
+        for mib in (2, 4, 8, 16, 25):  # the one-thread / pool threshold (settings.READ_PARALLEL_BYTES)
             view = memoryview(buf)[: min(mib << 20, size)]
             chunk = host_read.chunk_for(len(view))
             one = best(lambda v=view: host_read.read_chunks(fd, v, layout.offset, parallel_from=1 << 40), r)
@@ -142,7 +143,6 @@ def compressed_case(corpus: Corpus, spec, r: int) -> None:
 def small_cases(corpus: Corpus, r: int) -> None:
     """Compressed files below ``GPU_MIN_DECODED_BYTES`` (host route on both devices): pydicom and kvdicom timed
     round-robin, so drift between benchmark sessions cannot pass for a difference; best and median."""
-    from kvdicom._codecs import gpu_codec
 
     cupy = timing.gpu()
     for spec in compressed_specs("full"):
@@ -151,7 +151,7 @@ def small_cases(corpus: Corpus, r: int) -> None:
         except Exception as exc:  # an encoder missing here
             print(f"{spec.case_id}: not written ({type(exc).__name__}: {exc})")
             continue
-        if kvdicom.inspect(path).decoded_nbytes >= gpu_codec.GPU_MIN_DECODED_BYTES:
+        if kvdicom.inspect(path).decoded_nbytes >= settings.GPU_MIN_DECODED_BYTES:
             continue
         loaders = {"pixel_array": lambda: pydicom.dcmread(path).pixel_array,
                    "kvdicom cpu": lambda: kvdicom.load(path, device="cpu")}

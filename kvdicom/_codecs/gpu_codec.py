@@ -23,16 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
+from kvdicom import settings
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._pixels.corrections import finish
 from kvdicom._pixels.decode import array_module
-
-#: Files decoding to fewer bytes than this decode on the host: each nvImageCodec batch has a fixed cost
-#: that small files do not repay. Measured on an H200 (nvImageCodec 0.9.0.20), warm, kvdicom GPU vs pydicom:
-#: one 128² int16 J2K frame 12.0 vs 3.7 ms; 4 × 128² int16 HTJ2K 2.6 vs 1.8 ms; 4 × 64 × 80 RGB JPEG
-#: 2.0 vs 2.0 ms; one 512² int16 J2K frame (512 KiB) 12.1 vs 51.7 ms.
-GPU_MIN_DECODED_BYTES = 256 << 10
-
 
 #: Colour JPEG 2000 kinds (photometric interpretation, codestream precision) that decode on the GPU: those a
 #: device run of ``bench/test_compressed.py::test_gpu_colour_j2k_*`` (colour forced onto the GPU) and of the
@@ -70,8 +64,9 @@ def _host(reason: str) -> Plan:
 def plan(layout: CompressedLayout, infos: list) -> Plan:
     """Where the frames decode, from the header and each frame's codestream facts (:func:`compressed.check_frames`)."""
     codec = layout.codec
-    if layout.decoded_nbytes < GPU_MIN_DECODED_BYTES and codec not in ("rle", "jpegls"):
-        return _host(f"{layout.decoded_nbytes} decoded bytes: below {GPU_MIN_DECODED_BYTES} the host is faster")
+    if layout.decoded_nbytes < settings.GPU_MIN_DECODED_BYTES and codec not in ("rle", "jpegls"):
+        return _host(f"{layout.decoded_nbytes} decoded bytes: below {settings.GPU_MIN_DECODED_BYTES} the host is "
+                     "faster")
     if codec in ("jpeg2000", "htj2k"):
         if any(i is None for i in infos):
             return _host("a frame is not a bare JPEG 2000 codestream (JP2 wrapper or unreadable header)")

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
+from kvdicom import settings
 from kvdicom._header import codestream
 from kvdicom._io import host_read
 from kvdicom._pixels.corrections import finish
@@ -60,17 +61,6 @@ from kvdicom._pixels.corrections import finish
 #: imagecodecs is optional for kvdicom: without it, pydicom's plugins decode as before.
 _HAVE_IMAGECODECS = importlib.util.find_spec("imagecodecs") is not None
 
-#: Frames of one file decode concurrently on kvdicom's pool only with at least this many cores (on the
-#: 2-core CPU machine two threads gave 1.2-1.4x on 2-3 frames of 64² JPEG 2000, nothing on JPEG-LS). On the
-#: H200's 16 (``results/…/0016``, medians against pixel_array): 2-4 frames of 64²-128² JPEG 2000 / HTJ2K
-#: 1.39-2.52x, 2 x 128² JPEG-LS 6.25x, 16 x 512² JPEG-LS 33.5x, 32 x 512² JPEG 2000 12.8x.
-CONCURRENT_MIN_CPUS = 4
-#: A JPEG 2000 frame of at least this many pixels gets openjpeg's own threads too, when the file has fewer
-#: frames than kvdicom has threads: one 512² int16 frame took 44 ms on one thread, 21 ms on two (CPU dev
-#: machine), 7.85 ms on 16 against pixel_array's 45.1 ms (H200, ``results/…/0016``); one 128² frame 2.9 vs
-#: 2.6 ms on two (CPU dev machine), so smaller frames keep one thread (128² on the H200: 4.72 ms against
-#: pixel_array's 5.27; more threads there not yet measured).
-INTRA_FRAME_MIN_PIXELS = 256 * 256
 
 #: The colour JPEG 2000 kinds (photometric interpretation, precision) checked equal to pydicom on this route.
 COLOUR_J2K = frozenset({("RGB", 8), ("YBR_RCT", 8)})
@@ -153,7 +143,7 @@ def _plan(layout, frames: list, infos: list) -> Plan | str:
 def _concurrent(frames: int) -> bool:
     """Whether ``frames`` frames decode side by side on the read pool (never from one of its threads: a series
     slice's task decodes its frames itself)."""
-    return frames > 1 and (os.cpu_count() or 1) >= CONCURRENT_MIN_CPUS and not host_read.in_pool()
+    return frames > 1 and (os.cpu_count() or 1) >= settings.IMAGECODECS_CONCURRENT_MIN_CPUS and not host_read.in_pool()
 
 
 def _frame_threads(layout, how: Plan, frames: int) -> int:
@@ -161,7 +151,8 @@ def _frame_threads(layout, how: Plan, frames: int) -> int:
     whose other threads decode other slices)."""
     from kvdicom._io import tuning as io_tuning
 
-    if how.decoder != "jpeg2k_decode" or layout.rows * layout.columns < INTRA_FRAME_MIN_PIXELS or host_read.in_pool():
+    small = layout.rows * layout.columns < settings.IMAGECODECS_INTRA_FRAME_MIN_PIXELS
+    if how.decoder != "jpeg2k_decode" or small or host_read.in_pool():
         return 1
     return max(1, io_tuning.host_threads() // (frames if _concurrent(frames) else 1))
 

@@ -22,9 +22,9 @@ shifted out as pydicom's ``_correct_unused_bits`` does. Frames decode
 concurrently on kvdicom's pool (``host_read.pool()``) only with imagecodecs,
 since pylibjpeg-rle's ``decode_frame`` holds the GIL (2.2.0: no
 ``allow_threads``; 16 frames took 18.4 ms on one thread, 16.3-17.7 ms on two),
-and only where :data:`CONCURRENT_MIN_BYTES` and :data:`CONCURRENT_MIN_CPUS`
+and only where :data:`settings.RLE_CONCURRENT_MIN_BYTES` and :data:`settings.RLE_CONCURRENT_MIN_CPUS`
 say it pays. For ``device="cuda"`` frames are decoded into one pinned host
-buffer and copied to the device in chunks of :data:`COPY_CHUNK_BYTES` as
+buffer and copied to the device in chunks of :data:`settings.RLE_COPY_CHUNK_BYTES` as
 they are ready, so the copy overlaps the decoding of the next frames.
 
 Measured on the 2-core CPU machine (shared with other work; pydicom 3.0.2,
@@ -56,22 +56,11 @@ import os
 
 import numpy as np
 
+from kvdicom import settings
 from kvdicom.errors import DicomLoadError
 
 #: imagecodecs (a suite requirement, optional for kvdicom) decodes PackBits with the GIL released.
 _HAVE_IMAGECODECS = importlib.util.find_spec("imagecodecs") is not None
-
-#: Decoded bytes per host-to-device copy (GPU path): big enough that each copy runs near the link's
-#: rate, small enough that the first copy starts after a few frames.
-COPY_CHUNK_BYTES = 2 << 20
-
-#: Frames decode concurrently (imagecodecs, kvdicom's pool) from this many decoded bytes per file; below it
-#: the hand-off to the pool costs more than it saves (2 frames of 128² int16: 2.0 ms pooled vs 1.6 ms).
-CONCURRENT_MIN_BYTES = 1 << 20
-#: ... and only with at least this many cores: on the 2-core CPU machine two pool threads were no faster
-#: than one (16 × 512² int16: 11.4–12.1 ms vs 9.9–10.7 ms, medians of 41, other work running). Whether
-#: they pay on the device is for ``tools/measure_rle.py`` to show there.
-CONCURRENT_MIN_CPUS = 4
 
 
 def problem(layout) -> str | None:
@@ -197,9 +186,9 @@ def decode_frame_into(layout, index: int, frame, dst: np.ndarray) -> None:
 
 
 def _concurrent(layout, frames: int) -> bool:
-    """Whether ``frames`` frames of ``layout`` decode on kvdicom's pool (see CONCURRENT_MIN_BYTES / _CPUS)."""
-    return (_HAVE_IMAGECODECS and frames > 1 and frame_nbytes(layout) * frames >= CONCURRENT_MIN_BYTES
-            and (os.cpu_count() or 1) >= CONCURRENT_MIN_CPUS)
+    """Whether ``frames`` frames of ``layout`` decode on kvdicom's pool (settings.RLE_CONCURRENT_MIN_*)."""
+    return (_HAVE_IMAGECODECS and frames > 1 and frame_nbytes(layout) * frames >= settings.RLE_CONCURRENT_MIN_BYTES
+            and (os.cpu_count() or 1) >= settings.RLE_CONCURRENT_MIN_CPUS)
 
 
 def _decode_all(layout, frames: list, target, on_done=None) -> None:
@@ -255,7 +244,7 @@ def load_device(layout, frames: list):
 
     def copy_ready(i: int) -> None:
         end = (i + 1) * step
-        if end - copied[0] >= COPY_CHUNK_BYTES or i == len(frames) - 1:
+        if end - copied[0] >= settings.RLE_COPY_CHUNK_BYTES or i == len(frames) - 1:
             dst[copied[0]:end].set(staging[copied[0]:end], stream=stream)  # async: pinned source
             copied[0] = end
 

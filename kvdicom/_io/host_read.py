@@ -17,27 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from kvdicom import settings
 from kvdicom._io import fileid
 from kvdicom._io import tuning as io_tuning
-
-#: Reads below this size use one ``preadv`` loop in the caller's thread; larger ones are split across
-#: the pool. Measured on an H200 machine (16 cores, page cache warm, ``tools/profile_targets.py``): the
-#: 25 MiB pixels of the 200-frame enhanced MR file took 2.8 ms on one thread and 0.84 ms on the pool in
-#: 4 MiB chunks (0.94 ms in 2 MiB, 1.33 ms in 1 MiB chunks); the old threshold of 32 MiB kept it on one thread.
-PARALLEL_READ_BYTES = 8 << 20
-#: With fewer pool threads than this, the threshold is :data:`FEW_THREADS_FACTOR` times higher (32 MiB, the
-#: old threshold): on the 2-core CPU dev machine the pool lost below it (8 MiB: 0.48 ms one thread, 0.73 ms
-#: pooled; 16 MiB: 1.6 vs 2.8 ms; 25 MiB: 3.2 vs 3.2 ms; other work running).
-FEW_THREADS = 4
-FEW_THREADS_FACTOR = 4
-#: Largest chunk per pool task, buffered reads (large files).
-CHUNK_BYTES = 8 << 20
-#: Smallest chunk per pool task: a read is cut in about :data:`CHUNKS_PER_READ` chunks of whole MiB
-#: between this and :data:`CHUNK_BYTES` (25 MiB -> 4 MiB chunks, as measured above).
-MIN_CHUNK_BYTES = 2 << 20
-CHUNKS_PER_READ = 8
-#: Chunk per pool task with O_DIRECT (bench/ceilings.py's disk ceiling).
-DIRECT_CHUNK_BYTES = 16 << 20
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -95,10 +77,10 @@ os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def chunk_for(nbytes: int) -> int:
-    """The pool chunk for a buffered read of ``nbytes``: about 1/CHUNKS_PER_READ of it, in whole MiB, clamped."""
-    per = -(-nbytes // CHUNKS_PER_READ)
+    """The pool chunk for a buffered read of ``nbytes``: about 1/READ_CHUNKS_PER_READ of it, in whole MiB, clamped."""
+    per = -(-nbytes // settings.READ_CHUNKS_PER_READ)
     per = -(-per // (1 << 20)) * (1 << 20)
-    return min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, per))
+    return min(settings.READ_CHUNK_BYTES, max(settings.READ_MIN_CHUNK_BYTES, per))
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
@@ -128,8 +110,8 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
                 parallel_from: int | None = None, then=None) -> int:
     """Fill ``view`` from ``fd`` at ``offset``; return the bytes read.
 
-    Below ``parallel_from`` bytes (:data:`PARALLEL_READ_BYTES`, or
-    :data:`FEW_THREADS_FACTOR` times it with few threads), or on a pool
+    Below ``parallel_from`` bytes (:data:`settings.READ_PARALLEL_BYTES`, or
+    :data:`settings.READ_FEW_THREADS_FACTOR` times it with few threads), or on a pool
     thread, in the caller's thread; otherwise in ``chunk``-sized tasks
     (:func:`chunk_for`) on :func:`pool`. A short chunk (end of file) ends the
     count there: bytes after a gap are not counted.
@@ -143,8 +125,8 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     if then is not None:
         chunk = max(8, chunk - chunk % 8)  # whole samples in every chunk
     if parallel_from is None:
-        few = io_tuning.host_threads() < FEW_THREADS
-        parallel_from = PARALLEL_READ_BYTES * (FEW_THREADS_FACTOR if few else 1)
+        few = io_tuning.host_threads() < settings.READ_FEW_THREADS
+        parallel_from = settings.READ_PARALLEL_BYTES * (settings.READ_FEW_THREADS_FACTOR if few else 1)
     if len(view) < parallel_from or in_pool():
         return _read_then(fd, view, offset, 0, then)
     starts = range(0, len(view), chunk)
@@ -179,7 +161,8 @@ def read_into(
     try:
         fileid.check_same(path, fd, file_id, "before the pixel read")
         if direct:  # no readahead: keep several chunk reads in flight from two chunks up
-            got = read_chunks(fd, view, offset, DIRECT_CHUNK_BYTES, parallel_from=DIRECT_CHUNK_BYTES + 1)
+            chunk = settings.READ_DIRECT_CHUNK_BYTES
+            got = read_chunks(fd, view, offset, chunk, parallel_from=chunk + 1)
         else:
             got = read_chunks(fd, view, offset, then=then)
         fileid.check_same(path, fd, file_id, "after the pixel read")

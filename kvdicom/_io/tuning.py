@@ -10,13 +10,13 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
   :data:`MAX_THREADS`, unless the user set ``KVIKIO_NTHREADS`` (their choice
   wins); an integer sets that many; ``None`` leaves KvikIO as the user set it.
   The same number sizes kvdicom's host read pool (``kvdicom._io.host_read.pool``).
-* ``task_size``: chosen per read, about :data:`TASKS_PER_THREAD` tasks per
+* ``task_size``: chosen per read, about :data:`settings.KVIKIO_TASKS_PER_THREAD` tasks per
   thread so a slow task does not leave the others idle at the end, bounded by
-  :data:`MIN_TASK_BYTES` (below it per-task overhead dominates) and
-  :data:`MAX_TASK_BYTES`. Measured on the H100 with 16 threads
+  :data:`settings.KVIKIO_MIN_TASK_BYTES` (below it per-task overhead dominates) and
+  :data:`settings.KVIKIO_MAX_TASK_BYTES`. Measured on the H100 with 16 threads
   (``tools/tune_kvikio.py``): 256 MiB read at 28 / 40 / 38 / 28 GB/s with
   1 / 4 / 8 / 16 MiB tasks, 1 GiB at 27 / 43 / 45 / 36 GB/s with 1 / 4 / 8 / 16 MiB.
-* Small reads in compat mode (below :data:`SMALL_READ_BYTES`) skip KvikIO:
+* Small reads in compat mode (below :data:`settings.KVIKIO_SMALL_READ_BYTES`) skip KvikIO:
   opening a ``CuFile`` and dispatching a task costs more than the copy, so the
   bytes go through one ``preadv`` into a pinned staging buffer and one copy.
   With GDS, every read goes through KvikIO. Measured on the H200 machine: a
@@ -34,11 +34,6 @@ from dataclasses import dataclass
 from kvdicom import settings
 from kvdicom.settings import MAX_THREADS
 
-MIN_TASK_BYTES = 1 << 20
-MAX_TASK_BYTES = 8 << 20
-TASKS_PER_THREAD = 4
-SMALL_READ_BYTES = 4 << 20
-
 
 @dataclass(frozen=True)
 class ReadPlan:
@@ -55,10 +50,10 @@ def machine_threads() -> int:
 
 
 def task_size_for(nbytes: int, threads: int) -> int:
-    """Task size giving each of ``threads`` threads about TASKS_PER_THREAD tasks of ``nbytes``."""
-    per_task = -(-nbytes // (max(1, threads) * TASKS_PER_THREAD))
-    rounded = -(-per_task // MIN_TASK_BYTES) * MIN_TASK_BYTES
-    return max(MIN_TASK_BYTES, min(MAX_TASK_BYTES, rounded))
+    """Task size giving each of ``threads`` threads about settings.KVIKIO_TASKS_PER_THREAD tasks of ``nbytes``."""
+    per_task = -(-nbytes // (max(1, threads) * settings.KVIKIO_TASKS_PER_THREAD))
+    rounded = -(-per_task // settings.KVIKIO_MIN_TASK_BYTES) * settings.KVIKIO_MIN_TASK_BYTES
+    return max(settings.KVIKIO_MIN_TASK_BYTES, min(settings.KVIKIO_MAX_TASK_BYTES, rounded))
 
 
 def configured_threads() -> int | None:
@@ -115,5 +110,5 @@ def compat_mode() -> bool:
 def plan_read(nbytes: int) -> ReadPlan:
     """The settings for a read of ``nbytes`` into GPU memory."""
     threads = configure_kvikio()
-    small = nbytes < SMALL_READ_BYTES and compat_mode()
+    small = nbytes < settings.KVIKIO_SMALL_READ_BYTES and compat_mode()
     return ReadPlan(threads=threads, task_size=task_size_for(nbytes, threads), via_kvikio=not small)

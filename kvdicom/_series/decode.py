@@ -16,7 +16,7 @@ order:
    the slice, is the decode call); slices whose plans and decode-relevant
    layout fields agree (:func:`batch_key`) form one group, and each group's
    frames go to ONE ``Decoder.decode`` batch (:func:`kvdicom._codecs.gpu_codec._decode_batch`;
-   split only past :data:`BATCH_MAX_DECODED_BYTES`, a device-memory bound),
+   split only past :data:`settings.GPU_BATCH_MAX_DECODED_BYTES`, a device-memory bound),
    corrected by :func:`kvdicom._pixels.corrections.finish` and written into the
    volume's slots; frames nvImageCodec returns as nothing or as all zeros,
    and slices planned for the host, decode on the host (pinned staging,
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvdicom import settings
 from kvdicom._codecs import host_codecs, host_parallel, rle, route
 from kvdicom._header import compressed
 from kvdicom._io import host_read, process_pool
@@ -53,12 +54,6 @@ from kvdicom.errors import DicomLoadError
 #: decoder's samples and what array each frame is.
 BATCH_FIELDS = ("transfer_syntax", "codec", "dtype", "rows", "columns", "samples_per_pixel", "planar_configuration",
                 "bits_allocated", "bits_stored", "pixel_representation", "photometric_interpretation")
-
-
-#: Decoded bytes per nvImageCodec call at most: a longer group is split into calls of this size. Not a speed
-#: setting (one call per group is the point) but a bound on the transient device memory of a call, about twice
-#: this (the decoder's own images plus the batch they are copied into); 256 × 512² int16 (128 MiB) is one call.
-BATCH_MAX_DECODED_BYTES = 1 << 30
 
 
 @dataclass
@@ -122,9 +117,10 @@ def groups(pieces: list[Slice]) -> tuple[list[list[Slice]], list[Slice]]:
 
 
 def split(group: list[Slice]) -> list[list[Slice]]:
-    """``group`` in consecutive calls of at most :data:`BATCH_MAX_DECODED_BYTES` decoded bytes (one frame at least)."""
+    """``group`` in consecutive calls of at most ``settings.GPU_BATCH_MAX_DECODED_BYTES`` decoded bytes (one frame
+    at least)."""
     frame = group[0].layout.rows * group[0].layout.columns * group[0].layout.samples_per_pixel
-    per_call = max(1, BATCH_MAX_DECODED_BYTES // (frame * group[0].layout.dtype.itemsize))
+    per_call = max(1, settings.GPU_BATCH_MAX_DECODED_BYTES // (frame * group[0].layout.dtype.itemsize))
     return [group[i : i + per_call] for i in range(0, len(group), per_call)]
 
 
@@ -238,7 +234,6 @@ def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str
             future.cancel()
         concurrent.futures.wait(reads)
     return _summary(counts)
-
 
 
 # --- device="cuda" -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import host_read
 from kvdicom._io import tuning as io_tuning
@@ -176,10 +177,6 @@ def _stored_volume(layouts, xp, raw, target):
         start += layout.nbytes
 
 
-#: Elements per host rescale task: below this a series is rescaled in the caller's thread.
-RESCALE_TASK_ELEMENTS = 1 << 18
-
-
 def _rescale_slices(stored, slopes, intercepts, out, first: int, stop: int) -> None:
     for i in range(first, stop):
         # pydicom: arr.astype(float64) * slope, then += intercept; the float64 loop casts each
@@ -197,7 +194,7 @@ def _rescale_host(stored, slopes, intercepts, out) -> None:
     device's host (tools/profile_series.py).
     """
     n = len(stored)
-    tasks = min(n, io_tuning.host_threads() * 4, max(1, stored.size // RESCALE_TASK_ELEMENTS))
+    tasks = min(n, io_tuning.host_threads() * 4, max(1, stored.size // settings.RESCALE_TASK_ELEMENTS))
     if tasks <= 1:
         _rescale_slices(stored, slopes, intercepts, out, 0, n)
         return
