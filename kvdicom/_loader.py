@@ -40,7 +40,8 @@ def _bits_per_chunk(layout: PixelLayout, device: str, buffer):
     return lambda start, stop: _correct_unused_bits(buffer[start:stop].view(layout.dtype), shift)
 
 
-def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, correct_bits: bool = False):
+def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, correct_bits: bool = False,
+                fd: int | None = None):
     """The raw pixel bytes of ``layout`` as a 1-D uint8 array on ``device``.
 
     Read into ``buffer`` (a contiguous 1-D uint8 array or view of ``layout.nbytes``
@@ -51,16 +52,18 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, corre
 
     ``correct_bits``: on the host, correct unused high bits as each chunk is
     read, where that can be done (then ``decode(..., bits_corrected=True)``);
-    returns ``(buffer, corrected)`` instead of the buffer.
+    returns ``(buffer, corrected)`` instead of the buffer. ``fd``: the header's open file (else the path is
+    opened again).
     """
     if buffer is None:
         buffer = _allocate(layout, device)
     then = _bits_per_chunk(layout, device, buffer) if correct_bits else None
     try:
         if device == "cuda":
-            got = device_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id)
+            got = device_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, fd=fd)
         else:
-            got = host_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, then=then)
+            got = host_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, then=then,
+                                     fd=fd)
     except DicomLoadError:
         raise
     except OSError as exc:
@@ -75,9 +78,9 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, corre
     return (buffer, then is not None) if correct_bits else buffer
 
 
-def _read_decoded(layout: PixelLayout, device: str, buffer=None):
+def _read_decoded(layout: PixelLayout, device: str, buffer=None, fd: int | None = None):
     """Read then decode, the unused bits corrected during the host read where possible."""
-    raw, corrected = read_pixels(layout, device, buffer, correct_bits=True)
+    raw, corrected = read_pixels(layout, device, buffer, correct_bits=True, fd=fd)
     return decode(raw, layout, bits_corrected=corrected)
 
 
@@ -116,13 +119,13 @@ def _check_out_fits(layout: PixelLayout, out, rescale: bool) -> None:
         )
 
 
-def _load_into(layout: PixelLayout, device: str, rescale: bool, out):
+def _load_into(layout: PixelLayout, device: str, rescale: bool, out, fd: int):
     """Decode into ``out``: straight into its memory where decoding is a view, else decode then copy."""
     if not rescale and decodes_in_place(layout) and out.nbytes == layout.nbytes:
         raw = out.reshape(-1).view(np.uint8)
-        _read_decoded(layout, device, raw)  # in place: unused bits corrected in out
+        _read_decoded(layout, device, raw, fd)  # in place: unused bits corrected in out
         return out
-    arr = _read_decoded(layout, device)
+    arr = _read_decoded(layout, device, fd=fd)
     if rescale:
         arr = modality.apply(arr, layout)
     array_module(out).copyto(out, arr)
@@ -157,13 +160,13 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
     _check_out_array(out, device)
     # The header's file stays open until the pixels are read: its inode cannot be
     # reused, so a file re-created at ``path`` meanwhile never passes for it.
-    with opened_layout(path, force=force) as layout:
+    with opened_layout(path, force=force) as (layout, fd):
         if rescale:
             modality.check(layout)
         if getattr(layout, "compressed", False):
             if out is not None:
                 _check_out_fits(layout, out, rescale)
-            arr = route.load(layout, device)
+            arr = route.load(layout, device, fd)
             arr = modality.apply(arr, layout) if rescale else arr
             if out is None:
                 return arr
@@ -171,6 +174,6 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
             return out
         if out is not None:
             _check_out_fits(layout, out, rescale)
-            return _load_into(layout, device, rescale, out)
-        arr = _read_decoded(layout, device)
+            return _load_into(layout, device, rescale, out, fd)
+        arr = _read_decoded(layout, device, fd=fd)
     return modality.apply(arr, layout) if rescale else arr

@@ -137,9 +137,10 @@ def load_host(layout: CompressedLayout, choice: Choice, value: np.ndarray, frame
     return out
 
 
-def load(layout: CompressedLayout, device: str):
-    """``kvdicom.load`` of a compressed file: one read, the frames checked, one choice, one decode."""
-    value, frames = read_frames(layout)
+def load(layout: CompressedLayout, device: str, fd: int | None = None):
+    """``kvdicom.load`` of a compressed file: one read (through ``fd``, the header's open file), the frames
+    checked, one choice, one decode."""
+    value, frames = read_frames(layout, fd)
     infos = check_frames(layout, frames)
     choice = choose(layout, frames, infos, device)
     if choice.on_gpu:

@@ -161,7 +161,8 @@ def compressed_rules(tsyntax: UID, options: dict) -> CompressedRules:
 
 
 def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[bytes, bytes] | None, offset: int,
-                     value_length: int, modality, file_id: tuple[int, int, int, int] | None) -> CompressedLayout:
+                     value_length: int, modality, file_id: tuple[int, int, int, int] | None,
+                     fd: int | None = None) -> CompressedLayout:
     """The layout of an encapsulated value from the header's values alone, with no pydicom Dataset.
 
     Shared by the pydicom path (:func:`inspect_compressed`) and the fast walk
@@ -170,7 +171,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     Extended Offset Table); ``extended``: (offsets, lengths) as bytes; ``offset``:
     the value's file offset (its Basic Offset Table item); ``modality``: the
     :class:`~kvdicom._header.layout.ModalityTransform` (None: none); ``file_id``: the
-    identity of the open file the header came from, whose size bounds the fragments.
+    identity of the open file the header came from, whose size bounds the fragments; ``fd``: that open file.
     """
     if tsyntax not in CODECS:
         raise DicomLoadError(path, f"transfer syntax {tsyntax.name} ({tsyntax}) is compressed with a codec kvdicom "
@@ -183,7 +184,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
     end = file_size if value_length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + value_length)
     table = encapsulated.locate(path, offset, end, frames_declared, extended, file_id=file_id,
-                                  undefined=value_length == encapsulated.UNDEFINED_LENGTH)
+                                  undefined=value_length == encapsulated.UNDEFINED_LENGTH, fd=fd)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "
@@ -200,7 +201,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
 
 
 def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of,
-                       file_id: tuple[int, int, int, int] | None = None) -> CompressedLayout:
+                       file_id: tuple[int, int, int, int] | None = None, fd: int | None = None) -> CompressedLayout:
     """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`).
 
     Takes the values :func:`build_compressed` needs from the Dataset.
@@ -235,12 +236,14 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
     if extended is not None:
         options["extended_offsets"] = extended
     return build_compressed(path, tsyntax, options, extended, offset, raw.length,
-                            modality_of(ds, tsyntax, rules.dtype), file_id)
+                            modality_of(ds, tsyntax, rules.dtype), file_id, fd)
 
 
-def read_frames(layout: CompressedLayout) -> tuple[np.ndarray, list]:
-    """One read of every frame's bytes: (the encapsulated value as read, one buffer per frame)."""
-    return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset, file_id=layout.file_id)
+def read_frames(layout: CompressedLayout, fd: int | None = None) -> tuple[np.ndarray, list]:
+    """One read of every frame's bytes: (the encapsulated value as read, one buffer per frame); ``fd``: the
+    header's open file, else the path is opened again."""
+    return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset, file_id=layout.file_id,
+                                    fd=fd)
 
 
 def check_frames(layout: CompressedLayout, frames: list) -> list:

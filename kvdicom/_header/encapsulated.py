@@ -201,16 +201,16 @@ def _changed(path: str, exc: OSError, what: str) -> DicomLoadError:
 
 def locate(path: str, offset: int, file_size: int, number_of_frames: int,
            extended: tuple[bytes, bytes] | None = None, file_id: fileid.FileId | None = None,
-           undefined: bool = True) -> FrameTable:
+           undefined: bool = True, fd: int | None = None) -> FrameTable:
     """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
 
     ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
     With ``file_id`` (the header's open file), the file walked must be that file before and after.
     ``undefined``: the Pixel Data element has an undefined length (the standard's encapsulation).
+    ``fd``: the header's open file, else ``path`` is opened here.
     """
     try:
-        fd = fileid.open_regular(path)
-        try:
+        with fileid.opened(path, fd, file_id=file_id) as fd:
             fileid.check_same(path, fd, file_id, "before the fragment walk")
             size = min(file_size, os.fstat(fd).st_size)
             try:
@@ -222,8 +222,6 @@ def locate(path: str, offset: int, file_size: int, number_of_frames: int,
                 # Basic Offset Table are never read, so a damaged one does not stop it
                 table, fragments = _items(path, fd, offset, size, undefined, table_only=True)
             fileid.check_same(path, fd, file_id, "after the fragment walk")
-        finally:
-            os.close(fd)
     except OSError as exc:
         raise _changed(path, exc, "encapsulated item headers") from exc
     first_item = fragments[0][0] - HEADER
@@ -274,7 +272,7 @@ def _split_on_eoi(frames: tuple, data, base: int) -> list:
 
 
 def read_frames(path: str, table: FrameTable, start: int | None = None,
-                file_id: fileid.FileId | None = None) -> tuple[np.ndarray, list]:
+                file_id: fileid.FileId | None = None, fd: int | None = None) -> tuple[np.ndarray, list]:
     """(the bytes from ``start`` to the last fragment's end, one buffer per frame): one read.
 
     ``start`` defaults to the first fragment; pass the value's offset to keep the
@@ -286,7 +284,7 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
     end = table.span[1]
     data = np.empty(end - start, dtype=np.uint8)
     try:
-        got = host_read.read_into(path, data, start, file_id=file_id)
+        got = host_read.read_into(path, data, start, file_id=file_id, fd=fd)
     except OSError as exc:
         raise _changed(path, exc, "compressed pixel data") from exc
     if got != data.nbytes:

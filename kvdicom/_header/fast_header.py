@@ -525,7 +525,7 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
         options["extended_offsets"] = extended
     try:
         layout = compressed.build_compressed(path, tsyntax, options, extended, offset, length,
-                                             _modality(kept), file_id)
+                                             _modality(kept), file_id, src.fd)
     except DicomLoadError as exc:
         if not _same_file(path, file_id):
             raise  # changed under the walk: the pydicom path's fragment walk checks the same identity and refuses

@@ -26,7 +26,7 @@ def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
     ds = _read_header(path, fp, force)
     tsyntax = _transfer_syntax(path, ds, allow_compressed=True)
     if tsyntax.is_encapsulated:
-        return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id), ds
+        return inspect_compressed(path, ds, tsyntax, _modality, file_id=fp.file_id, fd=fp.fileno()), ds
     keyword, raw, offset = _pixel_element(path, ds)
     rules = pixel_rules(tsyntax, keyword, raw.VR or "", _pixel_options(path, ds))
     modality = _modality(ds, tsyntax, rules.dtype) if rules.dtype is not None else None
@@ -66,18 +66,18 @@ def inspect(path: str | os.PathLike, *, force: bool = False):
     that is not a regular file; ``FileNotFoundError``, ``PermissionError`` (and
     any other ``OSError`` of ``open()``) when the path cannot be opened.
     """
-    with opened_layout(path, force=force) as layout:
+    with opened_layout(path, force=force) as (layout, _):
         return layout
 
 
 @contextlib.contextmanager
-def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[PixelLayout]:
-    """:func:`inspect`, with the header's file kept open until the block ends.
+def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[tuple[PixelLayout, int]]:
+    """:func:`inspect`, with the header's file kept open until the block ends: ``(layout, descriptor)``.
 
-    While it is open its inode cannot be freed and reused, so a file deleted
-    and re-created at ``path`` before the pixel read always differs from
-    ``layout.file_id``.
+    Every read of the load goes through that descriptor (one open per load), checked against
+    ``layout.file_id`` before and after. While it is open its inode cannot be freed and reused, so a file
+    deleted and re-created at ``path`` before the pixel read always differs from ``layout.file_id``.
     """
     path = os.fspath(path)
     with BoundedReader(path) as fp:
-        yield _layout(path, fp, force)
+        yield _layout(path, fp, force), fp.fileno()

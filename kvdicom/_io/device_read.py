@@ -15,13 +15,13 @@ from kvdicom._io import fileid, host_read
 from kvdicom._io.tuning import plan_read
 
 
-def _read_staged(path: str, buffer, offset: int, file_id) -> int:
+def _read_staged(path: str, buffer, offset: int, file_id, fd: int | None) -> int:
     """Small reads: one ``preadv`` into pinned host memory (CuPy's pinned pool), one copy."""
     import cupyx
     import numpy as np
 
     staging = cupyx.empty_pinned(buffer.nbytes, dtype=np.uint8)
-    got = host_read.read_into(path, staging, offset, file_id=file_id)
+    got = host_read.read_into(path, staging, offset, file_id=file_id, fd=fd)
     buffer.set(staging)
     return got
 
@@ -37,7 +37,7 @@ def _kvikio_fileno(f) -> int:
     return f.fileno() if hasattr(f, "fileno") else f.fd()
 
 
-def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None = None) -> int:
+def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None = None, fd: int | None = None) -> int:
     """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into device ``buffer``; return bytes read.
 
     ``buffer`` may be a contiguous 1-D uint8 view of a larger CuPy array. With
@@ -45,21 +45,18 @@ def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None =
     reads them through pinned bounce buffers on its thread pool, except small
     reads, which are staged once (see ``kvdicom._io.tuning``). With ``file_id``,
     a file that is not that file before or after the read raises
-    :class:`~kvdicom.errors.DicomLoadError`.
+    :class:`~kvdicom.errors.DicomLoadError`. ``fd``: the caller's open file (the header's), else opened here.
     """
     plan = plan_read(buffer.nbytes)
     if not plan.via_kvikio:
-        return _read_staged(path, buffer, offset, file_id)
+        return _read_staged(path, buffer, offset, file_id, fd)
 
     import kvikio
 
-    fd = fileid.open_regular(path)
-    try:
+    with fileid.opened(path, fd, file_id=file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")
-        with kvikio.CuFile(_same_open_file(fd, path), "r") as f:
+        with kvikio.CuFile(_same_open_file(fd, path), "r") as f:  # KvikIO opens its own descriptor
             fileid.check_same(path, _kvikio_fileno(f), file_id, "when KvikIO opened it")
             got = f.pread(buffer, buffer.nbytes, offset, task_size=plan.task_size).get()
         fileid.check_same(path, fd, file_id, "after the pixel read")
         return got
-    finally:
-        os.close(fd)

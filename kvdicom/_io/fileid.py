@@ -20,8 +20,10 @@ header can tell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 
 from kvdicom.errors import DicomLoadError
 
@@ -72,6 +74,33 @@ def open_regular(path: str | os.PathLike, flags: int = 0) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike, fd: int | None = None, flags: int = 0,
+           file_id: FileId | None = None) -> Iterator[int]:
+    """The descriptor to read ``path`` through: ``fd`` where the caller holds the file open already (one open
+    per load: the header's), else ``path`` opened here (:func:`open_regular`) and closed after the block.
+
+    With ``fd`` and ``file_id``, ``path`` must still name that file (a ``stat``, no open), as a fresh open
+    would find: a file swapped, deleted or replaced at the path since the header is refused as before.
+    """
+    if fd is not None:
+        if file_id is not None:
+            path = os.fspath(path)
+            st = os.stat(path)  # FileNotFoundError as open() would raise it
+            if _file_id(st) != tuple(file_id):
+                _refuse_irregular(path, st)
+                check_same(path, fd, file_id, "when the path was looked up again")
+                raise DicomLoadError(path, f"file changed between header and pixel read (the path now names "
+                                           f"another file: {_file_id(st)}, header {tuple(file_id)}); load it again")
+        yield fd
+        return
+    fd = open_regular(path, flags)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def check_same(path: str, fd: int, file_id: FileId | None, when: str) -> None:

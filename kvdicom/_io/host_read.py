@@ -144,7 +144,7 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
 
 def read_into(
     path: str, buffer: np.ndarray, offset: int, *, file_id: fileid.FileId | None = None, direct: bool = False,
-    then=None,
+    then=None, fd: int | None = None,
 ) -> int:
     """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into ``buffer``; return bytes read.
 
@@ -157,8 +157,8 @@ def read_into(
     ``DicomLoadError`` at once; ``OSError`` from opening or reading propagates.
     """
     view = memoryview(buffer).cast("B")
-    fd = fileid.open_regular(path, os.O_DIRECT if direct else 0)
-    try:
+    # ``fd``: the caller's open file (the header's); O_DIRECT needs a descriptor of its own
+    with fileid.opened(path, None if direct else fd, os.O_DIRECT if direct else 0, file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")
         if direct:  # no readahead: keep several chunk reads in flight from two chunks up
             chunk = settings.READ_DIRECT_CHUNK_BYTES
@@ -167,5 +167,3 @@ def read_into(
             got = read_chunks(fd, view, offset, then=then)
         fileid.check_same(path, fd, file_id, "after the pixel read")
         return got
-    finally:
-        os.close(fd)
