@@ -163,7 +163,7 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
     with opened_layout(path, force=force) as (layout, fd):
         if rescale:
             modality.check(layout)
-        if getattr(layout, "compressed", False):
+        if layout.compressed:
             if out is not None:
                 _check_out_fits(layout, out, rescale)
             arr = route.load(layout, device, fd)

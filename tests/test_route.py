@@ -84,3 +84,15 @@ def test_cuda_takes_nvimgcodec_where_it_decodes_exactly(files, monkeypatch):
     infos = compressed.check_frames(layout, frames)
     assert not route.choose(layout, frames, infos, "cuda").on_gpu
     assert route.choose(layout, frames, infos, "cuda", batch_frames=20).on_gpu
+
+
+def test_both_layouts_share_one_image_pixel_base(files):
+    from kvdicom._header.layout import ImagePixel
+
+    native_path = files[CASES[0][0]].with_name("native.dcm")
+    write_dicom(DicomSpec(frames=2, rows=32, cols=32, **S16), native_path)
+    native, encapsulated = kvdicom.inspect(native_path), kvdicom.inspect(files[CASES[1][0]])
+    assert isinstance(native, ImagePixel) and isinstance(encapsulated, ImagePixel)
+    assert (native.compressed, encapsulated.compressed) == (False, True)
+    for layout in (native, encapsulated):  # the Image Pixel facts mean the same for both
+        assert layout.frame_shape == (32, 32) and layout.decoded_nbytes == 2 * 32 * 32 * 2

@@ -10,9 +10,9 @@ the rest go through the same host decoders and are copied once.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pydicom
@@ -21,7 +21,7 @@ from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
 from kvdicom._header import codestream, encapsulated
-from kvdicom._header.layout import PIXEL_RULES_CACHE_SIZE, ModalityTransform, ModuleRules, options_key
+from kvdicom._header.layout import PIXEL_RULES_CACHE_SIZE, ImagePixel, ModalityTransform, ModuleRules, options_key
 from kvdicom._header.layout import _shape as pixel_array_shape
 from kvdicom.errors import DicomLoadError
 
@@ -52,31 +52,17 @@ RLE_MAX_EXPANSION = 64
 
 
 @dataclass(frozen=True)
-class CompressedLayout:
+class CompressedLayout(ImagePixel):
     """An encapsulated file's pixels: where the frames are and what array they make."""
 
-    path: str
-    transfer_syntax: UID
+    compressed: ClassVar[bool] = True
+
     codec: str  #: "jpeg", "jpeg_lossless", "jpegls", "jpeg2000", "htj2k" or "rle"
-    offset: int  #: file offset of the encapsulated value (its Basic Offset Table item)
-    file_size: int
     frame_table: encapsulated.FrameTable
-    dtype: np.dtype  #: dtype of the returned array (Bits Allocated, Pixel Representation)
-    shape: tuple[int, ...]
-    number_of_frames: int
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    planar_configuration: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric_interpretation: str
     #: pydicom's options for its decoders (as_pixel_options plus the Extended Offset Table)
     options: dict = field(default_factory=dict, compare=False, repr=False)
     modality: object = None  #: kvdicom._header.layout.ModalityTransform
     pixel_keyword: str = "PixelData"
-    compressed: bool = True
     #: (st_dev, st_ino, st_size, st_mtime_ns) of the file the header was read from (as PixelLayout.file_id):
     #: the fragment walk and the pixel read refuse any other file
     file_id: tuple[int, int, int, int] | None = None
@@ -86,14 +72,6 @@ class CompressedLayout:
         """Compressed bytes read (the span of the encapsulated fragments)."""
         return self.frame_table.nbytes
 
-    @property
-    def decoded_nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def frame_shape(self) -> tuple[int, ...]:
-        """One frame's array shape: (rows, columns), samples last for colour."""
-        return (self.rows, self.columns) + ((self.samples_per_pixel,) if self.samples_per_pixel > 1 else ())
 
 
 def reference_plugin(tsyntax: UID) -> str:

@@ -12,6 +12,7 @@ import functools
 import math
 import struct
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pydicom
@@ -63,15 +64,14 @@ class ModalityTransform:
 
 
 @dataclass(frozen=True)
-class PixelLayout:
-    """Everything needed to turn bytes at ``offset`` into pydicom's ``pixel_array``."""
+class ImagePixel:
+    """What both layouts share: the file, and the Image Pixel module as the returned array sees it."""
+
+    compressed: ClassVar[bool] = False  #: encapsulated pixel data (:class:`kvdicom.CompressedLayout`)
 
     path: str
     transfer_syntax: UID
-    pixel_keyword: str
-    offset: int  #: file offset of the pixel data value
-    nbytes: int  #: bytes to read from ``offset``
-    value_length: int  #: length the element header declares
+    offset: int  #: file offset of the pixel data value (encapsulated: its Basic Offset Table item)
     file_size: int
     dtype: np.dtype  #: native-endian dtype of the returned array
     shape: tuple[int, ...]  #: shape of the returned array
@@ -84,6 +84,25 @@ class PixelLayout:
     bits_stored: int
     pixel_representation: int
     photometric_interpretation: str
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One frame's array shape: (rows, columns), samples last for colour."""
+        return (self.rows, self.columns) + ((self.samples_per_pixel,) if self.samples_per_pixel > 1 else ())
+
+    @property
+    def decoded_nbytes(self) -> int:
+        """Bytes of the returned array."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class PixelLayout(ImagePixel):
+    """Everything needed to turn bytes at ``offset`` into pydicom's ``pixel_array``."""
+
+    pixel_keyword: str
+    nbytes: int  #: bytes to read from ``offset``
+    value_length: int  #: length the element header declares
     little_endian: bool
     swap_8bit_words: bool  #: 8-bit data encoded as OW in big endian (bytes swapped pairwise)
     #: the modality LUT / rescale that ``load(..., rescale=True)`` applies

@@ -265,9 +265,9 @@ def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
     from kvdicom import _loader as loader
     from kvdicom._series import decode as series_decode
 
-    packed = [(i, layout) for i, layout in enumerate(layouts) if getattr(layout, "compressed", False)]
+    packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
     decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
-    native = [(i, layout) for i, layout in enumerate(layouts) if not getattr(layout, "compressed", False)]
+    native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
     for i, layout in native:
         stored[i] = decode(loader.read_pixels(layout, device), layout)
     return decoders + ((f"native: {len(native)} slices",) if native else ())
@@ -339,7 +339,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
     indices = staging.indices(ordered) if staging is not None else None
     decoders: tuple[str, ...] = ()
-    if any(getattr(layout, "compressed", False) for layout in layouts):
+    if any(layout.compressed for layout in layouts):
         decoders = _decode_compressed(layouts, stored, device)
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)

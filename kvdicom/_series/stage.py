@@ -72,7 +72,7 @@ def _stageable(header: Header, series_uid: str | None) -> bool:
     layout = header.layout
     return (
         isinstance(layout, PixelLayout)
-        and not getattr(layout, "compressed", False)
+        and not layout.compressed
         and layout.number_of_frames == 1
         and layout.nbytes > 0
         and (series_uid is None or header.keys.series_uid == series_uid)
