@@ -9,22 +9,17 @@ import numpy as np
 from kvdicom._codecs import route
 from kvdicom._header.inspect import opened_layout
 from kvdicom._header.layout import PixelLayout
-from kvdicom._io import device_read, host_read
-from kvdicom._io.gpu import require_gpu_stack
+from kvdicom._io import device as devices
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import _correct_unused_bits, array_module, decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
 
-DEVICES = ("cuda", "cpu")
+DEVICES = devices.DEVICES
 
 
 def _allocate(layout: PixelLayout, device: str):
     """The read buffer, sized from a layout already checked against the file size."""
-    if device == "cuda":
-        import cupy
-
-        return cupy.empty(layout.nbytes, dtype=cupy.uint8)
-    return np.empty(layout.nbytes, dtype=np.uint8)
+    return devices.named(device).empty(layout.nbytes, np.uint8)
 
 
 def _bits_per_chunk(layout: PixelLayout, device: str, buffer):
@@ -34,7 +29,7 @@ def _bits_per_chunk(layout: PixelLayout, device: str, buffer):
     corrected by the thread that read it, while in cache. On the 25 MiB enhanced MR file (12 of 16 bits
     stored) the separate pass took 1.1 ms on the H200 machine after a 0.7 ms pooled read.
     """
-    if device != "cpu" or not layout.unused_high_bits or not decodes_in_place(layout):
+    if devices.named(device).on_gpu or not layout.unused_high_bits or not decodes_in_place(layout):
         return None
     shift = layout.unused_high_bits
     return lambda start, stop: _correct_unused_bits(buffer[start:stop].view(layout.dtype), shift)
@@ -59,11 +54,8 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, corre
         buffer = _allocate(layout, device)
     then = _bits_per_chunk(layout, device, buffer) if correct_bits else None
     try:
-        if device == "cuda":
-            got = device_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, fd=fd)
-        else:
-            got = host_read.read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, then=then,
-                                     fd=fd)
+        got = devices.named(device).read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, fd=fd,
+                                            then=then)
     except DicomLoadError:
         raise
     except OSError as exc:
@@ -98,7 +90,7 @@ def _check_out_array(out, device: str) -> None:
     if out is None:
         return
     module = type(out).__module__.split(".")[0]
-    expected = "cupy" if device == "cuda" else "numpy"
+    expected = devices.named(device).library
     if module != expected or not hasattr(out, "flags"):
         raise ValueError(f"out must be a {expected} array for device={device!r}, "
                          f"not {type(out).__module__}.{type(out).__name__}")
@@ -153,10 +145,7 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
     opened; :class:`DicomLoadError` for everything after that, before
     allocating any pixel buffer where the header is at fault.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    if device == "cuda":
-        require_gpu_stack()
+    devices.get(device)  # ValueError, GpuUnavailableError: before any file work
     _check_out_array(out, device)
     # The header's file stays open until the pixels are read: its inode cannot be
     # reused, so a file re-created at ``path`` meanwhile never passes for it.

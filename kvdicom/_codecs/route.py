@@ -32,6 +32,7 @@ import pydicom
 
 from kvdicom._codecs import gpu_codec, host_codecs, host_parallel, rle
 from kvdicom._header.compressed import CompressedLayout, check_frames, read_frames, reference_plugin
+from kvdicom._io import device as devices
 from kvdicom.errors import DicomLoadError
 
 
@@ -62,7 +63,7 @@ def choose(layout: CompressedLayout, frames: list, infos: list, device: str = "c
     """
     declined = []
     complete = len(frames) == layout.number_of_frames
-    if device == "cuda":
+    if devices.named(device).on_gpu:
         batch = as_batch(layout, batch_frames) if batch_frames else layout
         how = gpu_codec.plan(batch, infos)
         why = gpu_codec.nvimgcodec_problem() if how.route == "gpu" else how.reason
@@ -106,7 +107,7 @@ def describe(layout: CompressedLayout, device: str) -> str:
     choice = choose(layout, frames, check_frames(layout, frames), device)
     where = "gpu" if choice.on_gpu else "host"
     text = f"{where}:{name(layout, choice)}"
-    if device == "cuda" and not choice.on_gpu:
+    if devices.named(device).on_gpu and not choice.on_gpu:
         text += f" ({choice.declined[0]})"
     return text
 
@@ -145,7 +146,7 @@ def load(layout: CompressedLayout, device: str, fd: int | None = None):
     choice = choose(layout, frames, infos, device)
     if choice.on_gpu:
         return gpu_codec.decode(layout, choice.plan, frames, lambda i: host_decode(layout, value, index=i))
-    if device == "cuda":
+    if devices.named(device).on_gpu:
         import cupy
 
         if choice.backend == "rle":

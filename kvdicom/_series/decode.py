@@ -45,6 +45,7 @@ import numpy as np
 from kvdicom import settings
 from kvdicom._codecs import host_codecs, host_parallel, rle, route
 from kvdicom._header import compressed
+from kvdicom._io import device as devices
 from kvdicom._io import host_read, process_pool
 from kvdicom._pixels import corrections
 from kvdicom._pixels.decode import array_module
@@ -325,6 +326,6 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
     slots = list(range(len(layouts))) if slots is None else list(slots)
     if not layouts:
         return ()
-    if device == "cpu":
+    if not devices.named(device).on_gpu:
         return decode_cpu(layouts, stored, slots)
     return decode_gpu(layouts, stored, slots)

@@ -41,9 +41,9 @@ import numpy as np
 
 from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
+from kvdicom._io import device as devices
 from kvdicom._io import host_read
 from kvdicom._io import tuning as io_tuning
-from kvdicom._io.gpu import require_gpu_stack
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
 from kvdicom._series import headers as series_headers
@@ -232,7 +232,7 @@ def _read_native(layouts, stored, out_dtype, device, xp) -> None:
     direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
     starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
     total = starts[-1]
-    if device == "cuda":
+    if devices.named(device).on_gpu:
         import cupyx
 
         staging = cupyx.empty_pinned(total, dtype=np.uint8)  # one pinned buffer for the whole series
@@ -276,7 +276,7 @@ def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
 # the entry point --------------------------------------------------------------------
 
 def _check_out(out, shape, dtype, device):
-    expected = "cupy" if device == "cuda" else "numpy"
+    expected = devices.named(device).library
     if type(out).__module__.split(".")[0] != expected:
         raise ValueError(f"out= must be a {expected} array for device={device!r}")
     if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
@@ -297,16 +297,8 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     filled instead of allocating. Raises :class:`DicomLoadError` naming the
     files for anything that is not one loadable volume.
     """
-    from kvdicom._loader import DEVICES
-
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    if device == "cuda":
-        require_gpu_stack()  # GpuUnavailableError before any file work, as kvdicom.load
-        import cupy as xp
-
-        return _load(source, xp, device, rescale, series_uid, out, _gpu_backend())
-    return _load(source, np, device, rescale, series_uid, out, None)
+    where = devices.get(device)  # ValueError, GpuUnavailableError: before any file work, as kvdicom.load
+    return _load(source, where.xp, device, rescale, series_uid, out, _gpu_backend() if where.on_gpu else None)
 
 
 def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Backend | None):
