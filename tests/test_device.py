@@ -20,7 +20,7 @@ def test_a_device_names_its_array_library_and_reads_into_its_arrays(tmp_path):
     assert devices.named("cuda").library == "cupy" and devices.named("cuda").on_gpu
 
 
-@pytest.mark.parametrize("bad", ["gpu", "CUDA", None, 0], ids=["gpu", "upper-case", "none", "zero"])
+@pytest.mark.parametrize("bad", ["gpu", "CUDA", None, 0], ids=["unknown", "upper-case", "none", "zero"])
 def test_another_name_is_a_value_error_before_any_file_work(bad, tmp_path):
     missing = tmp_path / "nothing-here.dcm"
     with pytest.raises(ValueError, match="device must be one of"):
