@@ -56,6 +56,7 @@ import pydicom
 from kvdicom import settings
 from kvdicom._header import codestream
 from kvdicom._io import host_read
+from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels.corrections import finish
 
 #: imagecodecs is optional for kvdicom: without it, pydicom's plugins decode as before.
@@ -149,8 +150,6 @@ def _concurrent(frames: int) -> bool:
 def _frame_threads(layout, how: Plan, frames: int) -> int:
     """openjpeg's own threads per frame: the host threads left over once each frame has one (one on the pool,
     whose other threads decode other slices)."""
-    from kvdicom._io import tuning as io_tuning
-
     small = layout.rows * layout.columns < settings.IMAGECODECS_INTRA_FRAME_MIN_PIXELS
     if how.decoder != "jpeg2k_decode" or small or host_read.in_pool():
         return 1
@@ -162,8 +161,6 @@ def decoder(layout, how: Plan) -> str:
     frames = layout.number_of_frames
     where = "one thread"
     if _concurrent(frames):
-        from kvdicom._io import tuning as io_tuning
-
         where = f"frames on {io_tuning.host_threads()} threads"
     if (threads := _frame_threads(layout, how, frames)) > 1:
         where += f", {threads} openjpeg threads a frame"

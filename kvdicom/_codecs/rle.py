@@ -57,6 +57,8 @@ import os
 import numpy as np
 
 from kvdicom import settings
+from kvdicom._io import host_read
+from kvdicom._io import tuning as io_tuning
 from kvdicom.errors import DicomLoadError
 
 #: imagecodecs (a suite requirement, optional for kvdicom) decodes PackBits with the GIL released.
@@ -87,8 +89,6 @@ def decoder(layout) -> str:
     if not _HAVE_IMAGECODECS:
         return "kvdicom._codecs.rle:pylibjpeg-rle (frame by frame)"
     if _concurrent(layout, layout.number_of_frames):
-        from kvdicom._io import tuning as io_tuning
-
         return f"kvdicom._codecs.rle:imagecodecs-packbits ({io_tuning.host_threads()} threads)"
     return "kvdicom._codecs.rle:imagecodecs-packbits (one thread)"
 
@@ -196,8 +196,6 @@ def _decode_all(layout, frames: list, target, on_done=None) -> None:
 
     ``on_done(i)`` runs in this thread, in frame order, once frames 0…i are decoded.
     """
-    from kvdicom._io import host_read
-
     if not _concurrent(layout, len(frames)) or host_read.in_pool():
         for i, frame in enumerate(frames):
             decode_frame_into(layout, i, frame, target(i))

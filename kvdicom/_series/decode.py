@@ -43,12 +43,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvdicom import settings
-from kvdicom._codecs import host_codecs, host_parallel, rle, route
+from kvdicom._codecs import gpu_codec, host_codecs, host_parallel, rle, route
 from kvdicom._header import compressed
 from kvdicom._io import device as devices
 from kvdicom._io import host_read, process_pool
 from kvdicom._pixels import corrections
 from kvdicom._pixels.decode import array_module
+from kvdicom._series import stage as series_stage
 from kvdicom.errors import DicomLoadError
 
 #: Layout fields a GPU batch must share besides the plan: they decide how ``corrections.finish`` corrects the
@@ -245,8 +246,6 @@ def _host_to_device(pieces: list[Slice], stored) -> None:
     import cupy
     import cupyx
 
-    from kvdicom._series import stage as series_stage
-
     staging = cupyx.empty_pinned((len(pieces),) + tuple(stored.shape[1:]), dtype=stored.dtype)
     host_into_all(pieces, staging)
     stream = cupy.cuda.get_current_stream()
@@ -272,8 +271,6 @@ def _scatter(stored, slots: list[int], out) -> None:
 
 def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
-    from kvdicom._codecs import gpu_codec
-
     first = batch[0]
     block = as_batch(first.layout, len(batch))
     try:
@@ -292,8 +289,6 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
 
     ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
     """
-    from kvdicom._codecs import gpu_codec
-
     unusable = gpu_codec.nvimgcodec_problem()
     pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
     batches, host = groups(pieces)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvdicom import _loader as loader
 from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
@@ -46,6 +47,7 @@ from kvdicom._io import host_read
 from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
+from kvdicom._series import decode as series_decode
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
@@ -262,9 +264,6 @@ def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
     Returns which decoders ran.
     """
-    from kvdicom import _loader as loader
-    from kvdicom._series import decode as series_decode
-
     packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
     decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
     native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
