@@ -174,9 +174,9 @@ def test_a_killed_worker_does_not_hang_the_load(tmp_path, pooled, monkeypatch):
 
     def pool_with_dead_workers():  # every worker killed, and gone, before the frames are submitted
         pool = real_pool()
-        for process in list(pool._processes.values()):
-            os.kill(process.pid, signal.SIGKILL)
-            process.join(20)
+        for worker in list(pool._workers):
+            os.kill(worker.process.pid, signal.SIGKILL)
+            worker.process.wait(20)
         return pool
 
     # killing one worker after submission raced with 8 small frames finishing first (seen on the H100 machine)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -222,7 +222,7 @@ def header_processes() -> int:
     return process_pool.processes()
 
 
-def header_pool() -> ProcessPoolExecutor:
+def header_pool() -> process_pool.WorkerPool:
     """The persistent process pool (:mod:`kvdicom._io.process_pool`, shared with frame-parallel host decoding)."""
     return process_pool.pool()
 

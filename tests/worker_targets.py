@@ -1,0 +1,32 @@
+"""Functions run in other processes by tests/test_workers.py (importable: spawn and forkserver need that)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def force_workers() -> None:
+    """Make load_series parse headers on kvdicom's worker processes whatever the machine and series size."""
+    from kvdicom._series import headers
+
+    headers.POOL_MIN_FILES = 1
+    headers.POOL_MIN_PROCESSES = 1
+
+
+def load_in_child(folder: str, results) -> None:
+    """A daemonic process's (a DataLoader's or Dask's worker) load_series, workers forced; its answer queued."""
+    try:
+        import kvdicom
+        from kvdicom._io import process_pool
+
+        force_workers()
+        volume, _ = kvdicom.load_series(folder, "cpu")
+        results.put(("ok", volume.tobytes(), str(volume.dtype), volume.shape,
+                     process_pool._pool is not None and not process_pool.broken()))
+    except BaseException as exc:  # noqa: BLE001  the test reports it
+        results.put(("error", f"{type(exc).__name__}: {exc}", None, None, None))
+
+
+def volume_of(answer) -> np.ndarray:
+    _, data, dtype, shape, _ = answer
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
