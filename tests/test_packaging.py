@@ -28,6 +28,7 @@ def test_runtime_dependencies_are_numpy_and_pydicom_only():
     assert extras["bench"] == {"pytest", "pytest-benchmark", "hypothesis"}
     assert extras["report"] == {"matplotlib"}
     assert extras["codecs"] == {"imagecodecs"}  # kvdicom._codecs (host_codecs, rle) use it
+    assert extras["monai"] == {"monai"}  # kvdicom.monai
 
 
 def test_no_pytest_plugin_is_registered_for_other_projects():
@@ -45,7 +46,7 @@ def test_only_the_loader_is_packaged():
 def test_requirements_files_that_drive_dgb_agree_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = list(project["dependencies"]) + [r for v in project["optional-dependencies"].values() for r in v]
-    pinned = _requirements("requirements.txt", "requirements-gpu.txt")
+    pinned = _requirements("requirements.txt", "requirements-gpu.txt", "requirements-integrations.txt")
     for requirement in declared:
         assert pinned.get(_name(requirement)) == requirement.strip(), requirement
 
