@@ -14,7 +14,9 @@ from typing import Any, Literal, TypedDict
 #: Loaders measured, in the order tables and legends show them (``+rescale``: with each slice's modality LUT).
 LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
            "pydicom+rescale", "kvdicom+rescale", "dicomsdl", "dicomsdl+cupy", "sitk", "sitk+cupy",
-           "pydicom+gdcm", "pydicom+nvimgcodec+cupy")
+           "pydicom+gdcm", "pydicom+nvimgcodec+cupy",
+           # MONAI's LoadImage with each reader (bench/test_monai.py)
+           "monai+pydicom", "monai+itk", "monai+nvimgcodec", "monai+kvdicom", "monai+kvdicom-cpu")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
 CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read")
