@@ -29,6 +29,7 @@ def test_runtime_dependencies_are_numpy_and_pydicom_only():
     assert extras["report"] == {"matplotlib"}
     assert extras["codecs"] == {"imagecodecs"}  # kvdicom._codecs (host_codecs, rle) use it
     assert extras["monai"] == {"monai"}  # kvdicom.monai
+    assert extras["dask"] == {"dask", "distributed"}  # kvdicom.dask
 
 
 def test_no_pytest_plugin_is_registered_for_other_projects():
