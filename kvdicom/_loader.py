@@ -85,7 +85,7 @@ def output_dtype(layout: PixelLayout, rescale: bool = False) -> np.dtype:
     return layout.dtype
 
 
-def _check_out_array(out, device: str) -> None:
+def check_out_array(out, device: str) -> None:
     """``out`` must be a writeable, C-contiguous array on ``device`` (checked before any file work)."""
     if out is None:
         return
@@ -100,15 +100,17 @@ def _check_out_array(out, device: str) -> None:
         raise ValueError("out must be writeable")
 
 
-def _check_out_fits(layout: PixelLayout, out, rescale: bool) -> None:
-    """``out`` must have the shape and dtype ``load`` returns for this file."""
-    dtype = output_dtype(layout, rescale)
-    if tuple(out.shape) != tuple(layout.shape) or out.dtype != dtype:
+def check_out_fits(path: str, out, shape: tuple, dtype, rescale: bool, what: str = "this file's pixel data") -> None:
+    """``out`` must have the shape and dtype the load returns (``load`` and ``load_series`` alike)."""
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise DicomLoadError(
-            layout.path,
-            f"out has shape {tuple(out.shape)} and dtype {out.dtype}, but this file's pixel data "
-            f"{'(rescaled) ' if rescale else ''}is {tuple(layout.shape)} {dtype}",
+            path, f"out has shape {tuple(out.shape)} and dtype {out.dtype}, but {what} "
+                  f"{'(rescaled) ' if rescale else ''}is {tuple(shape)} {dtype}",
         )
+
+
+def _check_out_fits(layout: PixelLayout, out, rescale: bool) -> None:
+    check_out_fits(layout.path, out, layout.shape, output_dtype(layout, rescale), rescale)
 
 
 def _load_into(layout: PixelLayout, device: str, rescale: bool, out, fd: int):
@@ -146,7 +148,7 @@ def load(path: str | os.PathLike, device: str = "cuda", *, force: bool = False, 
     allocating any pixel buffer where the header is at fault.
     """
     devices.get(device)  # ValueError, GpuUnavailableError: before any file work
-    _check_out_array(out, device)
+    check_out_array(out, device)
     # The header's file stays open until the pixels are read: its inode cannot be
     # reused, so a file re-created at ``path`` meanwhile never passes for it.
     with opened_layout(path, force=force) as (layout, fd):

@@ -152,7 +152,7 @@ def test_undefined_length_nested_sequences_are_walked(tmp_path):
 def test_layout_carries_the_file_identity(make_file):
     path = make_file(rows=2, cols=2)
     st_ = path.stat()
-    assert kvdicom.inspect(path).file_id == (st_.st_dev, st_.st_ino, st_.st_size, st_.st_mtime_ns)
+    assert kvdicom.inspect(path).file_id == (st_.st_dev, st_.st_ino, st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns)
     assert slow(path).file_id == kvdicom.inspect(path).file_id
 
 

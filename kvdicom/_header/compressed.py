@@ -63,9 +63,9 @@ class CompressedLayout(ImagePixel):
     options: dict = field(default_factory=dict, compare=False, repr=False)
     modality: object = None  #: kvdicom._header.layout.ModalityTransform
     pixel_keyword: str = "PixelData"
-    #: (st_dev, st_ino, st_size, st_mtime_ns) of the file the header was read from (as PixelLayout.file_id):
+    #: :func:`kvdicom._io.fileid.identify` of the file the header was read from (as PixelLayout.file_id):
     #: the fragment walk and the pixel read refuse any other file
-    file_id: tuple[int, int, int, int] | None = None
+    file_id: tuple[int, ...] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -139,7 +139,7 @@ def compressed_rules(tsyntax: UID, options: dict) -> CompressedRules:
 
 
 def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[bytes, bytes] | None, offset: int,
-                     value_length: int, modality, file_id: tuple[int, int, int, int] | None,
+                     value_length: int, modality, file_id: tuple[int, ...] | None,
                      fd: int | None = None) -> CompressedLayout:
     """The layout of an encapsulated value from the header's values alone, with no pydicom Dataset.
 
@@ -179,7 +179,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
 
 
 def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of,
-                       file_id: tuple[int, int, int, int] | None = None, fd: int | None = None) -> CompressedLayout:
+                       file_id: tuple[int, ...] | None = None, fd: int | None = None) -> CompressedLayout:
     """The layout of an encapsulated file whose header pydicom parsed (see :func:`kvdicom.inspect`).
 
     Takes the values :func:`build_compressed` needs from the Dataset.

@@ -109,7 +109,7 @@ class PixelLayout(ImagePixel):
     modality: ModalityTransform = field(default_factory=ModalityTransform)
     #: :func:`kvdicom._io.fileid.identify` of the file the header was read from; pixel
     #: reads refuse a file that is not this one any more (``None``: not checked)
-    file_id: tuple[int, int, int, int] | None = None
+    file_id: tuple[int, ...] | None = None
 
     @property
     def pixel_count(self) -> int:
@@ -469,7 +469,7 @@ def build_layout(
     value_length: int,
     file_size: int,
     modality: ModalityTransform | None,
-    file_id: tuple[int, int, int, int] | None,
+    file_id: tuple[int, ...] | None,
 ) -> PixelLayout:
     """The per-file part of a layout: the sizes checked against this file's bytes.
 

@@ -27,8 +27,9 @@ from collections.abc import Iterator
 
 from kvdicom.errors import DicomLoadError
 
-#: (st_dev, st_ino, st_size, st_mtime_ns) of a file.
-FileId = tuple[int, int, int, int]
+#: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a file. The change time too: a file rewritten in
+#: place with its mtime restored (``os.utime``) keeps every other field, but the kernel sets its ctime anew.
+FileId = tuple[int, int, int, int, int]
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -40,11 +41,11 @@ _KINDS = (
 
 
 def _file_id(st: os.stat_result) -> FileId:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def identify(fd_or_path: int | str | os.PathLike) -> FileId:
-    """(st_dev, st_ino, st_size, st_mtime_ns) of an open file descriptor or a path."""
+    """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of an open file descriptor or a path."""
     st = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
     return _file_id(st)
 
@@ -109,7 +110,8 @@ def check_same(path: str, fd: int, file_id: FileId | None, when: str) -> None:
         return
     now = identify(fd)
     if now != tuple(file_id):
-        changes = [name for name, a, b in zip(("device", "inode", "size", "mtime_ns"), file_id, now) if a != b]
+        fields = ("device", "inode", "size", "mtime_ns", "ctime_ns")
+        changes = [name for name, a, b in zip(fields, file_id, now) if a != b]
         raise DicomLoadError(
             path,
             f"file changed between header and pixel read ({', '.join(changes)} differ {when}: "

@@ -8,6 +8,7 @@ caller decides what a bad file means for the series.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 from collections.abc import Iterator
@@ -64,10 +65,12 @@ def list_files(source) -> tuple[list[str], str]:
     """The candidate files and a name for the source (used in errors)."""
     if isinstance(source, (str, os.PathLike)):
         folder = os.fspath(source)
+        if not os.path.exists(folder):  # as kvdicom.load: the OSError of a path that is not there
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", folder)
         if not os.path.isdir(folder):
             raise DicomLoadError(folder, "not a directory (pass a folder or an iterable of paths)")
         with os.scandir(folder) as entries:
-            paths = sorted(os.path.abspath(e.path) for e in entries if e.is_file())
+            paths = sorted(os.path.abspath(e.path) for e in entries if _file_or_unreadable(e))
         if not paths:
             raise DicomLoadError(folder, "empty folder: no files to load")
         return paths, folder
@@ -76,6 +79,15 @@ def list_files(source) -> tuple[list[str], str]:
     if not paths:
         raise DicomLoadError("<no paths>", "no files to load")
     return paths, paths[0]
+
+
+def _file_or_unreadable(entry: os.DirEntry) -> bool:
+    """A regular file, or an entry that cannot be looked at (a symlink loop: ELOOP): its header read then
+    reports it, naming it, instead of a raw OSError out of the folder listing."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
 
 
 def _has_dicm(fd: int) -> bool:

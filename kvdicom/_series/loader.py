@@ -274,15 +274,6 @@ def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
 
 # the entry point --------------------------------------------------------------------
 
-def _check_out(out, shape, dtype, device):
-    expected = devices.named(device).library
-    if type(out).__module__.split(".")[0] != expected:
-        raise ValueError(f"out= must be a {expected} array for device={device!r}")
-    if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"out= must be a C-contiguous array of shape {shape} and dtype {dtype}, "
-                         f"not {tuple(out.shape)} {out.dtype}")
-
-
 def load_series(source, device: str = "cuda", *, rescale: bool = False, series_uid: str | None = None, out=None):
     """Load a series of single-frame DICOM slices as one volume.
 
@@ -297,6 +288,7 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
     files for anything that is not one loadable volume.
     """
     where = devices.get(device)  # ValueError, GpuUnavailableError: before any file work, as kvdicom.load
+    loader.check_out_array(out, device)  # ValueError for the wrong kind of array, as kvdicom.load
     return _load(source, where.xp, device, rescale, series_uid, out, _gpu_backend() if where.on_gpu else None)
 
 
@@ -324,7 +316,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     shape = (n,) + first.shape
     out_dtype = _output_dtype(layouts, rescale)
     if out is not None:
-        _check_out(out, shape, out_dtype, device)
+        loader.check_out_fits(name, out, shape, out_dtype, rescale, "the series")
     volume = out if out is not None else xp.empty(shape, dtype=out_dtype)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)

@@ -20,6 +20,9 @@ from kvdicom.errors import DicomLoadError
 SPACING_TOLERANCE = 1e-4
 #: Positions closer than this along the normal (mm) are the same position.
 DUPLICATE_TOLERANCE = 1e-4
+#: Positions farther than this from the origin (mm; a patient is metres at most) cannot place a slice:
+#: ±1.7e308 overflowed the distances to ±inf and NaN.
+MAX_POSITION_MM = 1e9
 
 
 def _names(paths, limit: int = 5) -> str:
@@ -75,10 +78,26 @@ def _normal(orientation) -> np.ndarray:
     return np.cross(row, col)
 
 
+def usable_geometry(keys) -> bool:
+    """Whether a slice's Image Position and Orientation (Patient) can place it: finite, within
+    :data:`MAX_POSITION_MM` (so distances cannot overflow), and two cosine triples that span a plane."""
+    if keys.position is None or keys.orientation is None:
+        return False
+    position, orientation = np.asarray(keys.position, float), np.asarray(keys.orientation, float)
+    if not (np.isfinite(position).all() and np.isfinite(orientation).all()):
+        return False
+    return bool(np.abs(position).max() <= MAX_POSITION_MM and np.linalg.norm(_normal(orientation)) > 0.5)
+
+
 def order(headers: list[Header]) -> tuple[list[Header], str, np.ndarray | None]:
-    """Slices in order, the rule used, and their distances along the normal (position rule only)."""
+    """Slices in order, the rule used, and their distances along the normal (position rule only).
+
+    The position rule needs every slice's geometry usable (:func:`usable_geometry`); where one is NaN,
+    infinite, absurdly far or a zero orientation, the Instance Number rule orders them (``geometry`` then
+    reports why), or the slices are refused naming the rule that failed.
+    """
     keys = [h.keys for h in headers]
-    if all(k.position is not None and k.orientation is not None for k in keys):
+    if all(usable_geometry(k) for k in keys):
         orientation = keys[0].orientation
         # np.allclose of each slice's six cosines against the first's, as one array test: ``order`` of 256
         # CT slices took 13.1 ms with one np.allclose per slice, 0.3 ms so (2-core CPU dev machine)
@@ -107,14 +126,20 @@ def order(headers: list[Header]) -> tuple[list[Header], str, np.ndarray | None]:
     if len(headers) == 1:
         return headers, "none", None
     missing = [h.path for h in headers if h.keys.instance_number is None]
-    raise DicomLoadError(missing[0], "cannot order the slices: Image Position/Orientation (Patient) and Instance "
-                                     f"Number are missing (also in {_names(missing[1:]) or 'no other file'})")
+    unusable = [h.path for h in headers if not usable_geometry(h.keys)]
+    raise DicomLoadError(missing[0], "cannot order the slices: Instance Number is missing (also in "
+                                     f"{_names(missing[1:]) or 'no other file'}) and Image Position/Orientation "
+                                     f"(Patient) is missing, non-finite or not a plane in {_names(unusable)}")
 
 
 def geometry(ordered: list[Header], rule: str, distances):
     """(spacing, irregularities, pixel spacing, affine)."""
     irregular = []
     first = ordered[0].keys
+    unusable = [h for h in ordered if not usable_geometry(h.keys) and h.keys.position is not None]
+    if unusable:
+        irregular.append(f"Image Position/Orientation (Patient) not usable (non-finite, beyond {MAX_POSITION_MM:g} "
+                         f"mm or not a plane) in {_names(h.path for h in unusable)}: ordered by {rule}, no affine")
     spacing = None
     if rule == "position" and len(ordered) > 1:
         gaps = np.diff(distances)
@@ -131,7 +156,7 @@ def geometry(ordered: list[Header], rule: str, distances):
     if len(spacings) > 1:
         irregular.append(f"differing pixel spacing: {sorted(spacings, key=str)}")
     affine = None
-    if rule in ("position", "none") and first.position and first.orientation and first.pixel_spacing:
+    if rule in ("position", "none") and usable_geometry(first) and first.pixel_spacing:
         step = spacing if spacing is not None else (first.slice_thickness or 1.0)
         row_cos, col_cos = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
         affine = np.eye(4)

@@ -1,0 +1,101 @@
+"""Hostile series (issue 24): non-finite or absurd geometry, symlink loops, a missing source, a wrong out=, a
+file rewritten in place with its mtime restored. Each is a clear answer: the right volume by a named rule,
+or the contract's exception naming the file."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pydicom
+import pytest
+
+import kvdicom
+from tests.test_series import make_series, pydicom_volume
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1.7e308, -1.7e308],
+                         ids=["nan", "inf", "-inf", "huge", "-huge"])
+def test_a_non_finite_or_absurd_position_falls_back_to_instance_number_and_says_so(tmp_path, bad):
+    positions = [(0.0, 0.0, 2.5 * i) for i in range(4)]
+    positions[1] = (0.0, 0.0, bad)
+    paths = make_series(tmp_path / "s", 4, positions=positions)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert info.sort_rule == "instance_number"
+    assert info.paths == tuple(paths)  # instance numbers 1..4 follow the written order
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert info.affine is None and info.spacing is None
+    assert any("not usable" in note and paths[1] in note for note in info.irregularities)
+
+
+def test_two_infinite_positions_are_not_one_position_and_not_a_volume_order(tmp_path):
+    positions = [(0.0, 0.0, float("inf"))] * 2 + [(0.0, 0.0, 5.0)]
+    paths = make_series(tmp_path / "s", 3, positions=positions)
+    _, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert info.sort_rule == "instance_number" and info.paths == tuple(paths)
+
+
+@pytest.mark.parametrize("orientation", [(0.0,) * 6, (float("nan"),) * 6], ids=["zeros", "nan"])
+def test_an_orientation_of_zeros_or_nan_orders_by_instance_number(tmp_path, orientation):
+    paths = make_series(tmp_path / "s", 3, orientation=orientation, positions=[(0.0, 0.0, z) for z in (5, 0, 10)])
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert info.sort_rule == "instance_number" and info.paths == tuple(paths)
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+
+
+def test_unusable_geometry_and_no_instance_numbers_is_refused_naming_both_rules(tmp_path):
+    make_series(tmp_path / "s", 3, positions=[(0.0, 0.0, float("nan"))] * 3, instance_numbers=[None] * 3)
+    with pytest.raises(kvdicom.DicomLoadError, match="Instance Number is missing.*non-finite"):
+        kvdicom.load_series(tmp_path / "s", "cpu")
+
+
+def test_a_symlink_loop_in_the_folder_is_a_dicom_load_error_naming_it(tmp_path):
+    make_series(tmp_path / "s", 3)
+    a, b = tmp_path / "s" / "loop-a", tmp_path / "s" / "loop-b"
+    os.symlink(b, a)
+    os.symlink(a, b)
+    with pytest.raises(kvdicom.DicomLoadError) as info:
+        kvdicom.load_series(tmp_path / "s", "cpu")
+    assert "loop-a" in str(info.value) and ("symbolic links" in str(info.value) or "ELOOP" in str(info.value))
+
+
+def test_a_missing_source_is_file_not_found_as_for_load(tmp_path):
+    with pytest.raises(FileNotFoundError) as series:
+        kvdicom.load_series(tmp_path / "nowhere", "cpu")
+    with pytest.raises(FileNotFoundError) as single:
+        kvdicom.load(tmp_path / "nowhere.dcm", "cpu")
+    assert series.value.errno == single.value.errno == errno.ENOENT
+    assert not isinstance(series.value, kvdicom.DicomLoadError)
+
+
+def test_out_of_the_wrong_shape_is_a_dicom_load_error_and_of_the_wrong_kind_a_value_error(tmp_path):
+    make_series(tmp_path / "s", 3)
+    with pytest.raises(kvdicom.DicomLoadError, match="out has shape"):
+        kvdicom.load_series(tmp_path / "s", "cpu", out=np.empty((2, 3, 4), np.int16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kvdicom.load_series(tmp_path / "s", "cpu", out=np.empty((3, 4, 3), np.int16).transpose(0, 2, 1))
+
+
+def test_a_slice_rewritten_in_place_with_its_mtime_restored_is_refused(tmp_path, monkeypatch):
+    from kvdicom._series import headers as series_headers
+
+    paths = make_series(tmp_path / "s", 3)
+    real = series_headers.read_headers
+
+    def then_rewrite(*args, **kwargs):
+        headers = real(*args, **kwargs)
+        st = os.stat(paths[1])
+        ds = pydicom.dcmread(paths[1])
+        ds.PixelData = bytes(len(ds.PixelData))  # same size, other pixels
+        ds.save_as(paths[1], enforce_file_format=True)
+        os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))  # the mtime as it was
+        assert os.stat(paths[1]).st_size == st.st_size and os.stat(paths[1]).st_mtime_ns == st.st_mtime_ns
+        return headers
+
+    monkeypatch.setattr(series_headers, "read_headers", then_rewrite)
+    with pytest.raises(kvdicom.DicomLoadError, match="changed between header and pixel read") as info:
+        kvdicom.load_series(tmp_path / "s", "cpu")
+    assert paths[1] in str(info.value) and "ctime_ns" in str(info.value)
