@@ -31,7 +31,7 @@ MAX_PROCESSES = 16
 # --- Host reads (kvdicom._io.host_read) ------------------------------------------------------------------
 
 #: Reads below this size use one ``preadv`` loop in the caller's thread; larger ones are split across
-#: the pool. Measured on an H200 machine (16 cores, page cache warm, ``tools/profile_targets.py``): the
+#: the pool. Measured on an H200 machine (16 cores, page cache warm): the
 #: 25 MiB pixels of the 200-frame enhanced MR file took 2.8 ms on one thread and 0.84 ms on the pool in
 #: 4 MiB chunks (0.94 ms in 2 MiB, 1.33 ms in 1 MiB chunks); the old threshold of 32 MiB kept it on one thread.
 READ_PARALLEL_BYTES = 8 << 20
@@ -86,7 +86,7 @@ RLE_COPY_CHUNK_BYTES = 2 << 20
 RLE_CONCURRENT_MIN_BYTES = 1 << 20
 #: ... and only with at least this many cores: on the 2-core CPU machine two pool threads were no faster
 #: than one (16 × 512² int16: 11.4–12.1 ms vs 9.9–10.7 ms, medians of 41, other work running). Whether
-#: they pay on the device is for ``tools/measure_rle.py`` to show there.
+#: they pay on the device is for a one-off measure_rle profiler (since removed) to show there.
 RLE_CONCURRENT_MIN_CPUS = 4
 
 # --- imagecodecs on the host (kvdicom._codecs.host_codecs) -----------------------------------------------

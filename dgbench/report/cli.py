@@ -19,6 +19,7 @@ from .loading import load_results
 from .machines import machines_from_runs
 from .plot_data import comparison_plot, per_machine_plots, trend_plots
 from .render_html import render_html
+from .readme import update_readme
 from .render_markdown import render_markdown
 
 REPORT_MD = "report.md"
@@ -34,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="result JSON file, or folder searched for *.json")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the report into")
+    parser.add_argument("--readme", metavar="README", help="also write the scorecard into this README's headline block")
     return parser.parse_args(argv)
 
 
@@ -75,7 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     try:
-        return _write(out_dir, machines, specs, trends, loaded, notes, args.paths)
+        status = _write(out_dir, machines, specs, trends, loaded, notes, args.paths)
+        if status == 0 and args.readme:
+            update_readme(Path(args.readme), (out_dir / REPORT_MD).read_text())
+            print(f"wrote the scorecard into {args.readme}")
+        return status
+    except ValueError as exc:  # a README without its headline markers
+        print(f"error: {args.readme}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot write the report into {out_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2

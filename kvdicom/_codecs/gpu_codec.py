@@ -39,7 +39,7 @@ GPU_COLOUR_J2K = False
 
 #: (bytes per sample, samples) of frames nvImageCodec decodes straight into their slots of the output
 #: (``Decoder.decode(images=as_images(...))``) instead of into its own images, then copied. Measured on an
-#: H100 (nvImageCodec 0.9.0.20, ``tools/profile_targets.py``-style probe, medians of 30): 30 frames of
+#: H100 (nvImageCodec 0.9.0.20, a one-off profile_targets profiler (since removed), medians of 30): 30 frames of
 #: 240 × 320 RGB JPEG, decode into our slots 1.04 ms against decode 1.37 ms + copies 0.20 ms; the decoder
 #: wrote into the slots given (same device pointers). Other kinds keep the copy until measured.
 DECODE_IN_PLACE = frozenset({(1, 3)})
@@ -175,7 +175,7 @@ def _copy_images(images, raw, how: Plan, stream) -> list:
     An image already in its slot (decoded there: :data:`DECODE_IN_PLACE`) stays. Any other contiguous
     image of the expected shape is copied with one ``cudaMemcpyAsync`` on the decode stream (the earlier
     ``cupy.asarray`` + slice assignment per frame added 1.6 ms to a 1.3 ms batch decode of 30 frames of
-    240 × 320 RGB, H200, 0.9.0.20; ``tools/profile_targets.py`` times both steps). Anything else
+    240 × 320 RGB, H200, 0.9.0.20; a one-off profile_targets profiler (since removed) times both steps). Anything else
     (``None``, another shape or depth, strided) goes to the host decoder.
     """
     import cupy
@@ -203,8 +203,9 @@ def _drain(stream) -> None:
     nvJPEG's hardware (NVJPG) batched decode writes without waiting for that work (reproduced on H100s:
     torchcodec PR 1634, torchvision PR 9606). The memory pool may hand the output a block that such work
     still reads or writes, and the decode writes straight into the output (:data:`DECODE_IN_PLACE`).
-    A few microseconds when the stream is idle. ``tools/probe_stream_race.py`` counts what it prevents: on the
-    device's H100, 20 of 20 batches wrong without it, none with it; on an H200, 5 of 5 and none.
+    A few microseconds when the stream is idle. What it prevents (a fill queued behind a long kernel on the
+    block the output takes; ``tests/stream_race.py``): on the device's H100, 20 of 20 batches wrong without it,
+    none with it; on an H200, 5 of 5 and none.
     """
     stream.synchronize()
 

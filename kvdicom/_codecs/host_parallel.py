@@ -69,7 +69,7 @@ POOL_MIN_DECODED_BYTES = 1 << 20
 #: 443-454 vs 412-425 ms (JPEG-LS), 188-206 vs 143-152 ms (HTJ2K, 32 frames; the worker path's own
 #: reads and writes profile at ~10 ms of that, the rest is unexplained). With 16 cores the pool should
 #: approach the core count on files of 16 frames or more: to confirm on the device with
-#: ``tools/measure_host_decode.py``.
+#: a one-off measure_host_decode profiler (since removed).
 POOL_MIN_PROCESSES = 4
 #: Chunks per worker process: small enough to balance frames of uneven cost, large enough that the
 #: per-task cost (opening the two memory files, a pickled job) stays small.

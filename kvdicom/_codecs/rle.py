@@ -28,7 +28,7 @@ buffer and copied to the device in chunks of :data:`settings.RLE_COPY_CHUNK_BYTE
 they are ready, so the copy overlaps the decoding of the next frames.
 
 Measured on the 2-core CPU machine (shared with other work; pydicom 3.0.2,
-pylibjpeg-rle 2.2.0, imagecodecs 2026.3.6; ``tools/measure_rle.py``, median of
+pylibjpeg-rle 2.2.0, imagecodecs 2026.3.6; a one-off measure_rle profiler (since removed), median of
 41 warm rounds, ms), ``compressed_specs('full')``'s RLE cases, CPU load:
 
 ======================= ======= ========== ============ ============= =============

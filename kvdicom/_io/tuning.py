@@ -14,7 +14,7 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
   thread so a slow task does not leave the others idle at the end, bounded by
   :data:`settings.KVIKIO_MIN_TASK_BYTES` (below it per-task overhead dominates) and
   :data:`settings.KVIKIO_MAX_TASK_BYTES`. Measured on the H100 with 16 threads
-  (``tools/tune_kvikio.py``): 256 MiB read at 28 / 40 / 38 / 28 GB/s with
+  (a one-off tune_kvikio profiler (since removed)): 256 MiB read at 28 / 40 / 38 / 28 GB/s with
   1 / 4 / 8 / 16 MiB tasks, 1 GiB at 27 / 43 / 45 / 36 GB/s with 1 / 4 / 8 / 16 MiB.
 * Small reads in compat mode (below :data:`settings.KVIKIO_SMALL_READ_BYTES`) skip KvikIO:
   opening a ``CuFile`` and dispatching a task costs more than the copy, so the

@@ -43,7 +43,7 @@ POOL_MIN_PROCESSES = 4
 #: Worker processes at most; headers are CPU-bound Python, one per core (the shared pool's size).
 MAX_HEADER_PROCESSES = process_pool.MAX_PROCESSES
 #: Chunks per worker: small enough to balance and to start reads early, large enough that each task's
-#: hand-over (about 0.2 ms) stays below its parsing. ``tools/profile_series.py --sweep-chunks`` on the
+#: hand-over (about 0.2 ms) stays below its parsing. a one-off profile_series profiler (since removed) on the
 #: H200 (16 processes, 256 CT slices of 512², warm; median of the pooled headers / of ``load_series``
 #: on cuda): 1: 13.8 / 39.4 ms, 2: 10.4 / 41.4 ms, 4: 12.3 / 44.6 ms, 8: 20.4 / 51.3 ms. 2 parses
 #: fastest and keeps a second wave of chunks whose reads overlap the parsing on longer series.

@@ -193,7 +193,7 @@ def _rescale_host(stored, slopes, intercepts, out) -> None:
     One pass per slice instead of three over the whole volume, and the
     float64 pages are first touched in parallel (NumPy releases the GIL in
     ufunc loops); 256 x 512² int16 took 276 ms in one thread on the H200
-    device's host (tools/profile_series.py).
+    device's host (a one-off profiler, since removed).
     """
     n = len(stored)
     tasks = min(n, io_tuning.host_threads() * 4, max(1, stored.size // settings.RESCALE_TASK_ELEMENTS))
