@@ -99,3 +99,28 @@ def test_a_slice_rewritten_in_place_with_its_mtime_restored_is_refused(tmp_path,
     with pytest.raises(kvdicom.DicomLoadError, match="changed between header and pixel read") as info:
         kvdicom.load_series(tmp_path / "s", "cpu")
     assert paths[1] in str(info.value) and "ctime_ns" in str(info.value)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 15.0, -20.0])
+def test_the_affine_places_every_slice_centre_where_its_file_says_tilted_or_not(tmp_path, tilt):
+    from fixtures.series import SeriesSpec, write_series
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    write_series(SeriesSpec(slices=6, rows=6, cols=6, tilt=tilt, spacing=3.0), folder)
+    _, info = kvdicom.load_series(folder, "cpu")
+    for k, position in enumerate(info.positions):
+        np.testing.assert_allclose(info.affine @ [k, 0, 0, 1], [*position, 1], atol=1e-6)
+    assert any("gantry tilt" in note for note in info.irregularities) == bool(tilt)
+
+
+def test_slices_come_in_simpleitks_order_with_its_geometry(tmp_path):
+    sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is not installed (requirements-peers.txt)")
+    paths = make_series(tmp_path / "s", 5, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "s")))
+    image = reader.Execute()
+    assert info.paths == tuple(paths) and list(reader.GetFileNames()) == list(paths)
+    np.testing.assert_allclose(info.affine[:3, 3], image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(info.affine[:3, :3], axis=0)[::-1], image.GetSpacing(), atol=1e-6)

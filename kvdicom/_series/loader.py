@@ -63,8 +63,9 @@ class SeriesInfo:
     spacing: float | None  #: mean gap between slice planes along the normal (mm); None if unknown
     orientation: tuple[float, ...] | None  #: Image Orientation (Patient): row cosines, column cosines
     pixel_spacing: tuple[float, float] | None  #: (row spacing, column spacing) as in (0028,0030)
-    #: 4x4 map from (slice, row, column, 1) indices to LPS mm, as highdicom's
-    #: ``VolumeGeometry`` builds it; None when position, orientation or pixel spacing is missing
+    #: 4x4 map from (slice, row, column, 1) indices to LPS mm, slices in GDCM / SimpleITK's order (position along
+    #: the normal, ascending); the slice column is the measured step between slice centres (with gantry tilt
+    #: too); None when position, orientation or pixel spacing is missing or unusable
     affine: np.ndarray | None
     sort_rule: str  #: "position", "instance_number", or "none" for a single unordered slice
     irregularities: tuple[str, ...]  #: non-uniform spacing, gantry tilt, differing pixel spacing

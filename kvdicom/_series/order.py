@@ -160,7 +160,13 @@ def geometry(ordered: list[Header], rule: str, distances):
         step = spacing if spacing is not None else (first.slice_thickness or 1.0)
         row_cos, col_cos = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
         affine = np.eye(4)
-        affine[:3, 0] = _normal(first.orientation) * step  # slice index: along the normal
+        # slice index: the measured step from the first slice centre to the last over the gaps between them, so
+        # every slice centre maps to its own position, a gantry-tilted stack's too (the normal times the
+        # spacing put its last slice up to 48 mm off); the normal times the thickness for a single slice
+        if rule == "position" and len(ordered) > 1:
+            affine[:3, 0] = (np.asarray(ordered[-1].keys.position) - first.position) / (len(ordered) - 1)
+        else:
+            affine[:3, 0] = _normal(first.orientation) * step
         affine[:3, 1] = col_cos * first.pixel_spacing[0]  # row index: down the columns
         affine[:3, 2] = row_cos * first.pixel_spacing[1]  # column index: along the rows
         affine[:3, 3] = first.position
