@@ -28,6 +28,7 @@ class NoPixelDataError(DicomLoadError):
     """
 
     has_rows = False
+    image_class: str | None = None  #: the file's SOP Class where it is an image storage class (so truncated)
 
 
 class GpuUnavailableError(ImportError):

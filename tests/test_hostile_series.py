@@ -124,3 +124,26 @@ def test_slices_come_in_simpleitks_order_with_its_geometry(tmp_path):
     assert info.paths == tuple(paths) and list(reader.GetFileNames()) == list(paths)
     np.testing.assert_allclose(info.affine[:3, 3], image.GetOrigin(), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(info.affine[:3, :3], axis=0)[::-1], image.GetSpacing(), atol=1e-6)
+
+
+def test_with_series_uid_a_broken_file_of_another_series_is_listed_not_fatal(tmp_path):
+    paths = make_series(tmp_path / "s", 3, uid="1.2.3.4")
+    broken = tmp_path / "s" / "other.dcm"
+    data = open(paths[0], "rb").read()
+    broken.write_bytes(data[:400])  # cut inside its header: unreadable, its series unknown
+    with pytest.raises(kvdicom.DicomLoadError, match="other.dcm"):
+        kvdicom.load_series(tmp_path / "s", "cpu")  # without series_uid the folder is refused, naming it
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu", series_uid="1.2.3.4")
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert [p for p, _ in info.skipped] == [str(broken)] and "unreadable" in info.skipped[0][1]
+
+
+def test_an_image_slice_cut_inside_its_header_is_refused_not_silently_dropped(tmp_path):
+    paths = make_series(tmp_path / "s", 4)
+    data = open(paths[2], "rb").read()
+    rows_at = data.index(b"\x28\x00\x10\x00")  # (0028,0010) Rows
+    with open(paths[2], "wb") as f:
+        f.write(data[:rows_at])  # DICM and the CT Image Storage class are there, Rows and the pixels are not
+    with pytest.raises(kvdicom.DicomLoadError, match="without pixel data: truncated") as info:
+        kvdicom.load_series(tmp_path / "s", "cpu")
+    assert paths[2] in str(info.value)

@@ -258,6 +258,8 @@ def test_non_dicom_and_image_less_files_are_skipped_and_listed(tmp_path):
     for keyword in ("PixelData", "Rows", "Columns"):
         delattr(ds, keyword)
     ds.SOPInstanceUID = "1.2.3.99"
+    # a report, not an image: an image storage class without pixels is a truncated slice (test_hostile_series)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.BasicTextSRStorage
     ds.save_as(tmp_path / "s" / "report.dcm")
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
     assert vol.shape[0] == 2

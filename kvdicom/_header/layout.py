@@ -180,12 +180,26 @@ def _transfer_syntax(path: str, ds: pydicom.Dataset, allow_compressed: bool = Fa
     return tsyntax
 
 
+def _image_storage_class(ds: pydicom.Dataset) -> str | None:
+    """The name of the file's SOP Class where it is an image storage class (so it must hold pixels), else None."""
+    meta = getattr(ds, "file_meta", None)
+    for source, keyword in ((ds, "SOPClassUID"), (meta, "MediaStorageSOPClassUID")):
+        try:
+            name = UID(str(source.get(keyword) or "")).name if source is not None else ""
+        except Exception:  # noqa: BLE001  a malformed UID names no class
+            name = ""
+        if name.endswith("Image Storage") or "Image Storage -" in name:
+            return name
+    return None
+
+
 def _pixel_element(path: str, ds: pydicom.Dataset):
     """The one native pixel data element, still undecoded."""
     found = [(tag, kw) for tag, kw in PIXEL_ELEMENTS if tag in ds._dict]
     if not found:
         error = NoPixelDataError(path, "no pixel data element (7FE0,0010), (7FE0,0008) or (7FE0,0009)")
         error.has_rows = 0x00280010 in ds._dict  # an image header without its pixels: truncated?
+        error.image_class = _image_storage_class(ds)
         raise error
     if len(found) > 1:
         names = ", ".join(kw for _, kw in found)

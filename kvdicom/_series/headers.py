@@ -116,6 +116,8 @@ def read_header(path: str) -> Header:
     except NoPixelDataError as exc:
         if exc.has_rows:
             return Header(path, error="an image header (it has Rows) without pixel data: truncated?")
+        if exc.image_class:
+            return Header(path, error=f"a {exc.image_class} file without pixel data: truncated in its header?")
         return Header(path, skip="no pixel data (not an image: DICOMDIR, report, ...)")
     except DicomLoadError as exc:
         return Header(path, error=exc.reason)

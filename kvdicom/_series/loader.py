@@ -303,6 +303,10 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     else:
         headers = series_headers.read_headers(paths)
     skipped = tuple((h.path, h.skip) for h in headers if h.skip is not None)
+    if series_uid is not None:  # a broken file beside the series asked for is not its business: listed, not fatal
+        broken = [h for h in headers if h.error is not None]
+        skipped += tuple((h.path, f"unreadable, so not known to be of series {series_uid}: {h.error}") for h in broken)
+        headers = [h for h in headers if h.error is None]
     series_order.refuse_errors(headers)
     images = series_order.pick_series([h for h in headers if h.layout is not None], series_uid, name)
     series_order.check_stackable(images)
