@@ -56,6 +56,8 @@ class ExtraInfo(TypedDict, total=False):
     decoder: str                 # which decoder ran: "nvimgcodec", "host:<plugin> (<why>)", "pydicom:<plugin>"…
     lossless: bool
     series_stand_in: bool        # a multi-frame file standing in for a series of single-frame files
+    gpus: int                    # scale-out rows (bench/test_scaleout.py): GPUs the Dask cluster used
+    series: int                  # scale-out rows: series loaded per round
     # filled in by dgbench.derived after the session
     gbps: float
     rounds: int
