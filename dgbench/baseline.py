@@ -31,8 +31,6 @@ works on pytest-benchmark 5.2's ``BenchmarkSession`` (``config._benchmarksession
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +38,10 @@ import pytest
 
 from dgbench.config import DEFAULT_NOISE_K
 from dgbench.derived import noise_floor
+from dgbench.store import RunFault, read_bytes, run_fault
 
 BASELINE_FILE = "BASELINE"
 #: Stats a compared run must hold as finite, non-negative numbers (pytest-benchmark's table and the noise rule).
-REQUIRED_STATS = ("min", "max", "mean", "stddev", "median", "iqr", "rounds")
 _STATE = pytest.StashKey["BaselineState"]()
 
 
@@ -111,12 +109,10 @@ def baseline_marker_fault(marker: Path) -> tuple[str | None, str | None]:
     """(the run's file name, None) or (None, what is wrong with ``marker``)."""
     if marker.is_dir():
         return None, f"{BASELINE_FILE} is a directory, not a file holding a run's name"
-    if not marker.is_file():
-        return None, f"{BASELINE_FILE} is not a regular file"
     try:
-        raw = marker.read_bytes()
-    except OSError as exc:
-        return None, f"{BASELINE_FILE} cannot be read ({exc.strerror or exc})"
+        raw = read_bytes(marker, limit=4096)  # a file name: a FIFO or /dev/zero is refused, never read
+    except RunFault as exc:
+        return None, str(exc)
     if raw.startswith(b"\xef\xbb\xbf") or raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None, f"{BASELINE_FILE} starts with a byte-order mark; save it as plain text (one file name)"
     if b"\0" in raw:
@@ -131,40 +127,6 @@ def baseline_marker_fault(marker: Path) -> tuple[str | None, str | None]:
     if len(lines) > 1:
         return None, f"{BASELINE_FILE} has {len(lines)} lines; it must name one run"
     return lines[0], None
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def run_fault(path: Path) -> str | None:
-    """What makes the saved run ``path`` unusable as a baseline, or ``None``."""
-    try:
-        document = json.loads(path.read_bytes())
-    except OSError as exc:
-        return f"{path.name} cannot be read ({exc.strerror or exc})"
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return f"{path.name} is not JSON ({exc})"
-    benchmarks = document.get("benchmarks") if isinstance(document, dict) else None
-    if not isinstance(benchmarks, list) or not benchmarks:
-        return f"{path.name} holds no benchmarks"
-    for index, bench in enumerate(benchmarks):
-        name = bench.get("name") if isinstance(bench, dict) else None
-        label = name if isinstance(name, str) else f"#{index}"
-        stats = bench.get("stats") if isinstance(bench, dict) else None
-        if not isinstance(stats, dict):
-            return f"{path.name}: benchmark {label} has no stats"
-        for field in REQUIRED_STATS:
-            if field not in stats:
-                return f"{path.name}: benchmark {label} lacks stats.{field}"
-            value = stats[field]
-            if not _finite_number(value):
-                return f"{path.name}: benchmark {label} has a non-numeric or non-finite stats.{field} ({value!r})"
-            if value < 0:
-                return f"{path.name}: benchmark {label} has a negative stats.{field} ({value!r})"
-        if stats["median"] <= 0:
-            return f"{path.name}: benchmark {label} has a zero stats.median"
-    return None
 
 
 def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:

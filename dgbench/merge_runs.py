@@ -20,8 +20,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from dgbench.baseline import numbered_runs, run_fault
+from dgbench.baseline import numbered_runs
 from dgbench.report.atomic_write import write_atomic
+from dgbench.store import read_run, run_fault
 
 
 class MergeError(ValueError):
@@ -32,7 +33,7 @@ def load_part(path: Path) -> dict:
     fault = run_fault(path)
     if fault:
         raise MergeError(fault)
-    document = json.loads(path.read_bytes())
+    document = read_run(path)
     for key in ("machine_info", "commit_info"):
         if not isinstance(document.get(key), dict):
             raise MergeError(f"{path.name} has no {key}")

@@ -14,19 +14,21 @@ one that is drift is not. The rule is the suite's own (:func:`dgbench.derived.re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from dgbench.config import DEFAULT_NOISE_K, REGRESSION_THRESHOLD_PCT
 from dgbench.derived import regressed
+from dgbench.store import RunFault, read_run, run_fault
 
 
 def _stats(path: Path) -> dict[str, dict]:
+    fault = run_fault(path)
+    if fault:
+        raise SystemExit(f"repeats: {path}: not a saved run ({fault})")
     try:
-        document = json.loads(path.read_bytes())
-        return {b["name"]: b["stats"] for b in document["benchmarks"] if b.get("stats")}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return {b["name"]: b["stats"] for b in read_run(path)["benchmarks"] if b.get("stats")}
+    except (RunFault, KeyError, TypeError) as exc:
         raise SystemExit(f"repeats: {path}: not a saved run ({type(exc).__name__}: {exc})") from exc
 
 

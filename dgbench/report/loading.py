@@ -12,12 +12,14 @@ relative to the folders given on the command line.
 
 from __future__ import annotations
 
+from dgbench.store import RunFault, read_run, run_fault
+
 import json
 import math
 import os
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,6 +28,12 @@ from dgbench.derived import add_derived_fields, effective_page_cache
 from .model import Benchmark, Run, Skipped
 
 REQUIRED_EXTRA_INFO = ("case", "loader", "device", "pixel_bytes")
+
+
+#: Longest string field a report shows (machine names, case ids): longer ones are cut (machine_info) or refused.
+MAX_FIELD_CHARS = 200
+#: A run dated later than now by more than this is refused (clock skew between machines stays within it).
+FUTURE_SLACK = timedelta(days=1)
 
 
 class InvalidResult(ValueError):
@@ -59,6 +67,15 @@ def _regular(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot stat: {exc.strerror or exc}"
     return None if stat.S_ISREG(mode) else f"not a regular file ({kind_of(mode)})"
+
+
+def _outside(path: Path, base: Path | None) -> str | None:
+    """Why a file found under the folder ``base`` is not read: it links to a file outside it (another machine's
+    folder, or anywhere at all, would pass for this one), else None."""
+    if base is None or not path.is_symlink():
+        return None
+    target, root = path.resolve(), base.resolve()
+    return None if target.is_relative_to(root) else f"a link to {target}, outside {base}"
 
 
 def display_path(path: Path, base: Path | None, prefix: str) -> str:
@@ -99,7 +116,7 @@ def find_result_files(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str
             candidates, base = [arg], None
         for candidate in candidates:
             shown = display_path(candidate, base, prefix)
-            fault = _regular(candidate)
+            fault = _regular(candidate) or _outside(candidate, base)
             if fault:
                 skipped.append(Skipped(shown if base is not None else str(arg), fault))
                 continue
@@ -129,16 +146,10 @@ def load_results(paths: Iterable[str | Path]) -> Loaded:
 def read_json(path: Path) -> Any:
     """Open read-only and parse; every failure becomes an ``InvalidResult``."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise InvalidResult(f"cannot read: {exc.strerror or exc}") from exc
-    if not raw.strip():
-        raise InvalidResult("empty file")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidResult(f"not JSON ({exc})") from exc
+        return read_run(path)
+    except RunFault as exc:  # the store's words without the file name: the report names the file itself
+        reason = str(exc).removeprefix(f"{path.name} ")
+        raise InvalidResult("empty file" if reason == "is empty" else reason) from exc
 
 
 def parse_run(path: Path, document: Any, shown: str | None = None) -> tuple[Run, list[Skipped]]:
@@ -160,6 +171,10 @@ def parse_run(path: Path, document: Any, shown: str | None = None) -> tuple[Run,
     if not isinstance(machine_info, dict):
         raise InvalidResult("not a pytest-benchmark result (no 'machine_info' object)")
     started = parse_datetime(document.get("datetime"))
+    if started > datetime.now(timezone.utc) + FUTURE_SLACK:
+        raise InvalidResult(f"dated {started:%Y-%m-%d %H:%M} UTC, in the future: as a machine's newest run it would "
+                            "replace the rows of the real ones")
+    machine_info = bounded(machine_info)
     if not benchmarks:
         raise InvalidResult("no benchmarks in file")
 
@@ -210,6 +225,18 @@ def parse_datetime(value: Any) -> datetime:
         raise InvalidResult(f"'datetime' is not a usable ISO 8601 time: {value!r} ({exc})") from exc
 
 
+def bounded(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string cut to :data:`MAX_FIELD_CHARS` (a 1.3 MB ``gpu_name`` took minutes and wrote
+    hundreds of MB of report); nested containers too, to a few levels."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS] + f"… (cut from {len(value)})"
+    if depth < 4 and isinstance(value, dict):
+        return {bounded(k, depth + 1): bounded(v, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, list):
+        return [bounded(v, depth + 1) for v in value]
+    return value
+
+
 def derivable(raw: Any) -> dict:
     """Check one entry of ``benchmarks`` and return the copy ``dgbench.derived`` computes on."""
     if not isinstance(raw, dict):
@@ -230,9 +257,12 @@ def derivable(raw: Any) -> dict:
     pixel_bytes = extra["pixel_bytes"]
     if not is_positive_number(pixel_bytes):
         raise InvalidResult("extra_info pixel_bytes is not a positive number a float can hold")
-    page_cache = extra.get("page_cache")
-    if page_cache is not None and not isinstance(page_cache, str):
-        raise InvalidResult("extra_info page_cache is not a string")
+    for key in ("page_cache", "ceiling"):
+        if extra.get(key) is not None and not isinstance(extra[key], str):
+            raise InvalidResult(f"extra_info {key} is not a string")
+    for key in ("case", "loader", "device", "page_cache", "ceiling"):
+        if isinstance(extra.get(key), str) and len(extra[key]) > MAX_FIELD_CHARS:
+            raise InvalidResult(f"extra_info {key} is {len(extra[key])} characters long, over {MAX_FIELD_CHARS}")
     info = {k: extra.get(k) for k in ("case", "loader", "device", "page_cache", "ceiling",
                                       "resident_fraction_max", "cached_fraction_before")}
     info["pixel_bytes"] = pixel_bytes
