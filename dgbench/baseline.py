@@ -1,7 +1,7 @@
 """Regression tracking: which saved run ``--benchmark-compare`` uses, and which slow-downs count.
 
 A pytest plugin, loaded by the root ``conftest.py`` (``pytest_plugins``). It
-works on pytest-benchmark 5.2's ``BenchmarkSession`` (``config._benchmarksession``):
+works on pytest-benchmark 5.2's ``BenchmarkSession`` (:mod:`dgbench.benchmark_session`):
 
 * **Baseline choice.** pytest-benchmark loads the compared run in its own
   ``pytest_configure``, before ``conftest.py`` has renamed the machine folder
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from dgbench.benchmark_session import benchmark_session
 from dgbench.config import DEFAULT_NOISE_K
 from dgbench.derived import noise_floor
 from dgbench.store import RunFault, read_bytes, run_fault
@@ -208,7 +209,7 @@ def pytest_sessionstart(session):
 def _load_baseline(session):
     config = session.config
     state = config.stash.get(_STATE, None)
-    bs = getattr(config, "_benchmarksession", None)
+    bs = benchmark_session(config)
     if state is None or bs is None or not state.requested:
         return
     storage = bs.storage
@@ -253,7 +254,7 @@ def pytest_sessionfinish(session):
     """Runs after pytest-benchmark's finish() (its sessionfinish is a wrapper): drop regressions within noise."""
     config = session.config
     state = config.stash.get(_STATE, None)
-    bs = getattr(config, "_benchmarksession", None)
+    bs = benchmark_session(config)
     if state is None or bs is None or not bs.compared_mapping:
         return
     state.verdicts = judge(bs, config.getoption("regression_noise_k"))
@@ -284,18 +285,18 @@ def pytest_terminal_summary(terminalreporter, config):
     if state.chosen is not None:
         tr.write_line(f"baseline: {_display(state.chosen)} ({state.how})")
     tr.write_line(f"rule: change > max(threshold, {k:g} x max(IQR/median now, IQR/median baseline))"
-                  + ("" if config._benchmarksession.compare_fail
+                  + ("" if benchmark_session(config).compare_fail
                      else "; no --benchmark-compare-fail: threshold median:0%, report only"))
     beyond = [v for v in state.verdicts if v.beyond_noise]
     ignored = [v for v in state.verdicts if v.over_threshold and not v.beyond_noise]
     for v in beyond:
-        label = "REGRESSED " if config._benchmarksession.compare_fail else "slower    "
+        label = "REGRESSED " if benchmark_session(config).compare_fail else "slower    "
         tr.write_line(label + v.describe(), red=True, bold=True)
     for v in ignored:
         tr.write_line("noise     " + v.describe())
     tr.write_line(f"{len({v.name for v in state.verdicts})} compared, {len({v.name for v in beyond})} beyond noise, "
                   f"{len({v.name for v in ignored})} over threshold but within noise")
-    if beyond and config._benchmarksession.compare_fail:
+    if beyond and benchmark_session(config).compare_fail:
         tr.write_line("dicom-gpu-bench: performance has regressed beyond noise; "
                       "exit status 1 (--benchmark-compare-fail)",
                       red=True, bold=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dgbench import config as cfg
+from dgbench.benchmark_session import benchmark_session
 from dgbench.derived import add_derived_fields, format_table, summary_rows
 from dgbench.machine import GpuStatus, machine_slug, probe_gpu
 from dgbench.machine import machine_info as describe_machine
@@ -56,7 +57,7 @@ def pytest_configure(config):
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session):
     """Name pytest-benchmark's storage folder after the GPU, not the Python version."""
-    bench_session = getattr(session.config, "_benchmarksession", None)
+    bench_session = benchmark_session(session.config)
     if bench_session is None:
         return
     slug = machine_slug(session.config.stash[GPU_STATUS])
@@ -190,7 +191,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     gpu = config.stash[GPU_STATUS]
-    bench_session = getattr(config, "_benchmarksession", None)
+    bench_session = benchmark_session(config)
     ran = [b for b in getattr(bench_session, "benchmarks", []) if b]
     if ran:
         dicts = [b.as_dict(include_data=False) for b in ran]

@@ -57,3 +57,12 @@ def test_the_loader_imports_nothing_of_the_suite():
         text = path.read_text()
         for banned in ("dgbench", "pytest", "matplotlib", "fixtures", "bench."):
             assert not re.search(rf"^\s*(from|import)\s+{re.escape(banned)}", text, re.M), (path, banned)
+
+
+def test_pytest_benchmarks_private_state_is_touched_in_one_module_at_the_versions_it_was_checked_against():
+    from dgbench.benchmark_session import CHECKED
+
+    touching = sorted(str(p.relative_to(ROOT)) for folder in ("dgbench", "bench") for p in (ROOT / folder).rglob("*.py")
+                      if "config._benchmarksession" in p.read_text() or '"_benchmarksession"' in p.read_text())
+    assert touching == ["dgbench/benchmark_session.py"]
+    assert _requirements("requirements.txt")["pytest-benchmark"] == f"pytest-benchmark{CHECKED}"
