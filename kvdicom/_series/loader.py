@@ -51,7 +51,6 @@ from kvdicom._series import decode as series_decode
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
-from kvdicom.errors import DicomLoadError
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,18 +80,9 @@ class SeriesInfo:
 # pixel reads ---------------------------------------------------------------------------
 
 def _read_slice(layout: PixelLayout, view: np.ndarray) -> None:
-    """``layout``'s pixel bytes into ``view``, from the same file whose header was parsed."""
-    try:
-        got = host_read.read_into(layout.path, view, layout.offset, file_id=layout.file_id)
-    except DicomLoadError:
-        raise
-    except OSError as exc:
-        raise DicomLoadError(layout.path, f"cannot read the pixel data after the header ({type(exc).__name__}: "
-                                          f"{exc}); the file was changed, removed or made unreadable "
-                                          "in between") from exc
-    if got != layout.nbytes:
-        raise DicomLoadError(layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; "
-                                          "the file is shorter than its header says (truncated?)")
+    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed: ``load``'s own
+    read, so both wrap read errors and short reads alike."""
+    loader.read_pixels(layout, "cpu", view)
 
 
 def _submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
