@@ -147,3 +147,15 @@ def test_an_image_slice_cut_inside_its_header_is_refused_not_silently_dropped(tm
     with pytest.raises(kvdicom.DicomLoadError, match="without pixel data: truncated") as info:
         kvdicom.load_series(tmp_path / "s", "cpu")
     assert paths[2] in str(info.value)
+
+
+def test_the_bounded_reader_names_its_path_as_pydicoms_eof_warning_needs(tmp_path):
+    # pydicom's read_dataset warns "<details> in file " + fp.name on an EOFError: an integer name (the descriptor)
+    # turned a truncated header's refusal into "TypeError: can only concatenate str (not "int") to str"
+    from kvdicom._io.bounded_file import BoundedReader
+
+    path = tmp_path / "f.dcm"
+    path.write_bytes(b"\0" * 200)
+    with BoundedReader(path) as fp:
+        assert fp.name == str(path)
+        assert ("Unexpected end of file in file " + getattr(fp, "name", "<no filename>")).endswith(str(path))

@@ -35,6 +35,13 @@ class BoundedReader(io.BufferedReader):
             raise
         super().__init__(raw)
         self.size = self.file_id[2]
+        self._path = os.fspath(path)
+
+    @property
+    def name(self) -> str:
+        """The path, as an ``open()``-ed file names itself: pydicom's warnings add it to a string (the
+        descriptor number there made a truncated header's refusal read "TypeError: can only concatenate str")."""
+        return self._path
 
     def read(self, size: int | None = -1) -> bytes:
         if size is not None and size > 0:
