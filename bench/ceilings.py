@@ -3,15 +3,20 @@
 A loader's GB/s means little alone: 40 GB/s is the limit on one machine and
 poor on another. Each ceiling moves the same number of bytes as the case it
 is compared with, so small-file latency and large-file bandwidth are both fair.
+Compressed cases are held against the decode of their own codestreams, already
+in memory (:class:`GpuDecode`, :class:`HostDecode`): no read, no header, no check.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import ctypes.util
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -245,3 +250,158 @@ class SeriesRead:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+# --- compressed cases: the decode of the same codestreams, already in memory ---------------------------------
+
+
+@dataclass(frozen=True)
+class HostCodec:
+    """An imagecodecs decoder of one codec's codestreams, for :class:`HostDecode`."""
+
+    function: str  #: imagecodecs function
+    codec: str  #: imagecodecs codec object whose ``available`` says the library is in this install
+    library: str
+    variant: str = ""  #: "" for the codec's first decoder (``ceiling:decode_host``), else ``decode_host_<variant>``
+
+
+#: The imagecodecs decoders of each kvdicom codec, first the one kvdicom's host route uses where it has one.
+#: Lossless JPEG goes through libjpeg-turbo (``jpeg8_decode``): ``ljpeg_decode`` crashed the process on damaged
+#: streams (``kvdicom._codecs.host_codecs``). OpenJPH decodes HTJ2K only (2.4x openjpeg there, host_codecs).
+HOST_CODECS = {
+    "jpeg2000": (HostCodec("jpeg2k_decode", "JPEG2K", "openjpeg"),),
+    "htj2k": (HostCodec("jpeg2k_decode", "JPEG2K", "openjpeg"),
+              HostCodec("htj2k_decode", "HTJ2K", "OpenJPH", "openjph")),
+    "jpegls": (HostCodec("jpegls_decode", "JPEGLS", "CharLS"),),
+    "jpeg": (HostCodec("jpeg8_decode", "JPEG8", "libjpeg-turbo"),),
+    "jpeg_lossless": (HostCodec("jpeg8_decode", "JPEG8", "libjpeg-turbo"),),
+    "rle": (HostCodec("dicomrle_decode", "DICOMRLE", "imagecodecs"),),
+}
+
+
+def host_codec(layout, variant: str = "") -> HostCodec | str:
+    """The imagecodecs decoder of ``layout``'s codestreams called ``variant``, or why there is none here."""
+    found = [c for c in HOST_CODECS.get(layout.codec, ()) if c.variant == variant]
+    if not found:
+        return f"imagecodecs has no {variant or 'decoder'} for {layout.codec} ({layout.transfer_syntax.name})"
+    if layout.codec == "rle" and layout.samples_per_pixel > 1:
+        return "imagecodecs' DICOM RLE decoder returns colour planes, not pydicom's interleaved samples"
+    try:
+        import imagecodecs
+    except ImportError as exc:
+        return f"imagecodecs is not installed ({exc})"
+    codec = found[0]
+    if not getattr(imagecodecs, codec.codec).available:
+        return f"this imagecodecs has no {codec.library} ({codec.codec})"
+    return codec
+
+
+class HostDecode:
+    """The host's decode ceiling: imagecodecs decoding ``frames`` (codestreams in memory) into one preallocated
+    buffer, one task per frame on a pool of every core this process may run on (imagecodecs releases the GIL).
+
+    openjpeg also gets the cores left over once each frame has one (``numthreads``). ``raw`` holds each frame as the
+    library returns it (its own container and sign); :meth:`result` applies pydicom's corrections to a copy.
+    """
+
+    def __init__(self, frames: list, layout, codec: HostCodec):
+        import imagecodecs
+
+        self.frames, self.layout, self.codec = frames, layout, codec
+        self.fn = getattr(imagecodecs, codec.function)
+        self.threads = len(os.sched_getaffinity(0))
+        self.per_frame = max(1, self.threads // len(frames)) if codec.function == "jpeg2k_decode" else 1
+        if codec.function == "dicomrle_decode":
+            frame_bytes = layout.rows * layout.columns * layout.samples_per_pixel * layout.dtype.itemsize
+            self.raw = np.empty((len(frames), frame_bytes), dtype=np.uint8)
+        else:
+            first = self._decode(0, None)  # the library's own container and shape, found once (untimed)
+            self.raw = np.empty((len(frames),) + first.shape, dtype=first.dtype)
+        self.raw[...] = 0  # touch every page before timing
+        self.pool = ThreadPoolExecutor(max_workers=self.threads)
+
+    @property
+    def name(self) -> str:
+        """What decodes, for ``extra_info['decoder']``."""
+        within = f", {self.per_frame} openjpeg threads a frame" if self.per_frame > 1 else ""
+        return (f"imagecodecs.{self.codec.function} ({self.codec.library}): {len(self.frames)} frames on "
+                f"{self.threads} threads{within}, codestreams in memory")
+
+    def _decode(self, i: int, out):
+        kwargs = {"numthreads": self.per_frame} if self.codec.function == "jpeg2k_decode" else {}
+        if self.codec.function == "dicomrle_decode":
+            return self.fn(self.frames[i], self.layout.dtype.str, out=out)
+        return self.fn(self.frames[i], out=out, **kwargs)
+
+    def _into(self, i: int) -> None:
+        got = self._decode(i, self.raw[i])
+        if got is not self.raw[i] and not np.shares_memory(got, self.raw[i]):
+            raise ValueError(f"{self.codec.function} returned frame {i} elsewhere, not into the buffer given")
+
+    def __call__(self) -> int:
+        futures = [self.pool.submit(self._into, i) for i in range(len(self.frames))]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()
+        return len(futures)
+
+    def result(self, batch_layout, infos: list) -> np.ndarray:
+        """The last call's frames as ``pixel_array`` gives them (pydicom's corrections on a copy)."""
+        from kvdicom._pixels.corrections import finish
+
+        if self.codec.function == "dicomrle_decode":
+            return self.raw.view(batch_layout.dtype).reshape(batch_layout.shape).copy()
+        last = infos[-1]
+        how = SimpleNamespace(raw_itemsize=self.raw.dtype.itemsize, precision=last.precision, signed=last.signed)
+        return finish(self.raw.copy(), batch_layout, how)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+class GpuDecode:
+    """The GPU's decode ceiling: nvImageCodec decoding ``frames`` (codestreams in host memory) into device memory,
+    all of them in ONE ``Decoder.decode`` call (as ``kvdicom._codecs.gpu_codec._decode_batch``, without its file
+    reads, output slots, copies and corrections), the stream synchronized.
+
+    ``how`` is ``gpu_codec.plan``'s plan (its colour conversion); the code streams are built once, untimed.
+    """
+
+    def __init__(self, frames: list, how):
+        import cupy
+        from nvidia import nvimgcodec
+
+        from kvdicom._codecs import gpu_codec
+
+        self.cupy, self.how, self.frames = cupy, how, len(frames)
+        self.decoder = gpu_codec._decoder()
+        color = nvimgcodec.ColorSpec.SRGB if how.color == "srgb" else nvimgcodec.ColorSpec.UNCHANGED
+        self.params = nvimgcodec.DecodeParams(allow_any_depth=True, color_spec=color)
+        self.streams = [nvimgcodec.CodeStream(np.ascontiguousarray(f)) for f in frames]
+        self.stream = cupy.cuda.get_current_stream()
+        self.images: list = []
+
+    name = property(lambda self: f"nvimgcodec: one Decoder.decode of {self.frames} frames, codestreams in memory")
+
+    def __call__(self) -> int:
+        self.images = []  # the last round's images go first
+        self.images = self.decoder.decode(self.streams, params=self.params, cuda_stream=self.stream.ptr)
+        self.stream.synchronize()
+        return len(self.images)
+
+    def result(self, batch_layout):
+        """The last call's images as ``pixel_array`` gives them (pydicom's corrections), or why they cannot be."""
+        from kvdicom._pixels.corrections import finish
+
+        cupy = self.cupy
+        shape = (batch_layout.rows, batch_layout.columns, batch_layout.samples_per_pixel)
+        arrays = []
+        for i, image in enumerate(self.images):
+            arr = None if image is None else cupy.asarray(image)
+            if arr is None or tuple(arr.shape) != shape or arr.dtype.itemsize != self.how.raw_itemsize:
+                got = None if arr is None else (tuple(arr.shape), str(arr.dtype))
+                return f"frame {i}: nvImageCodec returned {got}, not {shape} of {self.how.raw_itemsize}-byte samples"
+            arrays.append(arr)
+        if len(arrays) != self.frames:
+            return f"nvImageCodec returned {len(arrays)} images for {self.frames} code streams"
+        return finish(cupy.ascontiguousarray(cupy.stack(arrays)), batch_layout, self.how)

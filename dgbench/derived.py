@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from dgbench.config import COLD_MAX_RESIDENT
-from dgbench.schema import ceiling_loader, is_ceiling
+from dgbench.schema import ceiling_loader, is_ceiling, is_stage
 
 __all__ = ["add_derived_fields", "effective_page_cache", "format_table", "gbps", "noise_floor", "regressed",
            "summary_rows"]
@@ -58,7 +58,9 @@ def _best_ceiling(by_key: dict, info: dict, name: str) -> dict | None:
 
 def add_derived_fields(benchmarks: list[dict]) -> None:
     """Fill ``gbps``, ``rounds``, ``spread``, ``ceiling_gbps``, ``pct_of_ceiling`` and
-    ``speedup_vs_pydicom`` into each benchmark's ``extra_info``, in place (stale values are replaced).
+    ``speedup_vs_pydicom`` into each benchmark's ``extra_info``, in place (stale values are replaced);
+    a stage row (``stage:<name>``) gets ``pct_of_load``: its median as % of the whole kvdicom load's, same case,
+    device and page-cache state.
 
     Each item is pytest-benchmark's dict form: ``{"extra_info": {...}, "stats": {...}}``.
     Benchmarks without stats (``--benchmark-disable``) or without ``pixel_bytes`` are left alone.
@@ -68,7 +70,7 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
     for bench in timed:
         info, stats = bench["extra_info"], bench["stats"]
         median = stats["median"]
-        for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom"):
+        for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom", "pct_of_load"):
             info.pop(stale, None)
         info["gbps"] = gbps(info["pixel_bytes"], median)
         if info.get("frames") and median > 0:  # compressed cases: decoded frames per second
@@ -76,9 +78,17 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
         info["rounds"] = stats["rounds"]
         info["spread"] = stats["iqr"] / median if median > 0 else None
         by_key[_key(info, info.get("loader"))] = bench
+    # the whole loads stage rows are parts of; kvdicom runs on cpu and cuda, so the device is part of the key
+    loads = {_key(b["extra_info"], "kvdicom") + (b["extra_info"].get("device"),): b
+             for b in timed if b["extra_info"].get("loader") == "kvdicom"}
 
     for bench in timed:
         info = bench["extra_info"]
+        if is_stage(info.get("loader", "")):
+            whole = loads.get(_key(info, "kvdicom") + (info.get("device"),))
+            if whole is not None and whole["stats"]["median"] > 0:
+                info["pct_of_load"] = 100.0 * bench["stats"]["median"] / whole["stats"]["median"]
+            continue
         if is_ceiling(info.get("loader", "")) or not info.get("gbps"):
             continue
         pydicom = by_key.get(_key(info, "pydicom"))

@@ -19,7 +19,14 @@ LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
            "monai+pydicom", "monai+itk", "monai+nvimgcodec", "monai+kvdicom", "monai+kvdicom-cpu")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
-CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read")
+CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read",
+            "decode", "decode_host")
+#: Compressed cases' rows are ``decode_gpu`` (nvImageCodec, one batch into device memory) and
+#: ``decode_host[_<library>]`` (imagecodecs on every core), the same codestreams from memory
+#: (:func:`decode_ceiling_for`).
+
+#: A stage of a kvdicom load timed alone (``bench/test_series_stages.py``): ``loader`` is ``stage:<name>``.
+STAGE_PREFIX = "stage:"
 #: ``cold`` only where every round's drop of the page cache was verified; ``unverified`` where it was not.
 PAGE_CACHE_STATES = ("warm", "cold", "unverified")
 PageCache = Literal["warm", "cold", "unverified"]
@@ -58,6 +65,10 @@ class ExtraInfo(TypedDict, total=False):
     series_stand_in: bool        # a multi-frame file standing in for a series of single-frame files
     gpus: int                    # scale-out rows (bench/test_scaleout.py): GPUs the Dask cluster used
     series: int                  # scale-out rows: series loaded per round
+    stage: str                   # stage rows: which stage of the load (``loader`` is ``stage:<stage>``)
+    stage_of: str                # stage rows: the whole they are part of ("kvdicom.load_series")
+    stage_covers: str            # stage rows: what the timed call does, and what it leaves out
+    stage_part_of: str | None    # stage rows: the stage whose time already includes this one (not summed)
     # filled in by dgbench.derived after the session
     gbps: float
     rounds: int
@@ -66,6 +77,7 @@ class ExtraInfo(TypedDict, total=False):
     pct_of_ceiling: float
     speedup_vs_pydicom: float
     frames_per_s: float          # compressed cases
+    pct_of_load: float           # stage rows: median as % of the whole kvdicom load's (same case, device)
 
 
 def ceiling_for(device: str, page_cache: str) -> str:
@@ -75,12 +87,30 @@ def ceiling_for(device: str, page_cache: str) -> str:
     return "h2d_pinned" if device == "cuda" else "host_read"
 
 
+def decode_ceiling_for(device: str) -> str:
+    """The ceiling a compressed loader row is held against: the fastest decode of its codestreams from memory.
+
+    ``cpu``: the host's (``decode_host``, any library). ``cuda``: the faster of the GPU's and the host's
+    (``decode``: ``decode_gpu`` or ``decode_host*``), since a loader may decode on either before the result is
+    on the device; the host variant leaves out the copy to the device (small beside the decode).
+    """
+    return "decode" if device == "cuda" else "decode_host"
+
+
 def ceiling_loader(name: str) -> str:
     return CEILING_PREFIX + name
 
 
 def is_ceiling(loader: str) -> bool:
     return str(loader).startswith(CEILING_PREFIX)
+
+
+def stage_loader(name: str) -> str:
+    return STAGE_PREFIX + name
+
+
+def is_stage(loader: str) -> bool:
+    return str(loader).startswith(STAGE_PREFIX)
 
 
 def bench_extra(
@@ -97,7 +127,9 @@ def bench_extra(
     ceiling: str | None | Literal["auto"] = "auto",
     **extra: Any,
 ) -> ExtraInfo:
-    """``extra_info`` of one benchmark; ``ceiling="auto"`` picks :func:`ceiling_for` (none for ceilings)."""
+    """``extra_info`` of one benchmark; ``ceiling="auto"`` picks :func:`ceiling_for` (none for ceilings).
+
+    A ceiling row records ``matches_pydicom`` when given (decode ceilings check their own output)."""
     if page_cache not in PAGE_CACHE_STATES:
         raise ValueError(f"page_cache must be one of {PAGE_CACHE_STATES}, not {page_cache!r}")
     unknown = set(extra) - set(ExtraInfo.__annotations__)
@@ -116,6 +148,8 @@ def bench_extra(
     if not is_ceiling(loader):
         info.update(matches_pydicom=matches_pydicom, kvikio_threads=kvikio_threads,
                     kvikio_task_size=kvikio_task_size, ceiling=ceiling)
+    elif matches_pydicom is not None:
+        info["matches_pydicom"] = matches_pydicom
     info.update(extra)  # type: ignore[typeddict-item]
     return info
 
