@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -300,8 +301,10 @@ class HostDecode:
     """The host's decode ceiling: imagecodecs decoding ``frames`` (codestreams in memory) into one preallocated
     buffer, one task per frame on a pool of every core this process may run on (imagecodecs releases the GIL).
 
-    openjpeg also gets the cores left over once each frame has one (``numthreads``). ``raw`` holds each frame as the
-    library returns it (its own container and sign); :meth:`result` applies pydicom's corrections to a copy.
+    openjpeg may also get the cores left over once each frame has one (``numthreads``): whichever of one thread or
+    those a frame was faster in a short untimed trial (on a 128² frame two threads were slower than one, 2-core
+    CPU dev machine). ``raw`` holds each frame as the library returns it (its own container and sign);
+    :meth:`result` applies pydicom's corrections to a copy.
     """
 
     def __init__(self, frames: list, layout, codec: HostCodec):
@@ -319,6 +322,18 @@ class HostDecode:
             self.raw = np.empty((len(frames),) + first.shape, dtype=first.dtype)
         self.raw[...] = 0  # touch every page before timing
         self.pool = ThreadPoolExecutor(max_workers=self.threads)
+        if self.per_frame > 1:
+            self.per_frame = min((1, self.per_frame), key=self._trial)
+
+    def _trial(self, per_frame: int, calls: int = 3) -> float:
+        """Best time of ``calls`` decodes with ``per_frame`` openjpeg threads a frame (and leaves it set)."""
+        self.per_frame = per_frame
+        best = float("inf")
+        for _ in range(calls):
+            start = time.perf_counter()
+            self()
+            best = min(best, time.perf_counter() - start)
+        return best
 
     @property
     def name(self) -> str:

@@ -5,6 +5,15 @@ plugin pinned) exactly; irreversible JPEG 2000 / HTJ2K within 1 (pydicom's
 own test tolerance), JPEG baseline within 5. ``extra_info`` records the
 compressed and decoded bytes, the compression ratio, the frames (``frames_per_s``
 is derived), and which decoder ran.
+
+Ceilings, beside each case and in the same session: the case's codestreams, read
+once beforehand, decoded from memory by nvImageCodec in one batch into device
+memory (``ceiling:decode_gpu``) and by imagecodecs on every core
+(``ceiling:decode_host``; HTJ2K also with OpenJPH, ``decode_host_openjph``), each
+checked by the exactness rule before and after its timing. Every loader row names
+its ceiling (``dgbench.schema.decode_ceiling_for``): a CPU row the host's fastest,
+a CUDA row the fastest of all, so % of ceiling is the share of the decode this
+machine can do that the loader delivers, reads and checks included.
 """
 
 from __future__ import annotations
@@ -14,8 +23,9 @@ import pytest
 
 import kvdicom
 from bench import compressed_peers as peers
+from bench.ceilings import GpuDecode, HostDecode, host_codec
 from bench.peers import dicomsdl_crash, dicomsdl_to_cupy, synced
-from dgbench.schema import bench_extra
+from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import to_host
 from fixtures.profiles import compressed_specs, is_series_stand_in
@@ -35,6 +45,8 @@ def pytest_generate_tests(metafunc):
         specs = compressed_specs(metafunc.config.getoption("profile"))
         if metafunc.function.__name__.startswith("test_gpu_colour_j2k"):
             specs = [s for s in specs if _is_colour_j2k(s)]
+        if metafunc.function.__name__.endswith("_openjph"):  # OpenJPH decodes HTJ2K only
+            specs = [s for s in specs if s.transfer_syntax.startswith("htj2k")]
         metafunc.parametrize("cspec", specs, ids=[s.case_id for s in specs], scope="session")
 
 
@@ -74,7 +86,7 @@ def _record(benchmark, spec, path, loader, device, output, reference, decoder):
     ok = None if output is None else within_tolerance(spec, output, reference)
     benchmark.extra_info.update(bench_extra(
         spec.case_id, loader, device, path.stat().st_size, int(reference.nbytes), "warm",
-        matches_pydicom=ok, ceiling=None,  # decode-bound: no I/O ceiling applies
+        matches_pydicom=ok, ceiling=decode_ceiling_for(device),  # a ceiling row names none
         compressed_bytes=layout.nbytes, compression_ratio=reference.nbytes / path.stat().st_size,
         frames=layout.number_of_frames, codec=layout.codec, decoder=decoder,
         lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2], series_stand_in=is_series_stand_in(spec),
@@ -240,3 +252,76 @@ def test_compressed_dicomsdl_cupy(benchmark, cuda, cspec, cfile, creference):
     out = dicomsdl_to_cupy(cfile)
     _record(benchmark, cspec, cfile, "dicomsdl+cupy", "cuda", out, creference, "dicomsdl")
     benchmark(synced(cuda, dicomsdl_to_cupy, cfile))
+
+
+# --- ceilings: the same codestreams decoded from memory (bench/ceilings.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cframes(cfile):
+    """(layout, frames, codestream facts) of the case: its codestreams read once, untimed."""
+    from kvdicom._header import compressed
+
+    layout = kvdicom.inspect(cfile)
+    _, frames = compressed.read_frames(layout)
+    return layout, frames, compressed.check_frames(layout, frames)
+
+
+def _checked(spec, output, reference, decoder: str):
+    """``output`` if it meets the exactness rule against pydicom's ``pixel_array``; else the test fails."""
+    if isinstance(output, str):
+        pytest.fail(f"{decoder}: {output}")
+    diff = difference(output, reference)
+    assert diff is not None and diff <= TOLERANCE.get(spec.transfer_syntax, 0), (
+        f"{decoder}: max difference {diff} from pydicom's pixel_array (None: shape or dtype differ); "
+        "a ceiling must not time a wrong decode")
+    return output
+
+
+def _host_ceiling(benchmark, spec, path, reference, cframes, variant: str):
+    layout, frames, infos = cframes
+    codec = host_codec(layout, variant)
+    if isinstance(codec, str):
+        pytest.skip(codec)
+    decode = HostDecode(frames, layout, codec)
+    try:
+        decode()
+        out = _checked(spec, decode.result(layout, infos), reference, decode.name)
+        name = "decode_host" + (f"_{variant}" if variant else "")
+        _record(benchmark, spec, path, ceiling_loader(name), "cpu", out, reference, decode.name)
+        benchmark(decode)
+        _checked(spec, decode.result(layout, infos), reference, decode.name)  # the timed calls' output too
+    finally:
+        decode.close()
+
+
+def test_compressed_ceiling_cpu(benchmark, cspec, cfile, creference, cframes):
+    """imagecodecs on every core, the codestreams in memory (openjpeg for JPEG 2000 and HTJ2K)."""
+    _host_ceiling(benchmark, cspec, cfile, creference, cframes, "")
+
+
+def test_compressed_ceiling_cpu_openjph(benchmark, cspec, cfile, creference, cframes):
+    """HTJ2K cases: the same with OpenJPH (``imagecodecs.htj2k_decode``), a second ``decode_host`` variant."""
+    _host_ceiling(benchmark, cspec, cfile, creference, cframes, "openjph")
+
+
+@pytest.mark.gpu
+def test_compressed_ceiling_gpu(benchmark, cuda, cspec, cfile, creference, cframes, monkeypatch):
+    """nvImageCodec, all frames in one ``Decoder.decode``, the codestreams in memory, where it decodes them exactly."""
+    from kvdicom._codecs import gpu_codec
+
+    if (why := gpu_codec.nvimgcodec_problem()) is not None:
+        pytest.skip(why)
+    layout, frames, infos = cframes
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)  # small files too: the size rule is kvdicom's choice
+    how = gpu_codec.plan(layout, infos)
+    if how.route != "gpu":
+        pytest.skip(f"nvImageCodec does not decode this case exactly: {how.reason}")
+    decode = GpuDecode(frames, how)
+    decode()
+    out = _checked(cspec, decode.result(layout), creference, decode.name)
+    _record(benchmark, cspec, cfile, ceiling_loader("decode_gpu"), "cuda", out, creference, decode.name)
+    del out
+    benchmark(decode)
+    _checked(cspec, decode.result(layout), creference, decode.name)  # the timed calls' output too
+    decode.images = []
