@@ -13,6 +13,13 @@ the one its timed calls returned (``bench.rounds.timed``: the slow peers get
 three fixed rounds). ``extra_info`` adds the
 compressed bytes, the compression ratio, the frames (one per slice:
 ``frames_per_s`` is derived) and which decoder ran.
+
+Ceilings, as for compressed files (``bench/test_compressed.py``): every slice's
+codestream, read once beforehand in slice order, decoded from memory by one
+nvImageCodec batch (``ceiling:decode_gpu``) and by imagecodecs on every core
+(``ceiling:decode_host``, HTJ2K also ``decode_host_openjph``), each checked equal
+to the pydicom loop's volume before and after its timing; every loader row
+names its ceiling (``dgbench.schema.decode_ceiling_for``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ import pytest
 import kvdicom
 from bench import compressed_peers as cpeers
 from bench import peers
+from bench.ceilings import GpuDecode, HostDecode, host_codec
 from bench.rounds import timed
-from dgbench.schema import bench_extra
+from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import mismatch
 from fixtures.profiles import compressed_series_specs
@@ -34,6 +42,8 @@ from kvdicom import settings
 def pytest_generate_tests(metafunc):
     if "csspec" in metafunc.fixturenames:
         specs = compressed_series_specs(metafunc.config.getoption("profile"))
+        if metafunc.function.__name__.endswith("_openjph"):  # OpenJPH decodes HTJ2K only
+            specs = [s for s in specs if s.transfer_syntax.startswith("htj2k")]
         metafunc.parametrize("csspec", specs, ids=[s.case_id for s in specs], scope="session")
 
 
@@ -64,7 +74,8 @@ def _record(benchmark, spec, cslayouts, loader, device, output, reference, decod
     problem = None if output is None else mismatch(output, reference)
     benchmark.extra_info.update(bench_extra(
         spec.case_id, loader, device, file_bytes, int(reference.nbytes), "warm",
-        matches_pydicom=None if output is None else problem is None, ceiling=None,  # decode-bound
+        matches_pydicom=None if output is None else problem is None,
+        ceiling=decode_ceiling_for(device),  # a ceiling row names none
         compressed_bytes=compressed_bytes, compression_ratio=reference.nbytes / file_bytes, frames=spec.slices,
         codec=codec, decoder=decoder, lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2],
         slices=spec.slices, files=spec.file_count,
@@ -160,3 +171,87 @@ def test_cseries_fixture_is_the_phantom_compressed(csspec, csdir, cslayouts, csr
     assert csreference.shape == (csspec.slices, csspec.rows, csspec.cols)
     assert csreference.nbytes / compressed_bytes > 1.5, "compression ratio too low for image-like content"
     assert np.ptp(csreference) > 1000  # HU-like levels, air to bone
+
+
+# --- ceilings: the same codestreams decoded from memory (bench/ceilings.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def csframes(csdir):
+    """(the first slice's layout as a batch of all, every slice's frame in slice order, codestream facts), untimed.
+
+    Slice order is the reference's (``bench.peers.slice_sort_key``), found with pydicom, not kvdicom."""
+    import pydicom
+
+    from kvdicom._codecs.route import as_batch
+    from kvdicom._header import compressed
+
+    def key(path):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return peers.slice_sort_key(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"),
+                                    ds.get("InstanceNumber"))
+
+    layouts = [kvdicom.inspect(p) for p in sorted(peers.series_files(csdir), key=key)]
+    frames, infos = [], []
+    for layout in layouts:
+        _, got = compressed.read_frames(layout)
+        frames += got
+        infos += compressed.check_frames(layout, got)
+    return as_batch(layouts[0], len(frames)), frames, infos
+
+
+def _checked(output, reference, decoder: str):
+    """``output`` if it equals the pydicom loop's volume; else the test fails (no ceiling times a wrong decode)."""
+    if isinstance(output, str):
+        pytest.fail(f"{decoder}: {output}")
+    problem = mismatch(output, reference)
+    assert problem is None, f"{decoder}: {problem}; a ceiling must not time a wrong decode"
+    return output
+
+
+def _host_ceiling(benchmark, spec, cslayouts, reference, csframes, variant: str):
+    batch, frames, infos = csframes
+    codec = host_codec(batch, variant)
+    if isinstance(codec, str):
+        pytest.skip(codec)
+    decode = HostDecode(frames, batch, codec)
+    try:
+        decode()
+        out = _checked(decode.result(batch, infos), reference, decode.name)
+        name = "decode_host" + (f"_{variant}" if variant else "")
+        _record(benchmark, spec, cslayouts, ceiling_loader(name), "cpu", out, reference, decode.name)
+        benchmark(decode)
+        _checked(decode.result(batch, infos), reference, decode.name)  # the timed calls' output too
+    finally:
+        decode.close()
+
+
+def test_cseries_ceiling_cpu(benchmark, csspec, cslayouts, csreference, csframes):
+    """imagecodecs on every core (openjpeg), the slices' codestreams in memory."""
+    _host_ceiling(benchmark, csspec, cslayouts, csreference, csframes, "")
+
+
+def test_cseries_ceiling_cpu_openjph(benchmark, csspec, cslayouts, csreference, csframes):
+    """HTJ2K series: the same with OpenJPH (``imagecodecs.htj2k_decode``), a second ``decode_host`` variant."""
+    _host_ceiling(benchmark, csspec, cslayouts, csreference, csframes, "openjph")
+
+
+@pytest.mark.gpu
+def test_cseries_ceiling_gpu(benchmark, cuda, csspec, cslayouts, csreference, csframes):
+    """nvImageCodec, every slice in one ``Decoder.decode``, the codestreams in memory."""
+    from kvdicom._codecs import gpu_codec
+
+    if (why := gpu_codec.nvimgcodec_problem()) is not None:
+        pytest.skip(why)
+    batch, frames, infos = csframes
+    how = gpu_codec.plan(batch, infos)  # the batch meets the size rule, as load_series' does
+    if how.route != "gpu":
+        pytest.skip(f"nvImageCodec does not decode this series exactly: {how.reason}")
+    decode = GpuDecode(frames, how)
+    decode()
+    out = _checked(decode.result(batch), csreference, decode.name)
+    _record(benchmark, csspec, cslayouts, ceiling_loader("decode_gpu"), "cuda", out, csreference, decode.name)
+    del out
+    benchmark(decode)
+    _checked(decode.result(batch), csreference, decode.name)  # the timed calls' output too
+    decode.images = []
