@@ -48,6 +48,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CuPy, a CUDA device and KvikIO; skipped with the reason otherwise")
     config.addinivalue_line("markers", "cold: page cache dropped before every round; run on the larger files only")
+    config.addinivalue_line("markers", "profile: one stage of a kvdicom load timed alone (bench/test_series_stages.py);"
+                                       " in every profile, cheap; -m 'not profile' leaves them out")
     gpu = probe_gpu()
     config.stash[GPU_STATUS] = gpu
     if config.getoption("profile") is None:
