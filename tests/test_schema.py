@@ -43,3 +43,27 @@ def test_documents_have_pytest_benchmarks_shape():
     stats = doc["benchmarks"][0]["stats"]
     assert (stats["median"], stats["iqr"], stats["q3"] - stats["q1"]) == (0.5, 0.1, pytest.approx(0.1))
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(doc)
+
+
+def test_a_compressed_row_is_held_against_the_fastest_decode_its_device_can_use():
+    from dgbench.schema import decode_ceiling_for
+
+    assert decode_ceiling_for("cpu") == "decode_host"  # decode_host, decode_host_openjph, ...
+    assert decode_ceiling_for("cuda") == "decode"  # decode_gpu and every decode_host variant
+    info = bench_extra("c", "kvdicom", "cuda", 9, 8, matches_pydicom=True, ceiling=decode_ceiling_for("cuda"))
+    assert info["ceiling"] == "decode"
+
+
+def test_a_decode_ceiling_records_its_own_check_and_no_ceiling():
+    info = bench_extra("c", "ceiling:decode_gpu", "cuda", 9, 8, matches_pydicom=True, decoder="nvimgcodec")
+    assert info["matches_pydicom"] is True and "ceiling" not in info
+    assert "matches_pydicom" not in bench_extra("c", "ceiling:host_read", "cpu", 9, 8)
+
+
+def test_stage_rows_are_named_apart_from_loaders_and_ceilings():
+    from dgbench.schema import is_ceiling, is_stage, stage_loader
+
+    info = bench_extra("c", stage_loader("read"), "cuda", 9, 8, ceiling=None, stage="read",
+                       stage_of="kvdicom.load_series", stage_covers="reads", stage_part_of=None)
+    assert info["loader"] == "stage:read" and is_stage(info["loader"]) and not is_ceiling(info["loader"])
+    assert info["ceiling"] is None and not is_stage("kvdicom")
