@@ -29,6 +29,8 @@ class GpuStatus:
     cuda_runtime: str | None = None
     memory_bytes: int | None = None
     kvikio: dict = field(default_factory=dict)
+    #: visible CUDA devices (``CUDA_VISIBLE_DEVICES`` counts): in the slug and machine_info only when more than one
+    count: int = 1
 
 
 def _cuda_version(code: int) -> str:
@@ -109,7 +111,7 @@ def probe_gpu() -> GpuStatus:
     if not settings:
         return GpuStatus(False, "KvikIO is not installed", name=name, cuda_runtime=runtime)
     driver = nvidia_driver_version() or _cuda_version(cupy.cuda.runtime.driverGetVersion())
-    return GpuStatus(True, "", name, driver, runtime, memory, settings)
+    return GpuStatus(True, "", name, driver, runtime, memory, settings, count=int(count))
 
 
 def cpu_brand() -> str:
@@ -129,11 +131,16 @@ def slugify(text: str) -> str:
 
 
 def machine_slug(gpu: GpuStatus) -> str:
-    """Results folder name: tells GPUs, drivers and KvikIO modes apart."""
+    """Results folder name: tells GPUs, GPU counts, drivers and KvikIO modes apart.
+
+    A host with several visible GPUs of one model is ``<gpu>-x<count>_…`` (``nvidia-h200-x8_drv…``); a
+    one-GPU machine keeps the name it always had (``nvidia-h200_drv…``), so its history stays one folder.
+    """
     if not gpu.available:
         return f"cpu-{slugify(cpu_brand())}"
     mode = "compat" if gpu.kvikio.get("kvikio_compat_mode") else "gds"
-    return f"{slugify(gpu.name)}_drv{gpu.driver}_cuda{gpu.cuda_runtime}_kvikio-{mode}"
+    count = f"-x{gpu.count}" if gpu.count > 1 else ""
+    return f"{slugify(gpu.name)}{count}_drv{gpu.driver}_cuda{gpu.cuda_runtime}_kvikio-{mode}"
 
 
 def _version(dist: str) -> str | None:
@@ -194,6 +201,8 @@ def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.P
         "profile": profile,
         "cpu_count": len(os.sched_getaffinity(0)),
     }
+    if gpu.count > 1:  # one-GPU machines record no gpu_count: their machine_info stays as it was
+        info["gpu_count"] = gpu.count
     info["kvdicom_threads"] = configured_threads()  # kvdicom.configure: KvikIO pool size it sets, None: untouched
     info.update(kvikio_settings())
     return info

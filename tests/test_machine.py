@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import types
 
-from dgbench.machine import GpuStatus, kvikio_settings, machine_info, stable_location
+from dgbench.machine import GpuStatus, kvikio_settings, machine_info, machine_slug, stable_location
+from dgbench.report.machines import base_name
 from kvdicom._io.tuning import machine_threads
 
 
@@ -46,3 +47,15 @@ def test_corpus_dir_is_never_an_absolute_path(tmp_path):
     assert info["corpus_dir"] == ".corpus" and info["corpus_filesystem"]
     other = machine_info(GpuStatus(False, "no GPU"), str(tmp_path / "scratch"), "quick", repo)
     assert other["corpus_dir"] is None and str(tmp_path) not in repr(other)
+
+
+def test_the_gpu_count_names_multi_gpu_hosts_and_leaves_one_gpu_machines_as_they_were():
+    kvikio = {"kvikio_compat_mode": True}
+    one = GpuStatus(True, "", "NVIDIA H200", "580.159.04", "13.2", 150 << 30, kvikio)
+    eight = GpuStatus(True, "", "NVIDIA H200", "580.159.04", "13.2", 150 << 30, kvikio, count=8)
+    assert machine_slug(one) == "nvidia-h200_drv580.159.04_cuda13.2_kvikio-compat"  # a results/ folder today
+    assert machine_slug(eight) == "nvidia-h200-x8_drv580.159.04_cuda13.2_kvikio-compat"
+    info_one, info_eight = (machine_info(g, "/nowhere", "scaleout") for g in (one, eight))
+    assert "gpu_count" not in info_one and info_eight["gpu_count"] == 8
+    assert set(info_eight) - set(info_one) == {"gpu_count"}
+    assert base_name(info_eight).startswith("8 × NVIDIA H200") and base_name(info_one).startswith("NVIDIA H200")

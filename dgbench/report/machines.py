@@ -22,7 +22,8 @@ def base_name(machine_info: dict[str, Any]) -> str:
     """GPU model plus KvikIO's mode; the CPU's brand for CPU-only runs."""
     gpu = text(machine_info.get("gpu_name"))
     if gpu:
-        name = gpu
+        count = machine_info.get("gpu_count")
+        name = f"{count} × {gpu}" if isinstance(count, int) and count > 1 else gpu
         if machine_info.get("gds_available") is True:
             name += " (GDS)"
         if machine_info.get("kvikio_compat_mode") is True:
