@@ -10,6 +10,7 @@ Environment variables give the starting values; ``configure`` overrides them:
 ======================  =======================================================================
 ``KVDICOM_THREADS``     ``threads``: ``auto``, ``none`` or a count
 ``KVDICOM_PROCESSES``   ``processes``: ``auto`` or a count (``0``: never start a worker process)
+``KVDICOM_MAX_RATIO``   ``max_compression_ratio``: a number, or ``none`` for no limit
 ``KVIKIO_NTHREADS``     KvikIO's own; with ``threads="auto"`` kvdicom then leaves KvikIO's pool alone
 ======================  =======================================================================
 """
@@ -103,6 +104,19 @@ IMAGECODECS_CONCURRENT_MIN_CPUS = 4
 #: pixel_array's 5.27; more threads there not yet measured).
 IMAGECODECS_INTRA_FRAME_MIN_PIXELS = 256 * 256
 
+# --- Decompression bombs (kvdicom._header.compressed.check_expansion) ------------------------------------
+
+#: A compressed file (or series) decoding to fewer bytes than this is never refused for its compression ratio:
+#: allocating it harms nothing, and real content can compress without bound (a blank 4096² int16 frame is a
+#: 141-byte lossless JPEG 2000 codestream, 238,000:1; a blank 4096² uint8 JPEG-LS frame 621 bytes, 27,000:1;
+#: imagecodecs 2026.10, CPU dev machine). Above it, :attr:`Settings.max_compression_ratio` applies: a 4.4 KB
+#: lossless JPEG claiming 30000² took 41 s and 6.9 GB to decode, a 4.9 KB JPEG-LS 104 s and 5.2 GB (issue 24).
+RATIO_CHECK_MIN_DECODED_BYTES = 256 << 20
+#: Lossless JPEG (Process 14) codes every sample with a Huffman code of at least one bit, so a frame decodes to
+#: at most this many bytes per compressed byte times its sample's bytes (16:1 for 16-bit samples), whatever
+#: its size: more is a lie of the header, refused at any size.
+JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
+
 # --- Series rescale (kvdicom._series.loader) -------------------------------------------------------------
 
 #: Elements per host rescale task: below this a series is rescaled in the caller's thread.
@@ -120,10 +134,16 @@ class Settings:
     ``processes``: worker processes for work that holds the GIL (parsing the headers of long series,
     frame-parallel decoding with pydicom's plugins). ``"auto"``: one per core this process may use, at
     most :data:`MAX_PROCESSES`; an integer caps it; ``0`` does all work in the calling process.
+
+    ``max_compression_ratio``: see the field; raise it (or ``None``) for data that truly compresses more.
     """
 
     threads: str | int | None = "auto"
     processes: str | int = "auto"
+    #: Decoded bytes per compressed byte above which a compressed file or series decoding to more than
+    #: :data:`RATIO_CHECK_MIN_DECODED_BYTES` is refused before anything is allocated (a decompression bomb);
+    #: ``None``: no limit. Lossy JPEG 2000 of CT is typically 10-50:1, lossless 2-4:1.
+    max_compression_ratio: float | None = 1000.0
 
 
 def _threads(value) -> str | int | None:
@@ -142,16 +162,41 @@ def _processes(value) -> str | int:
     raise ValueError(f"processes must be 'auto' or an int >= 0, not {value!r}")
 
 
+def _ratio(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 1 and value == value:
+        return float(value)
+    raise ValueError(f"max_compression_ratio must be a number >= 1 or None, not {value!r}")
+
+
+def _count_or_word(raw: str):
+    """An environment value as ``configure`` takes it: ``none`` -> None, digits -> int, else the word."""
+    return None if raw == "none" else int(raw) if raw.isdigit() else raw
+
+
+def _ratio_text(raw: str) -> float | None:
+    if raw == "none":
+        return None
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ValueError(f"max_compression_ratio must be a number >= 1 or 'none', not {raw!r}") from None
+    return _ratio(number)
+
+
 def _from_environment() -> Settings:
-    """The starting values, from ``KVDICOM_THREADS`` / ``KVDICOM_PROCESSES`` (a bad value is an error naming it)."""
+    """The starting values, from ``KVDICOM_THREADS`` / ``KVDICOM_PROCESSES`` / ``KVDICOM_MAX_RATIO`` (a bad value
+    is an error naming it)."""
     found = {}
-    variables = (("KVDICOM_THREADS", "threads", _threads), ("KVDICOM_PROCESSES", "processes", _processes))
+    variables = (("KVDICOM_THREADS", "threads", lambda raw: _threads(_count_or_word(raw))),
+                 ("KVDICOM_PROCESSES", "processes", lambda raw: _processes(_count_or_word(raw))),
+                 ("KVDICOM_MAX_RATIO", "max_compression_ratio", _ratio_text))
     for name, field, parse in variables:
         raw = os.environ.get(name, "").strip().lower()
         if raw:
-            value = None if raw == "none" else raw if raw == "auto" else int(raw) if raw.isdigit() else raw
             try:
-                found[field] = parse(value)
+                found[field] = parse(raw)
             except ValueError as exc:
                 raise ValueError(f"{name}={os.environ[name]!r}: {exc}") from None
     return Settings(**found)
@@ -180,13 +225,15 @@ class configure:
     out keep their current value. A bad value raises ``ValueError`` and changes nothing.
     """
 
-    def __init__(self, threads=_UNSET, *, processes=_UNSET) -> None:
+    def __init__(self, threads=_UNSET, *, processes=_UNSET, max_compression_ratio=_UNSET) -> None:
         global _current
         changes = {}
         if threads is not _UNSET:
             changes["threads"] = _threads(threads)
         if processes is not _UNSET:
             changes["processes"] = _processes(processes)
+        if max_compression_ratio is not _UNSET:
+            changes["max_compression_ratio"] = _ratio(max_compression_ratio)
         with _lock:
             self._previous = _current
             _current = dataclasses.replace(_current, **changes)

@@ -193,6 +193,8 @@ def decode_into(layout, frames: list, how: Plan, out: np.ndarray) -> bool:
         else:
             for i, frame in enumerate(frames):
                 _decode_frame(how, frame, raw[i], threads)
+    except MemoryError:  # pydicom's path would only run out too, after decoding as long again
+        raise
     except Exception:  # noqa: BLE001  ImcdError, a bad shape: pydicom's path decodes it or raises its own error
         return False
     corrected = finish(raw.reshape(shape + ((1,) if layout.samples_per_pixel == 1 else ())), layout, how)
@@ -200,11 +202,3 @@ def decode_into(layout, frames: list, how: Plan, out: np.ndarray) -> bool:
         out[...] = corrected.reshape(out.shape)
     return True
 
-
-def load(layout, frames: list, infos: list) -> np.ndarray | None:
-    """``pixel_array`` of ``layout``'s frames by this route, or None where pydicom's path must decode them."""
-    how = plan(layout, frames, infos)
-    if isinstance(how, str):
-        return None
-    out = np.empty(layout.shape, dtype=layout.dtype)
-    return out if decode_into(layout, frames, how, out) else None

@@ -24,6 +24,7 @@ back end is one module and one step in :func:`choose`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ import numpy as np
 import pydicom
 
 from kvdicom._codecs import gpu_codec, host_codecs, host_parallel, rle
-from kvdicom._header.compressed import CompressedLayout, check_frames, read_frames, reference_plugin
+from kvdicom._header.compressed import CompressedLayout, check_expansion, check_frames, read_frames, reference_plugin
 from kvdicom._io import device as devices
 from kvdicom.errors import DicomLoadError
 
@@ -112,8 +113,24 @@ def describe(layout: CompressedLayout, device: str) -> str:
     return text
 
 
+@contextlib.contextmanager
+def out_of_memory_named(layout: CompressedLayout):
+    """A host decoder's ``MemoryError`` (imagecodecs', NumPy's) as the :class:`DicomLoadError` pydicom's route
+    raises, naming the file and what it asked for."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise DicomLoadError(layout.path, f"out of memory decoding {layout.codec} data to {layout.decoded_nbytes} "
+                             f"bytes ({type(exc).__name__}: {exc})") from exc
+
+
 def host_into(layout: CompressedLayout, choice: Choice, value: np.ndarray, frames: list, out: np.ndarray) -> None:
     """Decode on the host into ``out`` (NumPy, ``layout.shape``), by ``choice`` (a host back end)."""
+    with out_of_memory_named(layout):
+        _host_into(layout, choice, value, frames, out)
+
+
+def _host_into(layout: CompressedLayout, choice: Choice, value: np.ndarray, frames: list, out: np.ndarray) -> None:
     if choice.backend == "rle":
         rle.decode_into(layout, frames, out)  # straight into the output
         return
@@ -133,16 +150,19 @@ def load_host(layout: CompressedLayout, choice: Choice, value: np.ndarray, frame
         if arr.shape != layout.shape and not layout.frame_table.split_on_eoi:  # EOI-split: frames known only now
             raise DicomLoadError(layout.path, f"decoded shape {arr.shape} differs from the header's {layout.shape}")
         return arr
-    out = np.empty(layout.shape, dtype=layout.dtype)
+    with out_of_memory_named(layout):
+        out = np.empty(layout.shape, dtype=layout.dtype)
     host_into(layout, choice, value, frames, out)
     return out
 
 
 def load(layout: CompressedLayout, device: str, fd: int | None = None):
     """``kvdicom.load`` of a compressed file: one read (through ``fd``, the header's open file), the frames
-    checked, one choice, one decode."""
+    checked (a codestream disagreeing with the header, then a decompression bomb, refused before any output is
+    allocated), one choice, one decode."""
     value, frames = read_frames(layout, fd)
     infos = check_frames(layout, frames)
+    check_expansion(layout)
     choice = choose(layout, frames, infos, device)
     if choice.on_gpu:
         return gpu_codec.decode(layout, choice.plan, frames, lambda i: host_decode(layout, value, index=i))
@@ -150,7 +170,8 @@ def load(layout: CompressedLayout, device: str, fd: int | None = None):
         import cupy
 
         if choice.backend == "rle":
-            return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
+            with out_of_memory_named(layout):  # its pinned staging is host memory
+                return rle.load_device(layout, frames)  # decoded into pinned memory, copies overlapping the decode
         return cupy.asarray(load_host(layout, choice, value, frames))
     return load_host(layout, choice, value, frames)
 

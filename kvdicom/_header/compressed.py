@@ -20,6 +20,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID
 
+from kvdicom import settings
 from kvdicom._header import codestream, encapsulated
 from kvdicom._header.layout import PIXEL_RULES_CACHE_SIZE, ImagePixel, ModalityTransform, ModuleRules, options_key
 from kvdicom._header.layout import _shape as pixel_array_shape
@@ -222,6 +223,34 @@ def read_frames(layout: CompressedLayout, fd: int | None = None) -> tuple[np.nda
     header's open file, else the path is opened again."""
     return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset, file_id=layout.file_id,
                                     fd=fd)
+
+
+def expansion_problem(codec: str, itemsize: int, decoded: int, compressed: int) -> str | None:
+    """Why ``decoded`` bytes cannot come from ``compressed`` bytes of ``codec``, or None (a decompression bomb check).
+
+    Two rules, both before anything is allocated: lossless JPEG can never hold more than
+    :data:`settings.JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE` samples per byte (at any size); beyond
+    :data:`settings.RATIO_CHECK_MIN_DECODED_BYTES` decoded, no codec may exceed the caller's
+    ``max_compression_ratio`` (:func:`kvdicom.configure`).
+    """
+    compressed = max(compressed, 1)
+    if codec == "jpeg_lossless" and decoded > settings.JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE * itemsize * compressed:
+        return (f"the header promises {decoded} decoded bytes from {compressed} bytes of lossless JPEG, which codes "
+                f"each sample in one bit at least (at most {settings.JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE * itemsize}:1 "
+                f"here); the header or the codestream is wrong")
+    limit = settings.current().max_compression_ratio
+    if limit is not None and decoded >= settings.RATIO_CHECK_MIN_DECODED_BYTES and decoded > limit * compressed:
+        return (f"the header promises {decoded} decoded bytes from {compressed} compressed bytes of {codec}, a "
+                f"compression ratio of {decoded / compressed:.0f}:1 beyond the limit of {limit:g}:1 (a "
+                f"decompression bomb?); if the data truly compresses this much, raise the limit with "
+                f"kvdicom.configure(max_compression_ratio=...) or KVDICOM_MAX_RATIO")
+    return None
+
+
+def check_expansion(layout: CompressedLayout) -> None:
+    """Refuse ``layout`` with a :class:`DicomLoadError` naming it where :func:`expansion_problem` finds one."""
+    if why := expansion_problem(layout.codec, layout.dtype.itemsize, layout.decoded_nbytes, layout.nbytes):
+        raise DicomLoadError(layout.path, why)
 
 
 def check_frames(layout: CompressedLayout, frames: list) -> list:

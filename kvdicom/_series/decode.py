@@ -78,6 +78,22 @@ class Slice:
 as_batch = route.as_batch
 
 
+def check_expansion(name: str, layouts: list) -> None:
+    """Refuse a compressed series whose slices, or whose whole, promise more than their bytes can hold
+    (:func:`kvdicom._header.compressed.expansion_problem`), before the volume is allocated: slices of 32 MiB
+    each stay below the size at which one file is checked, a thousand of them do not."""
+    packed = [layout for layout in layouts if layout.compressed]
+    for layout in packed:
+        compressed.check_expansion(layout)
+    if len(packed) > 1:
+        codecs = sorted({layout.codec for layout in packed})
+        why = compressed.expansion_problem(codecs[0] if len(codecs) == 1 else "/".join(codecs),
+                                           packed[0].dtype.itemsize, sum(layout.decoded_nbytes for layout in packed),
+                                           sum(layout.nbytes for layout in packed))
+        if why is not None:
+            raise DicomLoadError(name, f"{len(packed)} compressed slices: {why}")
+
+
 def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
     """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames."""
     value, frames = compressed.read_frames(layout)

@@ -312,6 +312,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     out_dtype = _output_dtype(layouts, rescale)
     if out is not None:
         loader.check_out_fits(name, out, shape, out_dtype, rescale, "the series")
+    series_decode.check_expansion(name, layouts)  # before anything is allocated for the volume
     volume = out if out is not None else xp.empty(shape, dtype=out_dtype)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
