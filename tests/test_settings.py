@@ -54,7 +54,8 @@ def test_processes_is_capped_by_the_cores_this_process_may_use(monkeypatch):
 
 
 @pytest.mark.parametrize(("env", "expected"), [
-    ({"KVDICOM_THREADS": "3", "KVDICOM_PROCESSES": "0"}, "Settings(threads=3, processes=0, max_compression_ratio=1000.0)"),
+    ({"KVDICOM_THREADS": "3", "KVDICOM_PROCESSES": "0"},
+     "Settings(threads=3, processes=0, max_compression_ratio=1000.0)"),
     ({"KVDICOM_THREADS": "none"}, "Settings(threads=None, processes='auto', max_compression_ratio=1000.0)"),
     ({"KVDICOM_PROCESSES": "Auto"}, "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0)"),
 ])

@@ -76,6 +76,8 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
             return _host("frames differ in precision or sign")
         if any(i.ht and not i.ht_single_pass for i in infos):
             return _host("HTJ2K stream not shown to use a single coding pass per code-block")
+        if layout.bits_allocated == 1:
+            return _host("Bits Allocated 1 (a segmentation) in JPEG 2000 is not verified on the GPU")
         last = infos[-1]
         if last.precision > 16:
             return _host(f"JPEG 2000 precision {last.precision} > 16")

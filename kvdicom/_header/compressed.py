@@ -104,9 +104,11 @@ def _derive_rules(tsyntax: UID, options: dict) -> CompressedRules:
         runner._validate_options()
     except Exception as exc:
         return CompressedRules(error=f"invalid Image Pixel module: {exc}")
-    if runner.bits_allocated not in (8, 16, 32):
+    if runner.bits_allocated not in (8, 16, 32) and not (runner.bits_allocated == 1 and CODECS.get(tsyntax) in
+                                                          ("jpeg2000", "htj2k")):
         return CompressedRules(error=f"(0028,0100) Bits Allocated {runner.bits_allocated} with {tsyntax.name}; "
-                               "kvdicom decodes compressed samples of 8, 16 or 32 bits allocated")
+                               "kvdicom decodes compressed samples of 8, 16 or 32 bits allocated (and 1 in "
+                               "JPEG 2000: segmentations, one byte a sample as pydicom gives them)")
     try:
         dtype = runner.pixel_dtype.newbyteorder("=")
     except Exception as exc:
