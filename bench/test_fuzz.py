@@ -16,11 +16,16 @@ rewritten, elements deleted). For every mutant, kvdicom must
 The same mutants are also loaded with the file changed between the header
 parse and the pixel read (:data:`FAULTS`: swapped for a file with the same
 header and other pixels, deleted, turned into a FIFO or a directory,
-truncated): that must always be a :class:`kvdicom.DicomLoadError` naming the
+truncated, rewritten in place with its mtime restored): that must always be a :class:`kvdicom.DicomLoadError` naming the
 file, never another exception, a hang, or the other file's pixels. Compressed
 files (:data:`COMPRESSED_BASES`, whole or truncated) get the same faults, plus
 a replacement by an identical copy (only the identity differs), fired before
 the fragment walk of the header parse or before the pixel read.
+
+Where users run kvdicom: mutants are loaded in a child forked from a process whose worker processes and
+read pool are running (the same outcome as in the parent, within the time limit), and a process looping
+over mutants and series with its workers busy is killed (SIGKILL) at a drawn moment: its workers must
+exit and must not hold its output open.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
+import time
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +291,7 @@ def test_gpu_mutants_load_like_pydicom_or_raise_dicom_load_error(cuda, warm_kvdi
 
 # --- files changed mid-load ------------------------------------------------------------------
 
-FAULTS = ("swap", "delete", "fifo", "directory", "truncate")
+FAULTS = ("swap", "delete", "fifo", "directory", "truncate", "rewrite_keep_mtime")
 
 
 def _apply_fault(path: Path, fault: str, data: bytes, pixel_offset: int) -> None:
@@ -297,6 +308,16 @@ def _apply_fault(path: Path, fault: str, data: bytes, pixel_offset: int) -> None
         os.replace(other, path)
     elif fault == "truncate":
         os.truncate(path, max(0, len(data) - 1))
+    elif fault == "rewrite_keep_mtime":
+        # Other pixels written into the same inode, size kept, mtime put back (os.utime): only the inode change
+        # time tells. A rewrite in the clock tick that wrote the file changes nothing any stat can see, so wait
+        # for the tick to pass first (the kernel's coarse clock: 4 ms at most at HZ=250).
+        before = os.stat(path)
+        time.sleep(0.02)
+        with open(path, "r+b") as f:
+            f.seek(pixel_offset)
+            f.write(bytes(b ^ 0xFF for b in data[pixel_offset:]))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     else:
         path.unlink()
         if fault == "fifo":
@@ -420,3 +441,165 @@ def test_cpu_compressed_files_changed_mid_load_raise_dicom_load_error(warm_kvdic
 def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, fault,
                                                                       point):
     _check_compressed_changed_mid_load(fuzz_dir, mutant, fault, point, "cuda")
+
+
+# --- forked children and a killed parent ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+def _outcome(path: Path, force: bool) -> tuple:
+    """What kvdicom.load(path, "cpu") gives, in a form two processes can compare."""
+    import hashlib
+
+    try:
+        arr = kvdicom.load(path, "cpu", force=force)
+    except kvdicom.DicomLoadError:
+        return ("DicomLoadError",)
+    except Exception as exc:  # noqa: BLE001  compared, and reported, by the test
+        return (type(exc).__name__, str(exc)[:200])
+    return ("array", str(arr.dtype), arr.shape, hashlib.sha256(arr.tobytes()).hexdigest())
+
+
+@pytest.fixture(scope="session")
+def pool_in_use(tmp_path_factory):
+    """A series folder, loaded once with kvdicom's worker processes forced on, so that the pool is running."""
+    from fixtures.series import SeriesSpec, write_series
+    from kvdicom._io import process_pool
+    from kvdicom._series import headers
+
+    folder = tmp_path_factory.mktemp("fuzz-pool-series")
+    write_series(SeriesSpec(slices=6, rows=16, cols=16, header="ct"), folder)
+    saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
+    headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
+    try:
+        volume, _ = kvdicom.load_series(folder, "cpu")
+        if process_pool._pool is None:
+            pytest.skip(f"kvdicom's worker processes did not start here ({process_pool.broken()=})")
+        yield folder, volume
+    finally:
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved
+
+
+def _in_forked_child(fn) -> tuple:
+    """``fn()`` in a child forked from this process, under EXAMPLE_TIMEOUT_S; its result, or why it failed."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read)
+            signal.alarm(EXAMPLE_TIMEOUT_S)
+            os.write(write, repr(fn()).encode())
+        except BaseException as exc:  # noqa: BLE001  reported to the parent
+            os.write(write, repr(("child raised", type(exc).__name__, str(exc)[:200])).encode())
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks, deadline = [], time.monotonic() + EXAMPLE_TIMEOUT_S + 10
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(read, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+    done, status = os.waitpid(pid, os.WNOHANG)
+    while done == 0 and time.monotonic() < deadline:  # its output closed: it is exiting, or stuck in atexit
+        time.sleep(0.01)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return ("child hung", b"".join(chunks).decode())
+    text = b"".join(chunks).decode()
+    if os.WIFSIGNALED(status):
+        return ("child killed by signal", os.WTERMSIG(status), text)
+    import ast
+
+    return ast.literal_eval(text) if text else ("child wrote nothing", os.waitstatus_to_exitcode(status))
+
+
+def _series_outcome(folder: Path) -> tuple:
+    import hashlib
+
+    from kvdicom._series import headers
+
+    headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1  # the child uses the workers it inherited
+    volume, _ = kvdicom.load_series(folder, "cpu")
+    return ("series", hashlib.sha256(volume.tobytes()).hexdigest())
+
+
+@settings(FUZZ_SETTINGS, max_examples=25, deadline=None)
+@given(mutant=st.one_of(mutants(), compressed_mutants()))
+def test_forked_children_load_mutants_as_their_parent_does(warm_kvdicom, pool_in_use, fuzz_dir, mutant):
+    """Issue 24, item 1: a child forked after the pool was used hung in load_series and frame-parallel decodes."""
+    import hashlib
+
+    folder, volume = pool_in_use
+    note(f"spec={mutant.spec} force={mutant.force} edits={mutant.edits}")
+    path = fuzz_dir / "forked.dcm"
+    path.write_bytes(mutant.data)
+    expected = _outcome(path, mutant.force)
+    got = _in_forked_child(lambda: (_outcome(path, mutant.force), _series_outcome(folder)))
+    assert got == (expected, ("series", hashlib.sha256(volume.tobytes()).hexdigest())), (
+        f"forked child: {got}; parent: {expected}")
+    assert _outcome(path, mutant.force) == expected  # and the parent's pool still serves it
+
+
+KILLED_SCRIPT = """
+import itertools, sys
+import kvdicom
+from kvdicom._io import process_pool
+from tests.worker_targets import force_workers
+force_workers()
+folder, path = sys.argv[1], sys.argv[2]
+for i in itertools.count():
+    kvdicom.load_series(folder, "cpu")
+    try:
+        kvdicom.load(path, "cpu")
+    except kvdicom.DicomLoadError:
+        pass
+    if i == 0:
+        print("workers", *[w.process.pid for w in process_pool._pool._workers], flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@settings(FUZZ_SETTINGS, max_examples=3, deadline=None)
+@given(mutant=st.one_of(mutants(), compressed_mutants()), delay=st.floats(0, 0.3))
+def test_a_parent_killed_mid_load_leaves_no_worker_behind(warm_kvdicom, pool_in_use, fuzz_dir, mutant, delay):
+    """Issue 24, item 5: SIGKILL of a process whose workers are busy; they exit, and its output closes."""
+    folder, _ = pool_in_use
+    note(f"spec={mutant.spec} edits={mutant.edits} delay={delay}")
+    path = fuzz_dir / "killed.dcm"
+    path.write_bytes(mutant.data)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_SCRIPT), str(folder), str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("workers"), f"no worker line: {line!r} {proc.poll()=}"
+        pids = [int(p) for p in line.split()[1:]]
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate(timeout=30)  # a worker holding the killed process's stdout would block this
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "a worker outlived its killed parent"
