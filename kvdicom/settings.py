@@ -77,6 +77,13 @@ GPU_MIN_DECODED_BYTES = 256 << 10
 #: this (the decoder's own images plus the batch they are copied into); 256 × 512² int16 (128 MiB) is one call.
 GPU_BATCH_MAX_DECODED_BYTES = 1 << 30
 
+#: A compressed series' slices are read and checked (open, identity, preadv, codestream header, route) in this
+#: many tasks on the read pool, each a run of consecutive slices: the work per slice is mostly Python, and one
+#: task per slice left 16 threads fighting for the GIL. 256 × 512² HTJ2K slices on the H200 (16 threads),
+#: medians of 30: one task per slice 59.7 ms; 1 / 2 / 4 / 8 / 16 tasks 33.7 / 23.1 / 30.5 / 34.4 / 50.9 ms;
+#: the whole GPU load_series 106.4 ms with one per slice, 65.8 / 67.6 / 77.7 / 83.3 / 95.0 ms (medians of 10).
+SERIES_READ_TASKS = 2
+
 # --- RLE (kvdicom._codecs.rle) ---------------------------------------------------------------------------
 
 #: Decoded bytes per host-to-device copy (GPU path): big enough that each copy runs near the link's

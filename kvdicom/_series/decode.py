@@ -107,11 +107,21 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
     return piece
 
 
+def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
+    return [read_slice(slot, layout, plan_frames) for slot, layout in items]
+
+
 def read_all(layouts: list, slots: list[int], plan_frames: int | None = None) -> list[Slice]:
-    """:func:`read_slice` of every layout, concurrently on kvdicom's pool; all of them or an error."""
+    """:func:`read_slice` of every layout, in :data:`settings.SERIES_READ_TASKS` tasks on kvdicom's pool (each a
+    run of consecutive slices, read one after the other); all of them or an error."""
+    items = list(zip(slots, layouts))
+    per_task = max(1, -(-len(items) // settings.SERIES_READ_TASKS))
+    runs = [items[i:i + per_task] for i in range(0, len(items), per_task)]
+    if len(runs) == 1:
+        return _read_group(items, plan_frames)
     pool = host_read.pool()
-    return host_read.wait_all([pool.submit(read_slice, slot, layout, plan_frames)
-                               for slot, layout in zip(slots, layouts)])
+    return [piece for run in host_read.wait_all([pool.submit(_read_group, run, plan_frames) for run in runs])
+            for piece in run]
 
 
 def batch_key(piece: Slice) -> tuple | None:
