@@ -29,7 +29,7 @@ stage=${1:-}; shift || true
 case "$stage" in
   base)
     tree=$1 commit=$2; shift 2
-    (cd "$tree" && PYTHONPATH=$PWD DGB_COMMIT=$commit python3 -m pytest bench -p no:cacheprovider \
+    (cd "$tree" && PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} DGB_COMMIT=$commit python3 -m pytest bench -p no:cacheprovider \
         --benchmark-autosave --benchmark-storage="file://$store" "$@") > "$out/base.log" 2>&1
     rc=$?
     # Every head part compares against this run, not against the part saved before it.
