@@ -4,8 +4,10 @@ Reference cases (whichever the machine's rows hold): the seed notebook's 256 MiB
 the CT series (cases ``series<N>_*``), one CT slice, and a compressed series. For each:
 kvdicom's GB/s (on CUDA, warm page cache, where it ran there; else on the CPU),
 its speed-up over pydicom, and its % of that machine's ceiling, both from the run
-that row came from (named in the row). Then the trend table: what changed between
-a machine's runs, judged by the baseline rule.
+that row came from (named in the row): the newest run that holds the whole comparison
+(kvdicom and pydicom measured together), else the newest that has kvdicom's row, so a
+partial run (kvdicom and its ceilings only, an A/B) does not blank the ratio. Then the
+trend table: what changed between a machine's runs, judged by the baseline rule.
 """
 
 from __future__ import annotations
@@ -62,11 +64,25 @@ def headline(rows: Iterable[Row], case: str) -> Row | None:
                                      r.bench.median_s), default=None)
 
 
+def complete_headline(machine: Machine, case: str) -> Row | None:
+    """:func:`headline` from the newest run in which kvdicom's row has its × pydicom (pydicom ran beside it), on
+    the same device and page cache as the newest row; else the newest row itself."""
+    newest = headline(machine.rows, case)
+    if newest is None or newest.bench.speedup_vs_pydicom is not None:
+        return newest
+    for run in sorted(machine.history, key=lambda r: r.started, reverse=True):
+        found = [r for r in (Row(b, run) for b in run.benchmarks) if r.bench.speedup_vs_pydicom is not None
+                 and (r.bench.device, r.bench.page_cache) == (newest.bench.device, newest.bench.page_cache)]
+        if (row := headline(found, case)) is not None:
+            return row
+    return newest
+
+
 def scorecard(machines: Iterable[Machine]) -> Table:
     rows = []
     for machine in machines:
         for label, case in reference_cases(machine.benchmarks):
-            row = headline(machine.rows, case) if case else None
+            row = complete_headline(machine, case) if case else None
             if row is None:
                 rows.append((machine.name, label, case or "not in any run", "", "", "", "", ""))
                 continue
