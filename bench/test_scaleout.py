@@ -1,11 +1,20 @@
 """A dataset of series through Dask-CUDA (``kvdicom.dask.map_series``) on 1, 2, … G GPUs of one host.
 
-Profile ``scaleout`` only (``./dgb bench --profile scaleout -k scaleout``): the dataset is :data:`SERIES_COUNT`
-loads of the profile's CT series (page cache warm), the user function a reduction on the GPU. Rows per GPU
-count G: kvdicom through Dask, the same Dask job with pydicom + ``cupy.asarray`` in the task (the baseline
-peer), and, on one GPU, the plain ``load_series`` loop the Dask path is held against. ``extra_info`` records
-``gpus`` and ``series``; series/s and GB/s follow from the median. The machine id records the GPU model; runs
-on machines of several GPUs carry ``gpus`` per row.
+Profile ``scaleout`` only (``./dgb bench --profile scaleout -k scaleout``). Two datasets, each
+:data:`SERIES_COUNT` loads of one of the full profile's 256 × 512² CT series, page cache warm: uncompressed
+(``ct``) and HTJ2K lossless (``htj2k``). The user function is a reduction on the GPU. Rows per GPU count G
+(``extra_info``: ``gpus``, ``series``; derived: ``series_per_s``, ``scaling_efficiency`` against the same
+loader on 1 GPU of the same run):
+
+* ``kvdicom``: ``map_series`` on a ``LocalCUDACluster`` of G workers;
+* ``pydicom+cupy``: the same Dask job with pydicom + ``cupy.asarray`` in the task (the baseline peer);
+* ``kvdicom-loop`` (1 GPU): the plain ``load_series`` loop in this process, which the Dask path is held against;
+* ``ceiling:dataset_host_read``: every file of the dataset read whole from the page cache by the G worker
+  processes, one series a task (the uncompressed bound);
+* ``ceiling:dataset_decode`` (HTJ2K): each series' codestreams, already in its worker's memory, decoded by
+  nvImageCodec in one batch on that worker's GPU (the compressed bound).
+
+The machine id records the GPU count (``dgbench.machine``), so 1-, 2- and 4-GPU hosts are separate machines.
 """
 
 from __future__ import annotations
@@ -16,11 +25,12 @@ import numpy as np
 import pytest
 
 from bench import peers
-from dgbench.schema import bench_extra
-from fixtures.profiles import series_profile_specs
+from dgbench.schema import bench_extra, ceiling_loader
+from fixtures.profiles import compressed_series_specs, series_profile_specs
 
 #: Series loads in the dataset (the same folder, warm: the GPUs' rate, not the disk's, is what scales).
 SERIES_COUNT = 8
+DATASETS = ("ct", "htj2k")
 
 
 def _gpu_counts() -> list[int]:
@@ -36,13 +46,23 @@ def _gpu_counts() -> list[int]:
 def pytest_generate_tests(metafunc):
     if "scaleout_gpus" in metafunc.fixturenames:
         metafunc.parametrize("scaleout_gpus", _gpu_counts(), ids=lambda g: f"{g}gpu", scope="module")
+    if "dataset" in metafunc.fixturenames:
+        metafunc.parametrize("dataset", DATASETS, scope="module")
+
+
+def dataset_spec(dataset: str):
+    """The full profile's largest series of the dataset's kind."""
+    if dataset == "ct":
+        return max(series_profile_specs("full"), key=lambda s: s.pixel_bytes)
+    return max((s for s in compressed_series_specs("full") if s.transfer_syntax == "htj2k_lossless"),
+               key=lambda s: s.pixel_bytes)
 
 
 @pytest.fixture(scope="module")
-def scaleout_dir(request, corpus):
+def scaleout_dir(request, corpus, dataset):
     if request.config.getoption("profile") != "scaleout":
         pytest.skip("scale-out rows run in their own profile: --profile scaleout")
-    spec = max(series_profile_specs("full"), key=lambda s: s.pixel_bytes)
+    spec = dataset_spec(dataset)
     return spec, corpus.ensure_series(spec)
 
 
@@ -56,6 +76,12 @@ def cluster(cuda, scaleout_gpus):
         yield client
 
 
+def _rows(folder):
+    from kvdicom import dask as kvdask
+
+    return [r for r in kvdask.scan(folder) if r.problem is None] * SERIES_COUNT
+
+
 def _gpu_sum(volume) -> float:
     return float(volume.sum(dtype="float64"))
 
@@ -67,46 +93,130 @@ def _pydicom_cupy(row) -> float:
     return float(volume.sum(dtype="float64"))
 
 
-def _record(benchmark, spec, folder, loader, gpus, rows):
+def _ceiling_name(dataset: str) -> str:
+    return "dataset_decode" if dataset == "htj2k" else "dataset_host_read"
+
+
+def _record(benchmark, spec, folder, loader, gpus, rows, dataset, **extra):
     files = peers.series_files(folder)
+    if not loader.startswith("ceiling:"):
+        extra.setdefault("ceiling", _ceiling_name(dataset))
     benchmark.extra_info.update(bench_extra(
         spec.case_id, loader, "cuda", sum(p.stat().st_size for p in files) * len(rows),
-        rows[0].decoded_bytes * len(rows), "warm", matches_pydicom=None, slices=spec.slices, files=len(files),
-        gpus=gpus, series=len(rows)))
+        rows[0].decoded_bytes * len(rows), "warm", slices=spec.slices, files=len(files), gpus=gpus,
+        series=len(rows), **extra))
 
 
-def test_scaleout_kvdicom_map_series(benchmark, scaleout_dir, cluster, scaleout_gpus):
+def _expected_sum(folder) -> float:
+    return float(peers.pydicom_series(folder).astype(np.float64).sum())
+
+
+def test_scaleout_kvdicom_map_series(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
     from kvdicom import dask as kvdask
 
     spec, folder = scaleout_dir
-    rows = [r for r in kvdask.scan(folder) if r.problem is None] * SERIES_COUNT
+    rows = _rows(folder)
     got = benchmark.pedantic(kvdask.map_series, args=(_gpu_sum, rows), kwargs={"client": cluster}, rounds=3,
                              warmup_rounds=1)
-    expected = float(peers.pydicom_series(folder).astype(np.float64).sum())
-    assert got == [expected] * len(rows)
-    _record(benchmark, spec, folder, "kvdicom", scaleout_gpus, rows)
+    assert got == [_expected_sum(folder)] * len(rows)
+    _record(benchmark, spec, folder, "kvdicom", scaleout_gpus, rows, dataset, matches_pydicom=True)
 
 
-def test_scaleout_pydicom_cupy_in_dask(benchmark, scaleout_dir, cluster, scaleout_gpus):
-    from kvdicom import dask as kvdask
-
+def test_scaleout_pydicom_cupy_in_dask(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
     spec, folder = scaleout_dir
-    rows = [r for r in kvdask.scan(folder) if r.problem is None] * SERIES_COUNT
-    benchmark.pedantic(lambda: cluster.gather(cluster.map(_pydicom_cupy, rows, pure=False)), rounds=1,
-                       warmup_rounds=0)
-    _record(benchmark, spec, folder, "pydicom+cupy", scaleout_gpus, rows)
+    rows = _rows(folder)
+    got = benchmark.pedantic(lambda: cluster.gather(cluster.map(_pydicom_cupy, rows, pure=False)), rounds=1,
+                             warmup_rounds=0)
+    assert got == [_expected_sum(folder)] * len(rows)
+    _record(benchmark, spec, folder, "pydicom+cupy", scaleout_gpus, rows, dataset, matches_pydicom=True)
 
 
-def test_scaleout_plain_load_series_loop(benchmark, scaleout_dir, cuda):
+def test_scaleout_plain_load_series_loop(benchmark, dataset, scaleout_dir, cuda):
     import kvdicom
-    from kvdicom import dask as kvdask
 
     spec, folder = scaleout_dir
-    rows = [r for r in kvdask.scan(folder) if r.problem is None] * SERIES_COUNT
+    rows = _rows(folder)
 
     def loop():
         return [_gpu_sum(kvdicom.load_series(folder, "cuda")[0]) for _ in rows]
 
-    benchmark.pedantic(loop, rounds=3, warmup_rounds=1)
-    _record(benchmark, spec, folder, "kvdicom", 1, rows)
-    benchmark.extra_info["decoder"] = f"plain load_series loop in one process (pid {os.getpid()})"
+    got = benchmark.pedantic(loop, rounds=3, warmup_rounds=1)
+    assert got == [_expected_sum(folder)] * len(rows)
+    _record(benchmark, spec, folder, "kvdicom-loop", 1, rows, dataset, matches_pydicom=True,
+            decoder=f"plain load_series loop in one process (pid {os.getpid()})")
+
+
+def _read_whole_files(paths: list[str]) -> int:
+    """Every file read whole from the page cache into host memory, one after the other (one worker's share)."""
+    from kvdicom._io import host_read
+
+    total = 0
+    for path in paths:
+        buffer = np.empty(os.stat(path).st_size, dtype=np.uint8)
+        total += host_read.read_into(path, buffer, 0)
+    return total
+
+
+def test_scaleout_ceiling_host_read(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
+    """The uncompressed bound: the dataset's bytes read from the page cache by the cluster's G processes."""
+    spec, folder = scaleout_dir
+    rows = _rows(folder)
+    tasks = [[str(p) for p in row.paths] for row in rows]
+    expected = sum(os.stat(p).st_size for task in tasks for p in task)
+    got = benchmark.pedantic(lambda: sum(cluster.gather(cluster.map(_read_whole_files, tasks, pure=False))),
+                             rounds=3, warmup_rounds=1)
+    assert got == expected
+    _record(benchmark, spec, folder, ceiling_loader("dataset_host_read"), scaleout_gpus, rows, dataset,
+            decoder=f"host_read.read_into of every file, one series a task on {scaleout_gpus} worker processes")
+
+
+def _load_codestreams(paths: list[str]) -> tuple:
+    """A series' codestreams read into this worker's memory (untimed), with the GPU plan of their batch."""
+    import kvdicom
+    from kvdicom._codecs import gpu_codec, route
+    from kvdicom._header import compressed
+
+    layouts = [kvdicom.inspect(p) for p in paths]
+    frames, infos = [], []
+    for layout in layouts:
+        _, found = compressed.read_frames(layout)
+        frames += [bytes(f) for f in found]
+        infos += compressed.check_frames(layout, found)
+    how = gpu_codec.plan(route.as_batch(layouts[0], len(frames)), infos)
+    return frames, how
+
+
+def _decode_in_memory(loaded: tuple) -> int:
+    """One nvImageCodec batch of a series' codestreams into this worker's GPU, synchronized (bench.ceilings)."""
+    from bench.ceilings import GpuDecode
+
+    frames, how = loaded
+    decode = _decoders.get(id(loaded))
+    if decode is None:
+        decode = _decoders[id(loaded)] = GpuDecode(frames, how)
+    return decode()
+
+
+_decoders: dict = {}  # per worker process: code streams built once, untimed
+
+
+def test_scaleout_ceiling_decode(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
+    """The compressed bound: each series' codestreams, in its worker's memory, decoded in one batch on its GPU."""
+    if dataset != "htj2k":
+        pytest.skip("the decode ceiling is for the compressed dataset")
+    spec, folder = scaleout_dir
+    rows = _rows(folder)
+    loaded = cluster.map(_load_codestreams, [[str(p) for p in row.paths] for row in rows], pure=False)
+    plan = cluster.gather(loaded[0])[1]
+    if plan.route != "gpu":
+        pytest.skip(f"nvImageCodec does not decode this dataset: {plan.reason}")
+    cluster.gather(cluster.map(_decode_in_memory, loaded, pure=False))  # code streams built, decoder warm
+
+    def decode_all():
+        return sum(cluster.gather(cluster.map(_decode_in_memory, loaded, pure=False)))
+
+    got = benchmark.pedantic(decode_all, rounds=3, warmup_rounds=1)
+    assert got == len(rows) * spec.slices
+    _record(benchmark, spec, folder, ceiling_loader("dataset_decode"), scaleout_gpus, rows, dataset,
+            decoder=f"nvimgcodec: one Decoder.decode of {spec.slices} frames a series, codestreams in the "
+                    f"memory of each of {scaleout_gpus} workers")

@@ -44,15 +44,16 @@ def effective_page_cache(info: dict) -> str:
     return "cold"
 
 
-def _key(info: dict, loader: str) -> tuple:
-    return info.get("case"), loader, effective_page_cache(info)
+def _key(info: dict, loader: str, gpus=...) -> tuple:
+    """(case, loader, page cache, GPUs): scale-out rows of each GPU count are their own (``gpus``; None elsewhere)."""
+    return info.get("case"), loader, effective_page_cache(info), info.get("gpus") if gpus is ... else gpus
 
 
 def _best_ceiling(by_key: dict, info: dict, name: str) -> dict | None:
-    """The fastest ceiling of ``info``'s case called ``name`` or ``name_<variant>``, same page-cache state."""
-    case, _, cache = _key(info, name)
-    found = [b for (c, lo, pc), b in by_key.items()
-             if c == case and pc == cache and lo and (lo == name or lo.startswith(name + "_"))]
+    """The fastest ceiling of ``info``'s case called ``name`` or ``name_<variant>``, same page-cache state and GPUs."""
+    case, _, cache, gpus = _key(info, name)
+    found = [b for (c, lo, pc, g), b in by_key.items()
+             if c == case and pc == cache and g == gpus and lo and (lo == name or lo.startswith(name + "_"))]
     return max(found, key=lambda b: b["extra_info"].get("gbps") or 0, default=None)
 
 
@@ -70,13 +71,16 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
     for bench in timed:
         info, stats = bench["extra_info"], bench["stats"]
         median = stats["median"]
-        for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom", "pct_of_load"):
+        for stale in ("ceiling_gbps", "pct_of_ceiling", "speedup_vs_pydicom", "pct_of_load", "series_per_s",
+                      "scaling_efficiency"):
             info.pop(stale, None)
         info["gbps"] = gbps(info["pixel_bytes"], median)
         if info.get("frames") and median > 0:  # compressed cases: decoded frames per second
             info["frames_per_s"] = info["frames"] / median
         info["rounds"] = stats["rounds"]
         info["spread"] = stats["iqr"] / median if median > 0 else None
+        if _count(info.get("series")) and median > 0:
+            info["series_per_s"] = info["series"] / median
         by_key[_key(info, info.get("loader"))] = bench
     # the whole loads stage rows are parts of; kvdicom runs on cpu and cuda, so the device is part of the key
     loads = {_key(b["extra_info"], "kvdicom") + (b["extra_info"].get("device"),): b
@@ -89,6 +93,10 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
             if whole is not None and whole["stats"]["median"] > 0:
                 info["pct_of_load"] = 100.0 * bench["stats"]["median"] / whole["stats"]["median"]
             continue
+        gpus = _count(info.get("gpus"))
+        one = by_key.get(_key(info, info.get("loader"), 1)) if gpus else None
+        if one is not None and info.get("series_per_s") and one["extra_info"].get("series_per_s"):
+            info["scaling_efficiency"] = info["series_per_s"] / (gpus * one["extra_info"]["series_per_s"])
         if is_ceiling(info.get("loader", "")) or not info.get("gbps"):
             continue
         pydicom = by_key.get(_key(info, "pydicom"))
@@ -100,6 +108,11 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
             if ref is not None and ref["extra_info"].get("gbps"):
                 info["ceiling_gbps"] = ref["extra_info"]["gbps"]
                 info["pct_of_ceiling"] = 100.0 * info["gbps"] / info["ceiling_gbps"]
+
+
+def _count(value) -> int | None:
+    """A positive int count from ``extra_info`` (``gpus``, ``series``), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def noise_floor(now_stats, base_stats, k: float, percent: bool) -> float:

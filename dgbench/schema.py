@@ -16,11 +16,13 @@ LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
            "pydicom+rescale", "kvdicom+rescale", "dicomsdl", "dicomsdl+cupy", "sitk", "sitk+cupy",
            "pydicom+gdcm", "pydicom+nvimgcodec+cupy",
            # MONAI's LoadImage with each reader (bench/test_monai.py)
-           "monai+pydicom", "monai+itk", "monai+nvimgcodec", "monai+kvdicom", "monai+kvdicom-cpu")
+           "monai+pydicom", "monai+itk", "monai+nvimgcodec", "monai+kvdicom", "monai+kvdicom-cpu",
+           # bench/test_scaleout.py: the plain load_series loop the Dask rows are held against
+           "kvdicom-loop")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
 CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read",
-            "decode", "decode_host")
+            "decode", "decode_host", "dataset_host_read", "dataset_decode")
 #: Compressed cases' rows are ``decode_gpu`` (nvImageCodec, one batch into device memory) and
 #: ``decode_host[_<library>]`` (imagecodecs on every core), the same codestreams from memory
 #: (:func:`decode_ceiling_for`).
@@ -65,6 +67,8 @@ class ExtraInfo(TypedDict, total=False):
     series_stand_in: bool        # a multi-frame file standing in for a series of single-frame files
     gpus: int                    # scale-out rows (bench/test_scaleout.py): GPUs the Dask cluster used
     series: int                  # scale-out rows: series loaded per round
+    series_per_s: float          # scale-out rows (derived): series / median
+    scaling_efficiency: float    # scale-out rows (derived): series/s over G x the same loader's 1-GPU rate
     stage: str                   # stage rows: which stage of the load (``loader`` is ``stage:<stage>``)
     stage_of: str                # stage rows: the whole they are part of ("kvdicom.load_series")
     stage_covers: str            # stage rows: what the timed call does, and what it leaves out

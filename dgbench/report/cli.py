@@ -18,6 +18,7 @@ from .content import build_content
 from .loading import load_results
 from .machines import machines_from_runs
 from .plot_data import comparison_plot, per_machine_plots, trend_plots
+from .scaling import scaling_plots
 from .render_html import render_html
 from .readme import update_readme
 from .render_markdown import render_markdown
@@ -68,8 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         specs.append(comparison)
     trends = trend_plots(machines, used)
+    scaling = scaling_plots(machines, used)
 
-    outputs = [spec.filename for spec in specs + trends] + [REPORT_MD, REPORT_HTML]
+    outputs = [spec.filename for spec in specs + trends + scaling] + [REPORT_MD, REPORT_HTML]
     inputs = {path.resolve() for path in loaded.files}
     clashes = [name for name in outputs if (out_dir / name).resolve() in inputs]
     if clashes:
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     try:
-        status = _write(out_dir, machines, specs, trends, loaded, notes, args.paths)
+        status = _write(out_dir, machines, specs, trends, loaded, notes, args.paths, scaling)
         if status == 0 and args.readme:
             update_readme(Path(args.readme), (out_dir / REPORT_MD).read_text())
             print(f"wrote the scorecard into {args.readme}")
@@ -90,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _write(out_dir, machines, specs, trends, loaded, notes, sources) -> int:
+def _write(out_dir, machines, specs, trends, loaded, notes, sources, scaling=()) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn, drawn_trends = [], []
+    drawn, drawn_trends, drawn_scaling = [], [], []
     try:
         from .plots import render_png
 
@@ -102,13 +104,16 @@ def _write(out_dir, machines, specs, trends, loaded, notes, sources) -> int:
         for spec in trends:
             write_atomic(out_dir, spec.filename, render_png(spec))
             drawn_trends.append(spec)
+        for spec in scaling:
+            write_atomic(out_dir, spec.filename, render_png(spec))
+            drawn_scaling.append(spec)
     except ImportError as exc:
         message = f"plots not drawn: {exc}"
         print(f"warning: {message}", file=sys.stderr)
         notes.append(message.capitalize())
 
     content = build_content(machines, drawn, loaded.skipped, notes, datetime.now(timezone.utc),
-                            sources=sources, trend_plots=drawn_trends)
+                            sources=sources, trend_plots=drawn_trends, scaling_plots=drawn_scaling)
     # The reports last, so they never point at a plot that was not written.
     write_atomic(out_dir, REPORT_MD, render_markdown(content).encode("utf-8"))
     write_atomic(out_dir, REPORT_HTML, render_html(content).encode("utf-8"))

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from .model import Machine, Skipped
 from .plot_data import PlotSpec
+from .scaling import scaling_table
 from .scorecard import scorecard, trend_coverage, trend_table
 from .tables import Table, case_tables, ceiling_table, machine_table
 
@@ -34,6 +35,8 @@ class ReportContent:
     trend_figures: tuple[PlotLink, ...]
     cases: tuple[Table, ...]
     ceilings: Table
+    scaling: Table
+    scaling_figures: tuple[PlotLink, ...]
     notes: tuple[str, ...]
     skipped: tuple[Skipped, ...]
 
@@ -46,6 +49,7 @@ def build_content(
     generated: datetime,
     sources: Sequence[str] = (),
     trend_plots: Sequence[PlotSpec] = (),
+    scaling_plots: Sequence[PlotSpec] = (),
 ) -> ReportContent:
     """Assemble the sections from the chosen runs and the plots that were drawn."""
     return ReportContent(
@@ -59,6 +63,8 @@ def build_content(
         trend_figures=tuple(PlotLink(spec.filename, spec.title) for spec in trend_plots),
         cases=tuple(case_tables(machines)),
         ceilings=ceiling_table(machines),
+        scaling=scaling_table(machines),
+        scaling_figures=tuple(PlotLink(spec.filename, spec.title) for spec in scaling_plots),
         notes=tuple(notes),
         skipped=tuple(skipped),
     )

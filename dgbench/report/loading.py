@@ -237,6 +237,10 @@ def bounded(value: Any, depth: int = 0) -> Any:
     return value
 
 
+#: GPUs and series of a scale-out row at most (a larger count is not a count this suite writes).
+MAX_COUNT = 1 << 20
+
+
 def derivable(raw: Any) -> dict:
     """Check one entry of ``benchmarks`` and return the copy ``dgbench.derived`` computes on."""
     if not isinstance(raw, dict):
@@ -268,6 +272,12 @@ def derivable(raw: Any) -> dict:
     info["pixel_bytes"] = pixel_bytes
     for key in ("resident_fraction_max", "cached_fraction_before"):
         info[key] = optional_number(info[key])
+    for key in ("gpus", "series"):  # scale-out rows: counts, else left out
+        value = extra.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_COUNT:
+            info[key] = value
+    if info.get("gpus") and info["loader"] == "kvdicom" and "plain_load_series_loop" in str(raw.get("name")):
+        info["loader"] = "kvdicom-loop"  # runs saved before the loop had a loader name of its own (0019)
     iqr, rounds = stats.get("iqr"), stats.get("rounds")
     return {
         "extra_info": info,
@@ -298,6 +308,10 @@ def parse_benchmark(raw: dict, derived: dict) -> Benchmark:
         speedup_vs_pydicom=optional_number(info.get("speedup_vs_pydicom")),
         q1_s=q1 if q1 is not None and q1 > 0 else None,
         q3_s=q3 if q3 is not None and q3 > 0 else None,
+        gpus=info.get("gpus"),
+        series=info.get("series"),
+        series_per_s=optional_number(info.get("series_per_s")),
+        scaling_efficiency=optional_number(info.get("scaling_efficiency")),
     )
 
 

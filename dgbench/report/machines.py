@@ -47,9 +47,10 @@ def distinguishing_label(machine_info: dict[str, Any]) -> str | None:
     return text(machine_info.get("machine_slug")) or text(machine_info.get("node"))
 
 
-def row_key(bench: Benchmark) -> tuple[str, str, str, str]:
-    """What a newer run replaces: (case, loader, device, page cache); a sweep's rows share one key."""
-    return (bench.case, bench.loader, bench.device, bench.page_cache or "warm")
+def row_key(bench: Benchmark) -> tuple:
+    """What a newer run replaces: (case, loader, device, page cache, scale-out or not); a sweep's rows share one
+    key. A scale-out run's rows (a dataset through Dask) never replace a case's own rows, nor the reverse."""
+    return (bench.case, bench.loader, bench.device, bench.page_cache or "warm", bench.is_scaleout)
 
 
 def combine_rows(newest_first: Iterable[Run]) -> tuple[Row, ...]:

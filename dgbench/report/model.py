@@ -34,6 +34,15 @@ class Benchmark:
     speedup_vs_pydicom: float | None
     q1_s: float | None = None   # the round times' quartiles, for the trend's IQR band
     q3_s: float | None = None
+    gpus: int | None = None     # scale-out rows (bench/test_scaleout.py): GPUs of the Dask cluster
+    series: int | None = None   # scale-out rows: series loaded per round
+    series_per_s: float | None = None
+    scaling_efficiency: float | None = None  # series/s over GPUs x the same loader's 1-GPU rate, same run
+
+    @property
+    def is_scaleout(self) -> bool:
+        """A dataset through Dask on ``gpus`` GPUs: shown in the scaling section, not in the throughput plots."""
+        return self.gpus is not None
 
     @property
     def is_ceiling(self) -> bool:

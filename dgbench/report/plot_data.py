@@ -74,6 +74,8 @@ class Panel:
     series: tuple[Series, ...]
     log_y: bool = False
     x_labels: tuple[str, ...] = ()
+    x_title: str = ""   # set: x is this quantity on a linear axis (GPUs), y is ``y_title``
+    y_title: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def per_machine_plots(machines: Iterable[Machine], used: set[str] | None = None)
     for machine in machines:
         panels = []
         for cache in PAGE_CACHE_PANELS:
-            benches = [b for b in machine.benchmarks if (b.page_cache or "warm") == cache]
+            benches = [b for b in machine.benchmarks if (b.page_cache or "warm") == cache and not b.is_scaleout]
             if benches:
                 panels.append(_panel(f"page cache {cache}", throughput_series(benches)))
         filename = unique_filename("throughput_" + file_slug(machine.name), used)
@@ -141,7 +143,7 @@ def comparison_plot(machines: Iterable[Machine]) -> PlotSpec | None:
     for cache in PAGE_CACHE_PANELS:
         lines = []
         for index, machine in enumerate(machines):
-            chosen = [b for b in machine.benchmarks if b.loader == COMPARED_LOADER
+            chosen = [b for b in machine.benchmarks if b.loader == COMPARED_LOADER and not b.is_scaleout
                       and b.device == COMPARED_DEVICE and (b.page_cache or "warm") == cache]
             for compressed in (False, True):   # decode rates apart from raw reads of the same size
                 part = [b for b in chosen if b.is_compressed == compressed]

@@ -10,7 +10,7 @@ import html
 
 from . import formatting
 from .content import ReportContent
-from .render_markdown import ROWS_NOTE, SCORECARD_NOTE, TITLE, TREND_NOTE
+from .render_markdown import ROWS_NOTE, SCALING_NOTE, SCORECARD_NOTE, TITLE, TREND_NOTE
 from .tables import Table
 
 STYLE = """
@@ -108,6 +108,13 @@ def render_html(content: ReportContent) -> str:
         parts.append(table(case))
 
     parts += [f"<h2>{esc(content.ceilings.title)}</h2>", table(content.ceilings)]
+
+    parts += ["<h2>Scaling</h2>", f"<p>{esc(SCALING_NOTE.replace('`', ''))}</p>", table(content.scaling)]
+    for figure in content.scaling_figures:
+        parts.append(
+            f'<figure><img src="{esc(figure.filename)}" alt="{esc(figure.title)}">'
+            f"<figcaption>{esc(figure.title)}</figcaption></figure>"
+        )
 
     parts.append("<h2>Skipped files</h2>")
     if content.skipped:

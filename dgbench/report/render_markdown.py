@@ -26,6 +26,10 @@ ROWS_NOTE = ("A machine's runs may each hold part of the matrix: each (case, loa
              "from the newest run (by its `datetime`) that has it, and names that run (start, commit) in its Run "
              "column. % of ceiling and × pydicom are those of the row's own run, never combined across runs; "
              "the files used are listed below.")
+SCALING_NOTE = ("A dataset of series through Dask (`kvdicom.dask.map_series`, `bench/test_scaleout.py`, profile "
+                "`scaleout`) on 1, 2, … G GPUs of one host: series/s, efficiency against the same loader on one "
+                "GPU of the same run, and % of the ceiling measured in that run with the same G (the host's "
+                "page-cache read by G processes; the GPUs' batch decode of the codestreams from memory).")
 _SPECIAL = re.compile(r"([\\`*\[\]<>|&~])")
 _LONE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
@@ -87,6 +91,11 @@ def render_markdown(content: ReportContent) -> str:
 
     lines += [f"## {content.ceilings.title}", ""]
     lines += table(content.ceilings)
+
+    lines += ["## Scaling", "", SCALING_NOTE, ""]
+    lines += table(content.scaling)
+    for figure in content.scaling_figures:
+        lines += [f"![{escape(figure.title)}]({figure.filename})", ""]
 
     lines += ["## Skipped files", ""]
     if not content.skipped:

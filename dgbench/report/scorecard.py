@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 from . import formatting
 from .model import Benchmark, Machine, Row, is_compressed_case
 from .plot_data import trend_points
+from .scaling import dataset_headlines
 from .tables import Table, run_label
 
 SEED_CASE = "f128_1024x1024_u16_explicit_le"
@@ -42,6 +43,7 @@ def reference_cases(benchmarks: Sequence[Benchmark]) -> list[tuple[str, str | No
 
     The CT series is fixtures.profiles.CT_SERIES where measured, else the largest CT series.
     """
+    benchmarks = [b for b in benchmarks if not b.is_scaleout]
     cases = {b.case for b in benchmarks}
     ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
         benchmarks, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not is_compressed_case(c))
@@ -58,7 +60,7 @@ def reference_cases(benchmarks: Sequence[Benchmark]) -> list[tuple[str, str | No
 
 def headline(rows: Iterable[Row], case: str) -> Row | None:
     """kvdicom's row for ``case``: CUDA before CPU, warm before any other page cache."""
-    found = [r for r in rows if r.bench.case == case and r.bench.loader == "kvdicom"]
+    found = [r for r in rows if r.bench.case == case and r.bench.loader == "kvdicom" and not r.bench.is_scaleout]
     rank = {"cuda": 0, "cpu": 1}
     return min(found, key=lambda r: (rank.get(r.bench.device, 2), (r.bench.page_cache or "warm") != "warm",
                                      r.bench.median_s), default=None)
@@ -78,6 +80,16 @@ def complete_headline(machine: Machine, case: str) -> Row | None:
     return newest
 
 
+def _peer_ratio(machine: Machine, row: Row) -> float | None:
+    """A scale-out row's speed-up over the same Dask job with pydicom + cupy (same run, same GPUs)."""
+    for other in machine.rows:
+        peer = other.bench
+        if (other.run is row.run and peer.loader == "pydicom+cupy" and peer.case == row.bench.case
+                and peer.gpus == row.bench.gpus):
+            return peer.median_s / row.bench.median_s
+    return None
+
+
 def scorecard(machines: Iterable[Machine]) -> Table:
     rows = []
     for machine in machines:
@@ -90,6 +102,13 @@ def scorecard(machines: Iterable[Machine]) -> Table:
             rows.append((
                 machine.name, label, case, f"{bench.device}, {bench.page_cache or 'warm'}",
                 formatting.gbps(bench.gbps), formatting.speedup(bench.speedup_vs_pydicom),
+                formatting.percent(bench.pct_of_ceiling), run_label(row.run),
+            ))
+        for label, row in dataset_headlines(machine):
+            bench = row.bench
+            rows.append((
+                machine.name, label, bench.case, f"{bench.device} through Dask, {bench.page_cache or 'warm'}",
+                formatting.gbps(bench.gbps), formatting.speedup(_peer_ratio(machine, row)),
                 formatting.percent(bench.pct_of_ceiling), run_label(row.run),
             ))
     return Table(title="Scorecard", headers=SCORECARD_HEADERS, rows=tuple(rows))

@@ -65,7 +65,7 @@ def case_tables(machines: Iterable[Machine]) -> list[Table]:
     by_case: dict[str, list[tuple[Machine, Row]]] = defaultdict(list)
     for machine in machines:
         for row in machine.rows:
-            if not row.bench.is_ceiling:
+            if not row.bench.is_ceiling and not row.bench.is_scaleout:  # scale-out rows: the scaling section
                 by_case[row.bench.case].append((machine, row))
 
     def case_order(case: str) -> tuple[int, str]:
@@ -119,7 +119,8 @@ def loader_labels(entries: list[tuple[Machine, Benchmark]]) -> list[str]:
 
 def ceiling_table(machines: Iterable[Machine]) -> Table:
     """Every ``ceiling:*`` benchmark: what each machine's hardware allows at best."""
-    entries: list[tuple[Machine, Row]] = [(m, r) for m in machines for r in m.rows if r.bench.is_ceiling]
+    entries: list[tuple[Machine, Row]] = [(m, r) for m in machines for r in m.rows
+                                          if r.bench.is_ceiling and not r.bench.is_scaleout]
     entries.sort(key=lambda mr: (mr[0].name.casefold(), mr[1].bench.loader, mr[1].bench.pixel_bytes, mr[1].bench.case,
                                  mr[1].bench.page_cache or ""))
     rows = tuple(

@@ -1,0 +1,60 @@
+"""The report's scaling section (issue 21): a dataset through Dask on 1, 2, … G GPUs gets a table with series/s,
+efficiency against one GPU and % of the same-G ceiling, a plot of series/s against GPUs, and a scorecard row
+"Dataset, G GPUs"; its rows never replace (nor are replaced by) the case's own single-load rows."""
+
+from __future__ import annotations
+
+from tests.test_report import H100, bench, machine_info, markdown_tables, result_document, run_report, write_result
+
+SLUG = "nvidia-h100-x2_drv1_cuda13_kvikio-compat"
+NAME = f"2 × {H100} (compat)"
+CASE = "series256_512x512_i16_htj2k_lossless_ct_ic2026.10.10"
+ONE = 256 * 512 * 512 * 2   # decoded bytes of one series
+EARLY, LATE = "2026-03-01T02:00:00+00:00", "2026-03-01T03:00:00+00:00"
+
+
+def scale(loader: str, gpus: int, median: float) -> dict:
+    extra = {} if loader.startswith("ceiling:") else {"ceiling": "dataset_decode"}
+    return bench(CASE, loader, "cuda", 8 * ONE, median, gpus=gpus, series=8, name=f"test_scaleout[{loader}-{gpus}]",
+                 **extra)
+
+
+def info():
+    data = machine_info(H100, SLUG, compat=True)
+    data["gpu_count"] = 2
+    return data
+
+
+def test_scaling_table_plot_and_scorecard_row(tmp_path, capsys):
+    results = tmp_path / "results"
+    # the case's own single-load rows, in an older run
+    write_result(results / SLUG / "0001.json", result_document(info(), [
+        bench(CASE, "pydicom", "cpu", ONE, 2.0), bench(CASE, "kvdicom", "cuda", ONE, 0.1)], EARLY))
+    # a newer scale-out run of the same case
+    write_result(results / SLUG / "0002.json", result_document(info(), [
+        scale("kvdicom", 1, 0.8), scale("kvdicom", 2, 0.5), scale("pydicom+cupy", 1, 16.0),
+        scale("pydicom+cupy", 2, 9.0), scale("kvdicom-loop", 1, 0.85),
+        scale("ceiling:dataset_decode", 1, 0.4), scale("ceiling:dataset_decode", 2, 0.25)], LATE))
+    out = tmp_path / "out"
+    code, _, err = run_report(capsys, results, "-o", out)
+    assert code == 0, err
+    markdown = (out / "report.md").read_text()
+    tables = markdown_tables(markdown)
+
+    scaling = {(r["Loader"], r["GPUs"]): r for r in tables["Scaling"]}
+    kv2 = scaling[("kvdicom", "2")]
+    assert (kv2["Series/s"], kv2["Efficiency vs 1 GPU"], kv2["% of ceiling"]) == ("16.00", "80.0%", "50.0%")
+    assert scaling[("kvdicom", "1")]["Efficiency vs 1 GPU"] == "100.0%"
+    assert scaling[("kvdicom-loop", "1")]["Series/s"] == "9.41"
+    assert ("ceiling:dataset_decode", "2") in scaling
+    assert f"![Dask scaling on {NAME}](scaling_" in markdown
+    assert any(p.name.startswith("scaling_") for p in out.glob("*.png"))
+
+    score = {r["Reference case"]: r for r in tables["Scorecard"]}
+    row = score["Dataset (compressed), 2 GPUs"]
+    assert (row["Case id"], row["× pydicom"], row["% of ceiling"]) == (CASE, "18.00×", "50.0%")
+    assert row["kvdicom on"] == "cuda through Dask, warm"
+    # the single-load rows stay the case's: the newer scale-out run does not replace them
+    case = {r["Loader"]: r for r in tables[f"Case: {CASE}"]}
+    assert set(case) == {"pydicom", "kvdicom"} and case["kvdicom"]["Median time"] == "100 ms"
+    assert score["Compressed series"]["× pydicom"] == "20.00×"
