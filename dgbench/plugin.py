@@ -17,6 +17,7 @@ from dgbench.derived import add_derived_fields, format_table, summary_rows
 from dgbench.machine import GpuStatus, machine_slug, probe_gpu
 from dgbench.machine import machine_info as describe_machine
 from fixtures.cache import Corpus, CorpusError
+from fixtures.encode import EncoderUnavailable
 from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 
 # Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py.
@@ -69,6 +70,19 @@ def pytest_sessionstart(session):
         from pytest_benchmark.utils import get_current_time
 
         bench_session.autosave = f"{dgb_commit()}_{get_current_time()}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A fixture or test that needs an encoder this machine lacks (``EncoderUnavailable``: pyjpegls, imagecodecs'
+    HTJ2K…) is a skip with that one-line reason, wherever it is raised, not an error: on the device with
+    imagecodecs but without pyjpegls, 105 tests errored in their fixtures instead of skipping."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(EncoderUnavailable):
+        path, line, _ = item.location
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
 
 
 def pytest_collection_modifyitems(config, items):

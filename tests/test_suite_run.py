@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,27 @@ def test_dgb_commit_wins_over_the_enclosing_checkout(monkeypatch):
     pytest_benchmark_update_commit_info(None, outer)
     assert outer["id"] == "abc1234" and outer["dirty"] is False and outer["project"] == "dicom-gpu-bench"
     assert outer["time"] is None  # the outer repository's commit time does not describe this tree
+
+
+def test_a_missing_encoder_is_a_skip_with_its_reason_not_an_error(tmp_path):
+    """Raised in a fixture or in the test (as the corpus does when pyjpegls is absent): a skip naming it."""
+    (tmp_path / "test_needs_encoder.py").write_text(
+        "import pytest\n"
+        "from fixtures.encode import EncoderUnavailable\n"
+        "@pytest.fixture\n"
+        "def corpus_file():\n"
+        "    raise EncoderUnavailable('jpegls_lossless fixtures need pyjpegls (pip install pyjpegls)')\n"
+        "def test_in_fixture(corpus_file):\n"
+        "    pass\n"
+        "def test_in_body():\n"
+        "    raise EncoderUnavailable('htj2k fixtures need imagecodecs')\n"
+        "def test_other_errors_stay_errors():\n"
+        "    raise RuntimeError('a real failure')\n")
+    env = nested_pytest_env(PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "dgbench.plugin", "-p", "no:cacheprovider", "-rs",
+                           "-q", str(tmp_path / "test_needs_encoder.py")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    assert "1 failed, 2 skipped" in out, out
+    assert "need pyjpegls (pip install pyjpegls)" in out and "htj2k fixtures need imagecodecs" in out, out
+    assert " error" not in out.split("short test summary")[-1].lower(), out
