@@ -60,6 +60,7 @@ from fixtures.writer import write_dicom
 from kvdicom._header import encapsulated
 from kvdicom._header.layout import PIXEL_ELEMENTS
 from kvdicom._io import device_read, host_read
+from tests.worker_targets import alive
 
 EXAMPLE_TIMEOUT_S = 20
 HEAP_SLACK_BYTES = 8 << 20
@@ -568,14 +569,6 @@ for i in itertools.count():
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @settings(FUZZ_SETTINGS, max_examples=3, deadline=None)
 @given(mutant=st.one_of(mutants(), compressed_mutants()), delay=st.floats(0, 0.3))
 def test_a_parent_killed_mid_load_leaves_no_worker_behind(warm_kvdicom, pool_in_use, fuzz_dir, mutant, delay):
@@ -600,6 +593,6 @@ def test_a_parent_killed_mid_load_leaves_no_worker_behind(warm_kvdicom, pool_in_
             proc.kill()
             proc.wait()
     deadline = time.monotonic() + 20
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in pids), "a worker outlived its killed parent"
+    assert not any(alive(p) for p in pids), "a worker outlived its killed parent"

@@ -154,14 +154,6 @@ def test_processes_zero_starts_no_worker(folder, expected, forced):
     np.testing.assert_array_equal(volume, expected)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_workers_die_with_their_parent_and_never_hold_its_output(folder, tmp_path):
     started = time.monotonic()
     proc = _run(f"""
@@ -178,6 +170,6 @@ def test_workers_die_with_their_parent_and_never_hold_its_output(folder, tmp_pat
     pids = [int(p) for p in proc.stdout.split()[1:]]
     assert pids, proc.stdout + proc.stderr
     deadline = time.monotonic() + 20
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(worker_targets.alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids), "a worker outlived its killed parent"
+    assert not any(worker_targets.alive(p) for p in pids), "a worker outlived its killed parent"

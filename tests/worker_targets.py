@@ -5,6 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def force_workers() -> None:
     """Make load_series parse headers on kvdicom's worker processes whatever the machine and series size."""
     from kvdicom._series import headers
