@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from dgbench.config import COLD_MAX_RESIDENT, COLD_ROUNDS
+from dgbench.schema import ceiling_loader
 from kvdicom._io import host_read
 from kvdicom._io.tuning import machine_threads
 
@@ -295,6 +297,32 @@ def host_codec(layout, variant: str = "") -> HostCodec | str:
     if not getattr(imagecodecs, codec.codec).available:
         return f"this imagecodecs has no {codec.library} ({codec.codec})"
     return codec
+
+
+def time_checked_decode(benchmark, decode, result, check, record) -> None:
+    """Time a decode ceiling that never times a wrong decode: ``decode()`` once untimed, its output
+    (``result()``) checked by ``check(output, decode.name)`` (which fails the test or returns it) and recorded by
+    ``record(output)``; then ``benchmark(decode)``, and the timed calls' output checked too."""
+    decode()
+    record(check(result(), decode.name))
+    benchmark(decode)
+    check(result(), decode.name)
+
+
+def host_ceiling(benchmark, layout, frames: list, infos: list, variant: str, check, record) -> None:
+    """``ceiling:decode_host[_<variant>]``: :class:`HostDecode` of ``frames`` (``layout``: the file's, or a series'
+    batch), through :func:`time_checked_decode`; ``record(loader, output, decoder)``. Skips where this
+    imagecodecs cannot decode them."""
+    codec = host_codec(layout, variant)
+    if isinstance(codec, str):
+        pytest.skip(codec)
+    decode = HostDecode(frames, layout, codec)
+    loader = ceiling_loader("decode_host" + (f"_{variant}" if variant else ""))
+    try:
+        time_checked_decode(benchmark, decode, lambda: decode.result(layout, infos), check,
+                            lambda out: record(loader, out, decode.name))
+    finally:
+        decode.close()
 
 
 class HostDecode:

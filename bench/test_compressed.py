@@ -23,7 +23,7 @@ import pytest
 
 import kvdicom
 from bench import compressed_peers as peers
-from bench.ceilings import GpuDecode, HostDecode, host_codec
+from bench.ceilings import GpuDecode, host_ceiling, time_checked_decode
 from bench.peers import dicomsdl_crash, dicomsdl_to_cupy, synced
 from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
@@ -280,19 +280,9 @@ def _checked(spec, output, reference, decoder: str):
 
 def _host_ceiling(benchmark, spec, path, reference, cframes, variant: str):
     layout, frames, infos = cframes
-    codec = host_codec(layout, variant)
-    if isinstance(codec, str):
-        pytest.skip(codec)
-    decode = HostDecode(frames, layout, codec)
-    try:
-        decode()
-        out = _checked(spec, decode.result(layout, infos), reference, decode.name)
-        name = "decode_host" + (f"_{variant}" if variant else "")
-        _record(benchmark, spec, path, ceiling_loader(name), "cpu", out, reference, decode.name)
-        benchmark(decode)
-        _checked(spec, decode.result(layout, infos), reference, decode.name)  # the timed calls' output too
-    finally:
-        decode.close()
+    host_ceiling(benchmark, layout, frames, infos, variant,
+                 lambda out, decoder: _checked(spec, out, reference, decoder),
+                 lambda loader, out, decoder: _record(benchmark, spec, path, loader, "cpu", out, reference, decoder))
 
 
 def test_compressed_ceiling_cpu(benchmark, cspec, cfile, creference, cframes):
@@ -318,10 +308,8 @@ def test_compressed_ceiling_gpu(benchmark, cuda, cspec, cfile, creference, cfram
     if how.route != "gpu":
         pytest.skip(f"nvImageCodec does not decode this case exactly: {how.reason}")
     decode = GpuDecode(frames, how)
-    decode()
-    out = _checked(cspec, decode.result(layout), creference, decode.name)
-    _record(benchmark, cspec, cfile, ceiling_loader("decode_gpu"), "cuda", out, creference, decode.name)
-    del out
-    benchmark(decode)
-    _checked(cspec, decode.result(layout), creference, decode.name)  # the timed calls' output too
+    time_checked_decode(benchmark, decode, lambda: decode.result(layout),
+                        lambda out, decoder: _checked(cspec, out, creference, decoder),
+                        lambda out: _record(benchmark, cspec, cfile, ceiling_loader("decode_gpu"), "cuda", out,
+                                            creference, decode.name))
     decode.images = []

@@ -30,7 +30,7 @@ import pytest
 import kvdicom
 from bench import compressed_peers as cpeers
 from bench import peers
-from bench.ceilings import GpuDecode, HostDecode, host_codec
+from bench.ceilings import GpuDecode, host_ceiling, time_checked_decode
 from bench.rounds import timed
 from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
@@ -211,19 +211,9 @@ def _checked(output, reference, decoder: str):
 
 def _host_ceiling(benchmark, spec, cslayouts, reference, csframes, variant: str):
     batch, frames, infos = csframes
-    codec = host_codec(batch, variant)
-    if isinstance(codec, str):
-        pytest.skip(codec)
-    decode = HostDecode(frames, batch, codec)
-    try:
-        decode()
-        out = _checked(decode.result(batch, infos), reference, decode.name)
-        name = "decode_host" + (f"_{variant}" if variant else "")
-        _record(benchmark, spec, cslayouts, ceiling_loader(name), "cpu", out, reference, decode.name)
-        benchmark(decode)
-        _checked(decode.result(batch, infos), reference, decode.name)  # the timed calls' output too
-    finally:
-        decode.close()
+    host_ceiling(benchmark, batch, frames, infos, variant, lambda out, decoder: _checked(out, reference, decoder),
+                 lambda loader, out, decoder: _record(benchmark, spec, cslayouts, loader, "cpu", out, reference,
+                                                      decoder))
 
 
 def test_cseries_ceiling_cpu(benchmark, csspec, cslayouts, csreference, csframes):
@@ -248,10 +238,8 @@ def test_cseries_ceiling_gpu(benchmark, cuda, csspec, cslayouts, csreference, cs
     if how.route != "gpu":
         pytest.skip(f"nvImageCodec does not decode this series exactly: {how.reason}")
     decode = GpuDecode(frames, how)
-    decode()
-    out = _checked(decode.result(batch), csreference, decode.name)
-    _record(benchmark, csspec, cslayouts, ceiling_loader("decode_gpu"), "cuda", out, csreference, decode.name)
-    del out
-    benchmark(decode)
-    _checked(decode.result(batch), csreference, decode.name)  # the timed calls' output too
+    time_checked_decode(benchmark, decode, lambda: decode.result(batch),
+                        lambda out, decoder: _checked(out, csreference, decoder),
+                        lambda out: _record(benchmark, csspec, cslayouts, ceiling_loader("decode_gpu"), "cuda", out,
+                                            csreference, decode.name))
     decode.images = []
