@@ -170,7 +170,18 @@ def test_scaleout_ceiling_host_read(benchmark, dataset, scaleout_dir, cluster, s
             decoder=f"host_read.read_into of every file, one series a task on {scaleout_gpus} worker processes")
 
 
-def _load_codestreams(paths: list[str]) -> tuple:
+class Codestreams:
+    """A series' codestreams and their batch plan, held in one worker's memory; the nvImageCodec decode of them
+    is built there on first use (untimed) and kept with them, never sent back (it holds CUDA objects)."""
+
+    def __init__(self, frames: list, how):
+        self.frames, self.how, self.decode = frames, how, None
+
+    def __getstate__(self):
+        return {"frames": self.frames, "how": self.how, "decode": None}
+
+
+def _load_codestreams(paths: list[str]) -> Codestreams:
     """A series' codestreams read into this worker's memory (untimed), with the GPU plan of their batch."""
     import kvdicom
     from kvdicom._codecs import gpu_codec, route
@@ -182,22 +193,16 @@ def _load_codestreams(paths: list[str]) -> tuple:
         _, found = compressed.read_frames(layout)
         frames += [bytes(f) for f in found]
         infos += compressed.check_frames(layout, found)
-    how = gpu_codec.plan(route.as_batch(layouts[0], len(frames)), infos)
-    return frames, how
+    return Codestreams(frames, gpu_codec.plan(route.as_batch(layouts[0], len(frames)), infos))
 
 
-def _decode_in_memory(loaded: tuple) -> int:
+def _decode_in_memory(loaded: Codestreams) -> int:
     """One nvImageCodec batch of a series' codestreams into this worker's GPU, synchronized (bench.ceilings)."""
     from bench.ceilings import GpuDecode
 
-    frames, how = loaded
-    decode = _decoders.get(id(loaded))
-    if decode is None:
-        decode = _decoders[id(loaded)] = GpuDecode(frames, how)
-    return decode()
-
-
-_decoders: dict = {}  # per worker process: code streams built once, untimed
+    if loaded.decode is None:
+        loaded.decode = GpuDecode(loaded.frames, loaded.how)
+    return loaded.decode()
 
 
 def test_scaleout_ceiling_decode(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
@@ -207,7 +212,7 @@ def test_scaleout_ceiling_decode(benchmark, dataset, scaleout_dir, cluster, scal
     spec, folder = scaleout_dir
     rows = _rows(folder)
     loaded = cluster.map(_load_codestreams, [[str(p) for p in row.paths] for row in rows], pure=False)
-    plan = cluster.gather(loaded[0])[1]
+    plan = cluster.gather(loaded[0]).how
     if plan.route != "gpu":
         pytest.skip(f"nvImageCodec does not decode this dataset: {plan.reason}")
     cluster.gather(cluster.map(_decode_in_memory, loaded, pure=False))  # code streams built, decoder warm

@@ -31,17 +31,10 @@ def _draw_panel(axes, panel: Panel) -> None:
         if series.flagged:
             axes.plot([xs[i] for i in series.flagged], [ys[i] for i in series.flagged], linestyle="none",
                       marker="x", markersize=11, markeredgewidth=2.5, color="#d62728")
-    if panel.x_title:
+    if panel.x_title:  # a linear quantity (GPUs): a tick at each value measured
         axes.set_xticks(sorted({x for series in panel.series for x, _ in series.points}))
         axes.set_xlabel(panel.x_title)
-        axes.set_ylim(bottom=0)
-        axes.set_ylabel(panel.y_title)
-        axes.set_title(panel.title, fontsize="medium")
-        axes.grid(True, alpha=0.3)
-        if panel.series:
-            axes.legend(fontsize="x-small", loc="best")
-        return
-    if panel.x_labels:
+    elif panel.x_labels:
         axes.set_xticks(range(len(panel.x_labels)))
         axes.set_xticklabels(panel.x_labels, fontsize="x-small")
         axes.set_xlim(-0.3, len(panel.x_labels) - 0.7)
@@ -55,7 +48,7 @@ def _draw_panel(axes, panel: Panel) -> None:
         axes.set_ylabel("throughput (GB/s, log scale)")
     else:
         axes.set_ylim(bottom=0)
-        axes.set_ylabel("throughput (GB/s)")
+        axes.set_ylabel(panel.y_title or "throughput (GB/s)")
     axes.set_title(panel.title, fontsize="medium")
     axes.grid(True, which="both", alpha=0.3)
     if panel.series:
