@@ -30,8 +30,10 @@ exit and must not hold its output open.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
+import hashlib
 import os
 import select
 import shutil
@@ -53,13 +55,15 @@ import kvdicom
 import kvdicom._loader
 from fixtures import mutate
 from fixtures.oracle import check_load
+from fixtures.series import SeriesSpec, write_series
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
 from fixtures.time_limit import TimeLimitExceeded, time_limit
 from fixtures.writer import write_dicom
 from kvdicom._header import encapsulated
 from kvdicom._header.layout import PIXEL_ELEMENTS
-from kvdicom._io import device_read, host_read
+from kvdicom._io import device_read, host_read, process_pool
+from kvdicom._series import headers
 from tests.worker_targets import alive
 
 EXAMPLE_TIMEOUT_S = 20
@@ -447,10 +451,10 @@ def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm
 # --- forked children and a killed parent ---------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
 def _outcome(path: Path, force: bool) -> tuple:
     """What kvdicom.load(path, "cpu") gives, in a form two processes can compare."""
-    import hashlib
-
     try:
         arr = kvdicom.load(path, "cpu", force=force)
     except kvdicom.DicomLoadError:
@@ -463,10 +467,6 @@ def _outcome(path: Path, force: bool) -> tuple:
 @pytest.fixture(scope="session")
 def pool_in_use(tmp_path_factory):
     """A series folder, loaded once with kvdicom's worker processes forced on, so that the pool is running."""
-    from fixtures.series import SeriesSpec, write_series
-    from kvdicom._io import process_pool
-    from kvdicom._series import headers
-
     folder = tmp_path_factory.mktemp("fuzz-pool-series")
     write_series(SeriesSpec(slices=6, rows=16, cols=16, header="ct"), folder)
     saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
@@ -519,16 +519,10 @@ def _in_forked_child(fn) -> tuple:
     text = b"".join(chunks).decode()
     if os.WIFSIGNALED(status):
         return ("child killed by signal", os.WTERMSIG(status), text)
-    import ast
-
     return ast.literal_eval(text) if text else ("child wrote nothing", os.waitstatus_to_exitcode(status))
 
 
 def _series_outcome(folder: Path) -> tuple:
-    import hashlib
-
-    from kvdicom._series import headers
-
     headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1  # the child uses the workers it inherited
     volume, _ = kvdicom.load_series(folder, "cpu")
     return ("series", hashlib.sha256(volume.tobytes()).hexdigest())
@@ -538,8 +532,6 @@ def _series_outcome(folder: Path) -> tuple:
 @given(mutant=st.one_of(mutants(), compressed_mutants()))
 def test_forked_children_load_mutants_as_their_parent_does(warm_kvdicom, pool_in_use, fuzz_dir, mutant):
     """Issue 24, item 1: a child forked after the pool was used hung in load_series and frame-parallel decodes."""
-    import hashlib
-
     folder, volume = pool_in_use
     note(f"spec={mutant.spec} force={mutant.force} edits={mutant.edits}")
     path = fuzz_dir / "forked.dcm"

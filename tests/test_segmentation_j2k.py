@@ -13,6 +13,7 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 import kvdicom
 from fixtures.oracle import pydicom_pixels
 from kvdicom._codecs import gpu_codec, host_codecs, route
+from kvdicom._header.compressed import check_frames, read_frames
 
 imagecodecs = pytest.importorskip("imagecodecs", reason="the 1-bit codestreams are encoded with imagecodecs")
 pytest.importorskip("openjpeg", reason="pydicom's JPEG 2000 decoder is pylibjpeg-openjpeg (requirements.txt)")
@@ -73,8 +74,6 @@ def test_pydicom_route_equals_pydicom_too(segmentation, monkeypatch):
 def test_gpu_plan_keeps_one_bit_on_the_host(segmentation):
     path, _ = segmentation
     layout = kvdicom.inspect(path)
-    from kvdicom._header.compressed import check_frames, read_frames
-
     _, frames = read_frames(layout)
     big = route.as_batch(layout, 4096)  # past the size below which the host is chosen anyway
     assert "Bits Allocated 1" in gpu_codec.plan(big, check_frames(layout, frames)).reason
