@@ -60,6 +60,7 @@ def _best_ceiling(by_key: dict, info: dict, name: str) -> dict | None:
 def add_derived_fields(benchmarks: list[dict]) -> None:
     """Fill ``gbps``, ``rounds``, ``spread``, ``ceiling_gbps``, ``pct_of_ceiling`` and
     ``speedup_vs_pydicom`` into each benchmark's ``extra_info``, in place (stale values are replaced);
+    a scale-out row's ``speedup_vs_pydicom`` is against the same Dask job with pydicom + cupy on as many GPUs;
     a stage row (``stage:<name>``) gets ``pct_of_load``: its median as % of the whole kvdicom load's, same case,
     device and page-cache state.
 
@@ -100,6 +101,8 @@ def add_derived_fields(benchmarks: list[dict]) -> None:
         if is_ceiling(info.get("loader", "")) or not info.get("gbps"):
             continue
         pydicom = by_key.get(_key(info, "pydicom"))
+        if pydicom is None and gpus:  # a dataset through Dask: against the same job with pydicom + cupy, same GPUs
+            pydicom = by_key.get(_key(info, "pydicom+cupy"))
         if pydicom is not None:
             info["speedup_vs_pydicom"] = pydicom["stats"]["median"] / bench["stats"]["median"]
         ceiling = info.get("ceiling")

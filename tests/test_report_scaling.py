@@ -58,3 +58,19 @@ def test_scaling_table_plot_and_scorecard_row(tmp_path, capsys):
     case = {r["Loader"]: r for r in tables[f"Case: {CASE}"]}
     assert set(case) == {"pydicom", "kvdicom"} and case["kvdicom"]["Median time"] == "100 ms"
     assert score["Compressed series"]["× pydicom"] == "20.00×"
+
+
+def test_the_trend_never_mixes_a_dataset_through_dask_with_the_case_s_own_load(tmp_path, capsys):
+    """Before, 8 series through Dask (0.8 s) stood as the next point of the single load's trend (0.1 s): a
+    regression of the case that never happened."""
+    results = tmp_path / "results"
+    single = [bench(CASE, "pydicom", "cpu", ONE, 2.0), bench(CASE, "kvdicom", "cuda", ONE, 0.1)]
+    write_result(results / SLUG / "0001.json", result_document(info(), single, EARLY))
+    write_result(results / SLUG / "0002.json", result_document(info(), [scale("kvdicom", 1, 0.8)],
+                                                               "2026-03-01T02:30:00+00:00"))
+    write_result(results / SLUG / "0003.json", result_document(info(), single, LATE))
+    out = tmp_path / "out"
+    code, _, err = run_report(capsys, results, "-o", out)
+    assert code == 0, err
+    trend = [r for r in markdown_tables((out / "report.md").read_text())["Trend"] if r["Loader"] == "kvdicom"]
+    assert [(r["Runs"], r["Regressed"]) for r in trend] == [("2", "no")], trend

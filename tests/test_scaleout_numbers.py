@@ -39,6 +39,15 @@ def test_series_rate_efficiency_and_ceiling_per_gpu_count():
     assert info[("ceiling:dataset_decode", 4)]["scaling_efficiency"] == pytest.approx(64.0 / 80.0)
 
 
+def test_speedup_is_against_pydicom_cupy_through_dask_on_as_many_gpus():
+    rows = [row("kvdicom", 1, 0.8), row("kvdicom", 2, 0.5), row("pydicom+cupy", 1, 16.0),
+            row("pydicom+cupy", 2, 9.0)]
+    add_derived_fields(rows)
+    info = {(r["extra_info"]["loader"], r["extra_info"]["gpus"]): r["extra_info"] for r in rows}
+    assert info[("kvdicom", 1)]["speedup_vs_pydicom"] == pytest.approx(20.0)
+    assert info[("kvdicom", 2)]["speedup_vs_pydicom"] == pytest.approx(18.0)
+
+
 def test_without_a_one_gpu_row_there_is_no_efficiency():
     rows = [row("kvdicom", 2, 0.5)]
     add_derived_fields(rows)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-from .model import Benchmark, Machine, Row, Run
+from .model import Machine, Row, Run
 
 
 def base_name(machine_info: dict[str, Any]) -> str:
@@ -47,19 +47,13 @@ def distinguishing_label(machine_info: dict[str, Any]) -> str | None:
     return text(machine_info.get("machine_slug")) or text(machine_info.get("node"))
 
 
-def row_key(bench: Benchmark) -> tuple:
-    """What a newer run replaces: (case, loader, device, page cache, scale-out or not); a sweep's rows share one
-    key. A scale-out run's rows (a dataset through Dask) never replace a case's own rows, nor the reverse."""
-    return (bench.case, bench.loader, bench.device, bench.page_cache or "warm", bench.is_scaleout)
-
-
 def combine_rows(newest_first: Iterable[Run]) -> tuple[Row, ...]:
     """Each key's benchmarks from the newest run that has that key (all of them, so a sweep stays whole)."""
     owner: dict[tuple, int] = {}
     rows = []
     for run in newest_first:
         for bench in run.benchmarks:
-            key = row_key(bench)
+            key = bench.row_key
             if owner.setdefault(key, id(run)) == id(run):
                 rows.append(Row(bench, run))
     return tuple(rows)

@@ -40,6 +40,13 @@ class Benchmark:
     scaling_efficiency: float | None = None  # series/s over GPUs x the same loader's 1-GPU rate, same run
 
     @property
+    def row_key(self) -> tuple:
+        """What one benchmark is across runs: (case, loader, device, page cache, GPUs of a scale-out row or None).
+        A newer run's row replaces an older one of the same key (``machines.combine_rows``); the trend follows a
+        key from run to run; a dataset through Dask on G GPUs is never the case's own single load."""
+        return (self.case, self.loader, self.device, self.page_cache or "warm", self.gpus)
+
+    @property
     def is_scaleout(self) -> bool:
         """A dataset through Dask on ``gpus`` GPUs: shown in the scaling section, not in the throughput plots."""
         return self.gpus is not None

@@ -179,13 +179,13 @@ def _stats(bench: Benchmark) -> dict:
 
 def trend_points(machine: Machine, threshold_pct: float = REGRESSION_THRESHOLD_PCT,
                  k: float = DEFAULT_NOISE_K) -> dict[tuple, list[TrendPoint]]:
-    """Per (case, loader, device, page cache): its point in each run, oldest first, judged by the baseline rule
-    against the previous run that has it. Only keys present in two runs or more."""
+    """Per :attr:`Benchmark.row_key` (case, loader, device, page cache, GPUs): its point in each run, oldest first,
+    judged by the baseline rule against the previous run that has it. Only keys present in two runs or more."""
     by_key: dict[tuple, list[tuple[Run, Benchmark]]] = defaultdict(list)
     for run in machine.history:
         seen = set()
         for bench in run.benchmarks:
-            key = (bench.case, bench.loader, bench.device, bench.page_cache or "warm")
+            key = bench.row_key
             if key not in seen:  # a repeated loader (a sweep) keeps its first row
                 seen.add(key)
                 by_key[key].append((run, bench))
@@ -222,7 +222,7 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
     for case in cases:
         series = []
         for key in sorted(by_case[case], key=lambda k: (is_ceiling(k[1]), loader_rank(k[1]), k[2], k[3])):
-            _, loader, device, cache = key
+            _, loader, device, cache, gpus = key
             points = trends[key]
             band = []
             for p in points:
@@ -232,7 +232,7 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
                 band.append((low, high))
             ceiling = is_ceiling(loader)
             series.append(Series(
-                label=f"{loader} ({device}, {cache})",
+                label=f"{loader} ({device}, {cache}{f', {gpus} GPUs through Dask' if gpus else ''})",
                 points=tuple((index[id(p.run)], p.bench.gbps) for p in points),
                 colour=CEILING_COLOUR if ceiling else loader_colour(loader),
                 dashed=ceiling,

@@ -80,16 +80,6 @@ def complete_headline(machine: Machine, case: str) -> Row | None:
     return newest
 
 
-def _peer_ratio(machine: Machine, row: Row) -> float | None:
-    """A scale-out row's speed-up over the same Dask job with pydicom + cupy (same run, same GPUs)."""
-    for other in machine.rows:
-        peer = other.bench
-        if (other.run is row.run and peer.loader == "pydicom+cupy" and peer.case == row.bench.case
-                and peer.gpus == row.bench.gpus):
-            return peer.median_s / row.bench.median_s
-    return None
-
-
 def scorecard(machines: Iterable[Machine]) -> Table:
     rows = []
     for machine in machines:
@@ -108,7 +98,7 @@ def scorecard(machines: Iterable[Machine]) -> Table:
             bench = row.bench
             rows.append((
                 machine.name, label, bench.case, f"{bench.device} through Dask, {bench.page_cache or 'warm'}",
-                formatting.gbps(bench.gbps), formatting.speedup(_peer_ratio(machine, row)),
+                formatting.gbps(bench.gbps), formatting.speedup(bench.speedup_vs_pydicom),
                 formatting.percent(bench.pct_of_ceiling), run_label(row.run),
             ))
     return Table(title="Scorecard", headers=SCORECARD_HEADERS, rows=tuple(rows))
@@ -119,11 +109,13 @@ def trend_table(machines: Iterable[Machine]) -> Table:
     rows = []
     for machine in machines:
         trends = trend_points(machine)
-        for (case, loader, device, cache), points in sorted(trends.items()):
+        for (case, loader, device, cache, gpus), points in sorted(trends.items(),
+                                                                   key=lambda item: (item[0][:4], item[0][4] or 0)):
             last = points[-1]
             flagged = [p for p in points if p.regressed]
             rows.append((
-                machine.name, case, loader, device, cache, str(len(points)),
+                machine.name, case, f"{loader} ({gpus} GPUs through Dask)" if gpus else loader, device, cache,
+                str(len(points)),
                 formatting.gbps(points[0].bench.gbps), formatting.gbps(last.bench.gbps),
                 "" if last.change_pct is None else f"{last.change_pct:+.1f}% time",
                 ", ".join((p.run.commit_id or "?")[:7] for p in flagged) or "no",
