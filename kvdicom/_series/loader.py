@@ -126,19 +126,10 @@ _decode_key = operator.attrgetter(*_DECODE_FIELDS)
 
 
 def _output_dtype(layouts: list[PixelLayout], rescale: bool) -> np.dtype:
-    """What ``np.stack`` of pydicom's per-slice arrays would have."""
+    """What ``np.stack`` of pydicom's per-slice arrays would have: the common type of what ``load`` gives each."""
     if not rescale:
-        return layouts[0].dtype
-    kinds = []
-    for layout in layouts:
-        transform = layout.modality
-        if transform.kind == "rescale":
-            kinds.append(np.dtype(np.float64))
-        elif transform.kind == "lut":
-            kinds.append(np.dtype(transform.lut.dtype))
-        else:
-            kinds.append(layout.dtype)
-    return np.result_type(*set(kinds))
+        return layouts[0].dtype  # the slices share their stored dtype (series_order.check_stackable)
+    return np.result_type(*{loader.output_dtype(layout, rescale) for layout in layouts})
 
 
 def _stored_volume(layouts, xp, raw, target):
