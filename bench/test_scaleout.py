@@ -191,7 +191,8 @@ def _load_codestreams(paths: list[str]) -> Codestreams:
     frames, infos = [], []
     for layout in layouts:
         _, found = compressed.read_frames(layout)
-        frames += [bytes(f) for f in found]
+        # uint8 arrays: what nvImageCodec's CodeStream takes, and what pickles to the worker
+        frames += [np.frombuffer(bytes(f), dtype=np.uint8) for f in found]
         infos += compressed.check_frames(layout, found)
     return Codestreams(frames, gpu_codec.plan(route.as_batch(layouts[0], len(frames)), infos))
 
