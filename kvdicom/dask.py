@@ -64,7 +64,9 @@ def scan(root: str | os.PathLike) -> list[SeriesRow]:
     Files that are not DICOM images are left out, as ``load_series`` skips them.
     """
     rows = []
-    for folder, _, names in sorted(os.walk(os.fspath(root))):
+    # absolute: a row's paths are opened by kvdicom's header processes (started in another directory) and by
+    # Dask workers, whose working directory need not be the caller's
+    for folder, _, names in sorted(os.walk(os.path.abspath(os.fspath(root)))):
         paths = [os.path.join(folder, n) for n in sorted(names)]
         paths = [p for p in paths if os.path.isfile(p)]
         if not paths:

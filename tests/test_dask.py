@@ -69,6 +69,17 @@ def test_scan_plans_every_series_from_headers_and_names_what_it_cannot_load(tree
     assert refused[0].problem == str(by_kvdicom.value)
 
 
+def test_scan_of_a_relative_folder_gives_rows_that_load_from_any_working_directory(tree, monkeypatch, tmp_path):
+    """Rows travel to Dask workers and kvdicom's header processes, neither started in the caller's directory:
+    on the 16-core device a relative root left every file of a 256-slice folder 'unreadable' (FileNotFoundError)."""
+    monkeypatch.chdir(tree)
+    rows = [r for r in kvdask.scan("study0") if r.problem is None]
+    assert len(rows) == 1 and os.path.isabs(rows[0].folder) and all(os.path.isabs(p) for p in rows[0].paths)
+    monkeypatch.chdir(tmp_path)  # where a worker might run
+    np.testing.assert_array_equal(kvdask._load(rows[0], "cpu"), kvdicom.load_series(tree / "study0" / "series",
+                                                                                      "cpu")[0])
+
+
 def test_from_series_and_map_series_equal_load_series_on_daemonic_workers(tree, client):
     rows = [r for r in kvdask.scan(tree) if r.problem is None]
     arrays = kvdask.from_series(rows, device="cpu")
