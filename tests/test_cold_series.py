@@ -1,0 +1,131 @@
+"""Cold series: every file dropped and verified, read against the same files' O_DIRECT ceiling, never the warm one."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import ceilings, series_disk
+from bench.series_disk import SeriesDiskRead
+
+#: Sizes around the O_DIRECT alignment: one byte, a page short and over, whole pages, none at all.
+SIZES = (1, 4095, 4096, 4097, 3 * 4096 + 17, 0, 70_000)
+
+
+def _files(tmp_path, sizes=SIZES) -> list[Path]:
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"slice{i:03d}.dcm"
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+def test_the_disk_ceiling_reads_every_file_whole_into_aligned_slots(tmp_path):
+    paths = _files(tmp_path)
+    read = SeriesDiskRead(paths)
+    try:
+        for path in paths:
+            ceilings.drop_page_cache(path)
+        assert read() == read.nbytes == sum(SIZES)
+        for i, path in enumerate(paths):
+            assert read.file_bytes(i) == path.read_bytes()
+            assert (read.host.ctypes.data + read.starts[i]) % ceilings.DIRECT_IO_ALIGN == 0
+        read.host[:] = 0  # a second round reads them again, not the first round's leftovers
+        read()
+        assert [read.file_bytes(i) for i in range(len(paths))] == [p.read_bytes() for p in paths]
+    finally:
+        read.close()
+
+
+@pytest.mark.parametrize("refused", ["open", "read"])
+def test_where_o_direct_is_refused_every_file_is_read_buffered_and_says_so(tmp_path, monkeypatch, refused):
+    """tmpfs refuses O_DIRECT at open, some overlays at the first read: both fall back to buffered reads."""
+    paths = _files(tmp_path)
+    direct_fds, real_open, real_preadv = set(), os.open, os.preadv
+
+    def fake_open(path, flags, *args):
+        if flags & os.O_DIRECT and refused == "open":
+            raise OSError(errno.EINVAL, "O_DIRECT refused", path)
+        fd = real_open(path, flags & ~os.O_DIRECT, *args)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
+
+    def fake_preadv(fd, buffers, offset):
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, "O_DIRECT read refused")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(series_disk.os, "open", fake_open)
+    monkeypatch.setattr(series_disk.os, "preadv", fake_preadv)
+    read = SeriesDiskRead(paths)
+    try:
+        assert read.direct is False
+        direct_fds.clear()
+        assert read() == sum(SIZES)
+        assert not direct_fds, "a round still opened files with O_DIRECT"
+        assert [read.file_bytes(i) for i in range(len(paths))] == [p.read_bytes() for p in paths]
+    finally:
+        read.close()
+
+
+def test_direct_false_reads_buffered_without_probing(tmp_path):
+    paths = _files(tmp_path, (5000, 12))
+    read = SeriesDiskRead(paths, direct=False)
+    try:
+        assert read.direct is False and read() == 5012
+        assert read.file_bytes(1) == paths[1].read_bytes()
+    finally:
+        read.close()
+
+
+class FakeBenchmark:
+    """pytest-benchmark's ``pedantic``: setup before each round, then the target."""
+
+    def __init__(self):
+        self.extra_info = {"page_cache": "cold"}
+
+    def pedantic(self, target, setup, rounds, iterations, warmup_rounds):
+        for _ in range(rounds):
+            setup()
+            target()
+
+
+@pytest.mark.parametrize(("left", "state", "worst"), [
+    ({"a": 0.0, "b": 0.0, "c": 0.0}, "cold", 0.0),
+    ({"a": 0.0, "b": 0.5, "c": 0.0}, "unverified", 0.5),     # one file kept half its pages
+    ({"a": 0.0, "b": None, "c": 0.0}, "unverified", None),   # one file could not be asked
+])
+def test_a_series_is_cold_only_if_every_file_was_dropped_every_round(tmp_path, monkeypatch, left, state, worst):
+    paths = [tmp_path / name for name in left]
+    dropped = []
+
+    def drop(path):
+        dropped.append(Path(path).name)
+        return left[Path(path).name]
+
+    monkeypatch.setattr(ceilings, "drop_page_cache", drop)
+    monkeypatch.setattr(ceilings, "cached_fraction", lambda p: None)
+    rounds = []
+    bench = FakeBenchmark()
+    ceilings.time_cold(bench, paths, lambda: rounds.append(len(dropped)))
+    assert rounds == [3 * (i + 1) for i in range(ceilings.COLD_ROUNDS)]  # all three dropped before each round
+    assert bench.extra_info["page_cache"] == state
+    assert bench.extra_info["resident_fraction_max"] == worst
+
+
+def test_the_real_drop_of_a_series_with_one_file_pinned_in_memory_is_unverified(tmp_path, monkeypatch):
+    import mmap
+
+    paths = _files(tmp_path, (1 << 20, 1 << 20))
+    with open(paths[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        mapped[:]  # mapped pages survive POSIX_FADV_DONTNEED
+        monkeypatch.setattr(ceilings, "cached_fraction", lambda p: None)
+        bench = FakeBenchmark()
+        ceilings.time_cold(bench, paths, lambda: None)
+    assert bench.extra_info["page_cache"] == "unverified"
+    assert bench.extra_info["resident_fraction_max"] > 0.5
