@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import ceilings, series_disk
 from bench.series_disk import SeriesDiskRead
+from dgbench.derived import add_derived_fields
+from dgbench.schema import bench_document, series_ceiling_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE = "series4_64x64_i16_explicit_le_ct"
+PIXELS = 4 * 64 * 64 * 2
 
 #: Sizes around the O_DIRECT alignment: one byte, a page short and over, whole pages, none at all.
 SIZES = (1, 4095, 4096, 4097, 3 * 4096 + 17, 0, 70_000)
@@ -129,3 +137,72 @@ def test_the_real_drop_of_a_series_with_one_file_pinned_in_memory_is_unverified(
         ceilings.time_cold(bench, paths, lambda: None)
     assert bench.extra_info["page_cache"] == "unverified"
     assert bench.extra_info["resident_fraction_max"] > 0.5
+
+
+# --- derived numbers: a cold row against the cold ceiling -------------------------------------------
+
+
+def _row(loader, median, device="cpu", page_cache="warm", **extra):
+    if page_cache == "cold":
+        extra.setdefault("resident_fraction_max", 0.0)
+    if not loader.startswith("ceiling:"):
+        extra["ceiling"] = series_ceiling_for(device, page_cache)
+    return bench_document(CASE, loader, median, device=device, pixel_bytes=PIXELS, page_cache=page_cache,
+                          **extra)
+
+
+def test_series_rows_name_the_ceiling_of_their_own_page_cache():
+    assert [series_ceiling_for(d, c) for d in ("cpu", "cuda") for c in ("warm", "cold", "unverified")] == [
+        "series_host_read", "series_disk_read", "series_disk_read",
+        "series_h2d", "series_disk_h2d", "series_disk_h2d"]
+
+
+def test_a_cold_series_row_is_held_against_the_cold_disk_ceiling_and_never_the_warm_one():
+    rows = [
+        _row("ceiling:series_host_read", 0.001),                        # warm: far faster than any disk
+        _row("ceiling:series_h2d", 0.001, "cuda"),
+        _row("ceiling:series_disk_read_direct", 0.004, page_cache="cold", direct_io=True),
+        _row("ceiling:series_disk_h2d_direct", 0.005, "cuda", page_cache="cold", direct_io=True),
+        _row("kvdicom", 0.002),
+        _row("kvdicom", 0.008, page_cache="cold"),
+        _row("kvdicom", 0.010, "cuda", page_cache="cold"),
+        _row("pydicom", 0.032, page_cache="cold"),
+    ]
+    add_derived_fields(rows)
+    warm, cold_cpu, cold_gpu, pydicom = (r["extra_info"] for r in rows[4:])
+    assert warm["pct_of_ceiling"] == pytest.approx(50.0)
+    assert cold_cpu["pct_of_ceiling"] == pytest.approx(50.0)  # 4 ms O_DIRECT read / 8 ms load
+    assert cold_cpu["ceiling_gbps"] == rows[2]["extra_info"]["gbps"]
+    assert cold_gpu["pct_of_ceiling"] == pytest.approx(50.0)  # against disk + copy, not the CPU's disk read
+    assert cold_cpu["speedup_vs_pydicom"] == pytest.approx(4.0)  # the cold pydicom loop, not a warm one
+    assert pydicom["pct_of_ceiling"] == pytest.approx(12.5)
+
+
+def test_without_a_verified_cold_ceiling_a_cold_series_row_has_no_percent():
+    rows = [
+        _row("ceiling:series_host_read", 0.001),
+        _row("ceiling:series_disk_read_buffered", 0.004, page_cache="cold", resident_fraction_max=0.3),
+        _row("kvdicom", 0.008, page_cache="cold"),
+        _row("kvdicom", 0.008, page_cache="cold", resident_fraction_max=0.3),
+    ]
+    add_derived_fields(rows)
+    assert "pct_of_ceiling" not in rows[2]["extra_info"]  # the only cold ceiling was not cold
+    assert "pct_of_ceiling" not in rows[3]["extra_info"]  # nor was this row
+
+
+def test_the_full_profile_has_cold_series_cases_and_quick_none():
+    """Cold series run on series of at least COLD_MIN_BYTES of pixels, as cold files do."""
+    def collected(profile):
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "bench/test_series.py", "--collect-only", "-q", "-m", "cold",
+             "-p", "no:randomly", "--profile", profile],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        return sorted(line for line in out.stdout.splitlines() if "::" in line)
+
+    assert [t for t in collected("quick") if "[series" in t] == []  # an empty parameter set: skipped
+    full = collected("full")
+    for series in ("series256_512x512_i16_explicit_le_ct", "series96_256x256_u16s12_explicit_le_mr_sag"):
+        for test in ("pydicom_cpu", "kvdicom_cpu", "kvdicom_gpu", "io_ceiling_cpu", "io_ceiling_gpu"):
+            assert f"bench/test_series.py::test_series_{test}_cold[{series}]" in full
+    assert not [t for t in full if "series16_" in t]
+
