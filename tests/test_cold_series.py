@@ -14,6 +14,7 @@ from bench import ceilings, series_disk
 from bench.series_disk import SeriesDiskRead
 from dgbench.derived import add_derived_fields
 from dgbench.schema import bench_document, series_ceiling_for
+from tests.test_report import H100, machine_info, markdown_tables, result_document, run_report, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "series4_64x64_i16_explicit_le_ct"
@@ -206,3 +207,22 @@ def test_the_full_profile_has_cold_series_cases_and_quick_none():
             assert f"bench/test_series.py::test_series_{test}_cold[{series}]" in full
     assert not [t for t in full if "series16_" in t]
 
+
+
+def test_the_report_holds_a_cold_series_row_against_the_cold_ceiling_of_its_own_run(tmp_path, capsys):
+    """The report recomputes % of ceiling from the saved rows (derived=False): warm and cold rows stay apart."""
+    rows = [
+        _row("ceiling:series_host_read", 0.001),
+        _row("ceiling:series_disk_read_direct", 0.004, page_cache="cold", direct_io=True),
+        _row("kvdicom", 0.004),
+        _row("kvdicom", 0.005, page_cache="cold"),
+        _row("pydicom", 0.040, page_cache="cold"),
+    ]
+    path = write_result(tmp_path / "r.json", result_document(machine_info(H100, "h100"), rows,
+                                                             "2026-03-01T02:00:00+00:00", derived=False))
+    assert run_report(capsys, path, "-o", tmp_path / "out")[0] == 0
+    table = markdown_tables((tmp_path / "out" / "report.md").read_text())[f"Case: {CASE}"]
+    by_key = {(r["Loader"], r["Page cache"]): r for r in table}
+    assert by_key[("kvdicom", "warm")]["% of ceiling"] == "25.0%"
+    assert by_key[("kvdicom", "cold")]["% of ceiling"] == "80.0%"
+    assert by_key[("kvdicom", "cold")]["Speed-up vs pydicom"] == "8.00×"
