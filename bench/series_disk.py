@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from bench.ceilings import DIRECT_IO_ALIGN
+from bench.ceilings import DIRECT_IO_ALIGN, drop_page_cache, time_cold
+from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 from kvdicom._io.tuning import machine_threads
 
 
@@ -95,3 +96,23 @@ class SeriesDiskRead:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+def time_disk_ceiling(benchmark, case: str, paths, pixel_bytes: int, device: str, **extra) -> None:
+    """``ceiling:series_disk_{read,h2d}_{direct,buffered}`` of the files ``paths``: :class:`SeriesDiskRead`,
+    checked once to have read every file's own bytes, then timed with every file dropped before each round
+    (:func:`~bench.ceilings.time_cold`). Held against ``pixel_bytes`` (the volume's), as ``disk_read`` is."""
+    read = SeriesDiskRead(paths, device)
+    try:
+        for path in paths:
+            drop_page_cache(path)
+        assert read() == read.nbytes
+        for i, path in enumerate(read.paths):
+            with open(path, "rb") as f:
+                assert read.file_bytes(i) == f.read(), f"the ceiling read other bytes than {path}"
+        name = series_ceiling_for(device, "cold") + ("_direct" if read.direct else "_buffered")
+        benchmark.extra_info.update(bench_extra(case, ceiling_loader(name), device, read.nbytes, pixel_bytes, "cold",
+                                                direct_io=read.direct, bytes_read=read.nbytes, **extra))
+        time_cold(benchmark, paths, read)
+    finally:
+        read.close()

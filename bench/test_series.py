@@ -11,7 +11,7 @@ concurrently: that is what is left once header work costs nothing.
 Cold (``-m cold``, series of at least ``COLD_MIN_BYTES`` of pixels): every file's page cache is dropped
 before each round (``bench.ceilings.time_cold``, verified per file, else the row is ``unverified``) for
 pydicom and kvdicom, held against every file read whole from the disk with O_DIRECT, in the same session
-(``bench.series_disk.SeriesDiskRead``; ``dgbench.schema.series_ceiling_for`` names each row's ceiling).
+(``bench.series_disk.time_disk_ceiling``; ``dgbench.schema.series_ceiling_for`` names each row's ceiling).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pytest
 
 import kvdicom
 from bench import peers
-from bench.ceilings import SeriesRead, drop_page_cache, time_cold
+from bench.ceilings import SeriesRead, time_cold
 from bench.rounds import timed
-from bench.series_disk import SeriesDiskRead
+from bench.series_disk import time_disk_ceiling
 from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 from fixtures.oracle import mismatch, to_host
 
@@ -248,24 +248,8 @@ def test_series_kvdicom_gpu_cold(benchmark, cuda, series_spec, series_dir, serie
 
 
 def _disk_ceiling(benchmark, spec, layouts, device):
-    """``ceiling:series_disk_{read,h2d}_{direct,buffered}``: :class:`SeriesDiskRead`, checked to have read
-    every file's own bytes, then timed cold; held against the volume's pixel bytes, as ``disk_read`` is."""
-    paths = _paths(layouts)
-    read = SeriesDiskRead(paths, device)
-    try:
-        for path in paths:
-            drop_page_cache(path)
-        assert read() == read.nbytes
-        assert all(read.file_bytes(i) == p.read_bytes() for i, p in enumerate(paths)), \
-            "the ceiling read other bytes than the series' files"
-        name = series_ceiling_for(device, "cold") + ("_direct" if read.direct else "_buffered")
-        benchmark.extra_info.update(bench_extra(
-            spec.case_id, ceiling_loader(name), device, read.nbytes, sum(layout.nbytes for _, layout in layouts),
-            "cold", slices=spec.slices, files=len(layouts), direct_io=read.direct, bytes_read=read.nbytes,
-        ))
-        time_cold(benchmark, paths, read)
-    finally:
-        read.close()
+    time_disk_ceiling(benchmark, spec.case_id, _paths(layouts), sum(layout.nbytes for _, layout in layouts), device,
+                      slices=spec.slices, files=len(layouts))
 
 
 @pytest.mark.cold

@@ -140,6 +140,25 @@ def test_the_real_drop_of_a_series_with_one_file_pinned_in_memory_is_unverified(
     assert bench.extra_info["resident_fraction_max"] > 0.5
 
 
+def test_the_disk_ceiling_row_says_which_read_ran_and_whether_it_was_cold(tmp_path, monkeypatch):
+    paths = _files(tmp_path)
+    monkeypatch.setattr(ceilings, "drop_page_cache", lambda p: 0.0)  # a verified drop, whatever this disk does
+    monkeypatch.setattr(ceilings, "cached_fraction", lambda p: None)
+    bench = FakeBenchmark()
+    series_disk.time_disk_ceiling(bench, CASE, paths, PIXELS, "cpu", slices=4, files=len(paths))
+    info = bench.extra_info
+    assert info["loader"] == "ceiling:series_disk_read_" + ("direct" if info["direct_io"] else "buffered")
+    assert (info["page_cache"], info["pixel_bytes"], info["bytes_read"]) == ("cold", PIXELS, sum(SIZES))
+
+    monkeypatch.setattr(SeriesDiskRead, "_direct_io_works", lambda self: False)  # tmpfs
+    monkeypatch.setattr(ceilings, "drop_page_cache", lambda p: 1.0)  # tmpfs keeps every page
+    bench = FakeBenchmark()
+    series_disk.time_disk_ceiling(bench, CASE, paths, PIXELS, "cpu")
+    info = bench.extra_info
+    assert (info["loader"], info["direct_io"], info["page_cache"]) == (
+        "ceiling:series_disk_read_buffered", False, "unverified")
+
+
 # --- derived numbers: a cold row against the cold ceiling -------------------------------------------
 
 
@@ -195,8 +214,8 @@ def test_the_full_profile_has_cold_series_cases_and_quick_none():
     """Cold series run on series of at least COLD_MIN_BYTES of pixels, as cold files do."""
     def collected(profile):
         out = subprocess.run(
-            [sys.executable, "-m", "pytest", "bench/test_series.py", "--collect-only", "-q", "-m", "cold",
-             "-p", "no:randomly", "--profile", profile],
+            [sys.executable, "-m", "pytest", "bench/test_series.py", "bench/test_compressed_series.py",
+             "--collect-only", "-q", "-m", "cold", "-p", "no:randomly", "--profile", profile],
             cwd=ROOT, capture_output=True, text=True, timeout=120)
         return sorted(line for line in out.stdout.splitlines() if "::" in line)
 
@@ -206,6 +225,9 @@ def test_the_full_profile_has_cold_series_cases_and_quick_none():
         for test in ("pydicom_cpu", "kvdicom_cpu", "kvdicom_gpu", "io_ceiling_cpu", "io_ceiling_gpu"):
             assert f"bench/test_series.py::test_series_{test}_cold[{series}]" in full
     assert not [t for t in full if "series16_" in t]
+    for syntax in ("htj2k_lossless_ct_ic", "jpeg2000_lossless_ct_oj"):
+        for test in ("kvdicom_cpu", "kvdicom_gpu", "disk_ceiling_cpu", "disk_ceiling_gpu"):
+            assert [t for t in full if f"::test_cseries_{test}_cold[series256_512x512_i16_{syntax}" in t]
 
 
 
