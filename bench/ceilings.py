@@ -106,22 +106,30 @@ def cached_fraction(path) -> float | None:
     return cached / total if total else 1.0
 
 
-def time_cold(benchmark, path, target) -> None:
-    """Time ``target`` with ``path`` evicted from the page cache before every round.
+def time_cold(benchmark, paths, target) -> None:
+    """Time ``target`` with ``paths`` (one file, or every file of a series) evicted from the page cache before
+    every round.
 
     The row stays ``page_cache: "cold"`` only if every round's drop was verified
-    (at most COLD_MAX_RESIDENT of the pages resident); otherwise it becomes
+    (at most COLD_MAX_RESIDENT of the pages resident, in every file); otherwise it becomes
     ``"unverified"``, which the report and the derived numbers never hold against
-    the disk ceiling. ``resident_fraction_max`` records the worst round.
+    the disk ceiling. ``resident_fraction_max`` records the worst round (of a series: its worst file).
     """
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     readings: list[float | None] = []
 
     def setup():
-        readings.append(drop_page_cache(path))
-        benchmark.extra_info["cached_fraction_before"] = cached_fraction(path)
+        readings.append(_worst(drop_page_cache(p) for p in files))
+        benchmark.extra_info["cached_fraction_before"] = _worst(cached_fraction(p) for p in files)
 
     benchmark.pedantic(target, setup=setup, rounds=COLD_ROUNDS, iterations=1, warmup_rounds=0)
     record_cold_verdict(benchmark.extra_info, readings)
+
+
+def _worst(readings) -> float | None:
+    """The largest of the files' fractions; ``None`` if any file could not tell (or there were none)."""
+    readings = list(readings)
+    return None if not readings or None in readings else max(readings)
 
 
 def record_cold_verdict(extra_info: dict, readings: list[float | None]) -> None:

@@ -20,6 +20,11 @@ nvImageCodec batch (``ceiling:decode_gpu``) and by imagecodecs on every core
 (``ceiling:decode_host``, HTJ2K also ``decode_host_openjph``), each checked equal
 to the pydicom loop's volume before and after its timing; every loader row
 names its ceiling (``dgbench.schema.decode_ceiling_for``).
+
+Cold (``-m cold``, series decoding to at least ``COLD_MIN_BYTES``): ``kvdicom.load_series`` on the CPU and the
+GPU with every file's page cache dropped before each round, held against the same files read whole with
+O_DIRECT (``ceiling:series_disk_read``/``_h2d``, ``bench.series_disk.time_disk_ceiling``) in decoded bytes per
+second: how close the cold load comes to reading the compressed files alone.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import pytest
 import kvdicom
 from bench import compressed_peers as cpeers
 from bench import peers
-from bench.ceilings import GpuDecode, host_ceiling, time_checked_decode
+from bench.ceilings import GpuDecode, host_ceiling, time_checked_decode, time_cold
 from bench.rounds import timed
-from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
+from bench.series_disk import time_disk_ceiling
+from dgbench.config import COLD_MIN_BYTES
+from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for, series_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import mismatch
 from fixtures.profiles import compressed_series_specs
@@ -44,6 +51,8 @@ def pytest_generate_tests(metafunc):
         specs = compressed_series_specs(metafunc.config.getoption("profile"))
         if metafunc.function.__name__.endswith("_openjph"):  # OpenJPH decodes HTJ2K only
             specs = [s for s in specs if s.transfer_syntax.startswith("htj2k")]
+        if metafunc.definition.get_closest_marker("cold"):  # as dgbench.plugin does for files and series
+            specs = [s for s in specs if s.pixel_bytes >= COLD_MIN_BYTES]
         metafunc.parametrize("csspec", specs, ids=[s.case_id for s in specs], scope="session")
 
 
@@ -68,14 +77,17 @@ def cslayouts(csdir):
             layouts[0].transfer_syntax)
 
 
-def _record(benchmark, spec, cslayouts, loader, device, output, reference, decoder):
-    """Describe this benchmark in ``extra_info``; return why its volume differs from pydicom's, if it does."""
+def _record(benchmark, spec, cslayouts, loader, device, output, reference, decoder, page_cache="warm"):
+    """Describe this benchmark in ``extra_info``; return why its volume differs from pydicom's, if it does.
+
+    Warm rows are held against the decode of the codestreams from memory, cold ones against the disk."""
     file_bytes, compressed_bytes, codec, _ = cslayouts
     problem = None if output is None else mismatch(output, reference)
     benchmark.extra_info.update(bench_extra(
-        spec.case_id, loader, device, file_bytes, int(reference.nbytes), "warm",
+        spec.case_id, loader, device, file_bytes, int(reference.nbytes), page_cache,
         matches_pydicom=None if output is None else problem is None,
-        ceiling=decode_ceiling_for(device),  # a ceiling row names none
+        # a ceiling row names none
+        ceiling=decode_ceiling_for(device) if page_cache == "warm" else series_ceiling_for(device, page_cache),
         compressed_bytes=compressed_bytes, compression_ratio=reference.nbytes / file_bytes, frames=spec.slices,
         codec=codec, decoder=decoder, lossless=COMPRESSED_SYNTAXES[spec.transfer_syntax][2],
         slices=spec.slices, files=spec.file_count,
@@ -161,6 +173,42 @@ def test_cseries_kvdicom_gpu(benchmark, cuda, csspec, csdir, cslayouts, csrefere
     volume, info = timed(benchmark, peers.synced(cuda, load_series, csdir, "cuda"))
     problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cuda", volume, csreference, "; ".join(info.decoders))
     assert problem is None, f"{problem} (decoders: {info.decoders})"
+
+
+@pytest.mark.cold
+def test_cseries_kvdicom_cpu_cold(benchmark, csspec, csdir, cslayouts, csreference):
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(csdir, "cpu")
+    problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cpu", volume, csreference, "; ".join(info.decoders),
+                      page_cache="cold")
+    assert problem is None, problem
+    time_cold(benchmark, peers.series_files(csdir), lambda: load_series(csdir, "cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.cold
+def test_cseries_kvdicom_gpu_cold(benchmark, cuda, csspec, csdir, cslayouts, csreference):
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(csdir, "cuda")
+    problem = _record(benchmark, csspec, cslayouts, "kvdicom", "cuda", volume, csreference,
+                      "; ".join(info.decoders), page_cache="cold")
+    assert problem is None, f"{problem} (decoders: {info.decoders})"
+    del volume
+    time_cold(benchmark, peers.series_files(csdir), peers.synced(cuda, load_series, csdir, "cuda"))
+
+
+@pytest.mark.cold
+def test_cseries_disk_ceiling_cpu_cold(benchmark, csspec, csdir, csreference):
+    """Every compressed file read whole with O_DIRECT, in decoded bytes per second (bench/series_disk.py)."""
+    time_disk_ceiling(benchmark, csspec.case_id, peers.series_files(csdir), int(csreference.nbytes), "cpu",
+                      slices=csspec.slices, files=csspec.file_count)
+
+
+@pytest.mark.gpu
+@pytest.mark.cold
+def test_cseries_disk_ceiling_gpu_cold(benchmark, cuda, csspec, csdir, csreference):
+    time_disk_ceiling(benchmark, csspec.case_id, peers.series_files(csdir), int(csreference.nbytes), "cuda",
+                      slices=csspec.slices, files=csspec.file_count)
 
 
 def test_cseries_fixture_is_the_phantom_compressed(csspec, csdir, cslayouts, csreference):

@@ -1,4 +1,4 @@
-"""Benchmarks: a series (a folder of single-frame files) into one volume, page cache warm.
+"""Benchmarks: a series (a folder of single-frame files) into one volume, page cache warm, and cold.
 
 Each loader reads the whole folder, sorts the slices (GDCM's rule: position on
 the slice normal) and returns one volume; ``extra_info['matches_pydicom']``
@@ -7,6 +7,11 @@ not installed are skipped with the reason. dicomsdl first reads the same files
 in a child process, so a native crash becomes a skip, not the session's end.
 The I/O ceiling reads every file's pixel range (offsets found beforehand)
 concurrently: that is what is left once header work costs nothing.
+
+Cold (``-m cold``, series of at least ``COLD_MIN_BYTES`` of pixels): every file's page cache is dropped
+before each round (``bench.ceilings.time_cold``, verified per file, else the row is ``unverified``) for
+pydicom and kvdicom, held against every file read whole from the disk with O_DIRECT, in the same session
+(``bench.series_disk.time_disk_ceiling``; ``dgbench.schema.series_ceiling_for`` names each row's ceiling).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import pytest
 
 import kvdicom
 from bench import peers
-from bench.ceilings import SeriesRead
+from bench.ceilings import SeriesRead, time_cold
 from bench.rounds import timed
-from dgbench.schema import bench_extra, ceiling_loader
+from bench.series_disk import time_disk_ceiling
+from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 from fixtures.oracle import mismatch, to_host
 
 RESCALE = pytest.mark.parametrize("rescale", [False, True], ids=["stored", "rescaled"])
@@ -57,14 +63,14 @@ def _reference(request, rescale: bool):
     return request.getfixturevalue("series_reference_rescaled" if rescale else "series_reference")
 
 
-def _record(benchmark, spec, layouts, loader, device, output, reference, **extra):
+def _record(benchmark, spec, layouts, loader, device, output, reference, page_cache="warm", **extra):
     """Describe this benchmark in ``extra_info``; return why its volume differs from pydicom's, if it does."""
     problem = None if output is None else mismatch(output, reference)
     benchmark.extra_info.update(bench_extra(
         spec.case_id, loader, device, sum(p.stat().st_size for p, _ in layouts),
-        sum(layout.nbytes for _, layout in layouts), "warm",
+        sum(layout.nbytes for _, layout in layouts), page_cache,
         matches_pydicom=None if output is None else problem is None,
-        ceiling="series_h2d" if device == "cuda" else "series_host_read",
+        ceiling=series_ceiling_for(device, page_cache),
         slices=spec.slices, files=len(layouts), **extra,
     ))
     return problem
@@ -188,7 +194,7 @@ def _ceiling(benchmark, spec, layouts, device, reference=None):
             got = np.frombuffer(read.host, dtype=reference.dtype.newbyteorder("<")).reshape(reference.shape)
             assert np.array_equal(got, reference), "the ceiling read other bytes than the volume's pixels"
         benchmark.extra_info.update(bench_extra(
-            spec.case_id, ceiling_loader("series_h2d" if device == "cuda" else "series_host_read"), device,
+            spec.case_id, ceiling_loader(series_ceiling_for(device, "warm")), device,
             sum(p.stat().st_size for p, _ in layouts), read.nbytes, "warm", slices=spec.slices, files=len(layouts),
         ))
         benchmark(read)
@@ -203,3 +209,55 @@ def test_series_io_ceiling_cpu(benchmark, series_spec, series_layouts, series_re
 @pytest.mark.gpu
 def test_series_io_ceiling_gpu(benchmark, cuda, series_spec, series_layouts):
     _ceiling(benchmark, series_spec, series_layouts, "cuda")
+
+
+# --- cold page cache: every file of the series dropped before each round ----------------------------
+
+
+def _paths(layouts) -> list:
+    return [p for p, _ in layouts]
+
+
+@pytest.mark.cold
+def test_series_pydicom_cpu_cold(benchmark, series_spec, series_dir, series_layouts, series_reference):
+    _record(benchmark, series_spec, series_layouts, "pydicom", "cpu", peers.pydicom_series(series_dir),
+            series_reference, page_cache="cold", rescale=False)
+    time_cold(benchmark, _paths(series_layouts), lambda: peers.pydicom_series(series_dir))
+
+
+@pytest.mark.cold
+def test_series_kvdicom_cpu_cold(benchmark, series_spec, series_dir, series_layouts, series_reference):
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(series_dir, "cpu")
+    problem = _record(benchmark, series_spec, series_layouts, "kvdicom", "cpu", volume, series_reference,
+                      page_cache="cold", rescale=False, sort_rule=info.sort_rule)
+    assert problem is None, problem
+    time_cold(benchmark, _paths(series_layouts), lambda: load_series(series_dir, "cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.cold
+def test_series_kvdicom_gpu_cold(benchmark, cuda, series_spec, series_dir, series_layouts, series_reference):
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(series_dir, "cuda")
+    problem = _record(benchmark, series_spec, series_layouts, "kvdicom", "cuda", volume, series_reference,
+                      page_cache="cold", rescale=False, sort_rule=info.sort_rule)
+    assert problem is None, problem
+    del volume
+    time_cold(benchmark, _paths(series_layouts), peers.synced(cuda, load_series, series_dir, "cuda"))
+
+
+def _disk_ceiling(benchmark, spec, layouts, device):
+    time_disk_ceiling(benchmark, spec.case_id, _paths(layouts), sum(layout.nbytes for _, layout in layouts), device,
+                      slices=spec.slices, files=len(layouts))
+
+
+@pytest.mark.cold
+def test_series_io_ceiling_cpu_cold(benchmark, series_spec, series_layouts):
+    _disk_ceiling(benchmark, series_spec, series_layouts, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.cold
+def test_series_io_ceiling_gpu_cold(benchmark, cuda, series_spec, series_layouts):
+    _disk_ceiling(benchmark, series_spec, series_layouts, "cuda")

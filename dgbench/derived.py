@@ -9,6 +9,9 @@ ceiling and pydicom's time for the same case are other benchmarks.
 A cold row is compared with the disk only if its drop of the page cache was
 verified (``page_cache == "cold"`` with a residency reading at or below
 ``COLD_MAX_RESIDENT``); anything else is ``unverified`` and gets no % of ceiling.
+A row meets only a ceiling of its own (effective) page-cache state: a cold series row
+is held against the same files' cold disk read (``series_disk_read``, ``series_disk_h2d``:
+``dgbench.schema.series_ceiling_for``), never the warm ``series_host_read`` / ``series_h2d``.
 """
 
 from __future__ import annotations

@@ -96,14 +96,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_generate_tests(metafunc):
-    """Parametrize every test that asks for ``spec`` over the profile's matrix (``cold``: large files only)."""
+    """Parametrize every test that asks for ``spec`` or ``series_spec`` over the profile's matrix (``cold``: files
+    and series of at least COLD_MIN_BYTES of pixels only, so ``quick``'s tiny series has no cold rows)."""
+    cold = metafunc.definition.get_closest_marker("cold") is not None
     if "spec" in metafunc.fixturenames:
         specs = profile_specs(metafunc.config.getoption("profile"))
-        if metafunc.definition.get_closest_marker("cold"):
+        if cold:
             specs = [s for s in specs if s.pixel_bytes >= cfg.COLD_MIN_BYTES]
         metafunc.parametrize("spec", specs, ids=[s.case_id for s in specs], scope="session")
     if "series_spec" in metafunc.fixturenames:
         series = series_profile_specs(metafunc.config.getoption("profile"))
+        if cold:
+            series = [s for s in series if s.pixel_bytes >= cfg.COLD_MIN_BYTES]
         metafunc.parametrize("series_spec", series, ids=[s.case_id for s in series], scope="session")
 
 

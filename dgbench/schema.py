@@ -22,7 +22,7 @@ LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
 CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read",
-            "decode", "decode_host", "dataset_host_read", "dataset_decode")
+            "series_disk_read", "series_disk_h2d", "decode", "decode_host", "dataset_host_read", "dataset_decode")
 #: Compressed cases' rows are ``decode_gpu`` (nvImageCodec, one batch into device memory) and
 #: ``decode_host[_<library>]`` (imagecodecs on every core), the same codestreams from memory
 #: (:func:`decode_ceiling_for`).
@@ -89,6 +89,19 @@ def ceiling_for(device: str, page_cache: str) -> str:
     if page_cache != "warm":
         return "disk_read"
     return "h2d_pinned" if device == "cuda" else "host_read"
+
+
+def series_ceiling_for(device: str, page_cache: str) -> str:
+    """The ceiling an uncompressed series row is held against (``bench/test_series.py``).
+
+    Warm: the files' pixel ranges read from the page cache (``series_host_read``), on ``cuda`` then copied to
+    the device (``series_h2d``). Cold: every file read whole from the disk after the drop, O_DIRECT where the
+    file system allows (``series_disk_read``), on ``cuda`` then copied to the device (``series_disk_h2d``).
+    Derived numbers pair a row only with a ceiling of its own page-cache state, so cold never meets warm.
+    """
+    if page_cache != "warm":
+        return "series_disk_h2d" if device == "cuda" else "series_disk_read"
+    return "series_h2d" if device == "cuda" else "series_host_read"
 
 
 def decode_ceiling_for(device: str) -> str:
