@@ -68,7 +68,6 @@ class Slice:
     frames: list  #: one buffer per frame
     infos: list  #: codestream facts per frame (compressed.check_frames)
     choice: route.Choice | None = None  #: the route's choice, made once per slice (:func:`choice`)
-    planned_for: int | None = None  #: the GPU batch size ``choice`` was planned for (None: not planned for one)
 
     @property
     def how(self):
@@ -105,36 +104,7 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
     piece = Slice(slot, layout, value, frames, infos)
     if plan_frames is not None:
         piece.choice = route.choose(layout, frames, infos, "cuda", batch_frames=max(plan_frames, 1))
-        piece.planned_for = plan_frames
     return piece
-
-
-def read_staged(layout, files: int) -> Slice:
-    """:func:`read_slice` while the headers still come in (``kvdicom._series.stage``): the slot is set once the
-    order is known, and the GPU plan assumes a batch of every file in the folder (:func:`take_staged` plans again
-    where the series turns out smaller)."""
-    return read_slice(-1, layout, None if gpu_codec.nvimgcodec_problem() else files)
-
-
-def take_staged(pieces: list, layouts: list, slots: list[int]) -> list[Slice]:
-    """Every slice of ``layouts`` read: the staged ``pieces`` (None where a file was not read while the headers came
-    in) given their slots and, where their plan assumed another batch size, planned again; the rest read now."""
-    plan_frames = None if gpu_codec.nvimgcodec_problem() else len(layouts)
-    missing = [k for k, piece in enumerate(pieces) if piece is None or piece.layout is not layouts[k]]
-    read = dict(zip(missing, read_all([layouts[k] for k in missing], [slots[k] for k in missing], plan_frames)))
-    out = []
-    for k, piece in enumerate(pieces):
-        if k in read:
-            out.append(read[k])
-            continue
-        piece.slot = slots[k]
-        if piece.planned_for != plan_frames:
-            piece.choice, piece.planned_for = None, None
-            if plan_frames is not None:
-                piece.choice = route.choose(piece.layout, piece.frames, piece.infos, "cuda", batch_frames=plan_frames)
-                piece.planned_for = plan_frames
-        out.append(piece)
-    return out
 
 
 def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
@@ -340,17 +310,13 @@ def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
 
 
-def decode_gpu(layouts: list, stored, slots: list[int], staged: list | None = None) -> tuple[str, ...]:
+def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
 
-    ``staged``: slices already read while the headers came in (:func:`read_staged`), None where not.
     ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
     """
     unusable = gpu_codec.nvimgcodec_problem()
-    if staged is not None:
-        pieces = take_staged(staged, layouts, slots)
-    else:
-        pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
+    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
@@ -372,11 +338,8 @@ def decode_gpu(layouts: list, stored, slots: list[int], staged: list | None = No
     return _summary(counts)
 
 
-def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None,
-                staged: list | None = None) -> tuple[str, ...]:
+def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None) -> tuple[str, ...]:
     """Decode compressed ``layouts`` into ``stored[slots[k]]`` (default: slot k) on ``device``; the decoders run.
-
-    ``staged`` (GPU only): each layout's slice as :func:`read_staged` read it, or None.
 
     Returns ``"<decoder> (<why>): <n> slices"`` for each decoder that ran. Raises :class:`DicomLoadError`
     naming the file for a slice that cannot be read or decoded; ``stored`` is then partly written.
@@ -386,4 +349,4 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
         return ()
     if not devices.named(device).on_gpu:
         return decode_cpu(layouts, stored, slots)
-    return decode_gpu(layouts, stored, slots, staged)
+    return decode_gpu(layouts, stored, slots)

@@ -19,9 +19,9 @@ Steps, each with its own helper:
    buffer, and each slice is copied to its sorted place on the device once
    the order is known (:mod:`kvdicom._series.stage`); each read checks that
    the file is the one whose header was parsed (compressed slices: every
-   file's fragments read and checked, on the GPU path as their headers come
-   in, then one nvImageCodec batch for the frames the GPU decodes, the host
-   for the rest, each into its slot: :mod:`kvdicom._series.decode`);
+   file's fragments read concurrently, then one nvImageCodec batch for the
+   frames the GPU decodes, the host for the rest, each into its slot:
+   :mod:`kvdicom._series.decode`);
 5. decode on the target device (the whole volume at once when all slices share
    a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
 
@@ -101,8 +101,7 @@ def _gpu_backend() -> series_stage.Backend:
                                       cupy.cuda.runtime.memcpyHostToDevice, stream.ptr)
 
     return series_stage.Backend(allocate=lambda n: cupyx.empty_pinned(n, dtype=np.uint8), read=_submit_read,
-                                copy=copy, finish=stream.synchronize, read_packed=series_decode.read_staged,
-                                submit=lambda fn, *args: host_read.pool().submit(fn, *args))
+                                copy=copy, finish=stream.synchronize)
 
 
 def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
@@ -241,16 +240,14 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
     _stored_volume(layouts, xp, raw, stored)
 
 
-def _decode_compressed(layouts, stored, device: str, staged: list | None = None) -> tuple[str, ...]:
+def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
     """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom._series.decode`).
 
-    ``staged``: per slice, its compressed frames as read while the headers came in, or None.
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
     Returns which decoders ran.
     """
     packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
-    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed],
-                                         None if staged is None else [staged[i] for i, _ in packed])
+    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
     native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
     for i, layout in native:
         stored[i] = decode(loader.read_pixels(layout, device), layout)
@@ -313,8 +310,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     indices = staging.indices(ordered) if staging is not None else None
     decoders: tuple[str, ...] = ()
     if any(layout.compressed for layout in layouts):
-        staged = series_stage.packed_slices(staging, indices) if staging is not None and staging.packed else None
-        decoders = _decode_compressed(layouts, stored, device, staged)
+        decoders = _decode_compressed(layouts, stored, device)
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
     else:  # not staged (slices of differing byte counts): read after sorting

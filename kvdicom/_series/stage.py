@@ -18,10 +18,6 @@ caller then reads the series after sorting, as the CPU path does). Every
 read checks the file's identity before and after (``file_id``); a read error
 is kept per file and raised only for files that end up in the volume.
 
-Compressed slices (a backend with ``read_packed``) are read and checked the same way as their headers come
-in, each file's frames into memory of its own (:class:`_Lanes`), so the reads no longer wait for the last
-header and the sort; the decode then starts from frames already in memory.
-
 The buffer, the read submission and the copies are parameters
 (:class:`Backend`), so the scheduling runs on the CPU with NumPy stand-ins
 in the tests.
@@ -31,12 +27,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import queue
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._series.headers import Header
 from kvdicom.errors import DicomLoadError
@@ -50,11 +44,6 @@ class Backend:
     read: Callable[[PixelLayout, Any], concurrent.futures.Future]  #: submit one file's read into a view
     copy: Callable[[Any, int, Any, int, int], None]  #: (dst, dst offset, staging, staging offset, bytes)
     finish: Callable[[], None] = lambda: None  #: wait for the copies (before the staging buffer is freed)
-    #: read and check one compressed single-frame slice, ``(layout, slices in the folder) -> piece``; None: compressed
-    #: slices are read after the sort
-    read_packed: Callable[[PixelLayout, int], Any] | None = None
-    #: submit a callable to the read pool (where :class:`_Lanes` run)
-    submit: Callable[..., concurrent.futures.Future] | None = None
 
 
 @dataclass
@@ -66,7 +55,6 @@ class Staging:
     buffer: Any = None
     slots: dict[int, int] = field(default_factory=dict)  #: input index -> slot number
     errors: dict[int, BaseException] = field(default_factory=dict)  #: input index -> why its read failed
-    packed: dict[int, Any] = field(default_factory=dict)  #: input index -> compressed slice read (``read_packed``)
     _index: dict[int, int] = field(default_factory=dict)  #: id(header) -> input index
 
     def indices(self, ordered: list[Header]) -> list[int]:
@@ -91,52 +79,6 @@ def _stageable(header: Header, series_uid: str | None) -> bool:
     )
 
 
-def _packed(header: Header, series_uid: str | None) -> bool:
-    layout = header.layout
-    return (
-        layout is not None
-        and layout.compressed
-        and layout.number_of_frames == 1
-        and (series_uid is None or header.keys.series_uid == series_uid)
-    )
-
-
-class _Lanes:
-    """Compressed slices read as their headers arrive: :data:`settings.SERIES_READ_TASKS` pool tasks, each taking
-    the next file from one queue until :meth:`close`.
-
-    A few long tasks, not one per file: the work per slice is mostly Python, and with 16 threads one task per
-    slice made the reads of 256 HTJ2K slices take 59.7 ms against 23.1 ms in 2 tasks (H200,
-    ``settings.SERIES_READ_TASKS``). Results and errors are kept per input index.
-    """
-
-    def __init__(self, backend: Backend, files: int):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._read, self._files = backend.read_packed, files
-        self.results: dict[int, Any] = {}
-        self.errors: dict[int, BaseException] = {}
-        self._tasks = [backend.submit(self._run) for _ in range(max(1, settings.SERIES_READ_TASKS))]
-
-    def put(self, index: int, layout) -> None:
-        self._queue.put((index, layout))
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            index, layout = item
-            try:
-                self.results[index] = self._read(layout, self._files)
-            except Exception as exc:  # noqa: BLE001  kept, raised only if the file ends up in the volume
-                self.errors[index] = exc
-
-    def close(self) -> None:
-        """No more files: every task ends once the queue is empty; returns when all have ended."""
-        for _ in self._tasks:
-            self._queue.put(None)
-        concurrent.futures.wait(self._tasks)
-        for task in self._tasks:
-            task.result()  # a lane that died (not a file's error: those are kept) is a bug to see
-
-
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -158,17 +100,11 @@ def stage(
     staging = Staging(headers=[None] * len(paths))
     futures: dict[int, concurrent.futures.Future] = {}
     ranks: dict[int, int] = {}
-    lanes: _Lanes | None = None
     try:
         for batch in batches:
             for index, header in batch:
                 staging.headers[index] = header
                 staging._index[id(header)] = index
-                if backend.read_packed is not None and _packed(header, series_uid):
-                    if lanes is None:  # started by the first compressed slice: a native series keeps every thread
-                        lanes = _Lanes(backend, len(paths))
-                    lanes.put(index, header.layout)
-                    continue
                 if not _stageable(header, series_uid):
                     continue
                 nbytes = header.layout.nbytes
@@ -185,12 +121,7 @@ def stage(
                 staging.slots[index] = ranks[index]
                 futures[index] = backend.read(header.layout, staging.buffer[start : start + nbytes])
     finally:
-        try:
-            if lanes is not None:  # first: a lane holding the only pool thread would keep the reads below waiting
-                lanes.close()
-                staging.packed, staging.errors = lanes.results, dict(lanes.errors)
-        finally:
-            concurrent.futures.wait(futures.values())  # none may write into the buffer after we return
+        concurrent.futures.wait(futures.values())  # none may write into the buffer after we return
     for index, future in futures.items():
         if future.exception() is not None:
             staging.errors[index] = future.exception()
@@ -198,13 +129,6 @@ def stage(
     if missing:  # header_batches gives every index; this guards the invariant
         raise DicomLoadError(missing[0], "no header was read for this file")
     return staging
-
-
-def packed_slices(staging: Staging, indices: list[int]) -> list:
-    """The compressed slices read while the headers came in, for ``indices`` (slice order; None where a file was
-    not read then); the first read error among them is raised, as :func:`gather` raises it."""
-    raise_read_errors(staging, [i for i in indices if i not in staging.packed])
-    return [staging.packed.get(i) for i in indices]
 
 
 def raise_read_errors(staging: Staging, indices: list[int]) -> None:
