@@ -249,40 +249,81 @@ def _undefined_is_sequence(src: _Source, word: int, vr: bytes | None, value_at: 
 
 
 def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
-    """Walk the items of an undefined-length sequence; return the offset after its delimiter."""
-    while True:
-        word, length = _IMPLICIT.unpack(src.bytes_at(pos, 8))
-        pos += 8
-        if word == SEQUENCE_DELIMITER:
-            return pos
-        if word != ITEM:
-            raise _Unprovable("sequence content is not an item")
-        pos = _walk_dataset(src, pos, None if length == UNDEFINED else pos + length, implicit, depth + 1)
+    """Walk the items of an undefined-length sequence, and every sequence nested in them; return the offset
+    after its delimiter.
 
-
-def _walk_dataset(src: _Source, pos: int, end: int | None, implicit: bool, depth: int) -> int:
-    """Walk a sequence item (to ``end``, or to its delimiter if None); return where it ends."""
-    if depth > MAX_DEPTH:
-        raise _Unprovable("sequences nested too deep")
-    first = True
+    One loop with an explicit stack instead of a call per item and per nested sequence: on fixtures' ``ct``
+    header (8 undefined-length sequences, 49 nested elements) the recursive walk took 41 % of the 98 µs walk
+    (cProfile on the 2-core CPU dev machine), half of it in calls. ``depth``: that of the dataset holding the
+    sequence (1: the top level); an item's dataset is one deeper, and deeper than :data:`MAX_DEPTH` goes to pydicom.
+    """
+    unpack_implicit, unpack_explicit, u32 = _IMPLICIT.unpack_from, _EXPLICIT.unpack_from, _U32.unpack_from
+    long_vrs, short_vrs = LONG_VRS, SHORT_VRS
+    holders = [(None, depth)]  # (end, depth) of the datasets holding the open sequences, innermost last
+    in_items = True  # reading the item headers of the innermost open sequence, else the elements of an item
+    end = None  # the item being walked ends here (None: at its delimiter)
+    buf, base = src.buf, src.base
+    limit = base + len(buf) - 12
     while True:
-        if end is not None and pos >= end:
+        if end is not None and not in_items and pos >= end:
             if pos != end:
                 raise _Unprovable("element runs past its item")
-            return pos
-        head = src.bytes_at(pos, 8)
-        if _U32.unpack_from(head)[0] == ITEM_DELIMITER:
+            in_items = True
+            continue
+        if pos > limit or pos < base:  # near the window's end: read through the source, then move the window
+            head = src.bytes_at(pos, 8)
+            buf, base = src.buf, src.base
+            limit = base + len(buf) - 12
+            word, length = _IMPLICIT.unpack(head)
+        else:
+            word, length = unpack_implicit(buf, pos - base)
+        if in_items:
+            pos += 8
+            if word == SEQUENCE_DELIMITER:
+                end, item_depth = holders.pop()
+                if not holders:
+                    return pos
+                in_items = False
+                continue
+            if word != ITEM:
+                raise _Unprovable("sequence content is not an item")
+            item_depth = holders[-1][1] + 1
+            if item_depth > MAX_DEPTH:
+                raise _Unprovable("sequences nested too deep")
+            end = None if length == UNDEFINED else pos + length
+            in_items = False
+            continue
+        if word == ITEM_DELIMITER:
             if end is not None:
                 raise _Unprovable("item delimiter in an item of defined length")
-            return pos + 8
-        if first and not implicit and not _looks_explicit(head[4:6]):
-            raise _Unprovable("item switches to implicit VR")  # as pydicom would read it
-        first = False
-        word, vr, value_at, length = _element(src, pos, implicit)
+            pos += 8
+            in_items = True
+            continue
+        if implicit:
+            value_at = pos + 8
+            vr = None
+        else:
+            if pos > limit or pos < base:
+                word, vr, value_at, length = _element(src, pos, False)
+                buf, base = src.buf, src.base
+                limit = base + len(buf) - 12
+            else:
+                word, vr, length = unpack_explicit(buf, pos - base)
+                if vr in long_vrs:
+                    length = u32(buf, pos - base + 8)[0]
+                    value_at = pos + 12
+                elif vr in short_vrs:
+                    value_at = pos + 8
+                else:  # also where an item switches to implicit VR, as pydicom would read it
+                    raise _Unprovable(f"VR {vr!r}")
         if length == UNDEFINED:
             if not _undefined_is_sequence(src, word, vr, value_at):
                 raise _Unprovable("undefined length outside a sequence")
-            pos = _walk_items(src, value_at, implicit, depth)
+            holders.append((end, item_depth))
+            in_items = True
+            pos = value_at
+            buf, base = src.buf, src.base  # the sequence test may have moved the window
+            limit = base + len(buf) - 12
         else:
             pos = value_at + length
 
@@ -349,7 +390,11 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
 
     The hot loop of the fast path (one pass per element of a 200–400 element
     header), so the element header is decoded inline from the buffered chunk
-    and :func:`_element` is called only at a chunk boundary.
+    and :func:`_element` is called only at a chunk boundary. A short-VR element (2-byte length, never
+    undefined) that is not needed is skipped before any other test: with the flat :func:`_walk_items`,
+    ``_start`` + this walk of fixtures' ``ct`` header went from 99.4 to 78.3 µs (medians of 4000 calls,
+    old and new interleaved, 2-core CPU dev machine; a bare loop of the 212 top-level ``unpack_from`` calls
+    alone takes 22 µs there).
     """
     kept: dict[int, tuple[bytes | None, bytes]] = {}
     actions = _ACTIONS
@@ -358,22 +403,26 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
     buf, base = src.buf, src.base
     limit = base + len(buf) - 12
     while True:
-        if pos > limit or pos < base:
+        if base <= pos <= limit:
+            if implicit:
+                word, length = implicit_unpack(buf, pos - base)
+                vr, value_at = None, pos + 8
+            else:
+                word, vr, length = explicit_unpack(buf, pos - base)
+                if vr in short_vrs:  # most elements: a 2-byte length, never undefined
+                    if word not in actions:
+                        pos += 8 + length
+                        continue
+                    value_at = pos + 8
+                elif vr in long_vrs:
+                    length = u32_unpack(buf, pos - base + 8)[0]
+                    value_at = pos + 12
+                else:
+                    raise _Unprovable(f"VR {vr!r}")
+        else:
             word, vr, value_at, length = _element(src, pos, implicit)
             buf, base = src.buf, src.base
             limit = base + len(buf) - 12
-        elif implicit:
-            word, length = implicit_unpack(buf, pos - base)
-            vr, value_at = None, pos + 8
-        else:
-            word, vr, length = explicit_unpack(buf, pos - base)
-            if vr in long_vrs:
-                length = u32_unpack(buf, pos - base + 8)[0]
-                value_at = pos + 12
-            elif vr in short_vrs:
-                value_at = pos + 8
-            else:
-                raise _Unprovable(f"VR {vr!r}")
         action = actions.get(word)
         if action is not None:
             if action == _STOP:
