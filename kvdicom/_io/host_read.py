@@ -159,8 +159,11 @@ def read_into(
     ``DicomLoadError`` at once; ``OSError`` from opening or reading propagates.
     """
     view = memoryview(buffer).cast("B")
-    if fd is not None and not direct:  # the header's open file: the checks of ``fileid.opened`` without its
-        if file_id is not None:        # context manager (a CT slice's 512 KiB read: 3 µs of 17 µs of Python)
+    if fd is not None and not direct:
+        # the header's open file: the checks of ``fileid.opened`` without its context manager (with the
+        # small-read shortcut of ``read_chunks``, a CT slice's 512 KiB read went from 52.7 to 41.3 µs against
+        # 36 µs for its bare stat, fstat, preadv, fstat; 2-core CPU dev machine)
+        if file_id is not None:
             fileid.check_path(path, fd, file_id)
         fileid.check_same(path, fd, file_id, "before the pixel read")
         got = read_chunks(fd, view, offset, then=then)
