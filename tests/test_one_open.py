@@ -69,3 +69,34 @@ def test_a_file_swapped_after_the_header_is_still_refused(tmp_path, monkeypatch)
     monkeypatch.setattr(host_read, "read_chunks", grow_then_read)
     with pytest.raises(kvdicom.DicomLoadError, match="file changed between header and pixel read"):
         kvdicom.load(path, "cpu")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_no_descriptor_is_left_open_on_any_header_path(tmp_path):
+    # the header's descriptor is wrapped for pydicom only where the fast walk steps aside: every path closes it
+    from kvdicom._series import headers
+
+    fast = tmp_path / "fast.dcm"
+    write_dicom(DicomSpec(frames=1, rows=8, cols=8, **S16), fast)
+    slow = tmp_path / "big_endian.dcm"  # the fast walk steps aside: pydicom's path
+    write_dicom(DicomSpec(frames=1, rows=8, cols=8, transfer_syntax="explicit_be", **S16), slow)
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"not DICOM" * 40)
+    short = tmp_path / "short.dcm"
+    short.write_bytes(fast.read_bytes()[:-10])
+    kvdicom.load(fast, "cpu"), kvdicom.load(slow, "cpu")  # warm imports and caches
+    before = _open_fds()
+    for _ in range(3):
+        kvdicom.load(fast, "cpu")
+        kvdicom.load(slow, "cpu")
+        kvdicom.inspect(fast)
+        for bad in (other, short):
+            with pytest.raises(kvdicom.DicomLoadError):
+                kvdicom.load(bad, "cpu")
+        for path in (fast, slow, other, short):
+            headers.read_header(str(path))
+    assert _open_fds() == before

@@ -62,6 +62,7 @@ the pydicom path pays too.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -70,7 +71,14 @@ from dataclasses import dataclass
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kvdicom._header import compressed
-from kvdicom._header.layout import ModalityTransform, PixelLayout, build_layout, pixel_rules
+from kvdicom._header.layout import (
+    PIXEL_RULES_CACHE_SIZE,
+    ModalityTransform,
+    PixelLayout,
+    PixelRules,
+    build_layout,
+    pixel_rules,
+)
 from kvdicom._io.fileid import identify, open_regular
 from kvdicom.errors import DicomLoadError
 
@@ -154,6 +162,9 @@ for _tag in REFUSED:
 for _tag in EXTENDED:
     _ACTIONS[_word(_tag)] = _EXTENDED
 _ACTIONS[ITEM_DELIMITER] = _STOP  # pydicom ends the dataset there
+_IMAGE_PIXEL_WORDS = tuple(_word(tag) for tag in IMAGE_PIXEL)
+_SERIES_KEY_WORDS = tuple((_word(tag), name) for tag, (name, _) in SERIES_KEYS.items())
+_SLOPE, _INTERCEPT = _word(0x00281053), _word(0x00281052)
 _EXPECTED_VR = {_word(t): vr for t, (_, vr) in {**IMAGE_PIXEL, **RESCALE, **SERIES_KEYS}.items()}
 
 #: A number exactly as ``float()`` reads it and pydicom's DS accepts without leniency.
@@ -249,40 +260,81 @@ def _undefined_is_sequence(src: _Source, word: int, vr: bytes | None, value_at: 
 
 
 def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
-    """Walk the items of an undefined-length sequence; return the offset after its delimiter."""
-    while True:
-        word, length = _IMPLICIT.unpack(src.bytes_at(pos, 8))
-        pos += 8
-        if word == SEQUENCE_DELIMITER:
-            return pos
-        if word != ITEM:
-            raise _Unprovable("sequence content is not an item")
-        pos = _walk_dataset(src, pos, None if length == UNDEFINED else pos + length, implicit, depth + 1)
+    """Walk the items of an undefined-length sequence, and every sequence nested in them; return the offset
+    after its delimiter.
 
-
-def _walk_dataset(src: _Source, pos: int, end: int | None, implicit: bool, depth: int) -> int:
-    """Walk a sequence item (to ``end``, or to its delimiter if None); return where it ends."""
-    if depth > MAX_DEPTH:
-        raise _Unprovable("sequences nested too deep")
-    first = True
+    One loop with an explicit stack instead of a call per item and per nested sequence: on fixtures' ``ct``
+    header (8 undefined-length sequences, 49 nested elements) the recursive walk took 41 % of the 98 µs walk
+    (cProfile on the 2-core CPU dev machine), half of it in calls. ``depth``: that of the dataset holding the
+    sequence (1: the top level); an item's dataset is one deeper, and deeper than :data:`MAX_DEPTH` goes to pydicom.
+    """
+    unpack_implicit, unpack_explicit, u32 = _IMPLICIT.unpack_from, _EXPLICIT.unpack_from, _U32.unpack_from
+    long_vrs, short_vrs = LONG_VRS, SHORT_VRS
+    holders = [(None, depth)]  # (end, depth) of the datasets holding the open sequences, innermost last
+    in_items = True  # reading the item headers of the innermost open sequence, else the elements of an item
+    end = None  # the item being walked ends here (None: at its delimiter)
+    buf, base = src.buf, src.base
+    limit = base + len(buf) - 12
     while True:
-        if end is not None and pos >= end:
+        if end is not None and not in_items and pos >= end:
             if pos != end:
                 raise _Unprovable("element runs past its item")
-            return pos
-        head = src.bytes_at(pos, 8)
-        if _U32.unpack_from(head)[0] == ITEM_DELIMITER:
+            in_items = True
+            continue
+        if pos > limit or pos < base:  # near the window's end: read through the source, then move the window
+            head = src.bytes_at(pos, 8)
+            buf, base = src.buf, src.base
+            limit = base + len(buf) - 12
+            word, length = _IMPLICIT.unpack(head)
+        else:
+            word, length = unpack_implicit(buf, pos - base)
+        if in_items:
+            pos += 8
+            if word == SEQUENCE_DELIMITER:
+                end, item_depth = holders.pop()
+                if not holders:
+                    return pos
+                in_items = False
+                continue
+            if word != ITEM:
+                raise _Unprovable("sequence content is not an item")
+            item_depth = holders[-1][1] + 1
+            if item_depth > MAX_DEPTH:
+                raise _Unprovable("sequences nested too deep")
+            end = None if length == UNDEFINED else pos + length
+            in_items = False
+            continue
+        if word == ITEM_DELIMITER:
             if end is not None:
                 raise _Unprovable("item delimiter in an item of defined length")
-            return pos + 8
-        if first and not implicit and not _looks_explicit(head[4:6]):
-            raise _Unprovable("item switches to implicit VR")  # as pydicom would read it
-        first = False
-        word, vr, value_at, length = _element(src, pos, implicit)
+            pos += 8
+            in_items = True
+            continue
+        if implicit:
+            value_at = pos + 8
+            vr = None
+        else:
+            if pos > limit or pos < base:
+                word, vr, value_at, length = _element(src, pos, False)
+                buf, base = src.buf, src.base
+                limit = base + len(buf) - 12
+            else:
+                word, vr, length = unpack_explicit(buf, pos - base)
+                if vr in long_vrs:
+                    length = u32(buf, pos - base + 8)[0]
+                    value_at = pos + 12
+                elif vr in short_vrs:
+                    value_at = pos + 8
+                else:  # also where an item switches to implicit VR, as pydicom would read it
+                    raise _Unprovable(f"VR {vr!r}")
         if length == UNDEFINED:
             if not _undefined_is_sequence(src, word, vr, value_at):
                 raise _Unprovable("undefined length outside a sequence")
-            pos = _walk_items(src, value_at, implicit, depth)
+            holders.append((end, item_depth))
+            in_items = True
+            pos = value_at
+            buf, base = src.buf, src.base  # the sequence test may have moved the window
+            limit = base + len(buf) - 12
         else:
             pos = value_at + length
 
@@ -349,7 +401,11 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
 
     The hot loop of the fast path (one pass per element of a 200–400 element
     header), so the element header is decoded inline from the buffered chunk
-    and :func:`_element` is called only at a chunk boundary.
+    and :func:`_element` is called only at a chunk boundary. A short-VR element (2-byte length, never
+    undefined) that is not needed is skipped before any other test: with the flat :func:`_walk_items`,
+    ``_start`` + this walk of fixtures' ``ct`` header went from 99.4 to 78.3 µs (medians of 4000 calls,
+    old and new interleaved, 2-core CPU dev machine; a bare loop of the 212 top-level ``unpack_from`` calls
+    alone takes 22 µs there).
     """
     kept: dict[int, tuple[bytes | None, bytes]] = {}
     actions = _ACTIONS
@@ -358,22 +414,26 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
     buf, base = src.buf, src.base
     limit = base + len(buf) - 12
     while True:
-        if pos > limit or pos < base:
+        if base <= pos <= limit:
+            if implicit:
+                word, length = implicit_unpack(buf, pos - base)
+                vr, value_at = None, pos + 8
+            else:
+                word, vr, length = explicit_unpack(buf, pos - base)
+                if vr in short_vrs:  # most elements: a 2-byte length, never undefined
+                    if word not in actions:
+                        pos += 8 + length
+                        continue
+                    value_at = pos + 8
+                elif vr in long_vrs:
+                    length = u32_unpack(buf, pos - base + 8)[0]
+                    value_at = pos + 12
+                else:
+                    raise _Unprovable(f"VR {vr!r}")
+        else:
             word, vr, value_at, length = _element(src, pos, implicit)
             buf, base = src.buf, src.base
             limit = base + len(buf) - 12
-        elif implicit:
-            word, length = implicit_unpack(buf, pos - base)
-            vr, value_at = None, pos + 8
-        else:
-            word, vr, length = explicit_unpack(buf, pos - base)
-            if vr in long_vrs:
-                length = u32_unpack(buf, pos - base + 8)[0]
-                value_at = pos + 12
-            elif vr in short_vrs:
-                value_at = pos + 8
-            else:
-                raise _Unprovable(f"VR {vr!r}")
         action = actions.get(word)
         if action is not None:
             if action == _STOP:
@@ -460,8 +520,8 @@ def parse_ds(raw: bytes) -> float | tuple[float, ...]:
 def _options(kept: dict) -> dict:
     """``as_pixel_options(ds)`` from the raw Image Pixel values."""
     options = {}
-    for tag, (name, vr) in IMAGE_PIXEL.items():
-        value = kept.get(_word(tag))
+    for word, (name, vr) in zip(_IMAGE_PIXEL_WORDS, IMAGE_PIXEL.values()):
+        value = kept.get(word)
         if value is None:
             continue
         raw = value[1]
@@ -478,11 +538,35 @@ def _options(kept: dict) -> dict:
 
 def _modality(kept: dict) -> ModalityTransform | None:
     """What ``apply_modality_lut`` does (the Modality LUT Sequence was refused in the walk)."""
-    slope = kept.get(_word(0x00281053))
-    intercept = kept.get(_word(0x00281052))
+    slope = kept.get(_SLOPE)
+    intercept = kept.get(_INTERCEPT)
     if slope is None or intercept is None:
         return None
-    return ModalityTransform("rescale", slope=parse_ds(slope[1]), intercept=parse_ds(intercept[1]))
+    return _rescale(slope[1], intercept[1])
+
+
+@functools.lru_cache(maxsize=PIXEL_RULES_CACHE_SIZE)
+def _rescale(slope: bytes, intercept: bytes) -> ModalityTransform:
+    """The rescale of raw Rescale Slope / Intercept values, cached by their bytes (a series repeats them; the
+    transform is frozen, so slices share it): 4.4 µs a file parsed, 2-core CPU dev machine."""
+    return ModalityTransform("rescale", slope=parse_ds(slope), intercept=parse_ds(intercept))
+
+
+def _native_rules(implicit: bool, keyword: str, vr: bytes | None, kept: dict) -> PixelRules:
+    """:func:`kvdicom._header.layout.pixel_rules` of the raw Image Pixel values, cached by their bytes.
+
+    ``_options`` + ``pixel_rules`` (whose cache is keyed by the parsed values) took 9.6 µs a file on
+    fixtures' ``ct`` header, 2-core CPU dev machine; a lookup by the raw bytes skips both.
+    """
+    raw = tuple(None if (value := kept.get(word)) is None else value[1] for word in _IMAGE_PIXEL_WORDS)
+    return _rules_of_raw(implicit, keyword, vr, raw)
+
+
+@functools.lru_cache(maxsize=PIXEL_RULES_CACHE_SIZE)
+def _rules_of_raw(implicit: bool, keyword: str, vr: bytes | None, raw: tuple) -> PixelRules:
+    kept = {word: (None, value) for word, value in zip(_IMAGE_PIXEL_WORDS, raw) if value is not None}
+    tsyntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return pixel_rules(tsyntax, keyword, vr.decode() if vr is not None else "", _options(kept))
 
 
 def _extended(kept: dict) -> tuple[bytes, bytes] | None:
@@ -551,13 +635,9 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
         if vr is not None and vr not in vrs:
             raise _Unprovable("unusual pixel data VR")
         tsyntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-        rules = pixel_rules(tsyntax, keyword, vr.decode() if vr is not None else "", _options(kept))
+        rules = _native_rules(implicit, keyword, vr, kept)
         layout = build_layout(path, rules, tsyntax, keyword, offset, length, src.size, _modality(kept), file_id)
-    keys = {}
-    for tag, (name, _) in SERIES_KEYS.items():
-        value = kept.get(_word(tag))
-        if value is not None:
-            keys[name] = value[1]
+    keys = {name: value[1] for word, name in _SERIES_KEY_WORDS if (value := kept.get(word)) is not None}
     return FastHeader(layout, keys)
 
 

@@ -19,6 +19,7 @@ from kvdicom._header.layout import (
     pixel_rules,
 )
 from kvdicom._io.bounded_file import BoundedReader
+from kvdicom._io.fileid import open_identified
 
 
 def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
@@ -31,14 +32,6 @@ def _layout_dataset(path: str, fp: BoundedReader, force: bool) -> tuple:
     rules = pixel_rules(tsyntax, keyword, raw.VR or "", _pixel_options(path, ds))
     modality = _modality(ds, tsyntax, rules.dtype) if rules.dtype is not None else None
     return build_layout(path, rules, tsyntax, keyword, offset, raw.length, fp.size, modality, fp.file_id), ds
-
-
-def _layout(path: str, fp: BoundedReader, force: bool):
-    """:mod:`kvdicom._header.fast_header` on the open file first; pydicom where it cannot prove the layout."""
-    header = fast_header.scan_fd(fp.fileno(), path, force, file_id=fp.file_id)
-    if header is not None:
-        return header.layout
-    return _layout_dataset(path, fp, force)[0]
 
 
 def inspect_dataset(path: str | os.PathLike, *, force: bool = False) -> tuple:
@@ -79,5 +72,19 @@ def opened_layout(path: str | os.PathLike, *, force: bool = False) -> Iterator[t
     deleted and re-created at ``path`` before the pixel read always differs from ``layout.file_id``.
     """
     path = os.fspath(path)
-    with BoundedReader(path) as fp:
-        yield _layout(path, fp, force), fp.fileno()
+    fd, file_id = open_identified(path)
+    try:
+        # the fast walk reads the descriptor itself; the buffered reader pydicom needs only where it steps
+        # aside (building it took 7 µs of a 220 µs CT slice load, 2-core CPU dev machine)
+        header = fast_header.scan_fd(fd, path, force, file_id=file_id)
+    except BaseException:
+        os.close(fd)
+        raise
+    if header is not None:
+        try:
+            yield header.layout, fd
+        finally:
+            os.close(fd)
+        return
+    with BoundedReader(path, fd=fd, file_id=file_id) as fp:
+        yield _layout_dataset(path, fp, force)[0], fp.fileno()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 
-from kvdicom._io.fileid import identify, open_regular
+from kvdicom._io.fileid import FileId, open_identified
 
 
 class BoundedReader(io.BufferedReader):
@@ -25,10 +25,13 @@ class BoundedReader(io.BufferedReader):
     its size then.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        fd = open_regular(path)
+    def __init__(self, path: str | os.PathLike, *, fd: int | None = None, file_id: FileId | None = None):
+        """Open ``path``; or, with ``fd`` and its ``file_id`` (:func:`kvdicom._io.fileid.open_identified`),
+        take over that open descriptor (closed with this reader, also where this raises)."""
+        if fd is None:
+            fd, file_id = open_identified(path)
         try:
-            self.file_id = identify(fd)
+            self.file_id = tuple(file_id)
             raw = io.FileIO(fd, "rb", closefd=True)
         except BaseException:
             os.close(fd)

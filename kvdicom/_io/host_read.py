@@ -121,14 +121,16 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     cut in multiples of 8 bytes: whole samples): a per-sample correction then runs in parallel on
     data still in cache instead of in one more pass over the whole buffer.
     """
-    chunk = chunk or chunk_for(len(view))
-    if then is not None:
-        chunk = max(8, chunk - chunk % 8)  # whole samples in every chunk
+    if len(view) < settings.READ_PARALLEL_BYTES and parallel_from is None:
+        return _read_then(fd, view, offset, 0, then)  # below the threshold for any thread count
     if parallel_from is None:
         few = io_tuning.host_threads() < settings.READ_FEW_THREADS
         parallel_from = settings.READ_PARALLEL_BYTES * (settings.READ_FEW_THREADS_FACTOR if few else 1)
     if len(view) < parallel_from or in_pool():
         return _read_then(fd, view, offset, 0, then)
+    chunk = chunk or chunk_for(len(view))
+    if then is not None:
+        chunk = max(8, chunk - chunk % 8)  # whole samples in every chunk
     starts = range(0, len(view), chunk)
     futures = [pool().submit(_read_then, fd, view[s : s + chunk], offset + s, s, then) for s in starts]
     # Every task must finish before the caller may close ``fd`` or reuse the
@@ -157,7 +159,17 @@ def read_into(
     ``DicomLoadError`` at once; ``OSError`` from opening or reading propagates.
     """
     view = memoryview(buffer).cast("B")
-    # ``fd``: the caller's open file (the header's); O_DIRECT needs a descriptor of its own
+    if fd is not None and not direct:
+        # the header's open file: the checks of ``fileid.opened`` without its context manager (with the
+        # small-read shortcut of ``read_chunks``, a CT slice's 512 KiB read went from 52.7 to 41.3 µs against
+        # 36 µs for its bare stat, fstat, preadv, fstat; 2-core CPU dev machine)
+        if file_id is not None:
+            fileid.check_path(path, fd, file_id)
+        fileid.check_same(path, fd, file_id, "before the pixel read")
+        got = read_chunks(fd, view, offset, then=then)
+        fileid.check_same(path, fd, file_id, "after the pixel read")
+        return got
+    # O_DIRECT needs a descriptor of its own
     with fileid.opened(path, None if direct else fd, os.O_DIRECT if direct else 0, file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")
         if direct:  # no readahead: keep several chunk reads in flight from two chunks up

@@ -26,6 +26,7 @@ from kvdicom._header.inspect import _layout_dataset
 from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
 from kvdicom._io import process_pool
 from kvdicom._io.bounded_file import BoundedReader
+from kvdicom._io.fileid import open_identified
 from kvdicom._series import keys as series_keys
 from kvdicom.errors import DicomLoadError, NoPixelDataError
 
@@ -95,24 +96,32 @@ def _has_dicm(fd: int) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_open(path: str, fp: BoundedReader) -> Header:
-    header = fast_header.scan_fd(fp.fileno(), path, False, file_id=fp.file_id)
-    if header is not None:
-        try:
-            return Header(path, header.layout, series_keys.from_raw(path, header.keys))
-        except series_keys.Unprovable:
-            pass
-    if not _has_dicm(fp.fileno()):
-        return Header(path, skip="not a DICOM file (no 128-byte preamble and DICM prefix)")
-    layout, ds = _layout_dataset(path, fp, False)
-    return Header(path, layout, series_keys.from_dataset(path, ds))
+def _read_open(path: str, fd: int, file_id) -> Header:
+    """The header of the open ``fd`` (closed here): the buffered reader pydicom needs is built only where
+    the fast walk steps aside (7 µs a file otherwise, 2-core CPU dev machine)."""
+    handed_over = False
+    try:
+        header = fast_header.scan_fd(fd, path, False, file_id=file_id)
+        if header is not None:
+            try:
+                return Header(path, header.layout, series_keys.from_raw(path, header.keys))
+            except series_keys.Unprovable:
+                pass
+        if not _has_dicm(fd):
+            return Header(path, skip="not a DICOM file (no 128-byte preamble and DICM prefix)")
+        handed_over = True  # the reader closes ``fd``, also where it fails to start
+        with BoundedReader(path, fd=fd, file_id=file_id) as fp:
+            layout, ds = _layout_dataset(path, fp, False)
+        return Header(path, layout, series_keys.from_dataset(path, ds))
+    finally:
+        if not handed_over:
+            os.close(fd)
 
 
 def read_header(path: str) -> Header:
     """One file's header, through one open: fast walk first, pydicom where it steps aside. Never raises."""
     try:
-        with BoundedReader(path) as fp:
-            return _read_open(path, fp)
+        return _read_open(path, *open_identified(path))
     except NoPixelDataError as exc:
         if exc.has_rows:
             return Header(path, error="an image header (it has Rows) without pixel data: truncated?")
