@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -161,16 +162,27 @@ def test_specs_differing_only_in_seed_are_cached_apart(tmp_path):
     assert first != second and second.read_bytes() == fresh.read_bytes() != first.read_bytes()
 
 
-def test_using_a_cached_file_keeps_its_modification_time(tmp_path):
-    # kvdicom checks (device, inode, size, mtime) around every pixel read: a use that touched mtime
-    # would fail a load of the same file in flight in another process.
+def test_using_a_cached_file_leaves_the_file_untouched(tmp_path):
+    # kvdicom checks (device, inode, size, mtime, ctime) around every pixel read: a use that touched the file,
+    # even keeping its mtime (os.utime changes the ctime), fails a load of it in flight in another process.
     corpus = Corpus(tmp_path, 1 << 30)
     path = corpus.ensure(SMALL)
-    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
-    before = path.stat().st_mtime_ns
+    before = path.stat()
+    time.sleep(0.01)
     assert Corpus(tmp_path, 1 << 30).ensure(SMALL) == path
-    assert path.stat().st_mtime_ns == before
-    assert path.stat().st_atime_ns > 1_000_000_000  # still marked as used, for eviction
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    assert cache_module.last_used(path) > before.st_ctime_ns  # still marked as used, for eviction
+
+
+def test_the_file_used_last_is_evicted_last_and_its_marker_goes_with_it(tmp_path):
+    corpus = Corpus(tmp_path, 1 << 30)
+    first, second = corpus.ensure(SMALL), corpus.ensure(OTHER)
+    time.sleep(0.01)
+    corpus.ensure(SMALL)  # used again: now the more recent
+    assert corpus._files() == [second, first]
+    corpus._make_room(corpus.cap_bytes - first.stat().st_size, keep=set())
+    assert not second.exists() and not cache_module.use_marker(second).exists() and first.exists()
 
 
 def test_the_checksum_record_is_in_place_before_the_file(tmp_path, monkeypatch):
