@@ -654,6 +654,31 @@ def test_gpu_rgb_jpeg_decodes_into_the_output_slots(cuda, files, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("syntax", ["jpeg2000_lossless", "htj2k_lossless"])
+def test_gpu_16_bit_grey_j2k_decodes_into_the_output_slots_exactly(cuda, files, monkeypatch, syntax):
+    """DECODE_IN_PLACE (2, 1): 16-bit grey JPEG 2000 / HTJ2K frames written straight into the batch's slots, no
+    copies, equal to pydicom bit for bit (lossless)."""
+    import cupy
+
+    if gpu_codec.nvimgcodec_problem():
+        pytest.skip(gpu_codec.nvimgcodec_problem())
+    spec = next((s for s, _ in CASES if s.transfer_syntax == syntax and s.samples_per_pixel == 1
+                 and s.bits_allocated == 16), None)
+    if spec is None:
+        pytest.skip(f"no 16-bit grey {syntax} case in this profile")
+    layout, frames, how = _planned(files[spec])
+    if how.route != "gpu":
+        pytest.skip(f"{syntax} decodes on the host here: {how.reason}")
+    assert (how.raw_itemsize, layout.samples_per_pixel) in gpu_codec.DECODE_IN_PLACE
+    copies = []
+    real = cupy.cuda.runtime.memcpyAsync
+    monkeypatch.setattr(cupy.cuda.runtime, "memcpyAsync", lambda *a: copies.append(a) or real(*a))
+    raw, redo = gpu_codec._decode_batch(frames, layout, how)
+    assert redo == [] and copies == []
+    np.testing.assert_array_equal(gpu_codec.finish(raw, layout, how).get(), pydicom_pixels(files[spec]))
+
+
+@pytest.mark.gpu
 def test_gpu_decode_waits_for_work_queued_on_the_stream(cuda, files):
     """Work still queued on a block the pool hands to the output finishes before the decoder writes there.
 
