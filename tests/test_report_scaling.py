@@ -74,3 +74,15 @@ def test_the_trend_never_mixes_a_dataset_through_dask_with_the_case_s_own_load(t
     assert code == 0, err
     trend = [r for r in markdown_tables((out / "report.md").read_text())["Trend"] if r["Loader"] == "kvdicom"]
     assert [(r["Runs"], r["Regressed"]) for r in trend] == [("2", "no")], trend
+
+
+def test_the_trend_names_each_scale_out_row_by_its_gpus_and_the_loop_as_not_through_dask(tmp_path, capsys):
+    results = tmp_path / "results"
+    for name, when in (("0001.json", EARLY), ("0002.json", LATE)):
+        rows = [scale("kvdicom", 1, 0.8), scale("kvdicom", 2, 0.45), scale("kvdicom-loop", 1, 0.9)]
+        write_result(results / SLUG / name, result_document(info(), rows, when))
+    out = tmp_path / "out"
+    code, _, err = run_report(capsys, results, "-o", out)
+    assert code == 0, err
+    loaders = {r["Loader"] for r in markdown_tables((out / "report.md").read_text())["Trend"]}
+    assert loaders == {"kvdicom (1 GPU through Dask)", "kvdicom (2 GPUs through Dask)", "kvdicom-loop (1 GPU, no Dask)"}

@@ -54,3 +54,11 @@ def timestamp(value: datetime) -> str:
 def run_label(started: datetime, commit_id: str | None) -> str:
     """Which run a row came from: its start (UTC, as in the machines table) and short commit."""
     return f"{started.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} · {(commit_id or '?')[:7]}"
+
+
+def scaleout_loader(loader: str, gpus: int | None) -> str:
+    """A loader's name with the GPUs of its scale-out row (the plain loop is the one row not run through Dask)."""
+    if not gpus:
+        return loader
+    count = f"{gpus} GPU{'s' if gpus != 1 else ''}"
+    return f"{loader} ({count}, no Dask)" if loader == "kvdicom-loop" else f"{loader} ({count} through Dask)"

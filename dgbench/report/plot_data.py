@@ -25,6 +25,7 @@ from dgbench.config import DEFAULT_NOISE_K, REGRESSION_THRESHOLD_PCT
 from dgbench.derived import regressed
 from dgbench.schema import LOADERS, is_ceiling
 
+from . import formatting
 from .model import Benchmark, Machine, Run
 from .tables import loader_rank
 
@@ -232,7 +233,7 @@ def trend_plot(machine: Machine, used: set[str]) -> PlotSpec | None:
                 band.append((low, high))
             ceiling = is_ceiling(loader)
             series.append(Series(
-                label=f"{loader} ({device}, {cache}{f', {gpus} GPUs through Dask' if gpus else ''})",
+                label=f"{formatting.scaleout_loader(loader, gpus)} ({device}, {cache})",
                 points=tuple((index[id(p.run)], p.bench.gbps) for p in points),
                 colour=CEILING_COLOUR if ceiling else loader_colour(loader),
                 dashed=ceiling,

@@ -114,7 +114,7 @@ def trend_table(machines: Iterable[Machine]) -> Table:
             last = points[-1]
             flagged = [p for p in points if p.regressed]
             rows.append((
-                machine.name, case, f"{loader} ({gpus} GPUs through Dask)" if gpus else loader, device, cache,
+                machine.name, case, formatting.scaleout_loader(loader, gpus), device, cache,
                 str(len(points)),
                 formatting.gbps(points[0].bench.gbps), formatting.gbps(last.bench.gbps),
                 "" if last.change_pct is None else f"{last.change_pct:+.1f}% time",
