@@ -208,6 +208,21 @@ class DiskRead:
         return host_read.read_into(self.path, out, 0, direct=self.direct)
 
 
+
+def read_fully(path, flags: int, view: memoryview, offset: int, n: int, what: str = "early") -> int:
+    """``n`` bytes of ``path`` from ``offset`` into ``view`` (``os.preadv`` until done); a short file is an OSError."""
+    fd = os.open(path, flags)
+    try:
+        got = 0
+        while got < n:
+            step = os.preadv(fd, [view[got:]], offset + got)
+            if step == 0:
+                raise OSError(f"{path}: file ended {n - got} bytes {what}")
+            got += step
+        return got
+    finally:
+        os.close(fd)
+
 class SeriesRead:
     """The I/O ceiling of a series: every file's pixel range, offsets known in advance, read concurrently.
 
@@ -239,18 +254,8 @@ class SeriesRead:
 
     def _read(self, i: int) -> int:
         path, offset, n = self.ranges[i]
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            view = memoryview(self.host[self.starts[i] : self.starts[i] + n])
-            got = 0
-            while got < n:
-                step = os.preadv(fd, [view[got:]], offset + got)
-                if step == 0:
-                    raise OSError(f"{path}: file ended {n - got} bytes before the pixel data's end")
-                got += step
-            return got
-        finally:
-            os.close(fd)
+        return read_fully(path, os.O_RDONLY, memoryview(self.host[self.starts[i] : self.starts[i] + n]), offset, n,
+                          "before the pixel data's end")
 
     def __call__(self) -> int:
         got = sum(self.pool.map(self._read, range(len(self.ranges))))

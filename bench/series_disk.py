@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from bench.ceilings import DIRECT_IO_ALIGN, drop_page_cache, time_cold
+from bench.ceilings import DIRECT_IO_ALIGN, drop_page_cache, read_fully, time_cold
 from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 from kvdicom._io.tuning import machine_threads
 
@@ -70,17 +70,7 @@ class SeriesDiskRead:
     def _read(self, i: int, flags: int) -> int:
         size, start = self.sizes[i], self.starts[i]
         view = memoryview(self.host[start : start + _round_up(size)])  # O_DIRECT: aligned address and length
-        fd = os.open(self.paths[i], os.O_RDONLY | flags)
-        try:
-            got = 0
-            while got < size:
-                step = os.preadv(fd, [view[got:]], got)
-                if step == 0:
-                    raise OSError(f"{self.paths[i]}: file ended {size - got} bytes early")
-                got += step
-            return got
-        finally:
-            os.close(fd)
+        return read_fully(self.paths[i], os.O_RDONLY | flags, view, 0, size)
 
     def __call__(self) -> int:
         flags = os.O_DIRECT if self.direct else 0

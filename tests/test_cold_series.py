@@ -14,6 +14,7 @@ from bench import ceilings, series_disk
 from bench.series_disk import SeriesDiskRead
 from dgbench.derived import add_derived_fields
 from dgbench.schema import bench_document, series_ceiling_for
+from tests.test_cold import FakeBenchmark
 from tests.test_report import H100, machine_info, markdown_tables, result_document, run_report, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,18 +91,6 @@ def test_direct_false_reads_buffered_without_probing(tmp_path):
         assert read.file_bytes(1) == paths[1].read_bytes()
     finally:
         read.close()
-
-
-class FakeBenchmark:
-    """pytest-benchmark's ``pedantic``: setup before each round, then the target."""
-
-    def __init__(self):
-        self.extra_info = {"page_cache": "cold"}
-
-    def pedantic(self, target, setup, rounds, iterations, warmup_rounds):
-        for _ in range(rounds):
-            setup()
-            target()
 
 
 @pytest.mark.parametrize(("left", "state", "worst"), [
