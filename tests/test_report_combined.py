@@ -165,3 +165,21 @@ def test_compressed_cases_from_another_run_are_plotted_apart_from_raw_reads_of_t
     assert {s.label: s.points for s in comparison.panels[0].series} == {
         NAME: ((SMALL_BYTES, SMALL_BYTES / 0.0002 / 1e9),),
         f"{NAME} (compressed)": ((SMALL_BYTES, SMALL_BYTES / 0.012 / 1e9),)}
+
+
+def test_the_scorecard_prefers_a_run_with_the_ceiling_too_over_a_newer_one_with_the_ratio_only(tmp_path, capsys):
+    """A newer run measured kvdicom and pydicom but not the case's ceiling (an A/B of a few rows, say): the
+    scorecard takes the newest run holding the whole comparison, ratio and ceiling, with that run's own numbers."""
+    results = tmp_path / "results"
+    _write(results, "0001.json", _uncompressed(), EARLY)
+    _write(results, "0002.json", [bench(SEED, "pydicom", "cpu", SEED_BYTES, 0.6),
+                                  bench(SEED, "kvdicom", "cuda", SEED_BYTES, 0.012)], LATE)
+    _, tables = _report(tmp_path, capsys, results)
+    score = next(r for r in tables["Scorecard"] if r["Reference case"] == "Seed volume, 256 MiB")
+    assert (score["GB/s"], score["× pydicom"], score["% of ceiling"], score["Run"]) == (
+        f"{SEED_BYTES / 0.01 / 1e9:.2f}", "50.00×", "80.0%", EARLY_RUN)
+    # with no run holding a ceiling, the newest with the ratio still stands
+    _write(results, "0001.json", _uncompressed()[:2], EARLY)
+    _, tables = _report(tmp_path, capsys, results)
+    score = next(r for r in tables["Scorecard"] if r["Reference case"] == "Seed volume, 256 MiB")
+    assert (score["× pydicom"], score["% of ceiling"], score["Run"]) == ("50.00×", "", LATE_RUN)

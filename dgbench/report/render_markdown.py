@@ -17,7 +17,8 @@ from .tables import Table
 TITLE = "DICOM to GPU loading benchmarks"
 SCORECARD_NOTE = ("kvdicom on the reference cases, per machine: GB/s of pixel data (on CUDA with a warm page "
                   "cache where it ran there), speed-up over pydicom, and % of that machine's ceiling, all from "
-                  "the newest run that measured kvdicom and pydicom together (else the newest with kvdicom's row).")
+                  "the newest run that measured kvdicom, pydicom and the case's ceiling together (else the newest with "
+                  "kvdicom and pydicom, else the newest with kvdicom's row).")
 TREND_NOTE = ("Every benchmark a machine ran in two runs or more, in the order of the runs' dates. A run is "
               f"marked regressed when its median time rose more than both {REGRESSION_THRESHOLD_PCT:g}% and "
               f"{DEFAULT_NOISE_K:g} × the larger IQR/median of it and the run before (the nightly's baseline "

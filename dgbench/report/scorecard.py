@@ -66,17 +66,31 @@ def headline(rows: Iterable[Row], case: str) -> Row | None:
                                      r.bench.median_s), default=None)
 
 
+def _whole(row: Row) -> bool:
+    """kvdicom's row holds the whole comparison: its × pydicom and its % of ceiling, both from its own run."""
+    return row.bench.speedup_vs_pydicom is not None and row.bench.pct_of_ceiling is not None
+
+
+def _ratio(row: Row) -> bool:
+    return row.bench.speedup_vs_pydicom is not None
+
+
 def complete_headline(machine: Machine, case: str) -> Row | None:
-    """:func:`headline` from the newest run in which kvdicom's row has its × pydicom (pydicom ran beside it), on
-    the same device and page cache as the newest row; else the newest row itself."""
+    """:func:`headline` from the newest run holding the whole comparison (pydicom and the case's ceiling ran beside
+    kvdicom), else from the newest with × pydicom, on the same device and page cache as the newest row; else the
+    newest row itself. A run of a few rows (an A/B) then does not hide a complete one."""
     newest = headline(machine.rows, case)
-    if newest is None or newest.bench.speedup_vs_pydicom is not None:
-        return newest
-    for run in sorted(machine.history, key=lambda r: r.started, reverse=True):
-        found = [r for r in (Row(b, run) for b in run.benchmarks) if r.bench.speedup_vs_pydicom is not None
-                 and (r.bench.device, r.bench.page_cache) == (newest.bench.device, newest.bench.page_cache)]
-        if (row := headline(found, case)) is not None:
-            return row
+    if newest is None:
+        return None
+    runs = sorted(machine.history, key=lambda r: r.started, reverse=True)
+    for complete in (_whole, _ratio):
+        if complete(newest):
+            return newest
+        for run in runs:
+            found = [r for r in (Row(b, run) for b in run.benchmarks) if complete(r)
+                     and (r.bench.device, r.bench.page_cache) == (newest.bench.device, newest.bench.page_cache)]
+            if (row := headline(found, case)) is not None:
+                return row
     return newest
 
 
