@@ -223,42 +223,59 @@ def read_fully(path, flags: int, view: memoryview, offset: int, n: int, what: st
     finally:
         os.close(fd)
 
+
+def _round_up(n: int, align: int) -> int:
+    return -(-n // align) * align
+
+
+def _aligned_empty(nbytes: int, empty, align: int) -> np.ndarray:
+    """``nbytes`` of ``empty(n)`` memory starting on an ``align`` boundary (pinned pools align less than pages)."""
+    if align == 1:
+        return empty(nbytes)
+    raw = empty(nbytes + align)
+    skip = -raw.ctypes.data % align
+    return raw[skip : skip + nbytes]
+
+
 class SeriesRead:
     """The I/O ceiling of a series: every file's pixel range, offsets known in advance, read concurrently.
 
     CPU: into one host buffer. GPU (``device="cuda"``): into one pinned host
     buffer, then copied to the device once. No header is parsed inside the
-    timed call, so a series loader is held against the bytes alone.
+    timed call, so a series loader is held against the bytes alone. ``align``: each range's slot starts on
+    this boundary and spans a multiple of it (O_DIRECT: :class:`bench.series_disk.SeriesDiskRead`).
     """
 
-    def __init__(self, ranges: list[tuple[str, int, int]], device: str = "cpu"):
+    #: open flags of every read; the end a short file is reported against
+    flags, short = os.O_RDONLY, "before the pixel data's end"
+
+    def __init__(self, ranges: list[tuple[str, int, int]], device: str = "cpu", align: int = 1):
         self.ranges = ranges  # (path, offset, nbytes) per file, in volume order
         self.nbytes = sum(n for _, _, n in ranges)
-        self.device = device
-        starts, at = [], 0
-        for _, _, n in ranges:
-            starts.append(at)
-            at += n
-        self.starts = starts
+        self.device, self.align = device, align
+        self.starts = np.cumsum([0] + [_round_up(n, align) for _, _, n in ranges]).tolist()
+        total = self.starts[-1]
         if device == "cuda":
             import cupy
             import cupyx
 
             self.cupy = cupy
-            self.host = cupyx.empty_pinned(self.nbytes, dtype=np.uint8)
-            self.gpu = cupy.empty(self.nbytes, dtype=cupy.uint8)
+            self.host = _aligned_empty(total, lambda n: cupyx.empty_pinned(n, dtype=np.uint8), align)
+            self.gpu = cupy.empty(total, dtype=cupy.uint8)
         else:
-            self.host = np.empty(self.nbytes, dtype=np.uint8)
+            self.host = _aligned_empty(total, lambda n: np.empty(n, dtype=np.uint8), align)
         self.host[:] = 0  # touch every page before timing
         self.pool = ThreadPoolExecutor(max_workers=machine_threads())
 
-    def _read(self, i: int) -> int:
+    def _read(self, i: int, flags: int) -> int:
         path, offset, n = self.ranges[i]
-        return read_fully(path, os.O_RDONLY, memoryview(self.host[self.starts[i] : self.starts[i] + n]), offset, n,
-                          "before the pixel data's end")
+        start = self.starts[i]
+        return read_fully(path, flags, memoryview(self.host[start : start + _round_up(n, self.align)]), offset, n,
+                          self.short)
 
     def __call__(self) -> int:
-        got = sum(self.pool.map(self._read, range(len(self.ranges))))
+        flags = self.flags
+        got = sum(self.pool.map(lambda i: self._read(i, flags), range(len(self.ranges))))
         if self.device == "cuda":
             self.gpu.set(self.host)
             self.cupy.cuda.get_current_stream().synchronize()

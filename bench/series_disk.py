@@ -1,7 +1,7 @@
 """The cold series' ceiling: every file of a series read whole from the disk, concurrently, into one buffer.
 
-The cold counterpart of :class:`bench.ceilings.SeriesRead` (same pool, same one host buffer, on ``cuda`` the
-same one copy to the device), but of whole files, with O_DIRECT: a cold loader must read each header from the
+A :class:`bench.ceilings.SeriesRead` (same pool, same one host buffer, on ``cuda`` the same one copy to the
+device) of whole files, with O_DIRECT: a cold loader must read each header from the
 disk too, and O_DIRECT reads are aligned, so each file gets a slot of its size rounded up to
 :data:`~bench.ceilings.DIRECT_IO_ALIGN` (the read stops short at the file's end). Where O_DIRECT is refused
 (tmpfs, some overlay file systems) every file is read buffered instead, after the same verified drop, as
@@ -11,81 +11,34 @@ disk too, and O_DIRECT reads are aligned, so each file gets a slot of its size r
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from bench.ceilings import DIRECT_IO_ALIGN, drop_page_cache, read_fully, time_cold
+from bench.ceilings import DIRECT_IO_ALIGN, SeriesRead, drop_page_cache, time_cold
 from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
-from kvdicom._io.tuning import machine_threads
 
 
-def _round_up(n: int) -> int:
-    return -(-n // DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
-
-
-def _aligned_empty(nbytes: int, empty) -> np.ndarray:
-    """``nbytes`` of ``empty(n)`` memory starting on a DIRECT_IO_ALIGN boundary (pinned pools align less)."""
-    raw = empty(nbytes + DIRECT_IO_ALIGN)
-    skip = -raw.ctypes.data % DIRECT_IO_ALIGN
-    return raw[skip : skip + nbytes]
-
-
-class SeriesDiskRead:
+class SeriesDiskRead(SeriesRead):
     """Read every file of ``paths`` whole, on a thread pool, into one host buffer (``device="cuda"``: pinned,
     then copied to the device once). Call :func:`bench.ceilings.drop_page_cache` on each file before a round."""
 
+    short = "early"
+
     def __init__(self, paths, device: str = "cpu", direct: bool = True):
         self.paths = [str(p) for p in paths]
-        self.sizes = [os.stat(p).st_size for p in self.paths]
-        self.starts = np.cumsum([0] + [_round_up(n) for n in self.sizes]).tolist()
-        self.device = device
-        total = self.starts[-1]
-        if device == "cuda":
-            import cupy
-            import cupyx
-
-            self.cupy = cupy
-            self.host = _aligned_empty(total, lambda n: cupyx.empty_pinned(n, dtype=np.uint8))
-            self.gpu = cupy.empty(total, dtype=cupy.uint8)
-        else:
-            self.host = _aligned_empty(total, lambda n: np.empty(n, dtype=np.uint8))
-        self.host[:] = 0  # touch every page before timing
-        self.pool = ThreadPoolExecutor(max_workers=machine_threads())
+        super().__init__([(p, 0, os.stat(p).st_size) for p in self.paths], device, align=DIRECT_IO_ALIGN)
         self.direct = direct and self._direct_io_works()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes one round reads: every file whole."""
-        return sum(self.sizes)
+        self.flags = os.O_RDONLY | (os.O_DIRECT if self.direct else 0)
 
     def _direct_io_works(self) -> bool:
         """Whether the first file opens and reads with O_DIRECT (the series' files share one file system)."""
         try:
-            self._read(0, os.O_DIRECT)
+            self._read(0, os.O_RDONLY | os.O_DIRECT)
             return True
         except (OSError, AttributeError):  # EINVAL on tmpfs and some overlays; no O_DIRECT on this OS
             return False
 
-    def _read(self, i: int, flags: int) -> int:
-        size, start = self.sizes[i], self.starts[i]
-        view = memoryview(self.host[start : start + _round_up(size)])  # O_DIRECT: aligned address and length
-        return read_fully(self.paths[i], os.O_RDONLY | flags, view, 0, size)
-
-    def __call__(self) -> int:
-        flags = os.O_DIRECT if self.direct else 0
-        got = sum(self.pool.map(lambda i: self._read(i, flags), range(len(self.paths))))
-        if self.device == "cuda":
-            self.gpu.set(self.host)
-            self.cupy.cuda.get_current_stream().synchronize()
-        return got
-
     def file_bytes(self, i: int) -> bytes:
         """File ``i``'s bytes as the last round read them."""
-        return self.host[self.starts[i] : self.starts[i] + self.sizes[i]].tobytes()
-
-    def close(self) -> None:
-        self.pool.shutdown()
+        return self.host[self.starts[i] : self.starts[i] + self.ranges[i][2]].tobytes()
 
 
 def time_disk_ceiling(benchmark, case: str, paths, pixel_bytes: int, device: str, **extra) -> None:
