@@ -56,9 +56,14 @@ def run_label(started: datetime, commit_id: str | None) -> str:
     return f"{started.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} · {(commit_id or '?')[:7]}"
 
 
+def gpu_count(gpus: int) -> str:
+    """"1 GPU", "4 GPUs"."""
+    return f"{gpus} GPU{'s' if gpus != 1 else ''}"
+
+
 def scaleout_loader(loader: str, gpus: int | None) -> str:
     """A loader's name with the GPUs of its scale-out row (the plain loop is the one row not run through Dask)."""
     if not gpus:
         return loader
-    count = f"{gpus} GPU{'s' if gpus != 1 else ''}"
+    count = gpu_count(gpus)
     return f"{loader} ({count}, no Dask)" if loader == "kvdicom-loop" else f"{loader} ({count} through Dask)"

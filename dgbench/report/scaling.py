@@ -96,5 +96,5 @@ def dataset_headlines(machine: Machine) -> list[tuple[str, Row]]:
         if held is None or (bench.gpus, -bench.median_s) > (held.bench.gpus, -held.bench.median_s):
             best[bench.case] = row
     kind = {True: "compressed", False: "uncompressed"}
-    return [(f"Dataset ({kind[row.bench.is_compressed]}), {row.bench.gpus} GPU{'s' if row.bench.gpus != 1 else ''}",
-             row) for _, row in sorted(best.items())]
+    return [(f"Dataset ({kind[row.bench.is_compressed]}), {formatting.gpu_count(row.bench.gpus)}", row)
+            for _, row in sorted(best.items())]
