@@ -328,6 +328,75 @@ def test_gpu_series_with_a_black_slice_equals_pydicom_stacked(cuda, tmp_path, mo
     np.testing.assert_array_equal(cuda.asnumpy(vol), ref, err_msg=str(info.decoders))
 
 
+def _root(array: np.ndarray):
+    """The object that owns ``array``'s memory (following views' bases)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.base if array.base is not None else array
+
+
+def test_read_all_with_allocate_reads_every_slice_into_one_buffer(tmp_path):
+    """One allocation of every slice's value bytes, each slice a view of its run of it, equal to its own read."""
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    layouts = [kvdicom.inspect(p) for p in paths]
+    sizes = []
+
+    def allocate(nbytes):
+        sizes.append(nbytes)
+        return np.full(nbytes, 0xAB, dtype=np.uint8)
+
+    pieces = series_decode.read_all(layouts, list(range(5)), allocate=allocate)
+    assert sizes == [sum(compressed.value_nbytes(layout) for layout in layouts)]
+    assert len({id(_root(p.value)) for p in pieces}) == 1
+    for piece, layout in zip(pieces, layouts):
+        assert bytes(piece.value) == bytes(compressed.read_frames(layout)[0])
+
+
+def test_read_frames_refuses_an_into_buffer_of_the_wrong_size(tmp_path):
+    layout = kvdicom.inspect(write_series(tmp_path / "s", ["jpeg2000_lossless"])[0])
+    with pytest.raises(ValueError, match="uint8 bytes"):
+        compressed.read_frames(layout, into=np.empty(compressed.value_nbytes(layout) - 1, np.uint8))
+
+
+def test_gpu_logic_batch_codestreams_are_views_of_one_staging_buffer(tmp_path, gpu_route, monkeypatch):
+    """The frames handed to nvImageCodec come from one series staging buffer, not one allocation per file."""
+    fake = gpu_route(FakeBatch())
+    seen = []
+    original = fake.__call__
+
+    def spy(frames, layout, how):
+        seen.extend(frames)
+        return original(frames, layout, how)
+
+    monkeypatch.setattr(gpu_codec, "_decode_batch", spy)
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 4)
+    stored, _ = _decode_gpu_logic(paths)
+    np.testing.assert_array_equal(stored, pydicom_volume(paths))
+    assert len(seen) == 4 and len({id(_root(f)) for f in seen}) == 1
+
+
+@pytest.mark.gpu
+def test_gpu_series_codestreams_are_staged_in_pinned_memory(cuda, tmp_path, monkeypatch):
+    """On the device the batch reads its codestreams from pinned host memory (one staging buffer)."""
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    if gpu_codec.nvimgcodec_problem() is not None:
+        pytest.skip(gpu_codec.nvimgcodec_problem())
+    kinds = []
+    real = gpu_codec._decode_batch
+
+    def spy(frames, layout, how):
+        for frame in frames:
+            attributes = cuda.cuda.runtime.pointerGetAttributes(frame.ctypes.data)
+            kinds.append(attributes.type)  # 1: cudaMemoryTypeHost (page-locked); 0: pageable
+        return real(frames, layout, how)
+
+    monkeypatch.setattr(gpu_codec, "_decode_batch", spy)
+    paths = write_series(tmp_path / "s", ["htj2k_lossless"] * 4, rows=64)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
+    np.testing.assert_array_equal(cuda.asnumpy(vol), pydicom_volume(paths), err_msg=str(info.decoders))
+    assert kinds == [1] * 4, kinds
+
+
 # --- host-route slices side by side on kvdicom's process pool ------------------------------------
 
 

@@ -220,11 +220,17 @@ def inspect_compressed(path: str, ds: pydicom.Dataset, tsyntax: UID, modality_of
                             modality_of(ds, tsyntax, rules.dtype), file_id, fd)
 
 
-def read_frames(layout: CompressedLayout, fd: int | None = None) -> tuple[np.ndarray, list]:
+def value_nbytes(layout: CompressedLayout) -> int:
+    """Bytes :func:`read_frames` reads: the encapsulated value from its offset to the last fragment's end."""
+    return layout.frame_table.span[1] - layout.offset
+
+
+def read_frames(layout: CompressedLayout, fd: int | None = None,
+                into: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """One read of every frame's bytes: (the encapsulated value as read, one buffer per frame); ``fd``: the
-    header's open file, else the path is opened again."""
+    header's open file, else the path is opened again; ``into``: :func:`value_nbytes` uint8 bytes to read into."""
     return encapsulated.read_frames(layout.path, layout.frame_table, start=layout.offset, file_id=layout.file_id,
-                                    fd=fd)
+                                    fd=fd, into=into)
 
 
 def expansion_problem(codec: str, itemsize: int, decoded: int, compressed: int) -> str | None:

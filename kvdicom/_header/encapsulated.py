@@ -272,17 +272,25 @@ def _split_on_eoi(frames: tuple, data, base: int) -> list:
 
 
 def read_frames(path: str, table: FrameTable, start: int | None = None,
-                file_id: fileid.FileId | None = None, fd: int | None = None) -> tuple[np.ndarray, list]:
+                file_id: fileid.FileId | None = None, fd: int | None = None,
+                into: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """(the bytes from ``start`` to the last fragment's end, one buffer per frame): one read.
 
     ``start`` defaults to the first fragment; pass the value's offset to keep the
     Basic Offset Table (pydicom's decoders want the whole value). A frame of one
     fragment is a view into the read bytes, not a copy. With ``file_id``, the
-    file read must be that file before and after the read.
+    file read must be that file before and after the read. ``into``: a uint8
+    buffer of exactly ``end - start`` bytes to read into (a slot of a series'
+    pinned staging), else one is allocated.
     """
     start = table.span[0] if start is None else start
     end = table.span[1]
-    data = np.empty(end - start, dtype=np.uint8)
+    if into is None:
+        data = np.empty(end - start, dtype=np.uint8)
+    elif into.dtype != np.uint8 or into.shape != (end - start,):
+        raise ValueError(f"read_frames: 'into' must be {end - start} uint8 bytes, not {into.dtype} {into.shape}")
+    else:
+        data = into
     try:
         got = host_read.read_into(path, data, start, file_id=file_id, fd=fd)
     except OSError as exc:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,9 +95,10 @@ def check_expansion(name: str, layouts: list) -> None:
             raise DicomLoadError(name, f"{len(packed)} compressed slices: {why}")
 
 
-def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
-    """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames."""
-    value, frames = compressed.read_frames(layout)
+def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarray | None = None) -> Slice:
+    """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames;
+    ``into``: where its bytes go (:func:`kvdicom._header.compressed.value_nbytes` of them), else a new buffer."""
+    value, frames = compressed.read_frames(layout, into=into)
     infos = compressed.check_frames(layout, frames)
     if len(frames) != layout.number_of_frames:  # frames split on markers: known only now
         raise DicomLoadError(layout.path, f"encapsulated pixel data holds {len(frames)} frame(s); the header "
@@ -108,13 +110,24 @@ def read_slice(slot: int, layout, plan_frames: int | None = None) -> Slice:
 
 
 def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
-    return [read_slice(slot, layout, plan_frames) for slot, layout in items]
+    return [read_slice(slot, layout, plan_frames, into) for slot, layout, into in items]
 
 
-def read_all(layouts: list, slots: list[int], plan_frames: int | None = None) -> list[Slice]:
+def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, allocate=None) -> list[Slice]:
     """:func:`read_slice` of every layout, in :data:`settings.SERIES_READ_TASKS` tasks on kvdicom's pool (each a
-    run of consecutive slices, read one after the other); all of them or an error."""
-    items = list(zip(slots, layouts))
+    run of consecutive slices, read one after the other); all of them or an error.
+
+    ``allocate(nbytes)``: one uint8 buffer for every slice's bytes (the GPU path's pinned staging, from CuPy's
+    pool: no page faults once warm, where one buffer per file faulted afresh in a Dask worker, whose
+    ``MALLOC_TRIM_THRESHOLD_`` makes glibc map and unmap each; docs/loader.md), else one buffer per slice.
+    """
+    intos: list = [None] * len(layouts)
+    if allocate is not None and layouts:
+        sizes = [compressed.value_nbytes(layout) for layout in layouts]
+        buffer = allocate(sum(sizes))
+        starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        intos = [buffer[a:b] for a, b in itertools.pairwise(starts)]
+    items = list(zip(slots, layouts, intos))
     per_task = max(1, -(-len(items) // settings.SERIES_READ_TASKS))
     runs = [items[i:i + per_task] for i in range(0, len(items), per_task)]
     if len(runs) == 1:
@@ -310,13 +323,22 @@ def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
     return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
 
 
+def _pinned(nbytes: int) -> np.ndarray:
+    import cupyx
+
+    return cupyx.empty_pinned(nbytes, dtype=np.uint8)
+
+
 def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
 
-    ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests).
+    Every slice's codestream is read into one pinned buffer (:func:`read_all`), which nvImageCodec reads from.
+    ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests); the staging
+    is then plain host memory.
     """
+    staging = (lambda n: np.empty(n, dtype=np.uint8)) if isinstance(stored, np.ndarray) else _pinned
     unusable = gpu_codec.nvimgcodec_problem()
-    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts))
+    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts), allocate=staging)
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
