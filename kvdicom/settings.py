@@ -70,6 +70,14 @@ KVIKIO_SMALL_READ_BYTES = 4 << 20
 #: 2.0 vs 2.0 ms; one 512² int16 J2K frame (512 KiB) 12.1 vs 51.7 ms.
 GPU_MIN_DECODED_BYTES = 256 << 10
 
+# --- Series reads by the header workers (kvdicom._io.shared_staging) ------------------------------------
+
+#: Long series on the GPU path (headers parsed in the process pool) whose files hold at most this many bytes
+#: are read by the header workers into one shared, page-locked host buffer (a memfd), which is kept, at
+#: the size of the largest such series, for the life of the process; larger series read as before.
+#: Not yet measured on the device.
+SHARED_STAGING_MAX_BYTES = 2 << 30
+
 # --- Series decoding (kvdicom._series.decode) ------------------------------------------------------------
 
 #: Decoded bytes per nvImageCodec call at most: a longer group is split into calls of this size. Not a speed

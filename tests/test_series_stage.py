@@ -286,6 +286,8 @@ def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path
 
 @pytest.mark.gpu
 def test_gpu_staged_load_equals_pydicom_stacked(cuda, tmp_path, pooled, monkeypatch):
+    """The staging path (the header workers' shared reads, tests/test_series_shared.py, turned off)."""
+    monkeypatch.setattr(series, "_take_shared", lambda *a, **k: None)
     paths = make_series(tmp_path / "s", 9)
     gathered = []
     real = series_stage.gather

@@ -233,6 +233,11 @@ def read_frames(layout: CompressedLayout, fd: int | None = None,
                                     fd=fd, into=into)
 
 
+def frames_of(layout: CompressedLayout, value: np.ndarray) -> list:
+    """One buffer per frame out of ``value``, :func:`value_nbytes` bytes read already (a series' shared staging)."""
+    return encapsulated.split_frames(layout.frame_table, value, layout.offset)
+
+
 def expansion_problem(codec: str, itemsize: int, decoded: int, compressed: int) -> str | None:
     """Why ``decoded`` bytes cannot come from ``compressed`` bytes of ``codec``, or None (a decompression bomb check).
 

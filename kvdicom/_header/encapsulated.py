@@ -298,9 +298,16 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
     if got != data.nbytes:
         raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; "
                              "did the file change?")
+    return data, split_frames(table, data, start)
+
+
+def split_frames(table: FrameTable, data: np.ndarray, start: int) -> list:
+    """One buffer per frame out of ``data``, the file's bytes from ``start`` to the last fragment's end (as
+    :func:`read_frames` read them, or a worker into a series' shared staging): a frame of one fragment is a
+    view, not a copy."""
     frames = _split_on_eoi(table.frames, data, start) if table.split_on_eoi else table.frames
     out = []
     for fragments in frames:
         parts = [data[off - start: off - start + length] for off, length in fragments]
         out.append(parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, np.uint8))
-    return data, out
+    return out

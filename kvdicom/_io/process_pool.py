@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import kvdicom
 from kvdicom import settings
+from kvdicom._io import shared_staging
 from kvdicom._io import worker as protocol
 from kvdicom.settings import MAX_PROCESSES
 
@@ -39,14 +40,14 @@ from kvdicom.settings import MAX_PROCESSES
 class _Worker:
     """One worker process and the thread that feeds it tasks from the pool's queue, one at a time."""
 
-    def __init__(self, tasks: queue.SimpleQueue, env: dict, on_death) -> None:
+    def __init__(self, tasks: queue.SimpleQueue, env: dict, on_death, pass_fds: tuple[int, ...] = ()) -> None:
         self.on_death = on_death
         to_worker_r, self.to_worker = os.pipe()
         self.from_worker, from_worker_w = os.pipe()
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "kvdicom._io.worker"], stdin=to_worker_r, stdout=from_worker_w,
-                stderr=subprocess.DEVNULL, close_fds=True, env=env, cwd="/")
+                stderr=subprocess.DEVNULL, close_fds=True, pass_fds=pass_fds, env=env, cwd="/")
         except BaseException:
             os.close(self.to_worker)
             os.close(self.from_worker)
@@ -100,6 +101,8 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._start_lock = threading.Lock()
         self._broken: BrokenProcessPool | None = None
+        #: the host buffer every worker inherits (:mod:`kvdicom._io.shared_staging`); None where unsupported
+        self.staging: shared_staging.SharedStaging | None = None
 
     def _start(self) -> None:
         with self._start_lock:
@@ -109,12 +112,21 @@ class WorkerPool:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
             env["KVDICOM_PROCESSES"] = "0"  # a worker never starts workers of its own
+            self.staging = shared_staging.create()
+            pass_fds = () if self.staging is None else (self.staging.fd,)
             try:
                 for _ in range(self.processes):
-                    self._workers.append(_Worker(self._tasks, env, self._fail_all))
+                    self._workers.append(_Worker(self._tasks, env, self._fail_all, pass_fds))
             except OSError as exc:
                 self.shutdown()
                 raise BrokenProcessPool(f"cannot start kvdicom worker processes ({exc})") from exc
+
+    def start(self) -> None:
+        """Start the workers now (``submit`` starts them on first use); raises ``BrokenProcessPool`` if it cannot."""
+        if self._broken is not None:
+            raise self._broken
+        if not self._workers:
+            self._start()
 
     def submit(self, function, *args) -> Future:
         if self._broken is not None:
@@ -148,17 +160,24 @@ class WorkerPool:
         self.shutdown(exc)
 
     def shutdown(self, exc: BaseException | None = None) -> None:
-        """Stop feeding the workers; each exits once its pipe closes. Queued tasks are cancelled (or fail)."""
+        """Stop feeding the workers; each exits once its pipe closes. Queued tasks are cancelled (or fail).
+        The shared buffer is closed unless a load holds it (that load's copy then goes with the object)."""
         self._drain(exc)
         for _ in self._workers:
             self._tasks.put(None)
         self._workers = []
+        if self.staging is not None and self.staging.acquire():
+            self.staging.close()
+        self.staging = None
 
     def forget(self) -> None:
         """In a forked child: drop the parent's workers without touching them (their pipes close here)."""
         for w in self._workers:
             w.close()
         self._workers = []
+        if self.staging is not None:
+            self.staging.close()
+            self.staging = None
 
 
 _pool: WorkerPool | None = None
@@ -187,6 +206,12 @@ def pool() -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool(count)
         return _pool
+
+
+def staging() -> shared_staging.SharedStaging | None:
+    """The running pool's shared buffer (None before the pool starts, where unsupported, or once broken)."""
+    pool = _pool
+    return None if pool is None or _broken or not pool._workers else pool.staging
 
 
 def broken() -> bool:

@@ -95,10 +95,15 @@ def check_expansion(name: str, layouts: list) -> None:
             raise DicomLoadError(name, f"{len(packed)} compressed slices: {why}")
 
 
-def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarray | None = None) -> Slice:
+def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarray | None = None,
+               read: bool = True) -> Slice:
     """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames;
-    ``into``: where its bytes go (:func:`kvdicom._header.compressed.value_nbytes` of them), else a new buffer."""
-    value, frames = compressed.read_frames(layout, into=into)
+    ``into``: where its bytes go (:func:`kvdicom._header.compressed.value_nbytes` of them), else a new buffer;
+    ``read=False``: ``into`` holds them already (a header worker read them into the shared buffer)."""
+    if read:
+        value, frames = compressed.read_frames(layout, into=into)
+    else:
+        value, frames = into, compressed.frames_of(layout, into)
     infos = compressed.check_frames(layout, frames)
     if len(frames) != layout.number_of_frames:  # frames split on markers: known only now
         raise DicomLoadError(layout.path, f"encapsulated pixel data holds {len(frames)} frame(s); the header "
@@ -110,27 +115,34 @@ def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarr
 
 
 def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
-    return [read_slice(slot, layout, plan_frames, into) for slot, layout, into in items]
+    return [read_slice(slot, layout, plan_frames, into, not done)
+            for slot, layout, into, done in items]
 
 
-def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, allocate=None) -> list[Slice]:
+def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, allocate=None,
+             values: list | None = None) -> list[Slice]:
     """:func:`read_slice` of every layout, in :data:`settings.SERIES_READ_TASKS` tasks on kvdicom's pool (each a
     run of consecutive slices, read one after the other); all of them or an error.
 
     ``allocate(nbytes)``: one uint8 buffer for every slice's bytes (the GPU path's pinned staging, from CuPy's
     pool: no page faults once warm, where one buffer per file faulted afresh in a Dask worker, whose
     ``MALLOC_TRIM_THRESHOLD_`` makes glibc map and unmap each; docs/loader.md), else one buffer per slice.
+    ``values``: per slice, its bytes already read by a header worker (None: read it here); slices all read
+    already are checked here in the caller, no task (their checks are Python: threads would only queue on the GIL).
     """
+    done = [False] * len(layouts)
     intos: list = [None] * len(layouts)
-    if allocate is not None and layouts:
+    if values is not None:
+        intos, done = list(values), [v is not None for v in values]
+    elif allocate is not None and layouts:
         sizes = [compressed.value_nbytes(layout) for layout in layouts]
         buffer = allocate(sum(sizes))
         starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         intos = [buffer[a:b] for a, b in itertools.pairwise(starts)]
-    items = list(zip(slots, layouts, intos))
+    items = list(zip(slots, layouts, intos, done))
     per_task = max(1, -(-len(items) // settings.SERIES_READ_TASKS))
     runs = [items[i:i + per_task] for i in range(0, len(items), per_task)]
-    if len(runs) == 1:
+    if len(runs) == 1 or all(done):
         return _read_group(items, plan_frames)
     pool = host_read.pool()
     return [piece for run in host_read.wait_all([pool.submit(_read_group, run, plan_frames) for run in runs])
@@ -329,16 +341,17 @@ def _pinned(nbytes: int) -> np.ndarray:
     return cupyx.empty_pinned(nbytes, dtype=np.uint8)
 
 
-def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
+def decode_gpu(layouts: list, stored, slots: list[int], values: list | None = None) -> tuple[str, ...]:
     """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
 
     Every slice's codestream is read into one pinned buffer (:func:`read_all`), which nvImageCodec reads from.
     ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests); the staging
-    is then plain host memory.
+    is then plain host memory. ``values``: slices' bytes the header workers read already (:func:`read_all`).
     """
     staging = (lambda n: np.empty(n, dtype=np.uint8)) if isinstance(stored, np.ndarray) else _pinned
     unusable = gpu_codec.nvimgcodec_problem()
-    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts), allocate=staging)
+    pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts),
+                      allocate=None if values is not None else staging, values=values)
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
@@ -360,8 +373,11 @@ def decode_gpu(layouts: list, stored, slots: list[int]) -> tuple[str, ...]:
     return _summary(counts)
 
 
-def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None) -> tuple[str, ...]:
+def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None,
+                values: list | None = None) -> tuple[str, ...]:
     """Decode compressed ``layouts`` into ``stored[slots[k]]`` (default: slot k) on ``device``; the decoders run.
+
+    ``values`` (``device="cuda"``): per layout, its bytes read already into the shared buffer, or None.
 
     Returns ``"<decoder> (<why>): <n> slices"`` for each decoder that ran. Raises :class:`DicomLoadError`
     naming the file for a slice that cannot be read or decoded; ``stored`` is then partly written.
@@ -371,4 +387,4 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
         return ()
     if not devices.named(device).on_gpu:
         return decode_cpu(layouts, stored, slots)
-    return decode_gpu(layouts, stored, slots)
+    return decode_gpu(layouts, stored, slots, values)

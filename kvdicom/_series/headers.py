@@ -19,12 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.uid import UID
 
-from kvdicom._header import fast_header
+from kvdicom import _loader
+from kvdicom._header import compressed, fast_header
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._header.encapsulated import FrameTable
 from kvdicom._header.inspect import _layout_dataset
 from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
-from kvdicom._io import process_pool
+from kvdicom._io import process_pool, shared_staging
 from kvdicom._io.bounded_file import BoundedReader
 from kvdicom._io.fileid import open_identified
 from kvdicom._series import keys as series_keys
@@ -240,6 +241,63 @@ def _read_chunk_packed(paths: list[str]) -> list[tuple]:
     return [pack(read_header(p)) for p in paths]
 
 
+@dataclass
+class SharedReads:
+    """Pixel reads done by the header workers into the pool's shared buffer (:mod:`kvdicom._io.shared_staging`).
+
+    File ``i`` may fill ``slots[i] = (offset, capacity)`` of the buffer, capacity its size on disk, so no
+    header can make a worker write more than the files hold. ``results[i]`` after the headers: the bytes read
+    (from the pixel data value's offset: native pixels, or a compressed value as
+    :func:`kvdicom._header.compressed.read_frames` reads it), or why the read failed (str), or None: not
+    read (parsed here, not of ``series_uid``, larger than its slot, not an image).
+    """
+
+    fd: int
+    size: int  #: the buffer's size, as the parent mapped it
+    slots: list[tuple[int, int]]
+    series_uid: str | None = None
+    results: dict[int, int | str | None] = dataclasses.field(default_factory=dict)
+
+
+def staged_nbytes(layout) -> int:
+    """Bytes a worker reads for ``layout`` into its slot: native pixels, or the whole encapsulated value."""
+    if isinstance(layout, CompressedLayout):
+        return layout.frame_table.span[1] - layout.offset
+    return layout.nbytes
+
+
+def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) -> int | str | None:
+    """In a worker: ``header``'s pixel bytes into ``slot``, checked as ``load`` checks them (the file is the one
+    parsed, before and after; every byte read); the bytes read, or why not."""
+    layout = header.layout
+    if layout is None or header.keys is None or (series_uid is not None and header.keys.series_uid != series_uid):
+        return None
+    nbytes = staged_nbytes(layout)
+    if not 0 < nbytes <= len(slot):
+        return None
+    try:
+        if isinstance(layout, CompressedLayout):
+            compressed.read_frames(layout, into=slot[:nbytes])
+        else:
+            _loader.read_pixels(layout, "cpu", slot[:nbytes])
+    except DicomLoadError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"cannot read the pixel data ({type(exc).__name__}: {exc})"
+    return nbytes
+
+
+def _read_chunk_shared(paths: list[str], slots: list[tuple[int, int]], fd: int, size: int,
+                       series_uid: str | None) -> list[tuple]:
+    """In a worker: each file's packed header and :func:`_read_into_slot`'s answer."""
+    buffer = shared_staging.worker_view(fd, size)
+    out = []
+    for path, (offset, capacity) in zip(paths, slots):
+        header = read_header(path)
+        out.append((pack(header), _read_into_slot(header, buffer[offset : offset + capacity], series_uid)))
+    return out
+
+
 def header_processes() -> int:
     """Worker processes for header parsing on this machine (:func:`kvdicom._io.process_pool.processes`)."""
     return process_pool.processes()
@@ -259,14 +317,16 @@ def use_pool(count: int) -> bool:
     return count >= POOL_MIN_FILES and header_processes() >= POOL_MIN_PROCESSES and not process_pool.broken()
 
 
-def header_batches(paths: list[str], parallel: bool | None = None) -> Iterator[list[tuple[int, Header]]]:
+def header_batches(paths: list[str], parallel: bool | None = None,
+                   reads: SharedReads | None = None) -> Iterator[list[tuple[int, Header]]]:
     """Headers as they are parsed: batches of ``(index in paths, header)``, in the order they finish.
 
     In-process (short series, few cores): one batch of all. In the pool: one
     batch per chunk as its worker returns it, so a caller can start the pixel
     reads of a chunk while later chunks are still being parsed. Every index
     comes exactly once; a pool that breaks mid-way parses the chunks not yet
-    given out here instead.
+    given out here instead. With ``reads`` the workers also read each file's
+    pixel bytes into the shared buffer (``reads.results``).
     """
     if parallel is None:
         parallel = use_pool(len(paths))
@@ -279,10 +339,18 @@ def header_batches(paths: list[str], parallel: bool | None = None) -> Iterator[l
     broken = False
     try:
         pool = header_pool()
-        futures = {pool.submit(_read_chunk_packed, paths[s : s + size]): s for s in left}
+        if reads is None:
+            futures = {pool.submit(_read_chunk_packed, paths[s : s + size]): s for s in left}
+        else:
+            futures = {pool.submit(_read_chunk_shared, paths[s : s + size], reads.slots[s : s + size], reads.fd,
+                                   reads.size, reads.series_uid): s for s in left}
         for future in as_completed(futures):
             start = futures[future]
-            batch = [(start + j, unpack(h)) for j, h in enumerate(future.result())]
+            answers = future.result()
+            if reads is not None:
+                reads.results.update((start + j, read) for j, (_, read) in enumerate(answers))
+                answers = [h for h, _ in answers]
+            batch = [(start + j, unpack(h)) for j, h in enumerate(answers)]
             left.remove(start)
             yield batch
     except BrokenProcessPool:  # a worker died (killed, out of memory): parse the rest here
@@ -296,10 +364,10 @@ def header_batches(paths: list[str], parallel: bool | None = None) -> Iterator[l
             yield list(enumerate(_read_chunk(paths[start : start + size]), start))
 
 
-def read_headers(paths: list[str], parallel: bool | None = None) -> list[Header]:
-    """Every header, in the order of ``paths``."""
+def read_headers(paths: list[str], parallel: bool | None = None, reads: SharedReads | None = None) -> list[Header]:
+    """Every header, in the order of ``paths`` (with ``reads``: and the workers' pixel reads)."""
     headers: list = [None] * len(paths)
-    for batch in header_batches(paths, parallel):
+    for batch in header_batches(paths, parallel, reads):
         for index, header in batch:
             headers[index] = header
     return headers

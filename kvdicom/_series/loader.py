@@ -35,6 +35,8 @@ import concurrent.futures
 import dataclasses
 import itertools
 import operator
+import os
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +45,7 @@ from kvdicom import _loader as loader
 from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
-from kvdicom._io import host_read
+from kvdicom._io import host_read, process_pool
 from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
@@ -51,6 +53,7 @@ from kvdicom._series import decode as series_decode
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
+from kvdicom.errors import DicomLoadError
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,18 +243,112 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
     _stored_volume(layouts, xp, raw, stored)
 
 
-def _decode_compressed(layouts, stored, device: str) -> tuple[str, ...]:
+def _decode_compressed(layouts, stored, device: str, values: list | None = None) -> tuple[str, ...]:
     """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom._series.decode`).
 
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
-    Returns which decoders ran.
+    ``values``: per slice, its bytes read already by a header worker, or None. Returns which decoders ran.
     """
     packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
-    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed])
+    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed],
+                                         None if values is None else [values[i] for i, _ in packed])
     native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
     for i, layout in native:
         stored[i] = decode(loader.read_pixels(layout, device), layout)
     return decoders + ((f"native: {len(native)} slices",) if native else ())
+
+
+# pixel bytes the header workers read (device="cuda", long series) ---------------------------------
+
+
+@dataclass
+class _Shared:
+    """This load's use of the pool's shared buffer: the buffer, the workers' reads into it, the input order."""
+
+    owner: object  #: kvdicom._io.shared_staging.SharedStaging, released after the load
+    buffer: np.ndarray  #: the reserved bytes, page-locked
+    reads: series_headers.SharedReads
+    index: dict = dataclasses.field(default_factory=dict)  #: id(header) -> input index
+
+    def values(self, ordered) -> list:
+        """Per ordered header, its bytes in the buffer, or None where no worker read them (read them here);
+        a worker's failed read of a slice of the volume is its :class:`DicomLoadError`."""
+        out = []
+        for header in ordered:
+            i = self.index[id(header)]
+            got = self.reads.results.get(i)
+            if isinstance(got, str):
+                raise DicomLoadError(header.path, got)
+            if got is None or got != series_headers.staged_nbytes(header.layout):
+                out.append(None)
+                continue
+            offset = self.reads.slots[i][0]
+            out.append(self.buffer[offset : offset + got])
+        return out
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # its header parse says what is wrong; no slot
+
+
+def _shares_reads(device: str) -> bool:
+    """Whether loads on ``device`` let the header workers read the pixel bytes: the GPU path, whose slices are
+    copied from the buffer anyway (on the CPU the slices are read straight into the volume)."""
+    return devices.named(device).on_gpu
+
+
+def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True) -> _Shared | None:
+    """The pool's shared buffer sized for ``paths`` (a slot per file, its size on disk), taken for this load;
+    None where the headers are not parsed in the pool, the buffer is missing or busy, or the files too large."""
+    if not series_headers.use_pool(len(paths)):
+        return None
+    try:
+        series_headers.header_pool().start()
+    except BrokenProcessPool:
+        return None
+    owner = process_pool.staging()
+    if owner is None or not owner.acquire():
+        return None
+    try:
+        sizes = [_file_size(p) for p in paths]
+        total = sum(sizes)
+        if not 0 < total <= settings.SHARED_STAGING_MAX_BYTES:
+            owner.release()
+            return None
+        buffer = owner.reserve(total, pin=pin)
+    except OSError:  # no memory for the buffer: read as before
+        owner.release()
+        return None
+    except BaseException:
+        owner.release()
+        raise
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
+    return _Shared(owner, buffer, reads)
+
+
+def _place_shared(values: list, layouts, stored, out_dtype, xp) -> None:
+    """Native slices a header worker read into the (page-locked) shared buffer: one async copy each to its
+    sorted place on the device, one sync, then decoded as :func:`_read_native` decodes."""
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
+    starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
+    raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(starts[-1], dtype=xp.uint8)
+    if xp is np:  # the tests' stand-in for the device
+        for value, start in zip(values, starts):
+            raw[start : start + value.nbytes] = value
+        _stored_volume(layouts, xp, raw, stored)
+        return
+    stream = xp.cuda.get_current_stream()
+    try:
+        for value, start in zip(values, starts):
+            xp.cuda.runtime.memcpyAsync(raw.data.ptr + start, value.ctypes.data, value.nbytes,
+                                        xp.cuda.runtime.memcpyHostToDevice, stream.ptr)
+    finally:
+        stream.synchronize()  # the shared buffer is reused by the next load only after its copies ran
+    _stored_volume(layouts, xp, raw, stored)
 
 
 # the entry point --------------------------------------------------------------------
@@ -275,10 +372,25 @@ def load_series(source, device: str = "cuda", *, rescale: bool = False, series_u
 
 
 def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Backend | None):
-    """:func:`load_series` on ``xp``'s device; with ``backend``, reads overlap the header parse (staged)."""
+    """:func:`load_series` on ``xp``'s device; with ``backend``, the header workers read the pixel bytes into
+    the pool's shared buffer (long series), else reads overlap the header parse (staged)."""
     paths, name = series_headers.list_files(source)
+    shared = None
+    if backend is not None and _shares_reads(device):
+        shared = _take_shared(paths, series_uid, pin=xp is not np)
+    try:
+        return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
+    finally:
+        if shared is not None:
+            shared.owner.release()
+
+
+def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: _Shared | None):
     staging = None
-    if backend is not None:
+    if shared is not None:
+        headers = series_headers.read_headers(paths, parallel=True, reads=shared.reads)
+        shared.index = {id(h): i for i, h in enumerate(headers)}
+    elif backend is not None:
         staging = series_stage.stage(paths, series_headers.header_batches(paths), backend, series_uid)
         headers = staging.headers
     else:
@@ -308,9 +420,12 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
     indices = staging.indices(ordered) if staging is not None else None
+    values = shared.values(ordered) if shared is not None else None
     decoders: tuple[str, ...] = ()
     if any(layout.compressed for layout in layouts):
-        decoders = _decode_compressed(layouts, stored, device)
+        decoders = _decode_compressed(layouts, stored, device, values)
+    elif values is not None and all(v is not None for v in values):
+        _place_shared(values, layouts, stored, out_dtype, xp)
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
     else:  # not staged (slices of differing byte counts): read after sorting

@@ -1,0 +1,226 @@
+"""The header workers read a long series' pixel bytes into the pool's shared buffer (``kvdicom._io.shared_staging``).
+
+On the CPU the GPU path runs with NumPy stand-ins (``series._shares_reads`` forced on, the copies done by
+NumPy); the workers and the memfd are real. The GPU tests run the same through CuPy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import kvdicom
+from kvdicom._io import process_pool, shared_staging
+from kvdicom._series import headers as series_headers
+from kvdicom._series import loader as series
+from tests.test_series import make_series, pydicom_volume
+from tests.test_series_stage import Recorder, kvdicom_spec
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd_create is Linux only")
+
+
+@pytest.fixture
+def shared(monkeypatch):
+    """Headers from the process pool (several chunks), the GPU path's shared reads on, with NumPy stand-ins;
+    records each placement from the buffer."""
+    monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
+    monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)
+    monkeypatch.setattr(series, "_shares_reads", lambda device: True)
+    placed = []
+    real = series._place_shared
+    monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
+    return placed
+
+
+def shared_load(folder, recorder, rescale=False, series_uid=None):
+    return series._load(folder, np, "cpu", rescale, series_uid, None, recorder.backend())
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_workers_read_the_slices_and_the_volume_equals_pydicom(tmp_path, shared, rescale):
+    paths = make_series(tmp_path / "s", 7, spec=kvdicom_spec(rows=16, cols=24),
+                        rescale=lambda i: (0.5 + i, -1024.0 + i))
+    recorder = Recorder()
+    vol, info = shared_load(tmp_path / "s", recorder, rescale=rescale)
+    assert info.paths == tuple(paths)
+    np.testing.assert_array_equal(vol, pydicom_volume(paths, rescale=rescale))
+    assert shared == [7]  # every slice came from the shared buffer ...
+    assert recorder.reads == [] and recorder.allocated == []  # ... none was read or staged by the parent
+    assert process_pool.staging() is not None and process_pool.staging().acquire()  # released after the load
+    process_pool.staging().release()
+
+
+def test_a_file_larger_than_its_slot_is_read_by_the_parent(tmp_path, shared, monkeypatch):
+    """Slots are the files' sizes on disk: a file that grew past its slot is not read by a worker (no write
+    beyond the slot); the series is then read here, equal to pydicom."""
+    paths = make_series(tmp_path / "s", 5, spec=kvdicom_spec(rows=16, cols=24))
+    victim = paths[2]
+    real = series._file_size
+    monkeypatch.setattr(series, "_file_size", lambda p: 16 * 24 * 2 - 1 if p == victim else real(p))
+    vol, info = shared_load(tmp_path / "s", Recorder())
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert shared == []
+
+
+def test_only_the_asked_series_is_read_by_the_workers(tmp_path, shared):
+    make_series(tmp_path / "s", 3, uid="1.2.3.1", spec=kvdicom_spec(rows=16, cols=24))
+    make_series(tmp_path / "o", 2, uid="1.2.3.2", origin=(0.0, 0.0, 100.0), spec=kvdicom_spec(rows=16, cols=24))
+    for name in os.listdir(tmp_path / "o"):
+        shutil.move(tmp_path / "o" / name, tmp_path / "s" / ("o_" + name))
+    paths = sorted(str(p) for p in (tmp_path / "s").iterdir())
+    owner = series._take_shared(paths, "1.2.3.1", pin=False)
+    try:
+        series_headers.read_headers(paths, parallel=True, reads=owner.reads)
+    finally:
+        owner.owner.release()
+    read = {os.path.basename(paths[i]): got for i, got in owner.reads.results.items()}
+    assert all((got is None) == name.startswith("o_") for name, got in read.items()), read
+
+
+def test_a_busy_buffer_leaves_the_load_to_read_as_before(tmp_path, shared):
+    """One load at a time uses the buffer; another one meanwhile reads as before, and is as correct."""
+    paths = make_series(tmp_path / "s", 4, spec=kvdicom_spec(rows=16, cols=24))
+    shared_load(tmp_path / "s", Recorder())  # starts the pool and its buffer
+    owner = process_pool.staging()
+    assert owner.acquire()
+    try:
+        recorder = Recorder()
+        vol, _ = shared_load(tmp_path / "s", recorder)
+    finally:
+        owner.release()
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert shared == [4] and sorted(recorder.reads) == sorted(paths)
+
+
+def test_a_failed_worker_read_of_a_volume_slice_is_an_error_naming_it(tmp_path):
+    """A worker's read checks the file as ``load`` does; its reason comes back and names the file."""
+    paths = make_series(tmp_path / "s", 2, spec=kvdicom_spec(rows=16, cols=24))
+    header = series_headers.read_header(paths[1])
+    with open(paths[1], "rb") as f:
+        data = f.read()
+    os.remove(paths[1])
+    with open(paths[1], "wb") as f:  # another file under the same name after the header was parsed
+        f.write(data)
+    slot = np.zeros(len(data), np.uint8)
+    why = series_headers._read_into_slot(header, slot, None)
+    assert isinstance(why, str) and "changed" in why, why
+    assert not slot.any()
+
+    reads = series_headers.SharedReads(fd=-1, size=0, slots=[(0, 10), (10, 10)], results={1: why})
+    holder = series._Shared(owner=None, buffer=np.zeros(20, np.uint8), reads=reads)
+    headers = [series_headers.read_header(p) for p in paths]
+    holder.index = {id(h): i for i, h in enumerate(headers)}
+    with pytest.raises(kvdicom.DicomLoadError, match="changed") as err:
+        holder.values(headers)
+    assert err.value.path == paths[1]
+    assert holder.values(headers[:1]) == [None]  # no answer: read by the parent
+
+
+def test_workers_inherit_the_buffer_and_a_grown_buffer_is_remapped(tmp_path, shared):
+    """The memfd reaches the workers at their start; a larger series grows it, and the workers map the new size."""
+    small = make_series(tmp_path / "a", 3, spec=kvdicom_spec(rows=8, cols=8))
+    big = make_series(tmp_path / "b", 3, spec=kvdicom_spec(rows=2048, cols=1024, bits_allocated=16, bits_stored=16))
+    for paths in (small, big, small):
+        vol, _ = shared_load(os.path.dirname(paths[0]), Recorder())
+        np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert shared == [3, 3, 3]
+    assert process_pool.staging().size >= 3 * 2048 * 1024 * 2
+
+
+def test_a_forked_child_drops_the_parents_buffer(tmp_path, shared):
+    make_series(tmp_path / "s", 2, spec=kvdicom_spec(rows=8, cols=8))
+    shared_load(tmp_path / "s", Recorder())
+    fd = process_pool.staging().fd
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the pool and the buffer are gone
+        try:
+            os.fstat(fd)
+            os.write(write, b"open")
+        except OSError:
+            os.write(write, b"closed" if process_pool.staging() is None else b"pool")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"closed"
+    assert shared_staging.create() is not None  # memfd is available here (Linux)
+
+
+@pytest.fixture
+def pool_on(monkeypatch):
+    """Headers from the process pool, several chunks, whatever the series' length (the real GPU path)."""
+    monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
+    monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)
+
+
+@pytest.mark.gpu
+def test_gpu_slices_read_by_the_workers_equal_pydicom(cuda, tmp_path, pool_on, monkeypatch):
+    paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=32, cols=48),
+                        rescale=lambda i: (0.5 + i, -1024.0 + i))
+    placed = []
+    real = series._place_shared
+    monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
+    for rescale in (False, True):
+        vol, info = kvdicom.load_series(tmp_path / "s", "cuda", rescale=rescale)
+        assert isinstance(vol, cuda.ndarray) and info.paths == tuple(paths)
+        np.testing.assert_array_equal(vol.get(), pydicom_volume(paths, rescale=rescale))
+    assert placed == [9, 9]
+    owner = process_pool.staging()
+    # the buffer is page-locked for CUDA (1: cudaMemoryTypeHost) and free again
+    assert cuda.cuda.runtime.pointerGetAttributes(owner.reserve(1, pin=True).ctypes.data).type == 1
+    assert owner.acquire()
+    owner.release()
+
+
+@pytest.mark.gpu
+def test_gpu_compressed_slices_read_by_the_workers_equal_pydicom(cuda, tmp_path, pool_on, monkeypatch):
+    from kvdicom import settings
+    from kvdicom._series import decode as series_decode
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    paths = write_series(tmp_path / "s", ["htj2k_lossless", "jpeg2000_lossless", "rle", "htj2k_lossless"], rows=64)
+    given = []
+    real = series_decode.read_all
+    monkeypatch.setattr(series_decode, "read_all",
+                        lambda *a, values=None, **k: (given.append(values), real(*a, values=values, **k))[1])
+    vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
+    np.testing.assert_array_equal(cuda.asnumpy(vol), decoded_volume(paths), err_msg=str(info.decoders))
+    assert len(given) == 1 and given[0] is not None and all(v is not None for v in given[0]), given
+
+
+def test_gpu_logic_decodes_the_bytes_the_workers_read_without_reading_a_file(tmp_path, monkeypatch):
+    """``decode_gpu`` with every slice's value given checks and decodes those bytes; nothing is read again."""
+    pytest.importorskip("openjpeg")
+    from kvdicom import settings
+    from kvdicom._codecs import gpu_codec
+    from kvdicom._header import compressed
+    from kvdicom._series import decode as series_decode
+    from tests.test_series_decode import FakeBatch, write_series
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+
+    monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(gpu_codec, "_decode_batch", FakeBatch())
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 3 + ["rle"])
+    layouts = [kvdicom.inspect(p) for p in paths]
+    buffer = np.zeros(sum(compressed.value_nbytes(layout) for layout in layouts), np.uint8)
+    values, start = [], 0
+    for layout in layouts:
+        view = buffer[start : start + compressed.value_nbytes(layout)]
+        compressed.read_frames(layout, into=view)
+        values.append(view)
+        start += view.nbytes
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a slice was read again")
+
+    monkeypatch.setattr(compressed, "read_frames", no_read)
+    stored = np.full((4, layouts[0].rows, layouts[0].columns), -7, dtype=layouts[0].dtype)
+    decoders = series_decode.decode_gpu(layouts, stored, [0, 1, 2, 3], values)
+    np.testing.assert_array_equal(stored, decoded_volume(paths))
+    assert any(d.startswith("nvimgcodec (jpeg2000, 3 frames") for d in decoders), decoders
