@@ -224,3 +224,39 @@ def test_gpu_logic_decodes_the_bytes_the_workers_read_without_reading_a_file(tmp
     decoders = series_decode.decode_gpu(layouts, stored, [0, 1, 2, 3], values)
     np.testing.assert_array_equal(stored, decoded_volume(paths))
     assert any(d.startswith("nvimgcodec (jpeg2000, 3 frames") for d in decoders), decoders
+
+
+def test_will_need_announces_regular_files_only_and_never_blocks_on_a_fifo(tmp_path, monkeypatch):
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: advised.append(advice))
+    (tmp_path / "f").write_bytes(b"x" * 10)
+    os.mkfifo(tmp_path / "p")
+    for name in ("f", "p", "missing"):
+        series_headers.will_need(str(tmp_path / name))
+    assert advised == [os.POSIX_FADV_WILLNEED]
+
+
+def test_a_worker_chunk_announces_its_files_then_reads_them_into_their_slots(tmp_path, monkeypatch):
+    """The worker's task run here: every file of the chunk announced before the first header is read; each
+    slice's pixel bytes land in its slot of the shared buffer."""
+    paths = make_series(tmp_path / "s", 3, spec=kvdicom_spec(rows=16, cols=24))
+    monkeypatch.setattr(shared_staging, "_worker_map", None)  # this process's mapping of another buffer: none
+    events = []
+    monkeypatch.setattr(series_headers, "will_need", lambda p: events.append(("announce", p)))
+    real = series_headers.read_header
+    monkeypatch.setattr(series_headers, "read_header", lambda p: (events.append(("header", p)), real(p))[1])
+    owner = shared_staging.create()
+    try:
+        sizes = [os.path.getsize(p) for p in paths]
+        buffer = owner.reserve(sum(sizes), pin=False)
+        slots = list(zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
+        answers = series_headers._read_chunk_shared(paths, slots, owner.fd, owner.size, None)
+        for path, (offset, _), (_, got) in zip(paths, slots, answers):
+            layout = kvdicom.inspect(path)
+            assert got == layout.nbytes
+            with open(path, "rb") as f:
+                f.seek(layout.offset)
+                assert bytes(buffer[offset : offset + got]) == f.read(layout.nbytes)
+    finally:
+        owner.close()
+    assert [e[0] for e in events] == ["announce"] * 3 + ["header"] * 3
