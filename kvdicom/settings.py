@@ -74,8 +74,10 @@ GPU_MIN_DECODED_BYTES = 256 << 10
 
 #: Long series on the GPU path (headers parsed in the process pool) whose files hold at most this many bytes
 #: are read by the header workers into one shared, page-locked host buffer (a memfd), which is kept, at
-#: the size of the largest such series, for the life of the process; larger series read as before.
-#: Not yet measured on the device.
+#: the size of the largest such series, for the life of the process; larger series read as before. H200
+#: device, 256 CT slices of 512² warm, one process, interleaved, medians of 8: 22.0 / 20.7 ms this way against
+#: 44.5 / 44.4 ms read by the parent's threads (the I/O ceiling beside them 14.9-17.4 ms); cold, 99.7 / 89.5
+#: against 97.0 / 87.0 ms.
 SHARED_STAGING_MAX_BYTES = 2 << 30
 
 # --- Series decoding (kvdicom._series.decode) ------------------------------------------------------------
