@@ -244,12 +244,14 @@ class SeriesRead:
     buffer, then copied to the device once. No header is parsed inside the
     timed call, so a series loader is held against the bytes alone. ``align``: each range's slot starts on
     this boundary and spans a multiple of it (O_DIRECT: :class:`bench.series_disk.SeriesDiskRead`).
+    ``threads``: readers at once (default: one per core, at most ``MAX_THREADS``).
     """
 
     #: open flags of every read; the end a short file is reported against
     flags, short = os.O_RDONLY, "before the pixel data's end"
 
-    def __init__(self, ranges: list[tuple[str, int, int]], device: str = "cpu", align: int = 1):
+    def __init__(self, ranges: list[tuple[str, int, int]], device: str = "cpu", align: int = 1,
+                 threads: int | None = None):
         self.ranges = ranges  # (path, offset, nbytes) per file, in volume order
         self.nbytes = sum(n for _, _, n in ranges)
         self.device, self.align = device, align
@@ -265,7 +267,7 @@ class SeriesRead:
         else:
             self.host = _aligned_empty(total, lambda n: np.empty(n, dtype=np.uint8), align)
         self.host[:] = 0  # touch every page before timing
-        self.pool = ThreadPoolExecutor(max_workers=machine_threads())
+        self.pool = ThreadPoolExecutor(max_workers=threads or machine_threads())
 
     def _read(self, i: int, flags: int) -> int:
         path, offset, n = self.ranges[i]

@@ -10,7 +10,9 @@ loader on 1 GPU of the same run):
 * ``pydicom+cupy``: the same Dask job with pydicom + ``cupy.asarray`` in the task (the baseline peer);
 * ``kvdicom-loop`` (1 GPU): the plain ``load_series`` loop in this process, which the Dask path is held against;
 * ``ceiling:dataset_host_read``: every file of the dataset read whole from the page cache by the G worker
-  processes, one series a task (the uncompressed bound);
+  processes, one series a task, each series' files read side by side by the worker's share of the host's
+  cores (the uncompressed bound; read one after the other, as before run 0056, it was slower than
+  ``load_series``, whose header workers read the files side by side);
 * ``ceiling:dataset_decode`` (HTJ2K): each series' codestreams, already in its worker's memory, decoded by
   nvImageCodec in one batch on that worker's GPU (the compressed bound).
 
@@ -146,28 +148,51 @@ def test_scaleout_plain_load_series_loop(benchmark, dataset, scaleout_dir, cuda)
             decoder=f"plain load_series loop in one process (pid {os.getpid()})")
 
 
-def _read_whole_files(paths: list[str]) -> int:
-    """Every file read whole from the page cache into host memory, one after the other (one worker's share)."""
-    from kvdicom._io import host_read
+class WholeFiles:
+    """A series' files and, built in the worker on first use (untimed: the benchmark's warm-up round), the
+    reader of all of them at once with ``threads`` threads (:class:`bench.ceilings.SeriesRead` of whole
+    files into one host buffer); the reader stays in the worker, never sent back."""
 
-    total = 0
-    for path in paths:
-        buffer = np.empty(os.stat(path).st_size, dtype=np.uint8)
-        total += host_read.read_into(path, buffer, 0)
-    return total
+    def __init__(self, paths: list[str], threads: int):
+        self.paths, self.threads, self.read = paths, threads, None
+
+    def __getstate__(self):
+        return {"paths": self.paths, "threads": self.threads, "read": None}
+
+
+def _whole_files(paths: list[str], threads: int) -> WholeFiles:
+    return WholeFiles(paths, threads)
+
+
+def _read_whole_files(files: WholeFiles) -> int:
+    """Every file of the series read whole from the page cache, side by side (one worker's share)."""
+    from bench.ceilings import SeriesRead
+
+    if files.read is None:
+        files.read = SeriesRead([(p, 0, os.stat(p).st_size) for p in files.paths], "cpu", threads=files.threads)
+    return files.read()
+
+
+def _threads_per_worker(workers: int) -> int:
+    """A worker's share of this host's cores, as kvdicom.dask gives each task (at most MAX_THREADS)."""
+    from kvdicom.settings import MAX_THREADS
+
+    return max(1, min(MAX_THREADS, len(os.sched_getaffinity(0)) // max(1, workers)))
 
 
 def test_scaleout_ceiling_host_read(benchmark, dataset, scaleout_dir, cluster, scaleout_gpus):
     """The uncompressed bound: the dataset's bytes read from the page cache by the cluster's G processes."""
     spec, folder = scaleout_dir
     rows = _rows(folder)
-    tasks = [[str(p) for p in row.paths] for row in rows]
-    expected = sum(os.stat(p).st_size for task in tasks for p in task)
-    got = benchmark.pedantic(lambda: sum(cluster.gather(cluster.map(_read_whole_files, tasks, pure=False))),
+    threads = _threads_per_worker(scaleout_gpus)
+    files = cluster.map(_whole_files, [[str(p) for p in row.paths] for row in rows], threads=threads, pure=False)
+    expected = sum(os.stat(p).st_size for row in rows for p in row.paths)
+    got = benchmark.pedantic(lambda: sum(cluster.gather(cluster.map(_read_whole_files, files, pure=False))),
                              rounds=3, warmup_rounds=1)
     assert got == expected
     _record(benchmark, spec, folder, ceiling_loader("dataset_host_read"), scaleout_gpus, rows, dataset,
-            decoder=f"host_read.read_into of every file, one series a task on {scaleout_gpus} worker processes")
+            decoder=f"every file read whole by {threads} threads per series, one series a task on {scaleout_gpus} "
+                    f"worker processes")
 
 
 class Codestreams:
