@@ -30,3 +30,25 @@ def test_whole_files_reads_every_byte_side_by_side_and_travels_without_its_reade
     files.read.close()
     cores = len(os.sched_getaffinity(0))
     assert _threads_per_worker(1) == min(16, cores) and _threads_per_worker(cores * 2) == 1
+
+
+def test_the_ceilings_dask_flow_reads_every_file_on_worker_processes(tmp_path):
+    """As bench/test_scaleout.py runs it (there on a LocalCUDACluster): readers made in the workers from
+    kwargs, then timed calls on the futures, twice, every byte each time."""
+    import pytest
+
+    distributed = pytest.importorskip("distributed", reason="Dask is not installed (pip install 'kvdicom[dask]')")
+    from bench.test_scaleout import _read_whole_files, _whole_files
+
+    folders = []
+    for seed in (1, 2):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        write_series(SeriesSpec(slices=4, rows=16, cols=16, seed=seed), folder)
+        folders.append(sorted(str(p) for p in folder.iterdir()))
+    expected = sum(os.path.getsize(p) for paths in folders for p in paths)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        files = client.map(_whole_files, folders, threads=2, pure=False)
+        for _ in range(2):
+            assert sum(client.gather(client.map(_read_whole_files, files, pure=False))) == expected
