@@ -86,3 +86,13 @@ def test_the_trend_names_each_scale_out_row_by_its_gpus_and_the_loop_as_not_thro
     assert code == 0, err
     loaders = {r["Loader"] for r in markdown_tables((out / "report.md").read_text())["Trend"]}
     assert loaders == {"kvdicom (1 GPU through Dask)", "kvdicom (2 GPUs through Dask)", "kvdicom-loop (1 GPU, no Dask)"}
+
+
+def test_a_share_above_the_ceiling_is_marked_as_no_bound():
+    """Run 0055 (H200 scale-out) measured map_series at 134.4% of its host-read ceiling, which had read each
+    series' files one after the other: shown bare, that reads as the loader beating the machine."""
+    from dgbench.report import formatting
+
+    assert formatting.percent(134.4) == "134.4% (ceiling below it)"
+    assert formatting.percent(100.0) == "100.0%" and formatting.percent(61.5) == "61.5%"
+    assert formatting.percent(None) == ""

@@ -26,9 +26,17 @@ def gbps(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+#: Marks a share of a ceiling above 100%: the ceiling measured in that run read slower than the loader, so
+#: it bounds nothing there (ROWS_NOTE says so under every table). Seen in run 0055 (H200 scale-out), whose
+#: host-read ceiling read each series' files one after the other.
+NOT_A_BOUND = " (ceiling below it)"
+
+
 def percent(value: float | None) -> str:
-    """A percentage, blank when unknown."""
-    return "" if value is None else f"{value:.1f}%"
+    """A percentage, blank when unknown; a share of a ceiling above 100% is marked :data:`NOT_A_BOUND`."""
+    if value is None:
+        return ""
+    return f"{value:.1f}%" + (NOT_A_BOUND if value > 100.0 else "")
 
 
 def speedup(value: float | None) -> str:

@@ -26,7 +26,8 @@ TREND_NOTE = ("Every benchmark a machine ran in two runs or more, in the order o
 ROWS_NOTE = ("A machine's runs may each hold part of the matrix: each (case, loader, device, page cache) row comes "
              "from the newest run (by its `datetime`) that has it, and names that run (start, commit) in its Run "
              "column. % of ceiling and × pydicom are those of the row's own run, never combined across runs; "
-             "the files used are listed below.")
+             "a share above 100% is marked \"(ceiling below it)\": that run's ceiling read slower than the "
+             "loader, so it bounds nothing there. The files used are listed below.")
 SCALING_NOTE = ("A dataset of series through Dask (`kvdicom.dask.map_series`, `bench/test_scaleout.py`, profile "
                 "`scaleout`) on 1, 2, … G GPUs of one host: series/s, efficiency against the same loader on one "
                 "GPU of the same run, and % of the ceiling measured in that run with the same G (the host's "
