@@ -14,10 +14,13 @@ Steps, each with its own helper:
    tilt and the LPS affine as highdicom's ``VolumeGeometry`` gives it;
 4. read every slice's pixel bytes concurrently into one preallocated buffer
    (:func:`_read_all`): the volume itself where the stored bytes are the
-   output, else one scratch buffer; for ``device="cuda"`` the reads start
+   output, else one scratch buffer; for ``device="cuda"`` on long series the
+   header workers read each file's bytes right after parsing it, into one
+   page-locked buffer they share (:class:`_Shared`,
+   :mod:`kvdicom._io.shared_staging`), and each slice is copied from it to its
+   sorted place on the device; otherwise on the GPU path the reads start
    while later headers are still being parsed, into one pinned host staging
-   buffer, and each slice is copied to its sorted place on the device once
-   the order is known (:mod:`kvdicom._series.stage`); each read checks that
+   buffer (:mod:`kvdicom._series.stage`); each read checks that
    the file is the one whose header was parsed (compressed slices: every
    file's fragments read concurrently, then one nvImageCodec batch for the
    frames the GPU decodes, the host for the rest, each into its slot:
