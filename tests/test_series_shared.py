@@ -17,6 +17,7 @@ import kvdicom
 from kvdicom._io import process_pool, shared_staging
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
+from kvdicom._series import stage as series_stage
 from tests.test_series import make_series, pydicom_volume
 from tests.test_series_stage import Recorder, kvdicom_spec
 
@@ -59,8 +60,8 @@ def test_a_file_larger_than_its_slot_is_read_by_the_parent(tmp_path, shared, mon
     beyond the slot); the series is then read here, equal to pydicom."""
     paths = make_series(tmp_path / "s", 5, spec=kvdicom_spec(rows=16, cols=24))
     victim = paths[2]
-    real = series._file_size
-    monkeypatch.setattr(series, "_file_size", lambda p: 16 * 24 * 2 - 1 if p == victim else real(p))
+    real = series_stage.file_size
+    monkeypatch.setattr(series_stage, "file_size", lambda p: 16 * 24 * 2 - 1 if p == victim else real(p))
     vol, info = shared_load(tmp_path / "s", Recorder())
     np.testing.assert_array_equal(vol, pydicom_volume(paths))
     assert shared == []

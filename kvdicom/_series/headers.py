@@ -262,9 +262,7 @@ class SharedReads:
 
 def staged_nbytes(layout) -> int:
     """Bytes a worker reads for ``layout`` into its slot: native pixels, or the whole encapsulated value."""
-    if isinstance(layout, CompressedLayout):
-        return layout.frame_table.span[1] - layout.offset
-    return layout.nbytes
+    return compressed.value_nbytes(layout) if isinstance(layout, CompressedLayout) else layout.nbytes
 
 
 def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) -> int | str | None:

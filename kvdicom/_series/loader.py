@@ -38,7 +38,6 @@ import concurrent.futures
 import dataclasses
 import itertools
 import operator
-import os
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -290,13 +289,6 @@ class _Shared:
         return out
 
 
-def _file_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0  # its header parse says what is wrong; no slot
-
-
 def _shares_reads(device: str) -> bool:
     """Whether loads on ``device`` let the header workers read the pixel bytes: the GPU path, whose slices are
     copied from the buffer anyway (on the CPU the slices are read straight into the volume)."""
@@ -316,7 +308,7 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True) -> 
     if owner is None or not owner.acquire():
         return None
     try:
-        sizes = [_file_size(p) for p in paths]
+        sizes = [series_stage.file_size(p) for p in paths]
         total = sum(sizes)
         if not 0 < total <= settings.SHARED_STAGING_MAX_BYTES:
             owner.release()

@@ -79,7 +79,8 @@ def _stageable(header: Header, series_uid: str | None) -> bool:
     )
 
 
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """``path``'s size on disk, 0 where it cannot be looked at (its header parse says why): what bounds a slot."""
     try:
         return os.stat(path).st_size
     except OSError:
@@ -110,7 +111,7 @@ def stage(
                 nbytes = header.layout.nbytes
                 if staging.slot is None:
                     # one slot per file large enough to hold these pixel bytes: never more than the files hold
-                    big = [i for i, p in enumerate(paths) if _size(p) >= nbytes]
+                    big = [i for i, p in enumerate(paths) if file_size(p) >= nbytes]
                     ranks = {i: r for r, i in enumerate(big)}
                     staging.slot = nbytes
                     if big:
