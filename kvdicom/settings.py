@@ -134,7 +134,11 @@ RATIO_CHECK_MIN_DECODED_BYTES = 256 << 20
 #: its size: more is a lie of the header, refused at any size.
 JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
 
-# --- Series rescale (kvdicom._series.loader) -------------------------------------------------------------
+# --- Series rescale and copies (kvdicom._series.loader) ---------------------------------------------------
+
+#: Bytes per host copy task when the CPU path copies the slices the header workers read to their places in
+#: the volume: below it a series is copied in the caller's thread.
+HOST_COPY_TASK_BYTES = 4 << 20
 
 #: Elements per host rescale task: below this a series is rescaled in the caller's thread.
 RESCALE_TASK_ELEMENTS = 1 << 18

@@ -1,7 +1,8 @@
 """The header workers read a long series' pixel bytes into the pool's shared buffer (``kvdicom._io.shared_staging``).
 
-On the CPU the GPU path runs with NumPy stand-ins (``series._shares_reads`` forced on, the copies done by
-NumPy); the workers and the memfd are real. The GPU tests run the same through CuPy.
+The CPU path reads this way too (each slice then copied from the buffer to the volume on the host threads).
+On the CPU machine the GPU path also runs with NumPy stand-ins (the device copies done by NumPy); the workers
+and the memfd are real. The GPU tests run the same through CuPy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 import kvdicom
 from kvdicom._io import process_pool, shared_staging
+from kvdicom._series import early_copy
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
 from kvdicom._series import stage as series_stage
@@ -30,7 +32,6 @@ def shared(monkeypatch):
     records each placement from the buffer."""
     monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
     monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)
-    monkeypatch.setattr(series, "_shares_reads", lambda device: True)
     placed = []
     real = series._place_shared
     monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
@@ -150,6 +151,151 @@ def test_a_forked_child_drops_the_parents_buffer(tmp_path, shared):
     assert shared_staging.create() is not None  # memfd is available here (Linux)
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_cpu_loads_copy_the_slices_the_workers_read_on_several_threads(tmp_path, shared, monkeypatch, rescale):
+    """``load_series(..., "cpu")`` of a long series: the workers read every slice, the parent reads none and
+    copies them to their sorted places in a few tasks; equal to pydicom, also into ``out=``."""
+    from kvdicom import settings
+
+    paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24),
+                        rescale=lambda i: (0.5 + i, -1024.0 + i))
+    monkeypatch.setattr(settings, "HOST_COPY_TASK_BYTES", 1)
+    monkeypatch.setattr(series, "_read_slice", lambda *a: pytest.fail("the parent read a slice"))
+    tasks = []
+    real = series._copy_slices
+    monkeypatch.setattr(series, "_copy_slices", lambda v, r, s, a, b: (tasks.append((a, b)), real(v, r, s, a, b)))
+    want = pydicom_volume(paths, rescale=rescale)
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale)
+    np.testing.assert_array_equal(vol, want)
+    assert info.paths == tuple(paths) and shared == [9]
+    assert len(tasks) > 1 and sorted(tasks)[0][0] == 0 and sum(b - a for a, b in tasks) == 9
+    out = np.empty_like(want)
+    assert kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale, out=out)[0] is out
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("syntax", ["rle", "jpeg2000_lossless"])
+def test_cpu_compressed_slices_decode_the_bytes_the_workers_read(tmp_path, shared, monkeypatch, syntax):
+    """``load_series(..., "cpu")`` of a long compressed series decodes the codestreams the header workers read
+    into the shared buffer; the parent reads no file again. Equal to pydicom."""
+    from fixtures.encode import unavailable
+    from kvdicom._header import compressed
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    if reason := unavailable(syntax):
+        pytest.skip(reason)
+    paths = write_series(tmp_path / "s", [syntax] * 6)
+    want = decoded_volume(paths)
+    monkeypatch.setattr(compressed, "read_frames", lambda *a, **k: pytest.fail("the parent read a slice again"))
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    np.testing.assert_array_equal(vol, want, err_msg=str(info.decoders))
+
+
+@pytest.fixture
+def early_events(monkeypatch):
+    """Records, in order, each chunk the loader received ("batch"), each span copied early ("copy") and each
+    volume gathered from those copies ("gather", slices)."""
+    events = []
+    real_batches = series_headers.header_batches
+
+    def batches(*args, **kwargs):
+        for batch in real_batches(*args, **kwargs):
+            events.append(("batch", len(batch)))
+            yield batch
+
+    monkeypatch.setattr(series_headers, "header_batches", batches)
+    real_chunk, real_gather = early_copy.EarlyCopy.chunk, early_copy.EarlyCopy.gather
+
+    def chunk(self, batch, results):
+        before = self.chunks
+        real_chunk(self, batch, results)
+        if self.chunks > before:
+            events.append(("copy", len(batch)))
+
+    def gather(self, indices, nbytes, raw):
+        events.append(("gather", len(indices)))
+        real_gather(self, indices, nbytes, raw)
+
+    monkeypatch.setattr(early_copy.EarlyCopy, "chunk", chunk)
+    monkeypatch.setattr(early_copy.EarlyCopy, "gather", gather)
+    return events
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_native_chunks_are_copied_as_they_arrive_and_gathered_in_slice_order(tmp_path, shared, early_events,
+                                                                             rescale):
+    """Each worker's chunk goes to the device copy right after it arrives, before the next chunk is taken;
+    the sorted volume (file names not in slice order) is then gathered from those copies, equal to pydicom."""
+    paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24),
+                        rescale=lambda i: (0.5 + i, -1024.0 + i))
+    vol, info = shared_load(tmp_path / "s", Recorder(), rescale=rescale)
+    np.testing.assert_array_equal(vol, pydicom_volume(paths, rescale=rescale))
+    batches = [e for e in early_events if e[0] == "batch"]
+    assert len(batches) > 1 and sum(n for _, n in batches) == 9
+    # every batch is followed at once by its copy: a chunk's copy is issued before the next chunk is taken
+    assert early_events[:-1] == [e for b in batches for e in (b, ("copy", b[1]))]
+    assert early_events[-1] == ("gather", 9) and shared == [9]
+
+
+def test_compressed_chunks_stay_on_the_host(tmp_path, shared, early_events):
+    """Codestreams are decoded from host memory: no chunk of a compressed series is copied early."""
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    paths = write_series(tmp_path / "s", ["rle"] * 5, rows=16)
+    vol, _ = shared_load(tmp_path / "s", Recorder())
+    np.testing.assert_array_equal(vol, decoded_volume(paths))
+    assert [e for e in early_events if e[0] != "batch"] == []
+
+
+def test_a_chunk_not_copied_early_leaves_the_volume_to_the_host_copies(tmp_path, shared, early_events, monkeypatch):
+    """Early copies must cover every slice of the volume; one missing chunk and each slice is copied from the
+    host buffer instead, and the volume is as correct."""
+    paths = make_series(tmp_path / "s", 6, spec=kvdicom_spec(rows=16, cols=24))
+    real_chunk = early_copy.EarlyCopy.chunk
+    skipped = []
+
+    def chunk(self, batch, results):
+        if not skipped:
+            skipped.append(batch)
+            return
+        real_chunk(self, batch, results)
+
+    monkeypatch.setattr(early_copy.EarlyCopy, "chunk", chunk)
+    vol, _ = shared_load(tmp_path / "s", Recorder())
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert skipped and shared == [6]
+    assert not any(e[0] == "gather" for e in early_events)
+
+
+def test_the_widest_element_that_divides_every_start_and_the_length():
+    assert early_copy.unit([0, 8, 1024], 16) == 8
+    assert early_copy.unit([0, 12], 16) == 4
+    assert early_copy.unit([0, 8], 6) == 2
+    assert early_copy.unit([0, 3], 16) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("starts", "nbytes", "width"), [([0, 4096, 1024], 1000, 8), ([20, 3000, 1004], 996, 4),
+                                                         ([6, 4002, 2010], 1000, 2), ([3, 1001, 2050], 1000, 1)])
+def test_gpu_gather_places_each_slot_at_its_slice(cuda, starts, nbytes, width):
+    """The kernel at every element width, against NumPy; nothing written past the slices."""
+    assert early_copy.unit(starts, nbytes) == width
+    buffer = np.random.default_rng(width).integers(0, 256, 6000, dtype=np.uint8)
+    early = early_copy.EarlyCopy(buffer, [(s, nbytes) for s in starts], cuda)
+    early.mirror = cuda.asarray(buffer)
+    early.copied[:] = True
+    raw = cuda.zeros(3 * nbytes + 5, dtype=cuda.uint8)
+    order = [2, 0, 1]
+    assert early.covers(order)
+    early.gather(order, nbytes, raw)
+    got = raw.get()
+    np.testing.assert_array_equal(got[: 3 * nbytes], np.concatenate([buffer[starts[i] : starts[i] + nbytes]
+                                                                     for i in order]))
+    assert not got[3 * nbytes :].any()
+
+
 @pytest.fixture
 def pool_on(monkeypatch):
     """Headers from the process pool, several chunks, whatever the series' length (the real GPU path)."""
@@ -164,11 +310,16 @@ def test_gpu_slices_read_by_the_workers_equal_pydicom(cuda, tmp_path, pool_on, m
     placed = []
     real = series._place_shared
     monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
+    gathered = []
+    real_gather = early_copy.EarlyCopy.gather
+    monkeypatch.setattr(early_copy.EarlyCopy, "gather",
+                        lambda self, indices, *a: (gathered.append(len(indices)), real_gather(self, indices, *a)))
     for rescale in (False, True):
         vol, info = kvdicom.load_series(tmp_path / "s", "cuda", rescale=rescale)
         assert isinstance(vol, cuda.ndarray) and info.paths == tuple(paths)
         np.testing.assert_array_equal(vol.get(), pydicom_volume(paths, rescale=rescale))
     assert placed == [9, 9]
+    assert gathered == [9, 9]  # from the chunks copied to the device as they arrived
     owner = process_pool.staging()
     # the buffer is page-locked for CUDA (1: cudaMemoryTypeHost) and free again
     assert cuda.cuda.runtime.pointerGetAttributes(owner.reserve(1, pin=True).ctypes.data).type == 1

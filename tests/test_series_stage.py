@@ -65,9 +65,11 @@ def staged_load(folder, recorder, rescale=False, series_uid=None, out=None):
 
 @pytest.fixture
 def pooled(monkeypatch):
-    """Headers from the process pool, several chunks (as on a 16-core machine with a long series)."""
+    """Headers from the process pool, several chunks (as on a 16-core machine with a long series), the pool's
+    shared buffer not taken (busy with another load, or the series too large for it): the staged path."""
     monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
     monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)  # one file per chunk here
+    monkeypatch.setattr(series, "_take_shared", lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize("rescale", [False, True])

@@ -242,8 +242,8 @@ def _summary(counts: collections.Counter) -> tuple[str, ...]:
 # --- device="cpu" --------------------------------------------------------------------------------
 
 
-def _decode_slice(slot: int, layout, stored: np.ndarray) -> Slice:
-    piece = read_slice(slot, layout)
+def _decode_slice(slot: int, layout, stored: np.ndarray, value: np.ndarray | None = None) -> Slice:
+    piece = read_slice(slot, layout, into=value, read=value is None)
     host_into(piece, stored[slot])
     return piece
 
@@ -257,28 +257,34 @@ def _on_read_pool(fn, calls: list[tuple]) -> None:
     host_read.wait_all([host_read.pool().submit(fn, *args) for args in calls])
 
 
-def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int]) -> tuple[str, ...]:
-    """Each slice decoded on the host into ``stored[slot]``; returns which decoders ran."""
+def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int], values: list | None = None) -> tuple[str, ...]:
+    """Each slice decoded on the host into ``stored[slot]``; returns which decoders ran.
+
+    ``values``: per slice, its bytes read already by a header worker (None: read it here)."""
     pool = host_read.pool()
+    values = list(values) if values is not None else [None] * len(layouts)
     if all(rle.problem(layout) is None for layout in layouts) and rle._concurrent(layouts[0], len(layouts)):
         # PackBits releases the GIL: read and decode each slice in its own task
-        host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored) for slot, layout in zip(slots, layouts)])
+        host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value)
+                            for slot, layout, value in zip(slots, layouts, values)])
         return _summary(collections.Counter(host_decoder(layout) for layout in layouts))
     if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: imagecodecs or the process pool
-        first = read_slice(slots[0], layouts[0])
+        first = read_slice(slots[0], layouts[0], into=values[0], read=values[0] is None)
         if choice(first).backend == "imagecodecs" and host_codecs._concurrent(len(layouts)):
             # imagecodecs releases the GIL: read and decode each slice in its own task, as RLE
-            pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored)
-                                                   for slot, layout in zip(slots[1:], layouts[1:])])
+            pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value)
+                                                   for slot, layout, value in zip(slots[1:], layouts[1:],
+                                                                                  values[1:])])
             host_into(first, stored[slots[0]])
             return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
-        pieces = [first] + read_all(layouts[1:], slots[1:])
+        pieces = [first] + read_all(layouts[1:], slots[1:], values=values[1:])
         if host_into_all(pieces, [stored[slot] for slot in slots]):
             return _summary(collections.Counter(f"{host_decoder(p.layout, p)} (slices on "
                                                 f"{process_pool.processes()} processes)" for p in pieces))
         return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
     counts = collections.Counter(host_decoder(layout) for layout in layouts)
-    reads = [pool.submit(read_slice, slot, layout) for slot, layout in zip(slots, layouts)]
+    reads = [pool.submit(read_slice, slot, layout, None, value, value is None)
+             for slot, layout, value in zip(slots, layouts, values)]
     try:
         for slot, future in zip(slots, reads):  # decoding slice k overlaps the reads of the later ones
             host_into(future.result(), stored[slot])
@@ -377,7 +383,7 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
                 values: list | None = None) -> tuple[str, ...]:
     """Decode compressed ``layouts`` into ``stored[slots[k]]`` (default: slot k) on ``device``; the decoders run.
 
-    ``values`` (``device="cuda"``): per layout, its bytes read already into the shared buffer, or None.
+    ``values``: per layout, its bytes read already into the shared buffer by a header worker, or None.
 
     Returns ``"<decoder> (<why>): <n> slices"`` for each decoder that ran. Raises :class:`DicomLoadError`
     naming the file for a slice that cannot be read or decoded; ``stored`` is then partly written.
@@ -386,5 +392,5 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
     if not layouts:
         return ()
     if not devices.named(device).on_gpu:
-        return decode_cpu(layouts, stored, slots)
+        return decode_cpu(layouts, stored, slots, values)
     return decode_gpu(layouts, stored, slots, values)

@@ -14,11 +14,13 @@ Steps, each with its own helper:
    tilt and the LPS affine as highdicom's ``VolumeGeometry`` gives it;
 4. read every slice's pixel bytes concurrently into one preallocated buffer
    (:func:`_read_all`): the volume itself where the stored bytes are the
-   output, else one scratch buffer; for ``device="cuda"`` on long series the
-   header workers read each file's bytes right after parsing it, into one
-   page-locked buffer they share (:class:`_Shared`,
-   :mod:`kvdicom._io.shared_staging`), and each slice is copied from it to its
-   sorted place on the device; otherwise on the GPU path the reads start
+   output, else one scratch buffer; on long series the header workers read
+   each file's bytes right after parsing it, into one buffer they share
+   (:class:`_Shared`, :mod:`kvdicom._io.shared_staging`): on the CPU each
+   slice is then copied from it to its sorted place on the host threads; for
+   ``device="cuda"`` the buffer is page-locked, each native chunk goes to the
+   device as it arrives and the sorted slices are gathered there
+   (:mod:`kvdicom._series.early_copy`); otherwise on the GPU path the reads start
    while later headers are still being parsed, into one pinned host staging
    buffer (:mod:`kvdicom._series.stage`); each read checks that
    the file is the one whose header was parsed (compressed slices: every
@@ -52,6 +54,7 @@ from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
 from kvdicom._series import decode as series_decode
+from kvdicom._series import early_copy
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
@@ -271,6 +274,19 @@ class _Shared:
     buffer: np.ndarray  #: the reserved bytes, page-locked
     reads: series_headers.SharedReads
     index: dict = dataclasses.field(default_factory=dict)  #: id(header) -> input index
+    early: early_copy.EarlyCopy | None = None  #: native chunks copied to the device as they arrive
+
+    def read_headers(self, paths: list[str]) -> list:
+        """Every header, the workers reading each file's bytes; each chunk's span copied to the device as it
+        arrives (:mod:`kvdicom._series.early_copy`)."""
+        headers: list = [None] * len(paths)
+        for batch in series_headers.header_batches(paths, True, self.reads):
+            for i, header in batch:
+                headers[i] = header
+            if self.early is not None:
+                self.early.chunk(batch, self.reads.results)
+        self.index = {id(h): i for i, h in enumerate(headers)}
+        return headers
 
     def values(self, ordered) -> list:
         """Per ordered header, its bytes in the buffer, or None where no worker read them (read them here);
@@ -289,15 +305,13 @@ class _Shared:
         return out
 
 
-def _shares_reads(device: str) -> bool:
-    """Whether loads on ``device`` let the header workers read the pixel bytes: the GPU path, whose slices are
-    copied from the buffer anyway (on the CPU the slices are read straight into the volume)."""
-    return devices.named(device).on_gpu
-
-
-def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True) -> _Shared | None:
+def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None) -> _Shared | None:
     """The pool's shared buffer sized for ``paths`` (a slot per file, its size on disk), taken for this load;
-    None where the headers are not parsed in the pool, the buffer is missing or busy, or the files too large."""
+    None where the headers are not parsed in the pool, the buffer is missing or busy, or the files too large.
+
+    ``pin``: page-locked for CUDA. ``xp``: the device array module whose copy of the buffer native chunks go to
+    as they arrive (:mod:`kvdicom._series.early_copy`; NumPy stands in for CuPy in the CPU tests); None on the
+    CPU path, which copies each slice from the buffer to the volume once the slices are sorted."""
     if not series_headers.use_pool(len(paths)):
         return None
     try:
@@ -322,18 +336,46 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True) -> 
         raise
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
-    return _Shared(owner, buffer, reads)
+    early = None if xp is None else early_copy.EarlyCopy(buffer, reads.slots, xp)
+    return _Shared(owner, buffer, reads, early=early)
 
 
-def _place_shared(values: list, layouts, stored, out_dtype, xp) -> None:
-    """Native slices a header worker read into the (page-locked) shared buffer: one async copy each to its
-    sorted place on the device, one sync, then decoded as :func:`_read_native` decodes."""
+def _copy_slices(values: list, raw: np.ndarray, starts: list[int], first: int, stop: int) -> None:
+    for k in range(first, stop):
+        np.copyto(raw[starts[k] : starts[k] + values[k].nbytes], values[k])
+
+
+def _copy_on_host(values: list, raw: np.ndarray, starts: list[int]) -> None:
+    """Each slice from the shared buffer to its place in ``raw``, on ``host_read.pool()`` threads (NumPy's copy
+    releases the GIL), a few slices a task; all done, errors or not, before it returns."""
+    n = len(values)
+    tasks = min(n, io_tuning.host_threads() * 2, max(1, starts[-1] // settings.HOST_COPY_TASK_BYTES))
+    if tasks <= 1:
+        _copy_slices(values, raw, starts, 0, n)
+        return
+    bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
+    futures = [host_read.pool().submit(_copy_slices, values, raw, starts, a, b)
+               for a, b in itertools.pairwise(bounds) if b > a]
+    concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indices=None) -> None:
+    """Native slices a header worker read into the (page-locked) shared buffer, each to its sorted place on
+    the device, then decoded as :func:`_read_native` decodes: gathered from the chunks already copied there
+    (``early``, ``indices``: each slice's input index) where they cover every slice, else one async copy
+    each from the host and one sync."""
     direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
     starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
     raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(starts[-1], dtype=xp.uint8)
-    if xp is np:  # the tests' stand-in for the device
-        for value, start in zip(values, starts):
-            raw[start : start + value.nbytes] = value
+    nbytes = layouts[0].nbytes
+    if early is not None and early.covers(indices) and all(layout.nbytes == nbytes for layout in layouts):
+        early.gather(indices, nbytes, raw)
+        _stored_volume(layouts, xp, raw, stored)
+        return
+    if xp is np:  # the CPU path (and the tests' stand-in for the device)
+        _copy_on_host(values, raw, starts)
         _stored_volume(layouts, xp, raw, stored)
         return
     stream = xp.cuda.get_current_stream()
@@ -370,21 +412,25 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     """:func:`load_series` on ``xp``'s device; with ``backend``, the header workers read the pixel bytes into
     the pool's shared buffer (long series), else reads overlap the header parse (staged)."""
     paths, name = series_headers.list_files(source)
-    shared = None
-    if backend is not None and _shares_reads(device):
-        shared = _take_shared(paths, series_uid, pin=xp is not np)
+    # the header workers read the pixel bytes into the shared buffer (long series); on the GPU path (``backend``)
+    # page-locked, its native chunks copied to the device as they arrive
+    shared = _take_shared(paths, series_uid, pin=backend is not None and xp is not np,
+                          xp=xp if backend is not None else None)
     try:
         return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
     finally:
         if shared is not None:
-            shared.owner.release()
+            try:
+                if shared.early is not None:
+                    shared.early.finish()  # copies from the buffer done before another load may fill it
+            finally:
+                shared.owner.release()
 
 
 def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: _Shared | None):
     staging = None
     if shared is not None:
-        headers = series_headers.read_headers(paths, parallel=True, reads=shared.reads)
-        shared.index = {id(h): i for i, h in enumerate(headers)}
+        headers = shared.read_headers(paths)
     elif backend is not None:
         staging = series_stage.stage(paths, series_headers.header_batches(paths), backend, series_uid)
         headers = staging.headers
@@ -420,7 +466,7 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
     if any(layout.compressed for layout in layouts):
         decoders = _decode_compressed(layouts, stored, device, values)
     elif values is not None and all(v is not None for v in values):
-        _place_shared(values, layouts, stored, out_dtype, xp)
+        _place_shared(values, layouts, stored, out_dtype, xp, shared.early, [shared.index[id(h)] for h in ordered])
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
     else:  # not staged (slices of differing byte counts): read after sorting
