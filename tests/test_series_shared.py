@@ -7,6 +7,7 @@ and the memfd are real. The GPU tests run the same through CuPy.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -108,8 +109,9 @@ def test_a_failed_worker_read_of_a_volume_slice_is_an_error_naming_it(tmp_path):
     with open(paths[1], "wb") as f:  # another file under the same name after the header was parsed
         f.write(data)
     slot = np.zeros(len(data), np.uint8)
-    why = series_headers._read_into_slot(header, slot, None)
+    why, infos = series_headers._read_into_slot(header, slot, None)
     assert isinstance(why, str) and "changed" in why, why
+    assert infos is None
     assert not slot.any()
 
     reads = series_headers.SharedReads(fd=-1, size=0, slots=[(0, 10), (10, 10)], results={1: why})
@@ -377,6 +379,15 @@ def test_gpu_logic_decodes_the_bytes_the_workers_read_without_reading_a_file(tmp
     np.testing.assert_array_equal(stored, decoded_volume(paths))
     assert any(d.startswith("nvimgcodec (jpeg2000, 3 frames") for d in decoders), decoders
 
+    # with the frame facts the workers checked, no codestream is parsed here either
+    infos = [compressed.check_frames(layout, compressed.frames_of(layout, value))
+             for layout, value in zip(layouts, values)]
+    monkeypatch.setattr(compressed, "check_frames", lambda *a: pytest.fail("a codestream was checked again"))
+    stored[...] = -7
+    decoders = series_decode.decode_gpu(layouts, stored, [0, 1, 2, 3], values, infos)
+    np.testing.assert_array_equal(stored, decoded_volume(paths))
+    assert any(d.startswith("nvimgcodec (jpeg2000, 3 frames") for d in decoders), decoders
+
 
 def test_will_need_announces_regular_files_only_and_never_blocks_on_a_fifo(tmp_path, monkeypatch):
     advised = []
@@ -403,12 +414,62 @@ def test_a_worker_chunk_announces_its_files_then_reads_them_into_their_slots(tmp
         buffer = owner.reserve(sum(sizes), pin=False)
         slots = list(zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
         answers = series_headers._read_chunk_shared(paths, slots, owner.fd, owner.size, None)
-        for path, (offset, _), (_, got) in zip(paths, slots, answers):
+        for path, (offset, _), (_, got, infos) in zip(paths, slots, answers):
             layout = kvdicom.inspect(path)
-            assert got == layout.nbytes
+            assert got == layout.nbytes and infos is None  # native: no frame facts
             with open(path, "rb") as f:
                 f.seek(layout.offset)
                 assert bytes(buffer[offset : offset + got]) == f.read(layout.nbytes)
     finally:
         owner.close()
     assert [e[0] for e in events] == ["announce"] * 3 + ["header"] * 3
+
+
+def test_a_worker_checks_a_compressed_files_codestreams_and_sends_their_facts(tmp_path, monkeypatch):
+    """Compressed files: the worker checks each frame's codestream against the header (what the parent did
+    per slice) and sends the facts back; one that disagrees is that file's failed read, its reason."""
+    pytest.importorskip("openjpeg")
+    from kvdicom._header import compressed
+    from tests.test_series_decode import write_series
+
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless", "rle"])
+    monkeypatch.setattr(shared_staging, "_worker_map", None)
+    owner = shared_staging.create()
+    try:
+        sizes = [os.path.getsize(p) for p in paths]
+        owner.reserve(sum(sizes), pin=False)
+        slots = list(zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
+        answers = series_headers._read_chunk_shared(paths, slots, owner.fd, owner.size, None)
+        (_, j2k_read, j2k_infos), (_, rle_read, rle_infos) = answers
+        layout = kvdicom.inspect(paths[0])
+        assert j2k_read == compressed.value_nbytes(layout)
+        _, frames = compressed.read_frames(layout)
+        assert series_headers.unpack_infos(j2k_infos) == compressed.check_frames(layout, frames)
+        assert type(rle_read) is int and series_headers.unpack_infos(rle_infos) == [None]
+
+        lying = dataclasses.replace(layout, rows=layout.rows * 2)  # a header that disagrees with its codestream
+        why, infos = series_headers._read_into_slot(series_headers.Header(paths[0], lying, header_keys(paths[0])),
+                                                    np.zeros(sizes[0], np.uint8), None)
+        assert isinstance(why, str) and "codestream is" in why and infos is None
+    finally:
+        owner.close()
+
+
+def header_keys(path):
+    return series_headers.read_header(path).keys
+
+
+def test_the_parent_checks_no_codestream_a_worker_checked(tmp_path, shared, monkeypatch):
+    """A long compressed series: the parent uses the workers' frame facts and parses no codestream itself."""
+    pytest.importorskip("openjpeg")
+    from kvdicom._header import compressed
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    want = decoded_volume(paths)
+    monkeypatch.setattr(compressed, "check_frames", lambda *a: pytest.fail("the parent checked a codestream again"))
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    np.testing.assert_array_equal(vol, want, err_msg=str(info.decoders))
+    vol, _ = shared_load(tmp_path / "s", Recorder())  # the GPU path, NumPy standing in
+    np.testing.assert_array_equal(vol, want)

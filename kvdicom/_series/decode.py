@@ -96,15 +96,17 @@ def check_expansion(name: str, layouts: list) -> None:
 
 
 def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarray | None = None,
-               read: bool = True) -> Slice:
+               read: bool = True, infos: list | None = None) -> Slice:
     """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames;
     ``into``: where its bytes go (:func:`kvdicom._header.compressed.value_nbytes` of them), else a new buffer;
-    ``read=False``: ``into`` holds them already (a header worker read them into the shared buffer)."""
+    ``read=False``: ``into`` holds them already (a header worker read them into the shared buffer), and
+    ``infos``, where given, are its frames' facts the worker checked on those bytes (else checked here)."""
     if read:
         value, frames = compressed.read_frames(layout, into=into)
     else:
         value, frames = into, compressed.frames_of(layout, into)
-    infos = compressed.check_frames(layout, frames)
+    if infos is None or read or len(infos) != len(frames):
+        infos = compressed.check_frames(layout, frames)
     if len(frames) != layout.number_of_frames:  # frames split on markers: known only now
         raise DicomLoadError(layout.path, f"encapsulated pixel data holds {len(frames)} frame(s); the header "
                              f"says {layout.number_of_frames} (a series slice has one)")
@@ -115,12 +117,12 @@ def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarr
 
 
 def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
-    return [read_slice(slot, layout, plan_frames, into, not done)
-            for slot, layout, into, done in items]
+    return [read_slice(slot, layout, plan_frames, into, not done, infos)
+            for slot, layout, into, done, infos in items]
 
 
 def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, allocate=None,
-             values: list | None = None) -> list[Slice]:
+             values: list | None = None, infos: list | None = None) -> list[Slice]:
     """:func:`read_slice` of every layout, in :data:`settings.SERIES_READ_TASKS` tasks on kvdicom's pool (each a
     run of consecutive slices, read one after the other); all of them or an error.
 
@@ -129,6 +131,7 @@ def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, al
     ``MALLOC_TRIM_THRESHOLD_`` makes glibc map and unmap each; docs/loader.md), else one buffer per slice.
     ``values``: per slice, its bytes already read by a header worker (None: read it here); slices all read
     already are checked here in the caller, no task (their checks are Python: threads would only queue on the GIL).
+    ``infos``: per slice, the frame facts the worker checked (None: checked here).
     """
     done = [False] * len(layouts)
     intos: list = [None] * len(layouts)
@@ -139,7 +142,7 @@ def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, al
         buffer = allocate(sum(sizes))
         starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         intos = [buffer[a:b] for a, b in itertools.pairwise(starts)]
-    items = list(zip(slots, layouts, intos, done))
+    items = list(zip(slots, layouts, intos, done, infos if infos is not None else [None] * len(layouts)))
     per_task = max(1, -(-len(items) // settings.SERIES_READ_TASKS))
     runs = [items[i:i + per_task] for i in range(0, len(items), per_task)]
     if len(runs) == 1 or all(done):
@@ -242,8 +245,9 @@ def _summary(counts: collections.Counter) -> tuple[str, ...]:
 # --- device="cpu" --------------------------------------------------------------------------------
 
 
-def _decode_slice(slot: int, layout, stored: np.ndarray, value: np.ndarray | None = None) -> Slice:
-    piece = read_slice(slot, layout, into=value, read=value is None)
+def _decode_slice(slot: int, layout, stored: np.ndarray, value: np.ndarray | None = None,
+                  infos: list | None = None) -> Slice:
+    piece = read_slice(slot, layout, into=value, read=value is None, infos=infos)
     host_into(piece, stored[slot])
     return piece
 
@@ -257,34 +261,37 @@ def _on_read_pool(fn, calls: list[tuple]) -> None:
     host_read.wait_all([host_read.pool().submit(fn, *args) for args in calls])
 
 
-def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int], values: list | None = None) -> tuple[str, ...]:
+def decode_cpu(layouts: list, stored: np.ndarray, slots: list[int], values: list | None = None,
+               infos: list | None = None) -> tuple[str, ...]:
     """Each slice decoded on the host into ``stored[slot]``; returns which decoders ran.
 
-    ``values``: per slice, its bytes read already by a header worker (None: read it here)."""
+    ``values``, ``infos``: per slice, its bytes read already by a header worker and the frame facts it
+    checked (None: read / checked here)."""
     pool = host_read.pool()
     values = list(values) if values is not None else [None] * len(layouts)
+    infos = list(infos) if infos is not None else [None] * len(layouts)
     if all(rle.problem(layout) is None for layout in layouts) and rle._concurrent(layouts[0], len(layouts)):
         # PackBits releases the GIL: read and decode each slice in its own task
-        host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value)
-                            for slot, layout, value in zip(slots, layouts, values)])
+        host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value, info)
+                            for slot, layout, value, info in zip(slots, layouts, values, infos)])
         return _summary(collections.Counter(host_decoder(layout) for layout in layouts))
     if any(rle.problem(layout) is not None for layout in layouts):  # not RLE: imagecodecs or the process pool
-        first = read_slice(slots[0], layouts[0], into=values[0], read=values[0] is None)
+        first = read_slice(slots[0], layouts[0], into=values[0], read=values[0] is None, infos=infos[0])
         if choice(first).backend == "imagecodecs" and host_codecs._concurrent(len(layouts)):
             # imagecodecs releases the GIL: read and decode each slice in its own task, as RLE
-            pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value)
-                                                   for slot, layout, value in zip(slots[1:], layouts[1:],
-                                                                                  values[1:])])
+            pieces = [first] + host_read.wait_all([pool.submit(_decode_slice, slot, layout, stored, value, info)
+                                                   for slot, layout, value, info in zip(slots[1:], layouts[1:],
+                                                                                        values[1:], infos[1:])])
             host_into(first, stored[slots[0]])
             return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
-        pieces = [first] + read_all(layouts[1:], slots[1:], values=values[1:])
+        pieces = [first] + read_all(layouts[1:], slots[1:], values=values[1:], infos=infos[1:])
         if host_into_all(pieces, [stored[slot] for slot in slots]):
             return _summary(collections.Counter(f"{host_decoder(p.layout, p)} (slices on "
                                                 f"{process_pool.processes()} processes)" for p in pieces))
         return _summary(collections.Counter(host_decoder(p.layout, p) for p in pieces))
     counts = collections.Counter(host_decoder(layout) for layout in layouts)
-    reads = [pool.submit(read_slice, slot, layout, None, value, value is None)
-             for slot, layout, value in zip(slots, layouts, values)]
+    reads = [pool.submit(read_slice, slot, layout, None, value, value is None, info)
+             for slot, layout, value, info in zip(slots, layouts, values, infos)]
     try:
         for slot, future in zip(slots, reads):  # decoding slice k overlaps the reads of the later ones
             host_into(future.result(), stored[slot])
@@ -347,17 +354,19 @@ def _pinned(nbytes: int) -> np.ndarray:
     return cupyx.empty_pinned(nbytes, dtype=np.uint8)
 
 
-def decode_gpu(layouts: list, stored, slots: list[int], values: list | None = None) -> tuple[str, ...]:
+def decode_gpu(layouts: list, stored, slots: list[int], values: list | None = None,
+               infos: list | None = None) -> tuple[str, ...]:
     """Each slice into ``stored[slot]`` (CuPy): GPU batches where planned, the host for the rest.
 
     Every slice's codestream is read into one pinned buffer (:func:`read_all`), which nvImageCodec reads from.
     ``stored`` may be a NumPy array where ``gpu_codec._decode_batch`` is a NumPy stand-in (tests); the staging
-    is then plain host memory. ``values``: slices' bytes the header workers read already (:func:`read_all`).
+    is then plain host memory. ``values``, ``infos``: slices' bytes the header workers read already and the
+    frame facts they checked (:func:`read_all`).
     """
     staging = (lambda n: np.empty(n, dtype=np.uint8)) if isinstance(stored, np.ndarray) else _pinned
     unusable = gpu_codec.nvimgcodec_problem()
     pieces = read_all(layouts, slots, plan_frames=None if unusable else len(layouts),
-                      allocate=None if values is not None else staging, values=values)
+                      allocate=None if values is not None else staging, values=values, infos=infos)
     batches, host = groups(pieces)
     counts: collections.Counter = collections.Counter()
     for piece in host:
@@ -380,10 +389,11 @@ def decode_gpu(layouts: list, stored, slots: list[int], values: list | None = No
 
 
 def decode_into(layouts: list, stored, device: str, slots: list[int] | None = None,
-                values: list | None = None) -> tuple[str, ...]:
+                values: list | None = None, infos: list | None = None) -> tuple[str, ...]:
     """Decode compressed ``layouts`` into ``stored[slots[k]]`` (default: slot k) on ``device``; the decoders run.
 
-    ``values``: per layout, its bytes read already into the shared buffer by a header worker, or None.
+    ``values``: per layout, its bytes read already into the shared buffer by a header worker, or None;
+    ``infos``: the frame facts that worker checked, or None.
 
     Returns ``"<decoder> (<why>): <n> slices"`` for each decoder that ran. Raises :class:`DicomLoadError`
     naming the file for a slice that cannot be read or decoded; ``stored`` is then partly written.
@@ -392,5 +402,5 @@ def decode_into(layouts: list, stored, device: str, slots: list[int] | None = No
     if not layouts:
         return ()
     if not devices.named(device).on_gpu:
-        return decode_cpu(layouts, stored, slots, values)
-    return decode_gpu(layouts, stored, slots, values)
+        return decode_cpu(layouts, stored, slots, values, infos)
+    return decode_gpu(layouts, stored, slots, values, infos)

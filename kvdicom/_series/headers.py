@@ -22,6 +22,7 @@ from pydicom.uid import UID
 
 from kvdicom import _loader
 from kvdicom._header import compressed, fast_header
+from kvdicom._header.codestream import FrameInfo
 from kvdicom._header.compressed import CompressedLayout
 from kvdicom._header.encapsulated import FrameTable
 from kvdicom._header.inspect import _layout_dataset
@@ -250,7 +251,9 @@ class SharedReads:
     header can make a worker write more than the files hold. ``results[i]`` after the headers: the bytes read
     (from the pixel data value's offset: native pixels, or a compressed value as
     :func:`kvdicom._header.compressed.read_frames` reads it), or why the read failed (str), or None: not
-    read (parsed here, not of ``series_uid``, larger than its slot, not an image).
+    read (parsed here, not of ``series_uid``, larger than its slot, not an image). ``infos[i]``: for a compressed
+    file read, its frames' codestream facts as :func:`kvdicom._header.compressed.check_frames` gives them,
+    checked in the worker (a frame that disagrees with its header is the read's failure, its reason).
     """
 
     fd: int
@@ -258,6 +261,7 @@ class SharedReads:
     slots: list[tuple[int, int]]
     series_uid: str | None = None
     results: dict[int, int | str | None] = dataclasses.field(default_factory=dict)
+    infos: dict[int, list] = dataclasses.field(default_factory=dict)
 
 
 def staged_nbytes(layout) -> int:
@@ -265,25 +269,38 @@ def staged_nbytes(layout) -> int:
     return compressed.value_nbytes(layout) if isinstance(layout, CompressedLayout) else layout.nbytes
 
 
-def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) -> int | str | None:
+def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) -> tuple[int | str | None, tuple | None]:
     """In a worker: ``header``'s pixel bytes into ``slot``, checked as ``load`` checks them (the file is the one
-    parsed, before and after; every byte read); the bytes read, or why not."""
+    parsed, before and after; every byte read; a compressed file's codestreams against its header); the bytes
+    read, or why not, and a compressed file's packed frame facts (:func:`pack_infos`)."""
     layout = header.layout
     if layout is None or header.keys is None or (series_uid is not None and header.keys.series_uid != series_uid):
-        return None
+        return None, None
     nbytes = staged_nbytes(layout)
     if not 0 < nbytes <= len(slot):
-        return None
+        return None, None
+    infos = None
     try:
         if isinstance(layout, CompressedLayout):
-            compressed.read_frames(layout, into=slot[:nbytes])
+            _, frames = compressed.read_frames(layout, into=slot[:nbytes])
+            if len(frames) == layout.number_of_frames:  # else the parent reports it, as for its own reads
+                infos = pack_infos(compressed.check_frames(layout, frames))
         else:
             _loader.read_pixels(layout, "cpu", slot[:nbytes])
     except DicomLoadError as exc:
-        return exc.reason
+        return exc.reason, None
     except OSError as exc:
-        return f"cannot read the pixel data ({type(exc).__name__}: {exc})"
-    return nbytes
+        return f"cannot read the pixel data ({type(exc).__name__}: {exc})", None
+    return nbytes, infos
+
+
+def pack_infos(infos: list) -> tuple:
+    """Frame facts as plain tuples (cheaper for the parent to unpickle than dataclasses, as :func:`pack`)."""
+    return tuple(None if info is None else dataclasses.astuple(info) for info in infos)
+
+
+def unpack_infos(packed: tuple) -> list:
+    return [None if values is None else FrameInfo(*values) for values in packed]
 
 
 def will_need(path: str) -> None:
@@ -316,7 +333,8 @@ def _read_chunk_shared(paths: list[str], slots: list[tuple[int, int]], fd: int, 
     out = []
     for path, (offset, capacity) in zip(paths, slots):
         header = read_header(path)
-        out.append((pack(header), _read_into_slot(header, buffer[offset : offset + capacity], series_uid)))
+        read, infos = _read_into_slot(header, buffer[offset : offset + capacity], series_uid)
+        out.append((pack(header), read, infos))
     return out
 
 
@@ -370,8 +388,10 @@ def header_batches(paths: list[str], parallel: bool | None = None,
             start = futures[future]
             answers = future.result()
             if reads is not None:
-                reads.results.update((start + j, read) for j, (_, read) in enumerate(answers))
-                answers = [h for h, _ in answers]
+                reads.results.update((start + j, read) for j, (_, read, _) in enumerate(answers))
+                reads.infos.update((start + j, unpack_infos(infos)) for j, (_, _, infos) in enumerate(answers)
+                                   if infos is not None)
+                answers = [h for h, _, _ in answers]
             batch = [(start + j, unpack(h)) for j, h in enumerate(answers)]
             left.remove(start)
             yield batch

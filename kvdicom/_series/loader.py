@@ -248,15 +248,18 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
     _stored_volume(layouts, xp, raw, stored)
 
 
-def _decode_compressed(layouts, stored, device: str, values: list | None = None) -> tuple[str, ...]:
+def _decode_compressed(layouts, stored, device: str, values: list | None = None,
+                       infos: list | None = None) -> tuple[str, ...]:
     """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom._series.decode`).
 
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
-    ``values``: per slice, its bytes read already by a header worker, or None. Returns which decoders ran.
+    ``values``, ``infos``: per slice, its bytes read already by a header worker and the frame facts it checked,
+    or None. Returns which decoders ran.
     """
     packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
     decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed],
-                                         None if values is None else [values[i] for i, _ in packed])
+                                         None if values is None else [values[i] for i, _ in packed],
+                                         None if infos is None else [infos[i] for i, _ in packed])
     native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
     for i, layout in native:
         stored[i] = decode(loader.read_pixels(layout, device), layout)
@@ -303,6 +306,10 @@ class _Shared:
             offset = self.reads.slots[i][0]
             out.append(self.buffer[offset : offset + got])
         return out
+
+    def frame_infos(self, ordered) -> list:
+        """Per ordered header, the frame facts its worker checked (compressed slices), or None."""
+        return [self.reads.infos.get(self.index[id(header)]) for header in ordered]
 
 
 def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None) -> _Shared | None:
@@ -464,7 +471,8 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
     values = shared.values(ordered) if shared is not None else None
     decoders: tuple[str, ...] = ()
     if any(layout.compressed for layout in layouts):
-        decoders = _decode_compressed(layouts, stored, device, values)
+        decoders = _decode_compressed(layouts, stored, device, values,
+                                      shared.frame_infos(ordered) if shared is not None else None)
     elif values is not None and all(v is not None for v in values):
         _place_shared(values, layouts, stored, out_dtype, xp, shared.early, [shared.index[id(h)] for h in ordered])
     elif staging is not None and staging.covers(indices):
