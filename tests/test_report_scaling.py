@@ -13,10 +13,10 @@ ONE = 256 * 512 * 512 * 2   # decoded bytes of one series
 EARLY, LATE = "2026-03-01T02:00:00+00:00", "2026-03-01T03:00:00+00:00"
 
 
-def scale(loader: str, gpus: int, median: float) -> dict:
+def scale(loader: str, gpus: int, median: float, series: int = 8) -> dict:
     extra = {} if loader.startswith("ceiling:") else {"ceiling": "dataset_decode"}
-    return bench(CASE, loader, "cuda", 8 * ONE, median, gpus=gpus, series=8, name=f"test_scaleout[{loader}-{gpus}]",
-                 **extra)
+    return bench(CASE, loader, "cuda", series * ONE, median, gpus=gpus, series=series,
+                 name=f"test_scaleout[{loader}-{gpus}]", **extra)
 
 
 def info():
@@ -96,3 +96,16 @@ def test_a_share_above_the_ceiling_is_marked_as_no_bound():
     assert formatting.percent(134.4) == "134.4% (ceiling below it)"
     assert formatting.percent(100.0) == "100.0%" and formatting.percent(61.5) == "61.5%"
     assert formatting.percent(None) == ""
+
+
+def test_the_trend_of_a_dataset_compares_time_per_series_across_dataset_sizes(tmp_path, capsys):
+    """A run of 32 series after one of 8 (the scale-out dataset grew): 0.8 s -> 3.0 s is 0.1 -> 0.094 s a series,
+    a 6.3% gain, not a regression of +275% time."""
+    results = tmp_path / "results"
+    write_result(results / SLUG / "0001.json", result_document(info(), [scale("kvdicom", 1, 0.8)], EARLY))
+    write_result(results / SLUG / "0002.json", result_document(info(), [scale("kvdicom", 1, 3.0, series=32)], LATE))
+    out = tmp_path / "out"
+    code, _, err = run_report(capsys, results, "-o", out)
+    assert code == 0, err
+    (row,) = markdown_tables((out / "report.md").read_text())["Trend"]
+    assert (row["Last change"], row["Regressed"]) == ("-6.3% time", "no"), row
