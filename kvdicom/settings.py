@@ -72,12 +72,12 @@ GPU_MIN_DECODED_BYTES = 256 << 10
 
 # --- Series reads by the header workers (kvdicom._io.shared_staging) ------------------------------------
 
-#: Long series on the GPU path (headers parsed in the process pool) whose files hold at most this many bytes
-#: are read by the header workers into one shared, page-locked host buffer (a memfd), which is kept, at
-#: the size of the largest such series, for the life of the process; larger series read as before. H200
-#: device, 256 CT slices of 512² warm, one process, interleaved, medians of 8: 22.0 / 20.7 ms this way against
-#: 44.5 / 44.4 ms read by the parent's threads (the I/O ceiling beside them 14.9-17.4 ms); cold, 99.7 / 89.5
-#: against 97.0 / 87.0 ms.
+#: Long series (headers parsed in the process pool) whose files hold at most this many bytes are read by the
+#: header workers into one shared host buffer (a memfd; page-locked once a GPU load uses it), which is kept,
+#: at the size of the largest such series, for the life of the process; larger series read as before. H200
+#: device, 256 CT slices of 512² warm, one process, interleaved, medians of 8: GPU 22.0 / 20.7 ms this way
+#: against 44.5 / 44.4 ms read by the parent's threads (the I/O ceiling beside them 14.9-17.4 ms); cold, 99.7 /
+#: 89.5 against 97.0 / 87.0 ms. CPU (medians of 12, another lease): 29.5 ms against 54.5 ms (ceiling 17.1 ms).
 SHARED_STAGING_MAX_BYTES = 2 << 30
 
 # --- Series decoding (kvdicom._series.decode) ------------------------------------------------------------
@@ -137,7 +137,8 @@ JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
 # --- Series rescale and copies (kvdicom._series.loader) ---------------------------------------------------
 
 #: Bytes per host copy task when the CPU path copies the slices the header workers read to their places in
-#: the volume: below it a series is copied in the caller's thread.
+#: the volume: below it a series is copied in the caller's thread. Not tuned: 4 MiB gives 256 CT slices of
+#: 512² 32 tasks (two per thread on 16 cores); with it that CPU load took 29.5 ms on the H200 device (above).
 HOST_COPY_TASK_BYTES = 4 << 20
 
 #: Elements per host rescale task: below this a series is rescaled in the caller's thread.
