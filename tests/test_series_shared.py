@@ -297,6 +297,12 @@ def test_gpu_gather_places_each_slot_at_its_slice(cuda, starts, nbytes, width):
                                                                      for i in order]))
     assert not got[3 * nbytes :].any()
 
+    # into a view that starts 2 bytes into its allocation (a user's ``out=`` may): narrower elements, same bytes
+    base = cuda.zeros(3 * nbytes + 2, dtype=cuda.uint8)
+    early.gather(order, nbytes, base[2:])
+    np.testing.assert_array_equal(base[2:].get(), got[: 3 * nbytes])
+    assert not base[:2].get().any()
+
 
 @pytest.fixture
 def pool_on(monkeypatch):

@@ -32,7 +32,8 @@ def _gather_kernel(cupy):
 
 
 def unit(starts: list[int], nbytes: int) -> int:
-    """The widest element (8, 4, 2 or 1 bytes) that divides every slice's start and its length."""
+    """The widest element (8, 4, 2 or 1 bytes) that divides every slice's start and its length (give the
+    arrays' own addresses among the starts: a misaligned access is a CUDA error that ends the context)."""
     for size in (8, 4, 2):
         if nbytes % size == 0 and all(s % size == 0 for s in starts):
             return size
@@ -81,7 +82,8 @@ class EarlyCopy:
             for k, s in enumerate(starts):
                 raw[k * nbytes : (k + 1) * nbytes] = self.mirror[s : s + nbytes]
             return
-        size = unit(starts, nbytes)
+        # ``raw`` may be a user's ``out=``: C-contiguous, yet a view whose start is aligned to its dtype only
+        size = unit(starts + [int(raw.data.ptr), int(self.mirror.data.ptr)], nbytes)
         dtype = np.dtype(f"u{size}")
         usable = self.mirror.nbytes // size * size
         src = self.mirror[:usable].view(dtype)
