@@ -271,6 +271,47 @@ def test_a_chunk_not_copied_early_leaves_the_volume_to_the_host_copies(tmp_path,
     assert not any(e[0] == "gather" for e in early_events)
 
 
+def test_no_device_room_for_the_early_copy_leaves_the_slices_to_the_host(tmp_path, shared, early_events, monkeypatch):
+    """Early copies need as many device bytes as the files: where the device has none to spare, the load goes
+    on as before early copies (each slice from the host buffer) and is as correct."""
+    paths = make_series(tmp_path / "s", 6, spec=kvdicom_spec(rows=16, cols=24))
+
+    def full(self):
+        raise MemoryError("out of device memory")
+
+    monkeypatch.setattr(early_copy.EarlyCopy, "_allocate", full)
+    vol, _ = shared_load(tmp_path / "s", Recorder())
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert shared == [6] and not any(e[0] in ("copy", "gather") for e in early_events)
+
+
+def test_a_volume_that_finds_no_room_gets_the_early_copys_room():
+    """The volume is allocated after the early copy: where that fails, the copy is given back and the volume
+    tried again, so a load that fitted before early copies still fits; with nothing to give back, the error."""
+    calls = []
+
+    class Device:  # an xp whose first allocation finds the device full
+        uint8 = np.uint8
+
+        @staticmethod
+        def empty(shape, dtype):
+            calls.append(shape)
+            if len(calls) == 1:
+                raise MemoryError("out of device memory")
+            return np.empty(shape, dtype)
+
+    early = early_copy.EarlyCopy(np.zeros(64, np.uint8), [(0, 32), (32, 32)], np)
+    early.mirror = np.zeros(64, np.uint8)
+    early.copied[:] = True
+    holder = series._Shared(owner=None, buffer=early.buffer, reads=None, early=early)
+    volume = series._empty(Device, (2, 4, 4), np.int16, holder)
+    assert volume.shape == (2, 4, 4) and len(calls) == 2
+    assert early.mirror is None and not early.covers([0, 1])  # the slices then go from the host
+    calls.clear()
+    with pytest.raises(MemoryError):
+        series._empty(Device, (2, 4, 4), np.int16, None)
+
+
 def test_the_widest_element_that_divides_every_start_and_the_length():
     assert early_copy.unit([0, 8, 1024], 16) == 8
     assert early_copy.unit([0, 12], 16) == 4

@@ -48,7 +48,11 @@ class EarlyCopy:
         self.mirror = None
         self.copied = np.zeros(len(slots), dtype=bool)
         self.chunks = 0  #: spans copied
+        self.refused = False  #: the device had no room for the copy: the load uses the host copies
         self._stream = None if xp is np else xp.cuda.get_current_stream()
+
+    def _allocate(self):
+        return self.xp.empty(self.buffer.nbytes, dtype=self.xp.uint8)
 
     def chunk(self, batch: list, results: dict) -> None:
         """After a worker's chunk (``(index, header)`` pairs, adjacent indices): copy its span when it holds a
@@ -57,12 +61,16 @@ class EarlyCopy:
             return
         native = [i for i, header in batch if header.layout is not None and not header.layout.compressed
                   and type(results.get(i)) is int]
-        if not native:
+        if not native or self.refused:
             return
         first, last = min(i for i, _ in batch), max(i for i, _ in batch)
         start, stop = self.slots[first][0], self.slots[last][0] + self.slots[last][1]
         if self.mirror is None:
-            self.mirror = self.xp.empty(self.buffer.nbytes, dtype=self.xp.uint8)
+            try:
+                self.mirror = self._allocate()
+            except MemoryError:  # CuPy's OutOfMemoryError too: the slices go from the host, as before
+                self.refused = True
+                return
         if self._stream is None:
             self.mirror[start:stop] = self.buffer[start:stop]
         else:
@@ -90,6 +98,12 @@ class EarlyCopy:
         dst = raw[: len(indices) * nbytes].view(dtype)
         element_starts = self.xp.asarray(np.asarray(starts, dtype=np.int64) // size)
         _gather_kernel(self.xp)(src, element_starts, nbytes // size, dst)
+
+    def drop(self) -> None:
+        """Give the device copy back (the volume needs the room); the slices then go from the host. Copies
+        still queued into it run first: CuPy's pool hands the block out again on the same stream only."""
+        self.mirror, self.refused = None, True
+        self.copied[:] = False
 
     def finish(self) -> None:
         """Wait for the copies: the shared buffer is the next load's only after they ran."""

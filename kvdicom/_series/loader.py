@@ -395,6 +395,18 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
     _stored_volume(layouts, xp, raw, stored)
 
 
+def _empty(xp, shape, dtype, shared: _Shared | None):
+    """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files)
+    is given back first and the volume tried again, so a load that fitted before early copies still fits."""
+    try:
+        return xp.empty(shape, dtype=dtype)
+    except MemoryError:  # CuPy's OutOfMemoryError is one
+        if shared is None or shared.early is None or shared.early.mirror is None:
+            raise
+        shared.early.drop()
+        return xp.empty(shape, dtype=dtype)
+
+
 # the entry point --------------------------------------------------------------------
 
 def load_series(source, device: str = "cuda", *, rescale: bool = False, series_uid: str | None = None, out=None):
@@ -464,9 +476,9 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
     if out is not None:
         loader.check_out_fits(name, out, shape, out_dtype, rescale, "the series")
     series_decode.check_expansion(name, layouts)  # before anything is allocated for the volume
-    volume = out if out is not None else xp.empty(shape, dtype=out_dtype)
+    volume = out if out is not None else _empty(xp, shape, out_dtype, shared)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
-    stored = volume if out_dtype == first.dtype else xp.empty(shape, dtype=first.dtype)
+    stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared)
     indices = staging.indices(ordered) if staging is not None else None
     values = shared.values(ordered) if shared is not None else None
     decoders: tuple[str, ...] = ()
