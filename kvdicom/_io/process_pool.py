@@ -129,10 +129,7 @@ class WorkerPool:
             self._start()
 
     def submit(self, function, *args) -> Future:
-        if self._broken is not None:
-            raise self._broken
-        if not self._workers:
-            self._start()
+        self.start()
         future: Future = Future()
         self._tasks.put((future, function, args))
         return future

@@ -406,10 +406,14 @@ def header_batches(paths: list[str], parallel: bool | None = None,
             yield list(enumerate(_read_chunk(paths[start : start + size]), start))
 
 
-def read_headers(paths: list[str], parallel: bool | None = None, reads: SharedReads | None = None) -> list[Header]:
-    """Every header, in the order of ``paths`` (with ``reads``: and the workers' pixel reads)."""
+def read_headers(paths: list[str], parallel: bool | None = None, reads: SharedReads | None = None,
+                 on_batch=None) -> list[Header]:
+    """Every header, in the order of ``paths`` (with ``reads``: and the workers' pixel reads); ``on_batch``
+    is called with each batch of :func:`header_batches` as it arrives."""
     headers: list = [None] * len(paths)
     for batch in header_batches(paths, parallel, reads):
         for index, header in batch:
             headers[index] = header
+        if on_batch is not None:
+            on_batch(batch)
     return headers

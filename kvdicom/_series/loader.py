@@ -177,6 +177,17 @@ def _rescale_slices(stored, slopes, intercepts, out, first: int, stop: int) -> N
         np.add(out[i], intercepts[i], out=out[i])
 
 
+def _in_runs(fn, n: int, tasks: int, *args) -> None:
+    """``fn(*args, first, stop)`` over ``range(n)`` cut into ``tasks`` runs of slices, side by side on
+    ``host_read.pool()`` threads (in the caller's thread for one); every run done, errors or not, before the
+    first error is raised (no task still writes after it returns)."""
+    if tasks <= 1:
+        fn(*args, 0, n)
+        return
+    bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
+    host_read.wait_all([host_read.pool().submit(fn, *args, a, b) for a, b in itertools.pairwise(bounds) if b > a])
+
+
 def _rescale_host(stored, slopes, intercepts, out) -> None:
     """``out[i] = float64(stored[i]) * slopes[i] + intercepts[i]`` on ``host_read.pool()`` threads.
 
@@ -187,15 +198,7 @@ def _rescale_host(stored, slopes, intercepts, out) -> None:
     """
     n = len(stored)
     tasks = min(n, io_tuning.host_threads() * 4, max(1, stored.size // settings.RESCALE_TASK_ELEMENTS))
-    if tasks <= 1:
-        _rescale_slices(stored, slopes, intercepts, out, 0, n)
-        return
-    bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
-    futures = [host_read.pool().submit(_rescale_slices, stored, slopes, intercepts, out, a, b)
-               for a, b in itertools.pairwise(bounds) if b > a]
-    concurrent.futures.wait(futures)  # all done before anyone reads ``out``, errors or not
-    for future in futures:
-        future.result()
+    _in_runs(_rescale_slices, n, tasks, stored, slopes, intercepts, out)
 
 
 def _apply_modality(stored, layouts, out, xp) -> None:
@@ -219,31 +222,38 @@ def _apply_modality(stored, layouts, out, xp) -> None:
         out[i] = modality.apply(stored[i], layout)
 
 
+def _slice_starts(layouts) -> list[int]:
+    """Each slice's byte offset in the series' stored bytes, and their total last."""
+    return np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
+
+
+def _raw_bytes(layouts, stored, out_dtype, xp, total: int):
+    """Where the slices' stored bytes go (1-D uint8): ``stored``'s own memory where they are the output as they
+    are (:func:`kvdicom._pixels.decode.decodes_in_place`), else ``total`` bytes of scratch to decode from."""
+    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
+    return stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
+
+
 def _read_native(layouts, stored, out_dtype, device, xp) -> None:
     """Native slices: all bytes read concurrently into one buffer, decoded into ``stored``."""
-    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
-    starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
-    total = starts[-1]
+    starts = _slice_starts(layouts)
+    raw = _raw_bytes(layouts, stored, out_dtype, xp, starts[-1])
     if devices.named(device).on_gpu:
         import cupyx
 
-        staging = cupyx.empty_pinned(total, dtype=np.uint8)  # one pinned buffer for the whole series
+        staging = cupyx.empty_pinned(starts[-1], dtype=np.uint8)  # one pinned buffer for the whole series
         _read_all(layouts, staging, starts)
-        raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
         raw.set(staging)  # the one host-to-device copy
         # asynchronous from pinned memory: finish it before ``staging`` goes back to CuPy's pinned pool
         xp.cuda.get_current_stream().synchronize()
     else:
-        raw = stored.view(np.uint8).reshape(-1) if direct else np.empty(total, dtype=np.uint8)
         _read_all(layouts, raw, starts)
     _stored_volume(layouts, xp, raw, stored)
 
 
 def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) -> None:
     """Native slices already read into ``staging`` (input order): copied to their sorted slots, decoded."""
-    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
-    total = staging.slot * len(layouts)
-    raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(total, dtype=xp.uint8)
+    raw = _raw_bytes(layouts, stored, out_dtype, xp, staging.slot * len(layouts))
     series_stage.gather(staging, indices, raw, backend)
     _stored_volume(layouts, xp, raw, stored)
 
@@ -266,7 +276,7 @@ def _decode_compressed(layouts, stored, device: str, values: list | None = None,
     return decoders + ((f"native: {len(native)} slices",) if native else ())
 
 
-# pixel bytes the header workers read (device="cuda", long series) ---------------------------------
+# pixel bytes the header workers read (long series) ----------------------------------------------
 
 
 @dataclass
@@ -282,12 +292,8 @@ class _Shared:
     def read_headers(self, paths: list[str]) -> list:
         """Every header, the workers reading each file's bytes; each chunk's span copied to the device as it
         arrives (:mod:`kvdicom._series.early_copy`)."""
-        headers: list = [None] * len(paths)
-        for batch in series_headers.header_batches(paths, True, self.reads):
-            for i, header in batch:
-                headers[i] = header
-            if self.early is not None:
-                self.early.chunk(batch, self.reads.results)
+        copy = None if self.early is None else lambda batch: self.early.chunk(batch, self.reads.results)
+        headers = series_headers.read_headers(paths, True, self.reads, on_batch=copy)
         self.index = {id(h): i for i, h in enumerate(headers)}
         return headers
 
@@ -354,18 +360,10 @@ def _copy_slices(values: list, raw: np.ndarray, starts: list[int], first: int, s
 
 def _copy_on_host(values: list, raw: np.ndarray, starts: list[int]) -> None:
     """Each slice from the shared buffer to its place in ``raw``, on ``host_read.pool()`` threads (NumPy's copy
-    releases the GIL), a few slices a task; all done, errors or not, before it returns."""
+    releases the GIL), a few slices a task."""
     n = len(values)
     tasks = min(n, io_tuning.host_threads() * 2, max(1, starts[-1] // settings.HOST_COPY_TASK_BYTES))
-    if tasks <= 1:
-        _copy_slices(values, raw, starts, 0, n)
-        return
-    bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
-    futures = [host_read.pool().submit(_copy_slices, values, raw, starts, a, b)
-               for a, b in itertools.pairwise(bounds) if b > a]
-    concurrent.futures.wait(futures)
-    for future in futures:
-        future.result()
+    _in_runs(_copy_slices, n, tasks, values, raw, starts)
 
 
 def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indices=None) -> None:
@@ -373,9 +371,8 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
     the device, then decoded as :func:`_read_native` decodes: gathered from the chunks already copied there
     (``early``, ``indices``: each slice's input index) where they cover every slice, else one async copy
     each from the host and one sync."""
-    direct = out_dtype == layouts[0].dtype and all(decodes_in_place(layout) for layout in layouts)
-    starts = np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
-    raw = stored.view(xp.uint8).reshape(-1) if direct else xp.empty(starts[-1], dtype=xp.uint8)
+    starts = _slice_starts(layouts)
+    raw = _raw_bytes(layouts, stored, out_dtype, xp, starts[-1])
     nbytes = layouts[0].nbytes
     if early is not None and early.covers(indices) and all(layout.nbytes == nbytes for layout in layouts):
         early.gather(indices, nbytes, raw)
