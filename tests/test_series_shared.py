@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -394,6 +395,25 @@ def test_gpu_compressed_slices_read_by_the_workers_equal_pydicom(cuda, tmp_path,
     assert len(given) == 1 and given[0] is not None and all(v is not None for v in given[0]), given
 
 
+@pytest.mark.gpu
+def test_gpu_slices_decoded_while_the_headers_arrive_equal_pydicom(cuda, tmp_path, pool_on, monkeypatch):
+    """nvImageCodec decodes the slices already in while later headers arrive, on a pool thread, on the caller's
+    stream; the volume (file names not in slice order) equals pydicom's."""
+    from kvdicom import settings
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "EARLY_DECODE_MIN_FRAMES", 2)
+    paths = write_series(tmp_path / "s", ["htj2k_lossless"] * 9, rows=64)
+    want = decoded_volume(paths)
+    with cuda.cuda.Stream(non_blocking=True):
+        vol, info = kvdicom.load_series(tmp_path / "s", "cuda")
+        got = cuda.asnumpy(vol)
+    np.testing.assert_array_equal(got, want, err_msg=str(info.decoders))
+    assert any("while the headers were read): " in d for d in info.decoders), info.decoders
+
+
 def test_gpu_logic_decodes_the_bytes_the_workers_read_without_reading_a_file(tmp_path, monkeypatch):
     """``decode_gpu`` with every slice's value given checks and decodes those bytes; nothing is read again."""
     pytest.importorskip("openjpeg")
@@ -520,3 +540,155 @@ def test_the_parent_checks_no_codestream_a_worker_checked(tmp_path, shared, monk
     np.testing.assert_array_equal(vol, want, err_msg=str(info.decoders))
     vol, _ = shared_load(tmp_path / "s", Recorder())  # the GPU path, NumPy standing in
     np.testing.assert_array_equal(vol, want)
+
+
+# compressed slices decoded while the headers arrive (kvdicom._series.early_decode) --------------------------------
+
+
+@pytest.fixture
+def early_gpu(monkeypatch, shared):
+    """The GPU path's decode logic with NumPy standing in (``gpu_codec._decode_batch`` decodes on the host):
+    records each batch the early decoder starts ("start", slices) between the chunks ("batch", files)."""
+    pytest.importorskip("openjpeg")
+    from kvdicom import settings
+    from kvdicom._codecs import gpu_codec
+    from kvdicom._series import early_decode
+    from tests.test_series_decode import FakeBatch
+
+    monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    monkeypatch.setattr(settings, "EARLY_DECODE_MIN_FRAMES", 2)
+    fake = FakeBatch()
+    monkeypatch.setattr(gpu_codec, "_decode_batch", fake)
+    events = []
+    real_batches = series_headers.header_batches
+
+    def batches(*args, **kwargs):
+        for batch in real_batches(*args, **kwargs):
+            events.append(("batch", len(batch)))
+            yield batch
+
+    monkeypatch.setattr(series_headers, "header_batches", batches)
+    real_start = early_decode.EarlyDecode._start
+    def start(self, groups):
+        events.append(("start", sum(map(len, groups))))
+        real_start(self, groups)
+
+    monkeypatch.setattr(early_decode.EarlyDecode, "_start", start)
+    return fake, events
+
+
+def gpu_stand_in_load(folder, **kwargs):
+    """``load_series(device="cuda")``'s path with NumPy arrays (the shared buffer, workers and decode logic real)."""
+    return series._load(folder, np, "cuda", False, None, None, Recorder().backend(), **kwargs)
+
+
+def test_compressed_slices_are_decoded_while_the_headers_arrive(tmp_path, early_gpu):
+    """The decoder starts on the slices already in before the last header arrives; each slice is decoded once,
+    placed in its sorted slot (file names not in slice order), and the volume equals pydicom's."""
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+    from tests.test_series_decode import write_series
+
+    fake, events = early_gpu
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 7)
+    vol, info = gpu_stand_in_load(tmp_path / "s")
+    np.testing.assert_array_equal(vol, decoded_volume(paths), err_msg=str(info.decoders))
+    assert info.paths == tuple(paths)
+    batches = [i for i, e in enumerate(events) if e[0] == "batch"]
+    starts = [i for i, e in enumerate(events) if e[0] == "start"]
+    assert len(batches) == 7 and starts and starts[0] < batches[-1], events
+    assert sum(fake.calls) == 7, "every slice decoded once, none again by the series path"
+    assert len(info.decoders) == 1 and info.decoders[0].startswith("nvimgcodec (jpeg2000, ")
+    assert "while the headers were read): 7 slices" in info.decoders[0]
+
+
+def test_a_frame_returned_blank_early_is_decoded_again_on_the_host(tmp_path, early_gpu, monkeypatch):
+    """nvImageCodec's silent all-zero frame, early: that slice goes the series' path (GPU again, then the host,
+    as there), the others stay; the volume equals pydicom's."""
+    from kvdicom._codecs import gpu_codec
+    from tests.test_series_decode import FakeBatch, write_series
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+
+    fake = FakeBatch(zeros={0, 7})  # the first frame decoded early, and the same slice when decoded again
+    monkeypatch.setattr(gpu_codec, "_decode_batch", fake)
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 7)
+    vol, info = gpu_stand_in_load(tmp_path / "s")
+    np.testing.assert_array_equal(vol, decoded_volume(paths), err_msg=str(info.decoders))
+    assert fake.calls[-1] == 1 and sum(fake.calls) == 8, fake.calls
+    assert any("while the headers were read): 6 slices" in d for d in info.decoders), info.decoders
+    assert any(not d.startswith("nvimgcodec") and "all zeros" in d for d in info.decoders), info.decoders
+
+
+def test_a_failed_early_batch_leaves_its_slices_to_the_series_path(tmp_path, early_gpu, monkeypatch):
+    from kvdicom._codecs import gpu_codec
+    from tests.test_series_decode import FakeBatch, write_series
+    from tests.test_series_decode import pydicom_volume as decoded_volume
+
+    fake = FakeBatch(fail=True)
+    monkeypatch.setattr(gpu_codec, "_decode_batch", fake)
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    vol, info = gpu_stand_in_load(tmp_path / "s")
+    np.testing.assert_array_equal(vol, decoded_volume(paths))
+    assert len(fake.calls) > 1 and not any("while the headers" in d for d in info.decoders), info.decoders
+
+
+def test_an_early_batch_is_proven_by_its_bytes_before_anything_is_decoded(tmp_path, early_gpu, monkeypatch):
+    """Early batches allocate before the series' own check: a batch whose header promises more than its bytes
+    hold is not decoded (nor allocated), and the series' check then refuses the load, naming it."""
+    from kvdicom._header import compressed
+    from tests.test_series_decode import write_series
+
+    fake, events = early_gpu
+    write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
+    # each file passes its own check; any batch of them, and the series, promise more than their bytes
+    monkeypatch.setattr(compressed, "check_expansion", lambda layout: None)
+    monkeypatch.setattr(compressed, "expansion_problem", lambda *a: "promises more than its bytes")
+    with pytest.raises(kvdicom.DicomLoadError, match="promises more than its bytes"):
+        gpu_stand_in_load(tmp_path / "s")
+    assert any(e[0] == "start" for e in events) and fake.calls == []
+
+
+def test_early_slices_go_to_their_sorted_slots_and_only_those_of_the_volume():
+    """``place`` maps each decoded frame from its file's index to its slot in the sorted volume; a file not in
+    the volume, a frame to redo, or a slot whose layout is another object (not the header decoded) is left
+    out, for the series' path."""
+    from kvdicom._series import decode as series_decode
+    from kvdicom._series import early_decode
+
+    layouts = [types.SimpleNamespace(codec="htj2k") for _ in range(5)]
+    pieces = [series_decode.Slice(i, layouts[i], None, [], []) for i in range(5)]
+    decoder = early_decode.EarlyDecode(np.zeros(8, np.uint8), None, 5, np)
+    frames = np.arange(5 * 2 * 2, dtype=np.int16).reshape(5, 2, 2)
+    decoder.done += [(pieces[:3], frames[:3], set()), (pieces[3:], frames[3:], {1}), (pieces[:1], None, set())]
+    decoder.batches = 3
+    # files 2, 0, 4, 3 sorted into slots 0..3; file 1 is not in the volume; slot 3 holds another layout object
+    stored = np.full((4, 2, 2), -1, np.int16)
+    other = types.SimpleNamespace(codec="htj2k")
+    written, names = decoder.place([2, 0, 4, 3], [layouts[2], layouts[0], layouts[4], other], stored)
+    assert written == {0, 1}  # file 4 was to redo, file 3's slot has another layout
+    np.testing.assert_array_equal(stored[:2], frames[[2, 0]])
+    assert (stored[2:] == -1).all()
+    assert names == ("nvimgcodec (htj2k, 3 batches while the headers were read): 2 slices",)
+
+
+def test_a_volume_that_finds_no_room_gets_the_early_decodes_room():
+    """Early decodes hold device memory until the volume is filled: where the volume finds no room they are
+    given back (their slices decoded again afterwards), and the volume tried again."""
+    from kvdicom._series import early_decode
+
+    class Device:
+        uint8 = np.uint8
+        calls = 0
+
+        @classmethod
+        def empty(cls, shape, dtype):
+            cls.calls += 1
+            if cls.calls == 1:
+                raise MemoryError("out of device memory")
+            return np.empty(shape, dtype)
+
+    decoder = early_decode.EarlyDecode(np.zeros(8, np.uint8), None, 2, np)
+    decoder.done.append(([], np.zeros((2, 4, 4), np.int16), set()))
+    holder = series._Shared(owner=None, buffer=decoder.buffer, reads=None, decode=decoder)
+    assert series._empty(Device, (2, 4, 4), np.int16, holder).shape == (2, 4, 4) and Device.calls == 2
+    assert decoder.done == [] and decoder.place([0, 1], [None, None], np.zeros((2, 4, 4), np.int16))[0] == set()
