@@ -359,7 +359,7 @@ def _place_decoded(parsed, batches):
     first = parsed.layouts[0]
     volume = cupy.empty((len(parsed.layouts),) + first.shape, dtype=first.dtype)
     for slots, frames, _ in batches:
-        series_decode.scatter(volume, slots, frames)
+        series_decode._scatter(volume, slots, frames)
     return volume
 
 
@@ -375,6 +375,6 @@ def test_stage_place(benchmark, request, stage_spec, device, parsed, stage_refer
         batches = _decode_gpu(_gpu_pieces(device, parsed))
         volume = timed(benchmark, _on_device(request, device, _place_decoded, parsed, batches))
         covers = (f"allocate the volume on the device and put the {n} decoded frames into their slots "
-                  "(series_decode.scatter, one per batch), synchronized")
+                  "(series_decode._scatter, one per batch), synchronized")
     problem = _record(benchmark, stage_spec, parsed, device, "place", covers, stage_reference, volume)
     assert problem is None, problem

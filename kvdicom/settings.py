@@ -140,10 +140,6 @@ JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
 #: the volume: below it a series is copied in the caller's thread. Not tuned: 4 MiB gives 256 CT slices of
 #: 512² 32 tasks (two per thread on 16 cores); with it that CPU load took 29.5 ms on the H200 device (above).
 HOST_COPY_TASK_BYTES = 4 << 20
-#: Slices of one batch that must wait before the decoder, idle, takes them while the headers still arrive
-#: (:mod:`kvdicom._series.early_decode`). A batch call costs about 1.4 ms on its own: 256 HTJ2K 512² codestreams
-#: in batches of 16 / 32 / 64 / 256 took 57.6 / 36.3 / 27.4 / 23.9 ms (H200, nvImageCodec 0.9.0.20).
-EARLY_DECODE_MIN_FRAMES = 32
 
 #: Elements per host rescale task: below this a series is rescaled in the caller's thread.
 RESCALE_TASK_ELEMENTS = 1 << 18

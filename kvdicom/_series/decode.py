@@ -325,7 +325,7 @@ def _host_to_host(pieces: list[Slice], stored: np.ndarray) -> None:
     host_into_all(pieces, [stored[piece.slot] for piece in pieces])
 
 
-def scatter(stored, slots: list[int], out) -> None:
+def _scatter(stored, slots: list[int], out) -> None:
     """``stored[slots[k]] = out[k]``: one slice assignment where the slots are consecutive."""
     if slots == list(range(slots[0], slots[0] + len(slots))):
         stored[slots[0]:slots[0] + len(slots)] = out
@@ -333,26 +333,19 @@ def scatter(stored, slots: list[int], out) -> None:
         stored[array_module(stored).asarray(slots)] = out
 
 
-def decode_batch(batch: list[Slice]):
-    """One nvImageCodec batch of ``batch``'s frames, corrected: ``(frames, positions to redo on the host, why)``;
-    ``frames`` is ``(len(batch),) + frame shape`` in the layout's dtype, or None where the batch failed (redo all)."""
+def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
+    """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
     first = batch[0]
     block = as_batch(first.layout, len(batch))
     try:
         raw, redo = gpu_codec._decode_batch([p.frames[0] for p in batch], block, first.how)
     except Exception as exc:  # noqa: BLE001  the host decoders then decide, naming any bad file
-        return None, list(range(len(batch))), f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
+        return batch, f"nvImageCodec batch failed ({type(exc).__name__}: {exc})"
     out = corrections.finish(raw, block, first.how)
     blank = gpu_codec.blank_frames(out.reshape(len(batch), -1))
-    return out, sorted(set(redo) | set(blank)), "no image or all zeros from nvImageCodec"
-
-
-def _decode_gpu(batch: list[Slice], stored) -> tuple[list[Slice], str]:
-    """One nvImageCodec batch for ``batch``'s frames into their slots; returns (slices to redo on the host, why)."""
-    out, again, why = decode_batch(batch)
-    if out is not None:
-        scatter(stored, [p.slot for p in batch], out)
-    return [batch[i] for i in again], why
+    _scatter(stored, [p.slot for p in batch], out)
+    again = sorted(set(redo) | set(blank))
+    return [batch[i] for i in again], "no image or all zeros from nvImageCodec"
 
 
 def _pinned(nbytes: int) -> np.ndarray:

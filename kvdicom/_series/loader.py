@@ -26,8 +26,7 @@ Steps, each with its own helper:
    the file is the one whose header was parsed (compressed slices: every
    file's fragments read concurrently, then one nvImageCodec batch for the
    frames the GPU decodes, the host for the rest, each into its slot:
-   :mod:`kvdicom._series.decode`; on long series the GPU decodes the slices
-   the workers read while later headers arrive, :mod:`kvdicom._series.early_decode`);
+   :mod:`kvdicom._series.decode`);
 5. decode on the target device (the whole volume at once when all slices share
    a layout) and, with ``rescale=True``, apply each slice's own modality LUT.
 
@@ -48,7 +47,6 @@ import numpy as np
 
 from kvdicom import _loader as loader
 from kvdicom import settings
-from kvdicom._codecs import gpu_codec
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
 from kvdicom._io import host_read, process_pool
@@ -56,7 +54,7 @@ from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
 from kvdicom._series import decode as series_decode
-from kvdicom._series import early_copy, early_decode
+from kvdicom._series import early_copy
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
@@ -261,17 +259,15 @@ def _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend) ->
 
 
 def _decode_compressed(layouts, stored, device: str, values: list | None = None,
-                       infos: list | None = None, early=None, inputs: list[int] | None = None) -> tuple[str, ...]:
+                       infos: list | None = None) -> tuple[str, ...]:
     """A series with compressed slices: all read concurrently, decoded together (:mod:`kvdicom._series.decode`).
 
     Native slices among them (a mixed series) are read and decoded one by one into their slots.
     ``values``, ``infos``: per slice, its bytes read already by a header worker and the frame facts it checked,
-    or None. ``early``: slices decoded while the headers arrived (``inputs``: each slot's file index), placed
-    first; the rest decode here. Returns which decoders ran.
+    or None. Returns which decoders ran.
     """
-    done, decoders = early.place(inputs, layouts, stored) if early is not None else (set(), ())
-    packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed and i not in done]
-    decoders += series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed],
+    packed = [(i, layout) for i, layout in enumerate(layouts) if layout.compressed]
+    decoders = series_decode.decode_into([layout for _, layout in packed], stored, device, [i for i, _ in packed],
                                          None if values is None else [values[i] for i, _ in packed],
                                          None if infos is None else [infos[i] for i, _ in packed])
     native = [(i, layout) for i, layout in enumerate(layouts) if not layout.compressed]
@@ -292,36 +288,14 @@ class _Shared:
     reads: series_headers.SharedReads
     index: dict = dataclasses.field(default_factory=dict)  #: id(header) -> input index
     early: early_copy.EarlyCopy | None = None  #: native chunks copied to the device as they arrive
-    decode: early_decode.EarlyDecode | None = None  #: compressed slices decoded on the GPU as they arrive
 
     def read_headers(self, paths: list[str]) -> list:
-        """Every header, the workers reading each file's bytes; as each chunk arrives, its native span copied to
-        the device (:mod:`kvdicom._series.early_copy`) and its compressed slices queued for the GPU decoder
-        (:mod:`kvdicom._series.early_decode`)."""
-        headers = series_headers.read_headers(paths, True, self.reads, on_batch=self._on_batch)
+        """Every header, the workers reading each file's bytes; each chunk's span copied to the device as it
+        arrives (:mod:`kvdicom._series.early_copy`)."""
+        copy = None if self.early is None else lambda batch: self.early.chunk(batch, self.reads.results)
+        headers = series_headers.read_headers(paths, True, self.reads, on_batch=copy)
         self.index = {id(h): i for i, h in enumerate(headers)}
-        if self.decode is not None:
-            self.decode.close()
         return headers
-
-    def _on_batch(self, batch: list) -> None:
-        if self.early is not None:
-            self.early.chunk(batch, self.reads.results)
-        if self.decode is not None:
-            self.decode.chunk(batch)
-
-    def inputs(self, ordered) -> list[int]:
-        """Per ordered header, its index in the listed files."""
-        return [self.index[id(header)] for header in ordered]
-
-    def settle(self) -> None:
-        """The device work that reads the buffer done: the next load may fill it."""
-        try:
-            if self.decode is not None:
-                self.decode.wait()
-        finally:
-            if self.early is not None:
-                self.early.finish()
 
     def values(self, ordered) -> list:
         """Per ordered header, its bytes in the buffer, or None where no worker read them (read them here);
@@ -344,15 +318,13 @@ class _Shared:
         return [self.reads.infos.get(self.index[id(header)]) for header in ordered]
 
 
-def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None,
-                 decode: bool = False) -> _Shared | None:
+def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None) -> _Shared | None:
     """The pool's shared buffer sized for ``paths`` (a slot per file, its size on disk), taken for this load;
     None where the headers are not parsed in the pool, the buffer is missing or busy, or the files too large.
 
     ``pin``: page-locked for CUDA. ``xp``: the device array module whose copy of the buffer native chunks go to
     as they arrive (:mod:`kvdicom._series.early_copy`; NumPy stands in for CuPy in the CPU tests); None on the
-    CPU path, which copies each slice from the buffer to the volume once the slices are sorted. ``decode``: the
-    GPU decodes compressed slices as they arrive (:mod:`kvdicom._series.early_decode`; ``device="cuda"``)."""
+    CPU path, which copies each slice from the buffer to the volume once the slices are sorted."""
     if not series_headers.use_pool(len(paths)):
         return None
     try:
@@ -378,10 +350,7 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
     early = None if xp is None else early_copy.EarlyCopy(buffer, reads.slots, xp)
-    decoder = None
-    if decode and xp is not None and gpu_codec.nvimgcodec_problem() is None:
-        decoder = early_decode.EarlyDecode(buffer, reads, len(paths), xp)
-    return _Shared(owner, buffer, reads, early=early, decode=decoder)
+    return _Shared(owner, buffer, reads, early=early)
 
 
 def _copy_slices(values: list, raw: np.ndarray, starts: list[int], first: int, stop: int) -> None:
@@ -424,19 +393,14 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
 
 
 def _empty(xp, shape, dtype, shared: _Shared | None):
-    """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files) and
-    early decodes are given back first and the volume tried again, so a load that fitted before them still fits."""
+    """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files)
+    is given back first and the volume tried again, so a load that fitted before early copies still fits."""
     try:
         return xp.empty(shape, dtype=dtype)
     except MemoryError:  # CuPy's OutOfMemoryError is one
-        copied = shared is not None and shared.early is not None and shared.early.mirror is not None
-        decoded = shared is not None and shared.decode is not None and bool(shared.decode.done)
-        if not (copied or decoded):
+        if shared is None or shared.early is None or shared.early.mirror is None:
             raise
-        if copied:
-            shared.early.drop()
-        if decoded:
-            shared.decode.drop()
+        shared.early.drop()
         return xp.empty(shape, dtype=dtype)
 
 
@@ -467,14 +431,14 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # the header workers read the pixel bytes into the shared buffer (long series); on the GPU path (``backend``)
     # page-locked, its native chunks copied to the device as they arrive
     shared = _take_shared(paths, series_uid, pin=backend is not None and xp is not np,
-                          xp=xp if backend is not None else None,
-                          decode=backend is not None and devices.named(device).on_gpu)
+                          xp=xp if backend is not None else None)
     try:
         return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
     finally:
         if shared is not None:
             try:
-                shared.settle()  # copies and decodes from the buffer done before another load may fill it
+                if shared.early is not None:
+                    shared.early.finish()  # copies from the buffer done before another load may fill it
             finally:
                 shared.owner.release()
 
@@ -517,11 +481,9 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
     decoders: tuple[str, ...] = ()
     if any(layout.compressed for layout in layouts):
         decoders = _decode_compressed(layouts, stored, device, values,
-                                      shared.frame_infos(ordered) if shared is not None else None,
-                                      shared.decode if shared is not None else None,
-                                      shared.inputs(ordered) if shared is not None else None)
+                                      shared.frame_infos(ordered) if shared is not None else None)
     elif values is not None and all(v is not None for v in values):
-        _place_shared(values, layouts, stored, out_dtype, xp, shared.early, shared.inputs(ordered))
+        _place_shared(values, layouts, stored, out_dtype, xp, shared.early, [shared.index[id(h)] for h in ordered])
     elif staging is not None and staging.covers(indices):
         _gather_native(staging, indices, layouts, stored, out_dtype, xp, backend)
     else:  # not staged (slices of differing byte counts): read after sorting
