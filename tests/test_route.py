@@ -96,3 +96,66 @@ def test_both_layouts_share_one_image_pixel_base(files):
     assert (native.compressed, encapsulated.compressed) == (False, True)
     for layout in (native, encapsulated):  # the Image Pixel facts mean the same for both
         assert layout.frame_shape == (32, 32) and layout.decoded_nbytes == 2 * 32 * 32 * 2
+
+
+GPU_CASES = [DicomSpec(rows=32, cols=32, transfer_syntax=ts, **S16) for ts in ("htj2k_lossless", "jpeg2000_lossless")]
+GPU_CASES.append(DicomSpec(rows=32, cols=32, bits_allocated=8, bits_stored=8, signed=False, samples_per_pixel=3,
+                           photometric="YBR_FULL_422", transfer_syntax="jpeg_baseline"))
+
+
+@pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: c.transfer_syntax)
+def test_a_gpu_choice_reads_no_field_of_one_files_own(tmp_path, monkeypatch, case):
+    """What lets ``Choices`` make one GPU choice for a series' slices alike: the choice reads none of
+    ``PER_FILE_FIELDS`` (every attribute read is recorded, except ``dataclasses.replace`` copying them)."""
+    import dataclasses
+    import sys
+
+    from fixtures.encode import unavailable
+
+    if reason := unavailable(case.transfer_syntax):
+        pytest.skip(reason)
+    monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    write_dicom(case, tmp_path / "f.dcm")
+    layout = kvdicom.inspect(tmp_path / "f.dcm")
+    _, frames = compressed.read_frames(layout)
+    infos = compressed.check_frames(layout, frames)
+    read = set()
+
+    class Recording(type(layout)):
+        def __getattribute__(self, name):
+            if name in route.PER_FILE_FIELDS and not sys._getframe(1).f_code.co_filename.endswith("dataclasses.py"):
+                read.add(name)
+            return object.__getattribute__(self, name)
+
+    recorded = Recording(**{f.name: getattr(layout, f.name) for f in dataclasses.fields(layout)})
+    choice = route.choose(recorded, frames, infos, "cuda", batch_frames=4)
+    assert choice.on_gpu, choice
+    assert read == set(), f"a GPU choice read {read}: slices differing there would share a wrong choice"
+
+
+def test_a_series_makes_one_gpu_choice_for_slices_alike_and_every_host_choice(files, monkeypatch):
+    monkeypatch.setattr(gpu_codec, "nvimgcodec_problem", lambda: None)
+    monkeypatch.setattr(settings, "GPU_MIN_DECODED_BYTES", 0)
+    made = []
+    real = route.choose
+    monkeypatch.setattr(route, "choose", lambda *a, **k: (made.append(a[0]), real(*a, **k))[1])
+    layout = kvdicom.inspect(files[CASES[1][0]])  # HTJ2K: the GPU takes it
+    _, frames = compressed.read_frames(layout)
+    infos = compressed.check_frames(layout, frames)
+    choices = route.Choices()
+    import dataclasses
+
+    other_file = dataclasses.replace(layout, path="elsewhere.dcm", file_id=(1, 2, 3))
+    first = choices.choose(layout, frames, infos, "cuda", batch_frames=8)
+    assert choices.choose(other_file, frames, infos, "cuda", batch_frames=8) is first and len(made) == 1
+    # another batch size, other codestream facts, another Image Pixel field: chosen afresh
+    choices.choose(layout, frames, infos, "cuda", batch_frames=9)
+    choices.choose(layout, frames, [dataclasses.replace(infos[0], precision=12)] + infos[1:], "cuda", batch_frames=8)
+    choices.choose(dataclasses.replace(layout, bits_stored=12), frames, infos, "cuda", batch_frames=8)
+    assert len(made) == 4
+    # host choices read each frame's own bytes: never shared
+    host = route.Choices()
+    for _ in range(3):
+        assert not host.choose(layout, frames, infos, "cpu").on_gpu
+    assert len(made) == 7

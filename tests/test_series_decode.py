@@ -187,6 +187,21 @@ def test_gpu_logic_one_batch_per_plan_and_host_route_slices_exact(tmp_path, gpu_
     assert any(d.startswith("kvdicom._codecs.rle") and d.endswith(": 2 slices") for d in decoders), decoders
 
 
+def test_gpu_logic_chooses_the_route_once_for_slices_alike(tmp_path, gpu_route, monkeypatch):
+    """A series' slices alike share one GPU choice (``route.Choices``); a host-route slice is chosen on its own."""
+    from kvdicom._codecs import route
+
+    paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5 + ["rle"])
+    fake = gpu_route(FakeBatch())
+    made = []
+    real = route.choose
+    monkeypatch.setattr(route, "choose", lambda layout, *a, **k: (made.append(layout.codec), real(layout, *a, **k))[1])
+    stored, decoders = _decode_gpu_logic(paths)
+    np.testing.assert_array_equal(stored, pydicom_volume(paths))
+    assert fake.calls == [5] and made.count("jpeg2000") == 1, made
+    assert made.count("rle") >= 1
+
+
 def test_gpu_logic_long_groups_split_into_calls_of_bounded_size(tmp_path, gpu_route, monkeypatch):
     paths = write_series(tmp_path / "s", ["jpeg2000_lossless"] * 5)
     monkeypatch.setattr(settings, "GPU_BATCH_MAX_DECODED_BYTES", 2 * 32 * 32 * 2)  # two slices per call

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,36 @@ def choose(layout: CompressedLayout, frames: list, infos: list, device: str = "c
         return Choice("imagecodecs", how, tuple(declined))
     declined.append(how)
     return Choice("pydicom", _plugin(layout), tuple(declined))
+
+
+#: Fields of a compressed layout that hold one file's own facts (where it is, its fragments, its LUT), which no
+#: GPU choice reads (``tests/test_route.py`` checks it); a series' slices alike in every other field, with equal
+#: codestream facts, get the same GPU choice.
+PER_FILE_FIELDS = frozenset({"path", "offset", "file_size", "frame_table", "options", "modality", "file_id"})
+_alike = operator.attrgetter(*[f.name for f in dataclasses.fields(CompressedLayout) if f.name not in PER_FILE_FIELDS])
+
+
+class Choices:
+    """:func:`choose` for the slices of one series: a GPU choice made once for the slices alike.
+
+    ``choose`` was 5.4 ms of a 256-slice HTJ2K GPU load on the H200 (21 µs a slice, most of it
+    :func:`as_batch`'s ``dataclasses.replace``). Host choices are made per slice: the imagecodecs plan reads
+    each frame's own bytes (:func:`kvdicom._header.codestream.j2k_reversible`). One object per load: settings
+    a test or a caller changes between loads are seen by the next one.
+    """
+
+    def __init__(self) -> None:
+        self._gpu: dict[tuple, Choice] = {}
+
+    def choose(self, layout: CompressedLayout, frames: list, infos: list, device: str,
+               batch_frames: int | None = None) -> Choice:
+        key = (_alike(layout), tuple(infos), len(frames), device, batch_frames)
+        got = self._gpu.get(key)
+        if got is None:
+            got = choose(layout, frames, infos, device, batch_frames)
+            if got.on_gpu:
+                self._gpu[key] = got
+        return got
 
 
 def _plugin(layout: CompressedLayout) -> str:

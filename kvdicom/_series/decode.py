@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,7 @@ from kvdicom.errors import DicomLoadError
 #: decoder's samples and what array each frame is.
 BATCH_FIELDS = ("transfer_syntax", "codec", "dtype", "rows", "columns", "samples_per_pixel", "planar_configuration",
                 "bits_allocated", "bits_stored", "pixel_representation", "photometric_interpretation")
+_batch_fields = operator.attrgetter(*BATCH_FIELDS)
 
 
 @dataclass
@@ -96,11 +98,12 @@ def check_expansion(name: str, layouts: list) -> None:
 
 
 def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarray | None = None,
-               read: bool = True, infos: list | None = None) -> Slice:
+               read: bool = True, infos: list | None = None, choices: route.Choices | None = None) -> Slice:
     """Read and check one file's frames; with ``plan_frames``, plan it as part of a batch of that many frames;
     ``into``: where its bytes go (:func:`kvdicom._header.compressed.value_nbytes` of them), else a new buffer;
     ``read=False``: ``into`` holds them already (a header worker read them into the shared buffer), and
-    ``infos``, where given, are its frames' facts the worker checked on those bytes (else checked here)."""
+    ``infos``, where given, are its frames' facts the worker checked on those bytes (else checked here);
+    ``choices``: the series' route choices, shared by its slices (:class:`kvdicom._codecs.route.Choices`)."""
     if read:
         value, frames = compressed.read_frames(layout, into=into)
     else:
@@ -112,12 +115,13 @@ def read_slice(slot: int, layout, plan_frames: int | None = None, into: np.ndarr
                              f"says {layout.number_of_frames} (a series slice has one)")
     piece = Slice(slot, layout, value, frames, infos)
     if plan_frames is not None:
-        piece.choice = route.choose(layout, frames, infos, "cuda", batch_frames=max(plan_frames, 1))
+        choose = route.choose if choices is None else choices.choose
+        piece.choice = choose(layout, frames, infos, "cuda", batch_frames=max(plan_frames, 1))
     return piece
 
 
-def _read_group(items: list, plan_frames: int | None) -> list[Slice]:
-    return [read_slice(slot, layout, plan_frames, into, not done, infos)
+def _read_group(items: list, plan_frames: int | None, choices: route.Choices | None = None) -> list[Slice]:
+    return [read_slice(slot, layout, plan_frames, into, not done, infos, choices)
             for slot, layout, into, done, infos in items]
 
 
@@ -145,10 +149,11 @@ def read_all(layouts: list, slots: list[int], plan_frames: int | None = None, al
     items = list(zip(slots, layouts, intos, done, infos if infos is not None else [None] * len(layouts)))
     per_task = max(1, -(-len(items) // settings.SERIES_READ_TASKS))
     runs = [items[i:i + per_task] for i in range(0, len(items), per_task)]
+    choices = route.Choices() if plan_frames is not None else None
     if len(runs) == 1 or all(done):
-        return _read_group(items, plan_frames)
+        return _read_group(items, plan_frames, choices)
     pool = host_read.pool()
-    return [piece for run in host_read.wait_all([pool.submit(_read_group, run, plan_frames) for run in runs])
+    return [piece for run in host_read.wait_all([pool.submit(_read_group, run, plan_frames, choices) for run in runs])
             for piece in run]
 
 
@@ -156,7 +161,7 @@ def batch_key(piece: Slice) -> tuple | None:
     """What a slice's GPU batch is keyed on, or None where it decodes on the host."""
     if piece.how is None or len(piece.frames) != 1:
         return None
-    return (piece.how,) + tuple(getattr(piece.layout, f) for f in BATCH_FIELDS)
+    return (piece.how,) + _batch_fields(piece.layout)
 
 
 def groups(pieces: list[Slice]) -> tuple[list[list[Slice]], list[Slice]]:
