@@ -41,11 +41,13 @@ class SeriesDiskRead(SeriesRead):
         return self.host[self.starts[i] : self.starts[i] + self.ranges[i][2]].tobytes()
 
 
-def time_disk_ceiling(benchmark, case: str, paths, pixel_bytes: int, device: str, **extra) -> None:
+def time_disk_ceiling(benchmark, case: str, paths, pixel_bytes: int, device: str, direct: bool = True,
+                      **extra) -> None:
     """``ceiling:series_disk_{read,h2d}_{direct,buffered}`` of the files ``paths``: :class:`SeriesDiskRead`,
     checked once to have read every file's own bytes, then timed with every file dropped before each round
-    (:func:`~bench.ceilings.time_cold`). Held against ``pixel_bytes`` (the volume's), as ``disk_read`` is."""
-    read = SeriesDiskRead(paths, device)
+    (:func:`~bench.ceilings.time_cold`). Held against ``pixel_bytes`` (the volume's), as ``disk_read`` is.
+    ``direct=False``: through the page cache, as a loader's reads go (a loader is held against the fastest)."""
+    read = SeriesDiskRead(paths, device, direct=direct)
     try:
         for path in paths:
             drop_page_cache(path)

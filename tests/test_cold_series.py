@@ -148,6 +148,26 @@ def test_the_disk_ceiling_row_says_which_read_ran_and_whether_it_was_cold(tmp_pa
         "ceiling:series_disk_read_buffered", False, "unverified")
 
 
+def test_the_buffered_disk_ceiling_reads_through_the_page_cache_where_o_direct_works(tmp_path, monkeypatch):
+    """``direct=False``: the bound of a loader reading as kvdicom does, beside the O_DIRECT row."""
+    paths = _files(tmp_path)
+    monkeypatch.setattr(ceilings, "drop_page_cache", lambda p: 0.0)
+    monkeypatch.setattr(ceilings, "cached_fraction", lambda p: None)
+    monkeypatch.setattr(SeriesDiskRead, "_direct_io_works", lambda self: True)
+    real = SeriesDiskRead._read
+
+    def read(self, i, flags):
+        assert not flags & os.O_DIRECT, "O_DIRECT in the buffered ceiling"
+        return real(self, i, flags)
+
+    monkeypatch.setattr(SeriesDiskRead, "_read", read)
+    bench = FakeBenchmark()
+    series_disk.time_disk_ceiling(bench, CASE, paths, PIXELS, "cpu", direct=False)
+    info = bench.extra_info
+    assert (info["loader"], info["direct_io"], info["page_cache"]) == ("ceiling:series_disk_read_buffered", False,
+                                                                        "cold")
+
+
 # --- derived numbers: a cold row against the cold ceiling -------------------------------------------
 
 
