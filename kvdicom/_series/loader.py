@@ -114,13 +114,8 @@ def _gpu_backend() -> series_stage.Backend:
 
 def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
     """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error."""
-    # one task per file on kvdicom's read pool; a task on a pool thread reads its bytes itself
-    futures = [host_read.pool().submit(_read_slice, layout, host[s : s + layout.nbytes])
-               for layout, s in zip(layouts, starts)]
-    errors = [f.exception() for f in futures]  # waits for every read, so none writes after we return
-    for exc in errors:
-        if exc is not None:
-            raise exc
+    # one task per file on kvdicom's read pool; every read done, errors or not, before an error is raised
+    host_read.wait_all([_submit_read(layout, host[s : s + layout.nbytes]) for layout, s in zip(layouts, starts)])
 
 
 # decode and rescale --------------------------------------------------------------
@@ -222,9 +217,14 @@ def _apply_modality(stored, layouts, out, xp) -> None:
         out[i] = modality.apply(stored[i], layout)
 
 
+def _starts(sizes) -> list[int]:
+    """Each piece's offset when ``sizes`` are laid end to end, and their total last."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+
+
 def _slice_starts(layouts) -> list[int]:
     """Each slice's byte offset in the series' stored bytes, and their total last."""
-    return np.concatenate([[0], np.cumsum([layout.nbytes for layout in layouts])]).tolist()
+    return _starts([layout.nbytes for layout in layouts])
 
 
 def _raw_bytes(layouts, stored, out_dtype, xp, total: int):
@@ -347,7 +347,7 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=
     except BaseException:
         owner.release()
         raise
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    offsets = _starts(sizes)
     reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
     early = None if xp is None else early_copy.EarlyCopy(buffer, reads.slots, xp)
     return _Shared(owner, buffer, reads, early=early)
