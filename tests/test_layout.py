@@ -352,3 +352,19 @@ def test_pixel_data_shorter_than_promised_is_refused_even_with_bytes_after_it(ma
     assert reason.startswith("pixel data is shorter than the header promises")
     assert f"{expected - 2} bytes present" in reason and f"{expected} expected" in reason
     assert check_load(path, "cpu") is None
+
+
+def test_pixel_data_of_a_vr_pydicom_does_not_know_is_refused_like_pydicom(tmp_path):
+    """Found by bench/test_fuzz.py: Pixel Data's VR overwritten to ``O\\x00`` with a 2-byte length that fits the
+    header's one byte of pixels. pydicom reads the header, then fails on the value (NotImplementedError:
+    Unknown Value Representation); kvdicom returned the byte as the image."""
+    path = tmp_path / "vr.dcm"
+    write_dicom(DicomSpec(frames=2, rows=1, cols=1, bits_allocated=1, bits_stored=1, signed=False), path)
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"\xe0\x7f\x10\x00OB") if b"\xe0\x7f\x10\x00OB" in data else data.rindex(b"\xe0\x7f\x10\x00OW")
+    data[at + 5 : at + 8] = b"\x00\x01\x00"  # VR "O\0", then a 2-byte length of 1: the value is the next byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(NotImplementedError):
+        pydicom.dcmread(path).pixel_array
+    with pytest.raises(kvdicom.DicomLoadError, match=r"vr\.dcm.*Value Representation"):
+        kvdicom.load(path, "cpu")

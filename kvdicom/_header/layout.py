@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 import pydicom
+import pydicom.values
 from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.pixels.utils import as_pixel_options
@@ -206,6 +207,10 @@ def _pixel_element(path: str, ds: pydicom.Dataset):
         raise _fail(path, f"more than one pixel data element ({names})")
     tag, keyword = found[0]
     raw = ds.get_item(tag, keep_deferred=True)
+    if raw.VR is not None and raw.VR not in pydicom.values.converters:
+        # pydicom reads the header, then refuses the value (``pydicom.values.convert_value``)
+        raise _fail(path, f"{keyword} has Value Representation {raw.VR!r}, which pydicom does not know "
+                          "(its pixel_array fails on it too)")
     value_tell = getattr(raw, "value_tell", None)
     if value_tell is None:
         raise _fail(path, f"{keyword} was not read from the file, so its offset is unknown")
