@@ -21,7 +21,7 @@ import pytest
 
 import kvdicom
 from bench import peers
-from bench.ceilings import SeriesRead, drop_page_cache, time_cold
+from bench.ceilings import SeriesRead, time_cold
 from bench.rounds import timed
 from bench.series_disk import time_disk_ceiling
 from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
@@ -225,48 +225,26 @@ def test_series_pydicom_cpu_cold(benchmark, series_spec, series_dir, series_layo
     time_cold(benchmark, _paths(series_layouts), lambda: peers.pydicom_series(series_dir))
 
 
-def _kvdicom_cold(benchmark, spec, series_dir, layouts, reference, device, cuda=None, cold_reads="cache"):
-    """kvdicom's cold load with ``kvdicom.configure(cold_reads=...)`` (row ``kvdicom``, or ``kvdicom-direct``),
-    checked against pydicom first (a cold load of its own: the first call's files are not cached either)."""
-    load_series = peers.load_series_or_skip()
-    import kvdicom
-
-    with kvdicom.configure(cold_reads=cold_reads):
-        for path in _paths(layouts):
-            drop_page_cache(path)
-        volume, info = load_series(series_dir, device)
-        loader = "kvdicom" if cold_reads == "cache" else f"kvdicom-{cold_reads}"
-        problem = _record(benchmark, spec, layouts, loader, device, volume, reference,
-                          page_cache="cold", rescale=False, sort_rule=info.sort_rule, cold_reads=cold_reads)
-        assert problem is None, problem
-        del volume
-        load = peers.synced(cuda, load_series, series_dir, "cuda") if device == "cuda" else (
-            lambda: load_series(series_dir, "cpu"))
-        time_cold(benchmark, _paths(layouts), load)
-
-
 @pytest.mark.cold
 def test_series_kvdicom_cpu_cold(benchmark, series_spec, series_dir, series_layouts, series_reference):
-    _kvdicom_cold(benchmark, series_spec, series_dir, series_layouts, series_reference, "cpu")
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(series_dir, "cpu")
+    problem = _record(benchmark, series_spec, series_layouts, "kvdicom", "cpu", volume, series_reference,
+                      page_cache="cold", rescale=False, sort_rule=info.sort_rule)
+    assert problem is None, problem
+    time_cold(benchmark, _paths(series_layouts), lambda: load_series(series_dir, "cpu"))
 
 
 @pytest.mark.gpu
 @pytest.mark.cold
 def test_series_kvdicom_gpu_cold(benchmark, cuda, series_spec, series_dir, series_layouts, series_reference):
-    _kvdicom_cold(benchmark, series_spec, series_dir, series_layouts, series_reference, "cuda", cuda)
-
-
-@pytest.mark.cold
-def test_series_kvdicom_cpu_cold_direct(benchmark, series_spec, series_dir, series_layouts, series_reference):
-    """``cold_reads="direct"``: the files not cached read whole with O_DIRECT, held against the same ceiling."""
-    _kvdicom_cold(benchmark, series_spec, series_dir, series_layouts, series_reference, "cpu", cold_reads="direct")
-
-
-@pytest.mark.gpu
-@pytest.mark.cold
-def test_series_kvdicom_gpu_cold_direct(benchmark, cuda, series_spec, series_dir, series_layouts, series_reference):
-    _kvdicom_cold(benchmark, series_spec, series_dir, series_layouts, series_reference, "cuda", cuda,
-                  cold_reads="direct")
+    load_series = peers.load_series_or_skip()
+    volume, info = load_series(series_dir, "cuda")
+    problem = _record(benchmark, series_spec, series_layouts, "kvdicom", "cuda", volume, series_reference,
+                      page_cache="cold", rescale=False, sort_rule=info.sort_rule)
+    assert problem is None, problem
+    del volume
+    time_cold(benchmark, _paths(series_layouts), peers.synced(cuda, load_series, series_dir, "cuda"))
 
 
 def _disk_ceiling(benchmark, spec, layouts, device, direct=True):

@@ -18,9 +18,7 @@ LOADERS = ("pydicom", "pydicom+cupy", "seed", "kvdicom", "monai",
            # MONAI's LoadImage with each reader (bench/test_monai.py)
            "monai+pydicom", "monai+itk", "monai+nvimgcodec", "monai+kvdicom", "monai+kvdicom-cpu",
            # bench/test_scaleout.py: the plain load_series loop the Dask rows are held against
-           "kvdicom-loop",
-           # bench/test_series.py, cold: kvdicom with cold_reads="direct" (files not cached read with O_DIRECT)
-           "kvdicom-direct")
+           "kvdicom-loop")
 #: A ceiling's ``loader`` is ``ceiling:<name>``; ``<name>_<variant>`` rows (``disk_read_direct``) count for ``<name>``.
 CEILING_PREFIX = "ceiling:"
 CEILINGS = ("h2d_pinned", "h2d_pageable", "host_read", "disk_read", "series_h2d", "series_host_read",
@@ -60,7 +58,6 @@ class ExtraInfo(TypedDict, total=False):
     matches_pydicom_values: bool  # peers returning their own dtype: compared by value
     output_dtype: str
     sort_rule: str               # series: the rule kvdicom.load_series ordered by ("position" | "instance_number")
-    cold_reads: str              # kvdicom's cold series rows: kvdicom.configure(cold_reads=...), "cache" | "direct"
     compressed_bytes: int        # compressed cases (bench/test_compressed.py): encapsulated bytes read
     compression_ratio: float     # decoded pixel bytes / file bytes
     frames: int                  # decoded frames (frames_per_s is derived from it)

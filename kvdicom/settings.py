@@ -11,7 +11,6 @@ Environment variables give the starting values; ``configure`` overrides them:
 ``KVDICOM_THREADS``     ``threads``: ``auto``, ``none`` or a count
 ``KVDICOM_PROCESSES``   ``processes``: ``auto`` or a count (``0``: never start a worker process)
 ``KVDICOM_MAX_RATIO``   ``max_compression_ratio``: a number, or ``none`` for no limit
-``KVDICOM_COLD_READS``  ``cold_reads``: ``cache`` or ``direct``
 ``KVIKIO_NTHREADS``     KvikIO's own; with ``threads="auto"`` kvdicom then leaves KvikIO's pool alone
 ======================  =======================================================================
 """
@@ -80,13 +79,6 @@ GPU_MIN_DECODED_BYTES = 256 << 10
 #: against 44.5 / 44.4 ms read by the parent's threads (the I/O ceiling beside them 14.9-17.4 ms); cold, 99.7 /
 #: 89.5 against 97.0 / 87.0 ms. CPU (medians of 12, another lease): 29.5 ms against 54.5 ms (ceiling 17.1 ms).
 SHARED_STAGING_MAX_BYTES = 2 << 30
-#: A worker reads a file the page cache lacks whole with O_DIRECT (:mod:`kvdicom._io.cold_read`) up to this size;
-#: larger ones are announced to the kernel (``POSIX_FADV_WILLNEED``) and read buffered as before. A bound on the
-#: memory of the reads in flight (:data:`COLD_READ_AHEAD` files per worker), not a speed setting: a CT slice is
-#: 0.5 MiB, a 2048² 16-bit radiograph 8 MiB.
-COLD_DIRECT_MAX_BYTES = 16 << 20
-#: Files a worker has in O_DIRECT reads ahead of the one it parses. Not yet tuned: see docs/loader.md.
-COLD_READ_AHEAD = 2
 
 # --- Series decoding (kvdicom._series.decode) ------------------------------------------------------------
 
@@ -166,11 +158,6 @@ class Settings:
     most :data:`MAX_PROCESSES`; an integer caps it; ``0`` does all work in the calling process.
 
     ``max_compression_ratio``: see the field; raise it (or ``None``) for data that truly compresses more.
-
-    ``cold_reads``: how a long series' files that are not in the page cache are read. ``"cache"``: through
-    it, as every other read, so the next load finds them there. ``"direct"``: whole with O_DIRECT
-    (:mod:`kvdicom._io.cold_read`), faster once, but they stay out of the cache, so the next load reads the
-    disk again: for data read once, or larger than the memory that would cache it.
     """
 
     threads: str | int | None = "auto"
@@ -179,7 +166,6 @@ class Settings:
     #: :data:`RATIO_CHECK_MIN_DECODED_BYTES` is refused before anything is allocated (a decompression bomb);
     #: ``None``: no limit. Lossy JPEG 2000 of CT is typically 10-50:1, lossless 2-4:1.
     max_compression_ratio: float | None = 1000.0
-    cold_reads: str = "cache"
 
 
 def _threads(value) -> str | int | None:
@@ -206,12 +192,6 @@ def _ratio(value) -> float | None:
     raise ValueError(f"max_compression_ratio must be a number >= 1 or None, not {value!r}")
 
 
-def _cold_reads(value) -> str:
-    if value in ("cache", "direct"):
-        return value
-    raise ValueError(f"cold_reads must be 'cache' or 'direct', not {value!r}")
-
-
 def _count_or_word(raw: str):
     """An environment value as ``configure`` takes it: ``none`` -> None, digits -> int, else the word."""
     return None if raw == "none" else int(raw) if raw.isdigit() else raw
@@ -228,13 +208,12 @@ def _ratio_text(raw: str) -> float | None:
 
 
 def _from_environment() -> Settings:
-    """The starting values, from ``KVDICOM_THREADS`` / ``KVDICOM_PROCESSES`` / ``KVDICOM_MAX_RATIO`` /
-    ``KVDICOM_COLD_READS`` (a bad value is an error naming it)."""
+    """The starting values, from ``KVDICOM_THREADS`` / ``KVDICOM_PROCESSES`` / ``KVDICOM_MAX_RATIO`` (a bad value
+    is an error naming it)."""
     found = {}
     variables = (("KVDICOM_THREADS", "threads", lambda raw: _threads(_count_or_word(raw))),
                  ("KVDICOM_PROCESSES", "processes", lambda raw: _processes(_count_or_word(raw))),
-                 ("KVDICOM_MAX_RATIO", "max_compression_ratio", _ratio_text),
-                 ("KVDICOM_COLD_READS", "cold_reads", _cold_reads))
+                 ("KVDICOM_MAX_RATIO", "max_compression_ratio", _ratio_text))
     for name, field, parse in variables:
         raw = os.environ.get(name, "").strip().lower()
         if raw:
@@ -268,7 +247,7 @@ class configure:
     out keep their current value. A bad value raises ``ValueError`` and changes nothing.
     """
 
-    def __init__(self, threads=_UNSET, *, processes=_UNSET, max_compression_ratio=_UNSET, cold_reads=_UNSET) -> None:
+    def __init__(self, threads=_UNSET, *, processes=_UNSET, max_compression_ratio=_UNSET) -> None:
         global _current
         changes = {}
         if threads is not _UNSET:
@@ -277,8 +256,6 @@ class configure:
             changes["processes"] = _processes(processes)
         if max_compression_ratio is not _UNSET:
             changes["max_compression_ratio"] = _ratio(max_compression_ratio)
-        if cold_reads is not _UNSET:
-            changes["cold_reads"] = _cold_reads(cold_reads)
         with _lock:
             self._previous = _current
             _current = dataclasses.replace(_current, **changes)

@@ -452,10 +452,9 @@ def test_a_worker_chunk_announces_its_files_then_reads_them_into_their_slots(tmp
     paths = make_series(tmp_path / "s", 3, spec=kvdicom_spec(rows=16, cols=24))
     monkeypatch.setattr(shared_staging, "_worker_map", None)  # this process's mapping of another buffer: none
     events = []
-    monkeypatch.setattr(series_headers, "will_need", lambda p, direct=False: events.append(("announce", p)))
+    monkeypatch.setattr(series_headers, "will_need", lambda p: events.append(("announce", p)))
     real = series_headers.read_header
-    monkeypatch.setattr(series_headers, "read_header",
-                        lambda p, image=None: (events.append(("header", p)), real(p, image))[1])
+    monkeypatch.setattr(series_headers, "read_header", lambda p: (events.append(("header", p)), real(p))[1])
     owner = shared_staging.create()
     try:
         sizes = [os.path.getsize(p) for p in paths]

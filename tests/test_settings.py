@@ -55,13 +55,9 @@ def test_processes_is_capped_by_the_cores_this_process_may_use(monkeypatch):
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"KVDICOM_THREADS": "3", "KVDICOM_PROCESSES": "0"},
-     "Settings(threads=3, processes=0, max_compression_ratio=1000.0, cold_reads='cache')"),
-    ({"KVDICOM_THREADS": "none"},
-     "Settings(threads=None, processes='auto', max_compression_ratio=1000.0, cold_reads='cache')"),
-    ({"KVDICOM_PROCESSES": "Auto"},
-     "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0, cold_reads='cache')"),
-    ({"KVDICOM_COLD_READS": "Direct"},
-     "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0, cold_reads='direct')"),
+     "Settings(threads=3, processes=0, max_compression_ratio=1000.0)"),
+    ({"KVDICOM_THREADS": "none"}, "Settings(threads=None, processes='auto', max_compression_ratio=1000.0)"),
+    ({"KVDICOM_PROCESSES": "Auto"}, "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0)"),
 ])
 def test_starting_values_come_from_the_environment(env, expected):
     out = subprocess.run([sys.executable, "-c", "import kvdicom; print(kvdicom.settings.current())"],
@@ -73,11 +69,3 @@ def test_a_bad_environment_value_names_the_variable():
     out = subprocess.run([sys.executable, "-c", "import kvdicom"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "KVDICOM_PROCESSES": "many"})
     assert out.returncode != 0 and "KVDICOM_PROCESSES='many'" in out.stderr
-
-
-def test_cold_reads_are_cache_or_direct():
-    with kvdicom.configure(cold_reads="direct"):
-        assert settings.current().cold_reads == "direct"
-    assert settings.current().cold_reads == "cache"
-    with pytest.raises(ValueError, match="cold_reads must be 'cache' or 'direct'"):
-        kvdicom.configure(cold_reads=True)

@@ -143,7 +143,7 @@ def compressed_rules(tsyntax: UID, options: dict) -> CompressedRules:
 
 def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[bytes, bytes] | None, offset: int,
                      value_length: int, modality, file_id: tuple[int, ...] | None,
-                     fd: int | None = None, image=None) -> CompressedLayout:
+                     fd: int | None = None) -> CompressedLayout:
     """The layout of an encapsulated value from the header's values alone, with no pydicom Dataset.
 
     Shared by the pydicom path (:func:`inspect_compressed`) and the fast walk
@@ -152,8 +152,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     Extended Offset Table); ``extended``: (offsets, lengths) as bytes; ``offset``:
     the value's file offset (its Basic Offset Table item); ``modality``: the
     :class:`~kvdicom._header.layout.ModalityTransform` (None: none); ``file_id``: the
-    identity of the open file the header came from, whose size bounds the fragments; ``fd``: that open file;
-    ``image``: its bytes already read (a cold series' O_DIRECT read), for the fragment walk.
+    identity of the open file the header came from, whose size bounds the fragments; ``fd``: that open file.
     """
     if tsyntax not in CODECS:
         raise DicomLoadError(path, f"transfer syntax {tsyntax.name} ({tsyntax}) is compressed with a codec kvdicom "
@@ -166,7 +165,7 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
     end = file_size if value_length == encapsulated.UNDEFINED_LENGTH else min(file_size, offset + value_length)
     table = encapsulated.locate(path, offset, end, frames_declared, extended, file_id=file_id,
-                                  undefined=value_length == encapsulated.UNDEFINED_LENGTH, fd=fd, image=image)
+                                  undefined=value_length == encapsulated.UNDEFINED_LENGTH, fd=fd)
     found = len(table.frames) if not table.split_on_eoi else frames_declared
     if found < frames_declared:
         raise DicomLoadError(path, f"encapsulated pixel data holds {found} frame(s), fewer than the "

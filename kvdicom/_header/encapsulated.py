@@ -52,9 +52,8 @@ class FrameTable:
         return self.span[1] - self.span[0]
 
 
-def _pread(fd, size: int, offset: int) -> bytes:
-    """``size`` bytes at ``offset`` of ``fd``: an open file, or a :class:`kvdicom._io.cold_read.FileImage` of it."""
-    data = os.pread(fd, size, offset) if fd.__class__ is int else fd.pread(size, offset)
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
     if len(data) != size:
         raise OSError(f"short read at offset {offset}")
     return data
@@ -202,28 +201,26 @@ def _changed(path: str, exc: OSError, what: str) -> DicomLoadError:
 
 def locate(path: str, offset: int, file_size: int, number_of_frames: int,
            extended: tuple[bytes, bytes] | None = None, file_id: fileid.FileId | None = None,
-           undefined: bool = True, fd: int | None = None, image=None) -> FrameTable:
+           undefined: bool = True, fd: int | None = None) -> FrameTable:
     """The frame table of the encapsulated value at file ``offset`` (the Basic Offset Table item's tag).
 
     ``file_size`` bounds the items: the file's size, or the end of a (non-standard) defined-length value.
     With ``file_id`` (the header's open file), the file walked must be that file before and after.
     ``undefined``: the Pixel Data element has an undefined length (the standard's encapsulation).
-    ``fd``: the header's open file, else ``path`` is opened here; ``image``: its bytes already read
-    (:class:`kvdicom._io.cold_read.FileImage`, of ``file_id``), walked instead of the file.
+    ``fd``: the header's open file, else ``path`` is opened here.
     """
     try:
         with fileid.opened(path, fd, file_id=file_id) as fd:
             fileid.check_same(path, fd, file_id, "before the fragment walk")
             size = min(file_size, os.fstat(fd).st_size)
-            source = fd if image is None else image
             try:
-                table, fragments = _items(path, source, offset, size, undefined)
+                table, fragments = _items(path, fd, offset, size, undefined)
             except DicomLoadError:
                 if not extended:
                     raise
                 # pydicom reads an Extended Offset Table's frames at its offsets: item headers after the
                 # Basic Offset Table are never read, so a damaged one does not stop it
-                table, fragments = _items(path, source, offset, size, undefined, table_only=True)
+                table, fragments = _items(path, fd, offset, size, undefined, table_only=True)
             fileid.check_same(path, fd, file_id, "after the fragment walk")
     except OSError as exc:
         raise _changed(path, exc, "encapsulated item headers") from exc

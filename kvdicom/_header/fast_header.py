@@ -191,18 +191,17 @@ class FastHeader:
 class _Source:
     """A window of the file: ``buf`` holds the bytes from offset ``base``."""
 
-    __slots__ = ("fd", "size", "buf", "base", "image")
+    __slots__ = ("fd", "size", "buf", "base")
 
-    def __init__(self, fd: int, size: int, image=None):
-        self.fd, self.size, self.image = fd, size, image  # image: the file's bytes already read (cold_read)
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
         self.buf, self.base = b"", 0
 
     def fill(self, pos: int, need: int) -> None:
         """Make ``need`` bytes from ``pos`` available (a chunk, never past the end of the file)."""
         if pos < 0 or need < 0 or pos + need > self.size:
             raise _Unprovable("past the end of the file")
-        n = min(max(need, CHUNK_BYTES), self.size - pos)
-        data = os.pread(self.fd, n, pos) if self.image is None else self.image.pread(n, pos)
+        data = os.pread(self.fd, min(max(need, CHUNK_BYTES), self.size - pos), pos)
         if len(data) < need:
             raise _Unprovable("file shrank while reading")
         self.buf, self.base = data, pos
@@ -610,7 +609,7 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
         options["extended_offsets"] = extended
     try:
         layout = compressed.build_compressed(path, tsyntax, options, extended, offset, length,
-                                             _modality(kept), file_id, src.fd, src.image)
+                                             _modality(kept), file_id, src.fd)
     except DicomLoadError as exc:
         if not _same_file(path, file_id):
             raise  # changed under the walk: the pydicom path's fragment walk checks the same identity and refuses
@@ -622,9 +621,9 @@ def _compressed_layout(src: _Source, path: str, tsyntax, kept: dict, pixel: tupl
     return layout
 
 
-def _scan_open(fd: int, path: str, force: bool, file_id=None, image=None) -> FastHeader:
+def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
     file_id = tuple(file_id) if file_id is not None else identify(fd)
-    src = _Source(fd, file_id[2], image if image is not None and image.file_id == file_id else None)
+    src = _Source(fd, file_id[2])
     pos, implicit, tsyntax_bytes = _start(src, force)
     encapsulated = _ENCAPSULATED.get(tsyntax_bytes)
     kept, (word, vr, offset, length) = _walk_top(src, pos, implicit, encapsulated is not None)
@@ -642,11 +641,10 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None, image=None) -> Fas
     return FastHeader(layout, keys)
 
 
-def scan_fd(fd: int, path: str, force: bool = False, file_id=None, image=None) -> FastHeader | None:
-    """:func:`scan` on an open descriptor (``file_id``: its identity, if already taken; ``image``: its bytes
-    already read, a :class:`kvdicom._io.cold_read.FileImage` of that identity, walked instead of the file)."""
+def scan_fd(fd: int, path: str, force: bool = False, file_id=None) -> FastHeader | None:
+    """:func:`scan` on an open descriptor (``file_id``: its identity, if already taken)."""
     try:
-        return _scan_open(fd, path, force, file_id, image)
+        return _scan_open(fd, path, force, file_id)
     except (_Unprovable, struct.error, UnicodeDecodeError):
         return None
 

@@ -40,15 +40,14 @@ _KINDS = (
 )
 
 
-def from_stat(st: os.stat_result) -> FileId:
-    """The identity of the file ``st`` describes (a ``stat`` already taken)."""
+def _file_id(st: os.stat_result) -> FileId:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def identify(fd_or_path: int | str | os.PathLike) -> FileId:
     """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of an open file descriptor or a path."""
     st = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
-    return from_stat(st)
+    return _file_id(st)
 
 
 def _kind(mode: int) -> str:
@@ -82,7 +81,7 @@ def open_identified(path: str | os.PathLike, flags: int = 0) -> tuple[int, FileI
     except BaseException:
         os.close(fd)
         raise
-    return fd, from_stat(st)
+    return fd, _file_id(st)
 
 
 @contextlib.contextmanager
@@ -111,11 +110,11 @@ def check_path(path: str | os.PathLike, fd: int, file_id: FileId) -> None:
     open would find: a file swapped, deleted or replaced at the path since the header is refused."""
     path = os.fspath(path)
     st = os.stat(path)  # FileNotFoundError as open() would raise it
-    if from_stat(st) != tuple(file_id):
+    if _file_id(st) != tuple(file_id):
         _refuse_irregular(path, st)
         check_same(path, fd, file_id, "when the path was looked up again")
         raise DicomLoadError(path, f"file changed between header and pixel read (the path now names "
-                                   f"another file: {from_stat(st)}, header {tuple(file_id)}); load it again")
+                                   f"another file: {_file_id(st)}, header {tuple(file_id)}); load it again")
 
 
 def check_same(path: str, fd: int, file_id: FileId | None, when: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import itertools
 import math
 import os
 import stat
@@ -28,9 +27,9 @@ from kvdicom._header.compressed import CompressedLayout
 from kvdicom._header.encapsulated import FrameTable
 from kvdicom._header.inspect import _layout_dataset
 from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
-from kvdicom._io import cold_read, process_pool, shared_staging
+from kvdicom._io import process_pool, shared_staging
 from kvdicom._io.bounded_file import BoundedReader
-from kvdicom._io.fileid import FileId, from_stat, open_identified
+from kvdicom._io.fileid import open_identified
 from kvdicom._series import keys as series_keys
 from kvdicom.errors import DicomLoadError, NoPixelDataError
 
@@ -100,13 +99,12 @@ def _has_dicm(fd: int) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_open(path: str, fd: int, file_id, image: cold_read.FileImage | None = None) -> Header:
+def _read_open(path: str, fd: int, file_id) -> Header:
     """The header of the open ``fd`` (closed here): the buffered reader pydicom needs is built only where
-    the fast walk steps aside (7 µs a file otherwise, 2-core CPU dev machine). ``image``: the file's bytes
-    already read (a cold series), walked instead of the file where it is of the file opened."""
+    the fast walk steps aside (7 µs a file otherwise, 2-core CPU dev machine)."""
     handed_over = False
     try:
-        header = fast_header.scan_fd(fd, path, False, file_id=file_id, image=image)
+        header = fast_header.scan_fd(fd, path, False, file_id=file_id)
         if header is not None:
             try:
                 return Header(path, header.layout, series_keys.from_raw(path, header.keys))
@@ -123,11 +121,10 @@ def _read_open(path: str, fd: int, file_id, image: cold_read.FileImage | None = 
             os.close(fd)
 
 
-def read_header(path: str, image: cold_read.FileImage | None = None) -> Header:
-    """One file's header, through one open: fast walk first, pydicom where it steps aside. Never raises.
-    ``image``: see :func:`_read_open`."""
+def read_header(path: str) -> Header:
+    """One file's header, through one open: fast walk first, pydicom where it steps aside. Never raises."""
     try:
-        return _read_open(path, *open_identified(path), image)
+        return _read_open(path, *open_identified(path))
     except NoPixelDataError as exc:
         if exc.has_rows:
             return Header(path, error="an image header (it has Rows) without pixel data: truncated?")
@@ -263,7 +260,6 @@ class SharedReads:
     size: int  #: the buffer's size, as the parent mapped it
     slots: list[tuple[int, int]]
     series_uid: str | None = None
-    direct: bool = False  #: files not in the page cache are read with O_DIRECT (``cold_reads="direct"``)
     results: dict[int, int | str | None] = dataclasses.field(default_factory=dict)
     infos: dict[int, list] = dataclasses.field(default_factory=dict)
 
@@ -273,12 +269,10 @@ def staged_nbytes(layout) -> int:
     return compressed.value_nbytes(layout) if isinstance(layout, CompressedLayout) else layout.nbytes
 
 
-def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None,
-                    image: cold_read.FileImage | None = None) -> tuple[int | str | None, tuple | None]:
+def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) -> tuple[int | str | None, tuple | None]:
     """In a worker: ``header``'s pixel bytes into ``slot``, checked as ``load`` checks them (the file is the one
     parsed, before and after; every byte read; a compressed file's codestreams against its header); the bytes
-    read, or why not, and a compressed file's packed frame facts (:func:`pack_infos`). ``image``: the file's
-    bytes already read, copied from where it is of the file the header was parsed from."""
+    read, or why not, and a compressed file's packed frame facts (:func:`pack_infos`)."""
     layout = header.layout
     if layout is None or header.keys is None or (series_uid is not None and header.keys.series_uid != series_uid):
         return None, None
@@ -286,8 +280,6 @@ def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None,
     if not 0 < nbytes <= len(slot):
         return None, None
     infos = None
-    if image is not None and image.file_id == layout.file_id:
-        return _copy_into_slot(layout, slot[:nbytes], image)
     try:
         if isinstance(layout, CompressedLayout):
             _, frames = compressed.read_frames(layout, into=slot[:nbytes])
@@ -302,23 +294,6 @@ def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None,
     return nbytes, infos
 
 
-def _copy_into_slot(layout, value: np.ndarray, image: cold_read.FileImage) -> tuple[int | str, tuple | None]:
-    """:func:`_read_into_slot` from the file's image: the same checks, the bytes copied instead of read."""
-    got = image.copy_into(value, layout.offset)
-    if got != value.nbytes:  # the header was walked in this image, so only a wrong layout gets here
-        what = "compressed" if isinstance(layout, CompressedLayout) else "pixel"
-        return f"read {got} of {value.nbytes} {what} bytes at offset {layout.offset}; did the file change?", None
-    if not isinstance(layout, CompressedLayout):
-        return got, None
-    frames = compressed.frames_of(layout, value)
-    if len(frames) != layout.number_of_frames:  # the parent reports it, as for its own reads
-        return got, None
-    try:
-        return got, pack_infos(compressed.check_frames(layout, frames))
-    except DicomLoadError as exc:
-        return exc.reason, None
-
-
 def pack_infos(infos: list) -> tuple:
     """Frame facts as plain tuples (cheaper for the parent to unpickle than dataclasses, as :func:`pack`)."""
     return tuple(None if info is None else dataclasses.astuple(info) for info in infos)
@@ -328,46 +303,37 @@ def unpack_infos(packed: tuple) -> list:
     return [None if values is None else FrameInfo(*values) for values in packed]
 
 
-def will_need(path: str, direct: bool = False) -> FileId | None:
-    """Start reading ``path`` now: with ``direct``, the file's identity where it is to be read whole with O_DIRECT
-    (not cached: :func:`kvdicom._io.cold_read.wanted`), else None after asking the kernel to read it
-    (``POSIX_FADV_WILLNEED``). A hint, so errors are ignored here (the header read reports them). Opened
-    non-blocking, so a FIFO among the paths cannot hang."""
+def will_need(path: str) -> None:
+    """Ask the kernel to start reading ``path`` now (``POSIX_FADV_WILLNEED``); a hint, so errors are ignored
+    here (the header read reports them). Opened non-blocking, so a FIFO among the paths cannot hang."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return None
+        return
     try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            file_id = from_stat(st)
-            if direct and cold_read.wanted(fd, file_id):
-                return file_id
+        if stat.S_ISREG(os.fstat(fd).st_mode):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     except OSError:
         pass
     finally:
         os.close(fd)
-    return None
 
 
 def _read_chunk_shared(paths: list[str], slots: list[tuple[int, int]], fd: int, size: int,
-                       series_uid: str | None, direct: bool = False) -> list[tuple]:
+                       series_uid: str | None) -> list[tuple]:
     """In a worker: each file's packed header and :func:`_read_into_slot`'s answer.
 
-    Every file of the chunk is first announced (:func:`will_need`): from a cold page cache the chunk's files
-    then arrive side by side, not one after the other in this worker (the parent's 16 read threads
-    overlapped them before the workers read). With ``direct`` (``cold_reads="direct"``, passed on: a worker
-    has its own settings), those the page cache lacks are read whole with O_DIRECT a few ahead of the parse
-    (:func:`kvdicom._io.cold_read.read_ahead`), the others through the cache.
+    Every file of the chunk is first announced to the kernel (:func:`will_need`): from a cold page cache
+    the chunk's files then arrive side by side, not one after the other in this worker (the parent's
+    16 read threads overlapped them before the workers read).
     """
-    whole = [will_need(path, direct) for path in paths]
-    images = cold_read.read_ahead(paths, whole) if any(whole) else itertools.repeat(None)
+    for path in paths:
+        will_need(path)
     buffer = shared_staging.worker_view(fd, size)
     out = []
-    for path, (offset, capacity), image in zip(paths, slots, images):
-        header = read_header(path, image)
-        read, infos = _read_into_slot(header, buffer[offset : offset + capacity], series_uid, image)
+    for path, (offset, capacity) in zip(paths, slots):
+        header = read_header(path)
+        read, infos = _read_into_slot(header, buffer[offset : offset + capacity], series_uid)
         out.append((pack(header), read, infos))
     return out
 
@@ -417,7 +383,7 @@ def header_batches(paths: list[str], parallel: bool | None = None,
             futures = {pool.submit(_read_chunk_packed, paths[s : s + size]): s for s in left}
         else:
             futures = {pool.submit(_read_chunk_shared, paths[s : s + size], reads.slots[s : s + size], reads.fd,
-                                   reads.size, reads.series_uid, reads.direct): s for s in left}
+                                   reads.size, reads.series_uid): s for s in left}
         for future in as_completed(futures):
             start = futures[future]
             answers = future.result()

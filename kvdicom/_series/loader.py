@@ -348,8 +348,7 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=
         owner.release()
         raise
     offsets = _starts(sizes)
-    reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid,
-                                       direct=settings.current().cold_reads == "direct")
+    reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
     early = None if xp is None else early_copy.EarlyCopy(buffer, reads.slots, xp)
     return _Shared(owner, buffer, reads, early=early)
 
