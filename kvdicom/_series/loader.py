@@ -58,7 +58,6 @@ from kvdicom._series import early_copy
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
-from kvdicom._series.prefault import Prefault
 from kvdicom.errors import DicomLoadError
 
 
@@ -289,7 +288,6 @@ class _Shared:
     reads: series_headers.SharedReads
     index: dict = dataclasses.field(default_factory=dict)  #: id(header) -> input index
     early: early_copy.EarlyCopy | None = None  #: native chunks copied to the device as they arrive
-    prefault: Prefault | None = None  #: the CPU volume's memory, faulted in while the headers are parsed
 
     def read_headers(self, paths: list[str]) -> list:
         """Every header, the workers reading each file's bytes; each chunk's span copied to the device as it
@@ -320,15 +318,13 @@ class _Shared:
         return [self.reads.infos.get(self.index[id(header)]) for header in ordered]
 
 
-def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None,
-                 prefault: bool = False) -> _Shared | None:
+def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=None) -> _Shared | None:
     """The pool's shared buffer sized for ``paths`` (a slot per file, its size on disk), taken for this load;
     None where the headers are not parsed in the pool, the buffer is missing or busy, or the files too large.
 
     ``pin``: page-locked for CUDA. ``xp``: the device array module whose copy of the buffer native chunks go to
     as they arrive (:mod:`kvdicom._series.early_copy`; NumPy stands in for CuPy in the CPU tests); None on the
-    CPU path, which copies each slice from the buffer to the volume once the slices are sorted. ``prefault``:
-    the volume this path will copy into is allocated and faulted in meanwhile (:mod:`kvdicom._series.prefault`)."""
+    CPU path, which copies each slice from the buffer to the volume once the slices are sorted."""
     if not series_headers.use_pool(len(paths)):
         return None
     try:
@@ -354,7 +350,7 @@ def _take_shared(paths: list[str], series_uid: str | None, pin: bool = True, xp=
     offsets = _starts(sizes)
     reads = series_headers.SharedReads(owner.fd, owner.size, list(zip(offsets, sizes)), series_uid)
     early = None if xp is None else early_copy.EarlyCopy(buffer, reads.slots, xp)
-    return _Shared(owner, buffer, reads, early=early, prefault=Prefault(paths) if prefault else None)
+    return _Shared(owner, buffer, reads, early=early)
 
 
 def _copy_slices(values: list, raw: np.ndarray, starts: list[int], first: int, stop: int) -> None:
@@ -398,12 +394,7 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
 
 def _empty(xp, shape, dtype, shared: _Shared | None):
     """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files)
-    is given back first and the volume tried again, so a load that fitted before early copies still fits. On
-    the CPU path, the memory faulted in while the headers were parsed, where it has the size asked for."""
-    if shared is not None and shared.prefault is not None:
-        array = shared.prefault.take(shape, dtype)
-        if array is not None:
-            return array
+    is given back first and the volume tried again, so a load that fitted before early copies still fits."""
     try:
         return xp.empty(shape, dtype=dtype)
     except MemoryError:  # CuPy's OutOfMemoryError is one
@@ -440,13 +431,11 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # the header workers read the pixel bytes into the shared buffer (long series); on the GPU path (``backend``)
     # page-locked, its native chunks copied to the device as they arrive
     shared = _take_shared(paths, series_uid, pin=backend is not None and xp is not np,
-                          xp=xp if backend is not None else None, prefault=backend is None and out is None)
+                          xp=xp if backend is not None else None)
     try:
         return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
     finally:
         if shared is not None:
-            if shared.prefault is not None:
-                shared.prefault.stop()  # a failed load, or a volume of another size: its memory is dropped
             try:
                 if shared.early is not None:
                     shared.early.finish()  # copies from the buffer done before another load may fill it
