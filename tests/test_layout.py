@@ -368,3 +368,26 @@ def test_pixel_data_of_a_vr_pydicom_does_not_know_is_refused_like_pydicom(tmp_pa
         pydicom.dcmread(path).pixel_array
     with pytest.raises(kvdicom.DicomLoadError, match=r"vr\.dcm.*Value Representation"):
         kvdicom.load(path, "cpu")
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_big_endian_8_bit_ow_pixels_of_an_odd_length_are_refused_like_pydicom(tmp_path, frames):
+    """Found by bench/test_fuzz.py: 8-bit pixels encoded as OW in Explicit VR Big Endian are swapped pairwise,
+    so pydicom reads the pad byte too, from the value; a value of the odd, unpadded length has no last pair
+    (pydicom: ValueError, buffer size must be a multiple of element size), and kvdicom read the pad byte past
+    the value's end instead. Padded to an even length, both load the same pixels."""
+    spec = DicomSpec(frames=frames, rows=1, cols=1, bits_allocated=8, bits_stored=8, signed=False,
+                     transfer_syntax="explicit_be", pixel_vr="OW", number_of_frames_tag=frames > 1)
+    padded = tmp_path / "padded.dcm"
+    write_dicom(spec, padded)
+    np.testing.assert_array_equal(kvdicom.load(padded, "cpu"), pydicom.dcmread(padded).pixel_array)
+    data = bytearray(padded.read_bytes())
+    at = data.rindex(b"\x7f\xe0\x00\x10OW")
+    assert int.from_bytes(data[at + 8 : at + 12], "big") == frames + frames % 2
+    data[at + 8 : at + 12] = frames.to_bytes(4, "big")  # the odd length; the pad byte stays after the value
+    odd = tmp_path / "odd.dcm"
+    odd.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="multiple of element size"):
+        pydicom.dcmread(odd).pixel_array
+    with pytest.raises(kvdicom.DicomLoadError, match=r"odd\.dcm.*big endian.*odd"):
+        kvdicom.load(odd, "cpu")

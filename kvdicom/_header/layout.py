@@ -513,6 +513,11 @@ def build_layout(
         nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
     if offset + nbytes > file_size:
         raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
+    if rules.swap_8bit_words and nbytes > value_length:
+        # pydicom swaps the pairs of the value it read: an odd value has no last pair (ValueError), where a read
+        # of ``nbytes`` from the file would take the byte after the value as the pad
+        raise _fail(path, f"8-bit pixel data encoded as OW in big endian is swapped in byte pairs, but its value "
+                          f"holds an odd {value_length} bytes (unpadded); pydicom cannot read it either")
     if rules.color_error is not None:
         raise _fail(path, rules.color_error)
     return PixelLayout(
