@@ -391,3 +391,28 @@ def test_big_endian_8_bit_ow_pixels_of_an_odd_length_are_refused_like_pydicom(tm
         pydicom.dcmread(odd).pixel_array
     with pytest.raises(kvdicom.DicomLoadError, match=r"odd\.dcm.*big endian.*odd"):
         kvdicom.load(odd, "cpu")
+
+
+@pytest.mark.parametrize(("bits", "cols", "frames"), [(8, 5, 1), (8, 1, 1), (8, 3, 2), (1, 5, 1), (1, 3, 1),
+                                                      (1, 3, 2)])
+def test_ybr_full_with_one_sample_loads_like_pydicom_or_is_refused_where_pydicom_fails(tmp_path, bits, cols, frames):
+    """Found by bench/test_fuzz.py (seed 110): YBR_FULL on a one-sample image. pydicom converts to RGB along the
+    last axis, the columns here: with 3 columns it returns that conversion, else it fails (ValueError). kvdicom
+    returned a wrongly shaped array (8-bit, 5 columns: 4 x 3), raised IndexError (1 column), and did not convert
+    unpacked 1-bit samples at all."""
+    path = tmp_path / "ybr.dcm"
+    write_dicom(DicomSpec(frames=frames, rows=4, cols=cols, bits_allocated=bits, bits_stored=bits, signed=False,
+                          number_of_frames_tag=frames > 1), path)
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "YBR_FULL"
+    ds.save_as(path)
+    if cols != 3:
+        with pytest.raises(ValueError):
+            pydicom.dcmread(path).pixel_array
+        with pytest.raises(kvdicom.DicomLoadError, match=rf"ybr\.dcm.*YBR_FULL with 1 sample.*holds {cols} values"):
+            kvdicom.load(path, "cpu")
+        return
+    expected = pydicom.dcmread(path).pixel_array
+    got = kvdicom.load(path, "cpu")
+    assert got.dtype == expected.dtype and got.shape == expected.shape == (frames, 4, 3)[-expected.ndim:]
+    np.testing.assert_array_equal(got, expected)

@@ -317,10 +317,18 @@ def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRu
     except Exception as exc:
         return PixelRules(error=f"invalid Image Pixel module: {exc}")
     color_error = None
+    samples = int(runner.samples_per_pixel)
+    last_axis = samples if samples > 1 else int(runner.columns)  # the axis pydicom converts as (Y, Cb, Cr)
     if runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and dtype != np.uint8:
         color_error = (
             f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
             "for unsigned 8-bit samples only, so there is no reference array to match"
+        )
+    elif runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and last_axis != 3:
+        color_error = (
+            f"{runner.photometric_interpretation} with {samples} sample(s) per pixel: pydicom converts YBR to RGB "
+            f"along the array's last axis, which holds {last_axis} values here, not 3, and fails, so there is no "
+            "reference array to match"
         )
     return PixelRules(
         frame_bytes=runner.frame_length(unit="bytes"),

@@ -85,7 +85,9 @@ def decode(raw, layout: PixelLayout, *, bits_corrected: bool = False):
     were already corrected in ``raw`` (during the read, ``kvdicom._loader``).
     """
     if layout.bits_allocated == 1:
-        return _reshape(_unpack_bits(raw, layout.pixel_count), layout)
+        arr = _reshape(_unpack_bits(raw, layout.pixel_count), layout)
+        # pydicom converts the unpacked samples too (found by bench/test_fuzz.py: 1-bit YBR_FULL, 3 columns)
+        return ybr_full_to_rgb(arr) if layout.photometric_interpretation in CONVERTED_TO_RGB else arr
 
     itemsize = layout.dtype.itemsize
     stored = layout.pixel_count * itemsize
