@@ -778,3 +778,24 @@ def test_the_nvimgcodec_plugin_peer_is_not_run_on_lossless_jpeg(tmp_path):
     assert why is not None and "error 715" in why and "JPEG Lossless" in why
     # the reference plugin is still offered
     assert compressed_peers.plugin_available(path, "pylibjpeg") is None
+
+
+@pytest.mark.parametrize("syntax", ["htj2k_lossless", "jpeg_baseline"])
+@pytest.mark.parametrize("cols", [512, 3])
+def test_one_sample_ybr_decodes_on_the_host_as_pydicom_handles_it(tmp_path, syntax, cols):
+    """YBR_FULL on a one-sample frame: pydicom converts along the columns (3: converted) or fails (512). The GPU
+    route decoded such frames as grey and returned them unconverted: now the host decides, as pydicom does."""
+    pytest.importorskip("imagecodecs")
+    path = tmp_path / "ybr.dcm"
+    frames = 1 if cols > 3 else 2  # Rows is 16 bits
+    rows = (256 << 10) // (cols * frames) + 1  # past GPU_MIN_DECODED_BYTES: a GPU load would plan the GPU
+    write_dicom(DicomSpec(frames=frames, rows=rows, cols=cols, bits_allocated=8, bits_stored=8, signed=False,
+                          transfer_syntax=syntax, number_of_frames_tag=frames > 1), path)
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "YBR_FULL"
+    ds.save_as(path)
+    layout, _, how = _planned(path)
+    assert how.route == "host" and "one sample as YBR_FULL" in how.reason
+    grey = dataclasses.replace(layout, photometric_interpretation="MONOCHROME2")
+    assert gpu_codec.plan(grey, compressed.check_frames(layout, compressed.read_frames(layout)[1])).route == "gpu"
+    assert check_load(path, "cpu") is None

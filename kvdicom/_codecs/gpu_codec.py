@@ -70,6 +70,9 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
     if layout.decoded_nbytes < settings.GPU_MIN_DECODED_BYTES and codec not in ("rle", "jpegls"):
         return _host(f"{layout.decoded_nbytes} decoded bytes: below {settings.GPU_MIN_DECODED_BYTES} the host is "
                      "faster")
+    if layout.samples_per_pixel == 1 and layout.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422"):
+        # pydicom converts the decoded frame to RGB along its last axis (the columns), or fails where it is not 3
+        return _host(f"one sample as {layout.photometric_interpretation}: pydicom's colour handling decides")
     if codec in ("jpeg2000", "htj2k"):
         if any(i is None for i in infos):
             return _host("a frame is not a bare JPEG 2000 codestream (JP2 wrapper or unreadable header)")
