@@ -416,3 +416,14 @@ def test_ybr_full_with_one_sample_loads_like_pydicom_or_is_refused_where_pydicom
     got = kvdicom.load(path, "cpu")
     assert got.dtype == expected.dtype and got.shape == expected.shape == (frames, 4, 3)[-expected.ndim:]
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("planar", [0, 1])
+def test_one_bit_ybr_full_colour_is_converted_like_pydicom(tmp_path, planar):
+    """pydicom unpacks 1-bit samples to bytes, then converts YBR_FULL to RGB like any 8-bit image; kvdicom
+    returned the unpacked samples unconverted."""
+    path = tmp_path / "ybr1.dcm"
+    write_dicom(DicomSpec(frames=1, rows=4, cols=8, bits_allocated=1, bits_stored=1, signed=False,
+                          samples_per_pixel=3, planar_configuration=planar, photometric="YBR_FULL"), path)
+    assert pydicom.dcmread(path).PhotometricInterpretation == "YBR_FULL"
+    np.testing.assert_array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
