@@ -35,7 +35,7 @@ REGRESSION_THRESHOLD_PCT = 10.0
 HYPOTHESIS_PROFILES = {
     "ci": dict(max_examples=30, derandomize=True, print_blob=True),
     "dev": dict(max_examples=60),
-    "nightly": dict(max_examples=1000),
+    "nightly": dict(max_examples=1000, print_blob=True),  # new examples each run: a failure says how to replay it
 }
 
 

@@ -201,6 +201,21 @@ def test_gpu_job_benchmarks_then_always_reports_and_uploads():
     assert order == sorted(order)
 
 
+FUZZ_COMMAND = './dgb test -q -k "test_fuzz or test_properties"'
+
+
+def test_gpu_job_fuzzes_with_the_nightly_profile_after_the_benchmark_always():
+    """``./dgb bench`` runs the property tests and the fuzzer too, but at the default profile (``ci`` where CI is
+    set, as on GitHub: 30 fixed examples); the night also runs them with 1,000 new examples a test, on the GPU
+    too, whether or not the benchmark regressed."""
+    job = load_workflow()["jobs"]["gpu-nightly"]
+    fuzz, bench = step_running(job, FUZZ_COMMAND), step_running(job, BENCH_COMMAND)
+    assert " ".join(fuzz["run"].split()) == FUZZ_COMMAND
+    assert fuzz["env"] == {"HYPOTHESIS_PROFILE": "nightly"} and fuzz["if"] == "always()"
+    report = step_running(job, REPORT_COMMAND)
+    assert steps(job).index(bench) < steps(job).index(fuzz) < steps(job).index(report)
+
+
 def _fake_python(path: Path, label: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f'#!/bin/sh\necho "{label} $*" > called.txt\n')
