@@ -427,3 +427,27 @@ def test_one_bit_ybr_full_colour_is_converted_like_pydicom(tmp_path, planar):
                           samples_per_pixel=3, planar_configuration=planar, photometric="YBR_FULL"), path)
     assert pydicom.dcmread(path).PhotometricInterpretation == "YBR_FULL"
     np.testing.assert_array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
+
+
+@pytest.mark.parametrize(("rows", "cols", "samples", "frames"), [(3, 3, 1, 1), (3, 3, 3, 1), (1, 1, 3, 1), (1, 3, 3, 1),
+                                                                  (4, 3, 1, 1), (3, 4, 3, 1), (1, 1, 3, 2)])
+def test_ybr_full_422_not_in_whole_groups_of_four_is_refused_like_pydicom(tmp_path, rows, cols, samples, frames):
+    """pydicom expands native YBR_FULL_422 over the whole buffer in Y Y Cb Cr groups: where the stored samples are
+    not whole groups (an odd number of pixels, 3 x 3 say) it fails (ValueError: could not broadcast), and kvdicom's
+    same expansion raised that ValueError, not a DicomLoadError. Whole groups load equal (two 1 x 1 frames: 4)."""
+    path = tmp_path / "ybr422.dcm"
+    write_dicom(DicomSpec(frames=frames, rows=rows, cols=cols, bits_allocated=8, bits_stored=8, signed=False,
+                          samples_per_pixel=samples, number_of_frames_tag=frames > 1,
+                          photometric="RGB" if samples == 3 else ""), path)
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    stored = rows * cols * samples * frames * 2 // 3
+    ds.PixelData = bytes(ds.PixelData[:stored]) + b"\0" * (stored % 2)
+    ds.save_as(path)
+    if stored % 4:
+        with pytest.raises(ValueError, match="broadcast"):
+            pydicom.dcmread(path).pixel_array
+        with pytest.raises(kvdicom.DicomLoadError, match=rf"ybr422\.dcm.*{stored} samples is not whole groups of 4"):
+            kvdicom.load(path, "cpu")
+    else:
+        np.testing.assert_array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)

@@ -521,6 +521,13 @@ def build_layout(
         nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
     if offset + nbytes > file_size:
         raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
+    if rules.photometric_interpretation == "YBR_FULL_422" and rules.bits_allocated > 1:
+        itemsize = rules.dtype.itemsize
+        stored = frames * rules.rows * rules.columns * rules.samples_per_pixel * itemsize // 3 * 2 // itemsize
+        if stored % 4:
+            # pydicom expands Y1 Y2 Cb Cr groups of the whole buffer: a partial group fails (ValueError)
+            raise _fail(path, f"YBR_FULL_422 pixel data of {stored} samples is not whole groups of 4 (Y Y Cb Cr); "
+                              "pydicom cannot expand it either")
     if rules.swap_8bit_words and nbytes > value_length:
         # pydicom swaps the pairs of the value it read: an odd value has no last pair (ValueError), where a read
         # of ``nbytes`` from the file would take the byte after the value as the pad
