@@ -451,3 +451,22 @@ def test_ybr_full_422_not_in_whole_groups_of_four_is_refused_like_pydicom(tmp_pa
             kvdicom.load(path, "cpu")
     else:
         np.testing.assert_array_equal(kvdicom.load(path, "cpu"), pydicom.dcmread(path).pixel_array)
+
+
+@pytest.mark.parametrize(("rows", "cols", "samples"), [(2, 4, 3), (6, 6, 3)])
+def test_one_bit_ybr_full_422_is_refused_like_pydicom(tmp_path, rows, cols, samples):
+    """Found by bench/test_fuzz.py (seed 189: Bits Allocated 1 written over an 8-bit YBR_FULL_422 file): pydicom
+    sizes 1-bit YBR_FULL_422 data at two thirds of the samples, unpacks it without expanding and fails to reshape
+    (ValueError); kvdicom failed the same reshape with that ValueError, not a DicomLoadError."""
+    path = tmp_path / "ybr1.dcm"
+    write_dicom(DicomSpec(frames=1, rows=rows, cols=cols, bits_allocated=1, bits_stored=1, signed=False,
+                          samples_per_pixel=samples, photometric="RGB"), path)
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    two_thirds = rows * cols * samples * 2 // 3 // 8  # bytes pydicom expects
+    ds.PixelData = bytes(range(two_thirds)) + b"\0" * (two_thirds % 2)
+    ds.save_as(path)
+    with pytest.raises(ValueError, match="reshape"):
+        pydicom.dcmread(path).pixel_array
+    with pytest.raises(kvdicom.DicomLoadError, match=r"ybr1\.dcm.*YBR_FULL_422 with Bits Allocated 1"):
+        kvdicom.load(path, "cpu")

@@ -324,6 +324,11 @@ def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRu
             f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
             "for unsigned 8-bit samples only, so there is no reference array to match"
         )
+    elif runner.photometric_interpretation == "YBR_FULL_422" and runner.bits_allocated == 1:
+        color_error = (
+            "YBR_FULL_422 with Bits Allocated 1: pydicom sizes the data at two thirds of the samples but unpacks "
+            "bits without expanding them, so its reshape fails; there is no reference array to match"
+        )
     elif runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and last_axis != 3:
         color_error = (
             f"{runner.photometric_interpretation} with {samples} sample(s) per pixel: pydicom converts YBR to RGB "
