@@ -118,6 +118,12 @@ class PixelLayout(ImagePixel):
         return self.number_of_frames * self.rows * self.columns * self.samples_per_pixel
 
     @property
+    def stored_nbytes(self) -> int:
+        """Bytes of the samples as stored, before decoding: YBR_FULL_422 holds two of every three."""
+        nbytes = self.pixel_count * self.dtype.itemsize
+        return nbytes // 3 * 2 if self.photometric_interpretation == "YBR_FULL_422" else nbytes
+
+    @property
     def unused_high_bits(self) -> int:
         """Bits above Bits Stored that pydicom shifts out (0 for float data)."""
         if self.pixel_keyword != "PixelData" or self.bits_allocated == 1:
@@ -317,9 +323,10 @@ def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRu
     except Exception as exc:
         return PixelRules(error=f"invalid Image Pixel module: {exc}")
     color_error = None
+    ybr = runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422")  # pydicom converts these to RGB
     samples = int(runner.samples_per_pixel)
     last_axis = samples if samples > 1 else int(runner.columns)  # the axis pydicom converts as (Y, Cb, Cr)
-    if runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and dtype != np.uint8:
+    if ybr and dtype != np.uint8:
         color_error = (
             f"{runner.photometric_interpretation} with {dtype} samples: pydicom converts YBR to RGB "
             "for unsigned 8-bit samples only, so there is no reference array to match"
@@ -329,7 +336,7 @@ def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRu
             "YBR_FULL_422 with Bits Allocated 1: pydicom sizes the data at two thirds of the samples but unpacks "
             "bits without expanding them, so its reshape fails; there is no reference array to match"
         )
-    elif runner.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422") and last_axis != 3:
+    elif ybr and last_axis != 3:
         color_error = (
             f"{runner.photometric_interpretation} with {samples} sample(s) per pixel: pydicom converts YBR to RGB "
             f"along the array's last axis, which holds {last_axis} values here, not 3, and fails, so there is no "
@@ -340,7 +347,7 @@ def _derive_rules(tsyntax: UID, keyword: str, vr: str, options: dict) -> PixelRu
         number_of_frames=int(frames) if isinstance(frames, int) and not isinstance(frames, bool) else frames,
         rows=int(runner.rows),
         columns=int(runner.columns),
-        samples_per_pixel=int(runner.samples_per_pixel),
+        samples_per_pixel=samples,
         planar_configuration=int(runner.planar_configuration) if runner.samples_per_pixel > 1 else 0,
         bits_allocated=int(runner.bits_allocated),
         bits_stored=int(runner.bits_stored) if keyword == "PixelData" else int(runner.bits_allocated),
@@ -526,21 +533,7 @@ def build_layout(
         nbytes += nbytes % 2  # pairs are swapped, so the pad byte is read too
     if offset + nbytes > file_size:
         raise _fail(path, f"pixel data runs past the end of the file ({offset + nbytes} > {file_size} bytes)")
-    if rules.photometric_interpretation == "YBR_FULL_422" and rules.bits_allocated > 1:
-        itemsize = rules.dtype.itemsize
-        stored = frames * rules.rows * rules.columns * rules.samples_per_pixel * itemsize // 3 * 2 // itemsize
-        if stored % 4:
-            # pydicom expands Y1 Y2 Cb Cr groups of the whole buffer: a partial group fails (ValueError)
-            raise _fail(path, f"YBR_FULL_422 pixel data of {stored} samples is not whole groups of 4 (Y Y Cb Cr); "
-                              "pydicom cannot expand it either")
-    if rules.swap_8bit_words and nbytes > value_length:
-        # pydicom swaps the pairs of the value it read: an odd value has no last pair (ValueError), where a read
-        # of ``nbytes`` from the file would take the byte after the value as the pad
-        raise _fail(path, f"8-bit pixel data encoded as OW in big endian is swapped in byte pairs, but its value "
-                          f"holds an odd {value_length} bytes (unpadded); pydicom cannot read it either")
-    if rules.color_error is not None:
-        raise _fail(path, rules.color_error)
-    return PixelLayout(
+    layout = PixelLayout(
         path=path,
         transfer_syntax=tsyntax,
         pixel_keyword=keyword,
@@ -564,3 +557,17 @@ def build_layout(
         modality=modality if modality is not None else ModalityTransform(),
         file_id=file_id,
     )
+    if layout.photometric_interpretation == "YBR_FULL_422" and layout.bits_allocated > 1:
+        stored = layout.stored_nbytes // layout.dtype.itemsize
+        if stored % 4:
+            # pydicom expands Y1 Y2 Cb Cr groups of the whole buffer: a partial group fails (ValueError)
+            raise _fail(path, f"YBR_FULL_422 pixel data of {stored} samples is not whole groups of 4 (Y Y Cb Cr); "
+                              "pydicom cannot expand it either")
+    if rules.swap_8bit_words and nbytes > value_length:
+        # pydicom swaps the pairs of the value it read: an odd value has no last pair (ValueError), where a read
+        # of ``nbytes`` from the file would take the byte after the value as the pad
+        raise _fail(path, f"8-bit pixel data encoded as OW in big endian is swapped in byte pairs, but its value "
+                          f"holds an odd {value_length} bytes (unpadded); pydicom cannot read it either")
+    if rules.color_error is not None:
+        raise _fail(path, rules.color_error)
+    return layout

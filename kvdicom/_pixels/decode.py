@@ -90,9 +90,7 @@ def decode(raw, layout: PixelLayout, *, bits_corrected: bool = False):
         return ybr_full_to_rgb(arr) if layout.photometric_interpretation in CONVERTED_TO_RGB else arr
 
     itemsize = layout.dtype.itemsize
-    stored = layout.pixel_count * itemsize
-    if layout.photometric_interpretation == "YBR_FULL_422":
-        stored = stored // 3 * 2
+    stored = layout.stored_nbytes
     if layout.swap_8bit_words:
         raw = _swap_bytes(raw, 2)[:stored]
     elif not layout.little_endian and itemsize > 1:
