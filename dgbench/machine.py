@@ -177,6 +177,14 @@ def stable_location(path: str | os.PathLike, root: str | os.PathLike | None) -> 
     return None
 
 
+def header_walk() -> str:
+    """Which header walk kvdicom uses here: ``compiled`` (built where ./dgb or pip found a C compiler) or ``python``;
+    recorded because it moves every per-file time (docs/loader.md)."""
+    from kvdicom._header import fast_header
+
+    return "python" if fast_header.compiled_walk is None else "compiled"
+
+
 def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.PathLike | None = None) -> dict:
     """Fields for pytest-benchmark's machine_info; nothing that changes between runs of one machine.
 
@@ -204,5 +212,6 @@ def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.P
     if gpu.count > 1:  # one-GPU machines record no gpu_count: their machine_info stays as it was
         info["gpu_count"] = gpu.count
     info["kvdicom_threads"] = configured_threads()  # kvdicom.configure: KvikIO pool size it sets, None: untouched
+    info["kvdicom_header_walk"] = header_walk()
     info.update(kvikio_settings())
     return info

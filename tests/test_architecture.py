@@ -27,15 +27,20 @@ def _imports(modules: dict[str, Path]) -> tuple[dict[str, set[str]], list[str]]:
     graph, inner = {}, []
     for name, path in modules.items():
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        # a module-level ``try: from kvdicom... import`` (an optional compiled part) is a top-level import
+        in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                         ast.ClassDef, ast.Lambda))
+                        for n in ast.walk(f)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kvdicom":
-                if node.col_offset:
+                if id(node) in in_functions:
                     inner.append(f"{name}:{node.lineno}")
                 for alias in node.names:
                     full = f"{node.module}.{alias.name}"
                     deps.add(full if full in modules else node.module)
             elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "kvdicom" for a in node.names):
-                if node.col_offset:
+                if id(node) in in_functions:
                     inner.append(f"{name}:{node.lineno}")
                 deps.update(a.name for a in node.names if a.name in modules)
         graph[name] = {d for d in deps if d in modules and d not in (name, "kvdicom")}

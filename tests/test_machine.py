@@ -59,3 +59,13 @@ def test_the_gpu_count_names_multi_gpu_hosts_and_leaves_one_gpu_machines_as_they
     assert "gpu_count" not in info_one and info_eight["gpu_count"] == 8
     assert set(info_eight) - set(info_one) == {"gpu_count"}
     assert base_name(info_eight).startswith("8 × NVIDIA H200") and base_name(info_one).startswith("NVIDIA H200")
+
+
+def test_machine_info_records_which_header_walk_kvdicom_uses(monkeypatch):
+    from dgbench.machine import GpuStatus, machine_info
+    from kvdicom._header import fast_header
+
+    monkeypatch.setattr(fast_header, "compiled_walk", None)
+    assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_header_walk"] == "python"
+    monkeypatch.setattr(fast_header, "compiled_walk", object())
+    assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_header_walk"] == "compiled"

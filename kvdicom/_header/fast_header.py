@@ -38,6 +38,12 @@ past their item or the file, and any error (the pydicom path words the refusal).
 Reads are bounded by the file size: the first :data:`CHUNK_BYTES` are read,
 and the walk re-reads a further chunk only where it needs bytes past it.
 
+Where kvdicom was built with a C compiler, the compiled walk (``kvdicom/_header/_walk.c``, :data:`compiled_walk`)
+first walks the element headers of that chunk, exactly as :func:`_walk_top` and :func:`_walk_items` would, and
+hands back the kept elements and where it stopped: before the pixel data, or before anything the Python walk
+must decide (a refused or unusual element, bytes past the chunk); the Python walk carries on from there with the
+same checks (:func:`_fast_forward`). Both walks give the same result on every header (``tests/test_compiled_walk.py``).
+
 Measured on the 2-core CPU dev machine (shared, so noisy): 256 copies of
 pydicom's ``CT_small.dcm`` header (262 elements with the nested ones, trailing
 padding after the pixel data) on 512 x 512 int16 slices, page cache warm, best
@@ -81,6 +87,11 @@ from kvdicom._header.layout import (
 )
 from kvdicom._io.fileid import identify, open_regular
 from kvdicom.errors import DicomLoadError
+
+try:  # built where a C compiler was found (setup.py); kvdicom works without it
+    from kvdicom._header import _walk
+except ImportError:
+    _walk = None
 
 #: Bytes read first. A CT header is 6–10 KiB; open + read of 16 KiB measured
 #: 2.1 ms for 256 files on the H200 machine, so a larger first read costs
@@ -176,6 +187,29 @@ _TS_EXPLICIT = ExplicitVRLittleEndian.encode()
 _ENCAPSULATED = {str(uid).encode(): uid for uid in compressed.CODECS}
 
 
+#: The interface of the compiled walk this code drives (``WALK_VERSION`` in ``kvdicom/_header/_walk.c``); a build
+#: of another version (stale, left in the tree) is not used.
+COMPILED_WALK_VERSION = 1
+
+
+def _load_compiled_walk(module=_walk):
+    """``module`` (``kvdicom._header._walk``) configured with this module's tables, or None where it is not built
+    (no compiler where kvdicom was installed) or of another version: the Python walk then walks every element.
+
+    It walks the element headers from the first read chunk exactly as :func:`_walk_top` and :func:`_walk_items`
+    do and stops wherever they would do anything but skip or keep a value; the Python walk carries on from
+    there (:func:`_fast_forward`). Numbers: docs/loader.md.
+    """
+    if getattr(module, "VERSION", None) != COMPILED_WALK_VERSION:
+        return None
+    words = struct.Struct("<I")
+    keep = b"".join(words.pack(w) for w, action in _ACTIONS.items() if action == _KEEP)
+    other = b"".join(words.pack(w) for w, action in _ACTIONS.items() if action != _KEEP)
+    module.configure(keep, other, b"".join(sorted(SHORT_VRS)), b"".join(sorted(LONG_VRS)), MAX_VALUE_BYTES, MAX_DEPTH,
+                     _dictionary_sq)
+    return module
+
+
 class _Unprovable(Exception):
     """The walk cannot show that pydicom reads this header the same way."""
 
@@ -218,8 +252,10 @@ def _looks_explicit(vr: bytes) -> bool:
     return len(vr) == 2 and 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
 
 
+@functools.lru_cache(maxsize=4096)
 def _dictionary_sq(tag: int) -> bool | None:
-    """Whether pydicom's dictionary calls ``tag`` a sequence (None: not in the dictionary)."""
+    """Whether pydicom's dictionary calls ``tag`` a sequence (None: not in the dictionary); cached, as the
+    dictionary is fixed and a series asks the same tags of every file."""
     from pydicom.datadict import _dictionary_vr_fast  # what pydicom's reader calls
 
     try:
@@ -393,11 +429,34 @@ def _start(src: _Source, force: bool) -> tuple[int, bool, bytes]:
     return pos, implicit, tsyntax
 
 
-def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False):
+def _keep(src: _Source, kept: dict, word: int, vr: bytes | None, value_at: int, length: int) -> None:
+    """Keep the value of a needed element (both walks), or :class:`_Unprovable` where pydicom must decide."""
+    if word in kept:
+        raise _Unprovable("duplicate element")
+    if length == UNDEFINED or length > MAX_VALUE_BYTES:
+        raise _Unprovable("needed element too long")
+    if vr is not None and vr != _EXPECTED_VR[word]:
+        raise _Unprovable("unusual VR")
+    kept[word] = (vr, src.bytes_at(value_at, length))
+
+
+def _fast_forward(src: _Source, pos: int, implicit: bool, kept: dict) -> int:
+    """Walk as far as the compiled walk can (:data:`compiled_walk`), keeping what it passes; return where the
+    Python walk carries on (``pos`` itself where there is no compiled walk)."""
+    if compiled_walk is None:
+        return pos
+    stop, records = compiled_walk.walk(src.buf, src.base, pos, implicit)
+    for word, vr, value_at, length in records:
+        _keep(src, kept, word, vr, value_at, length)
+    return stop
+
+
+def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False, kept: dict | None = None):
     """Walk the top-level dataset to the pixel data; return (kept values, pixel element).
 
     ``encapsulated``: the transfer syntax is one of :data:`kvdicom._header.compressed.CODECS`, so the pixel data
-    must have undefined length, and the Extended Offset Table and its lengths (before it) are kept.
+    must have undefined length, and the Extended Offset Table and its lengths (before it) are kept. ``kept``:
+    the values kept before ``pos`` (by :func:`_fast_forward`), to which this walk adds.
 
     The hot loop of the fast path (one pass per element of a 200–400 element
     header), so the element header is decoded inline from the buffered chunk
@@ -407,7 +466,7 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
     old and new interleaved, 2-core CPU dev machine; a bare loop of the 212 top-level ``unpack_from`` calls
     alone takes 22 µs there).
     """
-    kept: dict[int, tuple[bytes | None, bytes]] = {}
+    kept: dict[int, tuple[bytes | None, bytes]] = {} if kept is None else kept
     actions = _ACTIONS
     explicit_unpack, implicit_unpack, u32_unpack = _EXPLICIT.unpack_from, _IMPLICIT.unpack_from, _U32.unpack_from
     long_vrs, short_vrs = LONG_VRS, SHORT_VRS
@@ -452,13 +511,7 @@ def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False
                 buf, base = src.buf, src.base
                 limit = base + len(buf) - 12
                 continue
-            if word in kept:
-                raise _Unprovable("duplicate element")
-            if length == UNDEFINED or length > MAX_VALUE_BYTES:
-                raise _Unprovable("needed element too long")
-            if vr is not None and vr != _EXPECTED_VR[word]:
-                raise _Unprovable("unusual VR")
-            kept[word] = (vr, src.bytes_at(value_at, length))
+            _keep(src, kept, word, vr, value_at, length)
             pos = value_at + length
         elif length == UNDEFINED:
             if not _undefined_is_sequence(src, word, vr, value_at):
@@ -626,7 +679,9 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
     src = _Source(fd, file_id[2])
     pos, implicit, tsyntax_bytes = _start(src, force)
     encapsulated = _ENCAPSULATED.get(tsyntax_bytes)
-    kept, (word, vr, offset, length) = _walk_top(src, pos, implicit, encapsulated is not None)
+    kept: dict = {}
+    pos = _fast_forward(src, pos, implicit, kept)
+    kept, (word, vr, offset, length) = _walk_top(src, pos, implicit, encapsulated is not None, kept)
     if encapsulated is not None:
         layout = _compressed_layout(src, path, encapsulated, kept, (word, vr, offset, length), file_id)
     else:
@@ -662,3 +717,7 @@ def scan(path: str, force: bool = False) -> FastHeader | None:
         return scan_fd(fd, path, force)
     finally:
         os.close(fd)
+
+
+#: The compiled walk, or None (tests set it to None to run the Python walk alone).
+compiled_walk = _load_compiled_walk()

@@ -1,0 +1,262 @@
+/* The compiled fast-forward of kvdicom's header walk (kvdicom/_header/fast_header.py).
+
+   walk(buf, base, pos, implicit) walks the top-level element headers of a dataset held in ``buf`` (the file's
+   bytes from offset ``base``), from the element at file offset ``pos``, exactly as fast_header._walk_top and
+   _walk_items do, and returns (stop, records): ``stop`` is the file offset of the first top-level element it did
+   not walk past, ``records`` the (tag word, VR bytes or None, value offset, length) of the kept elements it walked
+   past, in file order. It stops, leaving that element to the Python walk, wherever the Python walk would do
+   anything but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
+   table), a kept element of undefined or long length, an unknown VR, an undefined length that is not a sequence
+   (explicit VR: SQ; implicit VR: what fast_header._dictionary_sq, called back, or the next item tag says), a
+   malformed or too deeply nested sequence, and any element header (or item inside a sequence) that does not
+   lie wholly in ``buf`` with 12 bytes to spare, the Python walk's own window rule. Stopping is always safe: the
+   Python walk carries on from ``stop`` with the kept values, so both give the same layout by construction.
+
+   It never reads outside ``buf``. Built with the limited C API (abi3); setup.py builds it where a compiler is
+   found, and without it kvdicom uses the Python walk alone (fast_header._compiled is None). */
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x030A0000
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* fast_header.COMPILED_WALK_VERSION must equal it, else the module is not used (a stale build). */
+#define WALK_VERSION 1
+
+#define UNDEFINED 0xFFFFFFFFu
+#define ITEM 0xE000FFFEu           /* (FFFE,E000) as its little-endian tag word */
+#define ITEM_DELIMITER 0xE00DFFFEu /* (FFFE,E00D) */
+#define SEQUENCE_DELIMITER 0xE0DDFFFEu
+#define MAX_WORDS 64
+#define MAX_STACK 256
+
+enum { VR_UNKNOWN = 0, VR_SHORT = 1, VR_LONG = 2 };
+static unsigned char vr_class[65536];
+static uint32_t keep_words[MAX_WORDS], other_words[MAX_WORDS];
+static int n_keep = -1, n_other = 0;
+static uint32_t max_value_bytes = 0;
+static int max_depth = 0;
+static PyObject *dictionary_sq = NULL; /* fast_header._dictionary_sq: True, False or None (not in the dictionary) */
+
+static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }  /* little endian hosts */
+static uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+static int has(const uint32_t *words, int n, uint32_t word) {
+    for (int i = 0; i < n; i++)
+        if (words[i] == word) return 1;
+    return 0;
+}
+
+/* Whether pydicom parses an implicit VR element of undefined length as a sequence, as
+   fast_header._undefined_is_sequence decides: 1 yes, 0 no (the Python walk refuses), -1 its next bytes lie outside
+   ``buf`` (the Python walk reads them), -2 an exception is set. */
+static int implicit_is_sequence(uint32_t word, const unsigned char *buf, int64_t base, int64_t len, int64_t value_at) {
+    unsigned long tag = ((unsigned long)(word & 0xFFFF) << 16) | (word >> 16);
+    PyObject *is_sq = PyObject_CallFunction(dictionary_sq, "k", tag);
+    if (!is_sq) return -2;
+    int answer;
+    if (is_sq == Py_None) {
+        if (value_at < base || value_at + 4 > base + len) answer = -1;
+        else answer = rd32(buf + (value_at - base)) == ITEM;
+    } else {
+        answer = PyObject_IsTrue(is_sq);
+        if (answer < 0) answer = -2;
+    }
+    Py_DECREF(is_sq);
+    return answer;
+}
+
+/* Offset after the sequence delimiter of the undefined-length sequence whose items start at ``pos`` (the top
+   level's depth is 1), -1 where _walk_items would raise or read through the source, -2 with an exception set. */
+static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, int64_t pos, int implicit) {
+    int64_t limit = base + len - 12;
+    int64_t hold_end[MAX_STACK];
+    int hold_depth[MAX_STACK];
+    int top = 0;
+    hold_end[0] = -1; hold_depth[0] = 1;
+    int in_items = 1, item_depth = 1;
+    int64_t end = -1; /* -1: the item ends at its delimiter */
+    for (;;) {
+        if (end >= 0 && !in_items && pos >= end) {
+            if (pos != end) return -1;
+            in_items = 1;
+            continue;
+        }
+        if (pos > limit || pos < base) return -1;
+        const unsigned char *p = buf + (pos - base);
+        uint32_t word = rd32(p), length = rd32(p + 4);
+        if (in_items) {
+            pos += 8;
+            if (word == SEQUENCE_DELIMITER) {
+                end = hold_end[top]; item_depth = hold_depth[top];
+                if (top == 0) return pos;
+                top--;
+                in_items = 0;
+                continue;
+            }
+            if (word != ITEM) return -1;
+            item_depth = hold_depth[top] + 1;
+            if (item_depth > max_depth) return -1;
+            end = length == UNDEFINED ? -1 : pos + (int64_t)length;
+            in_items = 0;
+            continue;
+        }
+        if (word == ITEM_DELIMITER) {
+            if (end >= 0) return -1;
+            pos += 8;
+            in_items = 1;
+            continue;
+        }
+        int64_t value_at;
+        uint16_t vr = 0;
+        if (implicit) {
+            value_at = pos + 8;
+        } else {
+            vr = rd16(p + 4);
+            if (vr_class[vr] == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
+            else if (vr_class[vr] == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
+            else return -1;
+        }
+        if (length == UNDEFINED) {
+            if (implicit) {
+                int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
+                if (is_sq != 1) return is_sq == -2 ? -2 : -1;
+            } else if (vr != ('S' | 'Q' << 8)) {
+                return -1;
+            }
+            if (top + 1 >= MAX_STACK) return -1;
+            top++;
+            hold_end[top] = end; hold_depth[top] = item_depth;
+            in_items = 1;
+            pos = value_at;
+        } else {
+            pos = value_at + (int64_t)length;
+        }
+    }
+}
+
+static PyObject *record(uint32_t word, const unsigned char *vr, int64_t value_at, uint32_t length) {
+    PyObject *vr_obj;
+    if (vr == NULL) { Py_INCREF(Py_None); vr_obj = Py_None; }
+    else if (!(vr_obj = PyBytes_FromStringAndSize((const char *)vr, 2))) return NULL;
+    PyObject *rec = Py_BuildValue("(kNLk)", (unsigned long)word, vr_obj, (long long)value_at, (unsigned long)length);
+    return rec;
+}
+
+static PyObject *walk(PyObject *self, PyObject *args) {
+    PyObject *buf_obj;
+    long long base, pos;
+    int implicit;
+    if (!PyArg_ParseTuple(args, "SLLp", &buf_obj, &base, &pos, &implicit)) return NULL;
+    if (n_keep < 0) { PyErr_SetString(PyExc_RuntimeError, "configure() was not called"); return NULL; }
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(buf_obj, &data, &len) < 0) return NULL;
+    const unsigned char *buf = (const unsigned char *)data;
+    int64_t limit = (int64_t)base + (int64_t)len - 12;
+    PyObject *records = PyList_New(0);
+    if (!records) return NULL;
+    for (;;) {
+        if (pos > limit || pos < base) break;
+        const unsigned char *p = buf + (pos - base);
+        uint32_t word = rd32(p), length;
+        const unsigned char *vr = NULL;
+        int64_t value_at;
+        if (implicit) {
+            length = rd32(p + 4);
+            value_at = pos + 8;
+        } else {
+            vr = p + 4;
+            unsigned char cls = vr_class[rd16(vr)];
+            if (cls == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
+            else if (cls == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
+            else break;
+        }
+        if (has(keep_words, n_keep, word)) {
+            if (length == UNDEFINED || length > max_value_bytes) break;
+            PyObject *rec = record(word, vr, value_at, length);
+            if (!rec || PyList_Append(records, rec) < 0) { Py_XDECREF(rec); Py_DECREF(records); return NULL; }
+            Py_DECREF(rec);
+            pos = value_at + (int64_t)length;
+            continue;
+        }
+        if (has(other_words, n_other, word)) break;
+        if (length == UNDEFINED) {
+            if (implicit) {
+                int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
+                if (is_sq == -2) { Py_DECREF(records); return NULL; }
+                if (is_sq != 1) break;
+            } else if (rd16(vr) != ('S' | 'Q' << 8)) {
+                break;
+            }
+            int64_t after = walk_items(buf, base, len, value_at, implicit);
+            if (after == -2) { Py_DECREF(records); return NULL; }
+            if (after < 0) break;
+            pos = after;
+            continue;
+        }
+        pos = value_at + (int64_t)length;
+    }
+    return Py_BuildValue("(LN)", (long long)pos, records);
+}
+
+static int fill_words(PyObject *obj, uint32_t *words, int *count) {
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(obj, &data, &len) < 0) return -1;
+    if (len % 4 || len / 4 > MAX_WORDS) { PyErr_SetString(PyExc_ValueError, "tag words: 4 bytes each, at most 64"); return -1; }
+    for (Py_ssize_t i = 0; i < len / 4; i++) words[i] = rd32((const unsigned char *)data + 4 * i);
+    *count = (int)(len / 4);
+    return 0;
+}
+
+static int fill_vrs(PyObject *obj, unsigned char cls) {
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(obj, &data, &len) < 0) return -1;
+    if (len % 2) { PyErr_SetString(PyExc_ValueError, "VRs: 2 bytes each"); return -1; }
+    for (Py_ssize_t i = 0; i < len; i += 2) vr_class[rd16((const unsigned char *)data + i)] = cls;
+    return 0;
+}
+
+/* configure(keep, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq): the walk's tables and
+   the dictionary test, fast_header's own (one source of truth). */
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *keep, *other, *short_vrs, *long_vrs, *is_sq;
+    unsigned long max_value;
+    int depth;
+    if (!PyArg_ParseTuple(args, "SSSSkiO", &keep, &other, &short_vrs, &long_vrs, &max_value, &depth, &is_sq))
+        return NULL;
+    if (!PyCallable_Check(is_sq)) { PyErr_SetString(PyExc_TypeError, "dictionary_sq must be callable"); return NULL; }
+    n_keep = -1;
+    memset(vr_class, VR_UNKNOWN, sizeof vr_class);
+    if (fill_words(other, other_words, &n_other) < 0 || fill_vrs(short_vrs, VR_SHORT) < 0 ||
+        fill_vrs(long_vrs, VR_LONG) < 0)
+        return NULL;
+    int count;
+    if (fill_words(keep, keep_words, &count) < 0) return NULL;
+    max_value_bytes = (uint32_t)max_value;
+    max_depth = depth;
+    PyObject *old = dictionary_sq;
+    Py_INCREF(is_sq);
+    dictionary_sq = is_sq;
+    Py_XDECREF(old);
+    n_keep = count;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, records); see the module's source."},
+    {"configure", configure, METH_VARARGS, "configure(keep, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk", "kvdicom's compiled header walk", -1, methods};
+
+PyMODINIT_FUNC PyInit__walk(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "VERSION", WALK_VERSION) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}

@@ -1,0 +1,193 @@
+"""The compiled header walk (kvdicom/_header/_walk.c) gives exactly what the Python walk gives, and walks far.
+
+The other header tests hold the fast walk to pydicom with the compiled walk in use where it is built; these hold
+the compiled walk to the Python walk alone (so both equal pydicom), on generated, clinical and mutated headers,
+with the first read chunk cut small so that windows end inside elements and sequences; and they check that it
+really walks (to the pixel data of every clinical header kind), never reads outside its buffer, is not used when
+stale, and that kvdicom installs and loads without it where no C compiler is found.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+
+import kvdicom
+from fixtures.spec import DicomSpec
+from fixtures.strategies import dicom_specs
+from fixtures.writer import write_dicom
+from kvdicom._header import fast_header
+from tests import header_strategies as hs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+needs_compiled = pytest.mark.skipif(
+    fast_header.compiled_walk is None,
+    reason="kvdicom's compiled header walk is not built here (no C compiler where ./dgb ran): the Python walk "
+           "is tested alone")
+
+PROPERTY = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                           HealthCheck.data_too_large], deadline=None)
+
+
+@contextmanager
+def python_walk_only():
+    with mock.patch.object(fast_header, "compiled_walk", None):
+        yield
+
+
+def scan(path, force=False, chunk=None):
+    """What :func:`fast_header.scan` gives: (layout, keys), None (pydicom decides) or ("refused", reason)."""
+    with mock.patch.object(fast_header, "CHUNK_BYTES", chunk or fast_header.CHUNK_BYTES):
+        try:
+            header = fast_header.scan(str(path), force)
+        except kvdicom.DicomLoadError as exc:
+            return ("refused", exc.reason)
+    return None if header is None else (header.layout, header.keys)
+
+
+def check_walks_agree(path, force=False, chunk=None):
+    compiled = scan(path, force, chunk)
+    with python_walk_only():
+        pure = scan(path, force, chunk)
+    if currently_in_test_context():
+        note(f"compiled={compiled!r}\npure={pure!r}")
+    assert compiled == pure
+    return compiled
+
+
+def _write(tmp_path, spec: DicomSpec, elements=()) -> Path:
+    path = tmp_path / f"{spec.key()}-{abs(hash(elements))}.dcm"
+    write_dicom(spec, path)
+    if elements:
+        data = hs.splice(path.read_bytes(), elements, implicit=spec.transfer_syntax == "implicit_le",
+                         with_meta=spec.file_meta)
+        path.write_bytes(data)
+    return path
+
+
+CHUNKS = st.sampled_from([None, 64, 200, 333, 1024, 4096])
+
+
+@needs_compiled
+@PROPERTY
+@given(spec=dicom_specs(rescale=True, headers=True), elements=hs.header_blocks(), chunk=CHUNKS)
+def test_compiled_walk_equals_the_python_walk_on_generated_headers(tmp_path, spec, elements, chunk):
+    check_walks_agree(_write(tmp_path, spec, elements), not spec.file_meta, chunk)
+
+
+@needs_compiled
+@PROPERTY
+@given(spec=dicom_specs(rescale=True, headers=True), elements=hs.header_blocks(), chunk=CHUNKS, data=st.data())
+def test_compiled_walk_equals_the_python_walk_on_mutated_headers(tmp_path, spec, elements, chunk, data):
+    path = _write(tmp_path, spec, elements)
+    raw = bytearray(path.read_bytes())
+    end = max(1, len(raw) - spec.pixel_bytes)  # the header, and the pixel element's own header
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, end - 1))
+        new = data.draw(st.one_of(st.binary(min_size=1, max_size=4),
+                                  st.sampled_from([b"\xff\xff\xff\xff", b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0",
+                                                   b"\xfe\xff\x0d\xe0", b"SQ\0\0", b"UN\0\0", b"OB\0\0"])))
+        raw[at:at + len(new)] = new
+    if data.draw(st.booleans()):
+        del raw[data.draw(st.integers(0, len(raw))):]
+    note(f"{len(raw)} bytes")
+    path.write_bytes(bytes(raw))
+    check_walks_agree(path, data.draw(st.booleans()), chunk)
+
+
+def _pixel_element_offset(path, force=False):
+    """Where the pixel data element's header starts, by the Python walk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        src = fast_header._Source(fd, os.fstat(fd).st_size)
+        pos, implicit, _ = fast_header._start(src, force)
+        with python_walk_only():
+            kept, (_, vr, value_at, _) = fast_header._walk_top(src, pos, implicit)
+        return pos, implicit, kept, value_at - (12 if vr in fast_header.LONG_VRS else 8)
+    finally:
+        os.close(fd)
+
+
+@needs_compiled
+@pytest.mark.parametrize("kind", ["ct", "mr", "enhanced_mr", "seed"])
+@pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
+def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_path, kind, syntax):
+    frames = 3 if kind in ("enhanced_mr", "seed") else 1
+    path = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
+    pos, implicit, kept, pixel_at = _pixel_element_offset(path)
+    with open(path, "rb") as f:
+        buf = f.read(pixel_at + 16)
+    stop, records = fast_header.compiled_walk.walk(buf, 0, pos, implicit)
+    assert stop == pixel_at, f"the compiled walk stopped at {stop}, before the pixel data at {pixel_at}"
+    assert {word: (vr, buf[at:at + n]) for word, vr, at, n in records} == kept
+    assert check_walks_agree(path) is not None
+
+
+@needs_compiled
+@pytest.mark.parametrize("tag", [0x00081140, 0x00091010, 0x00191001])  # in pydicom's dictionary, private, private
+def test_compiled_walk_asks_the_dictionary_for_implicit_sequences_of_undefined_length(tmp_path, tag):
+    # implicit VR: only pydicom's dictionary, or else an item tag next, says an undefined length is a sequence
+    inner = hs.Sequence(0x00081140, False, (hs.Item(False, (hs.Value(0x00081150, "UI", b"1.2.3\0"),)),))
+    seq = hs.Sequence(tag, False, (hs.Item(False, (inner,)), hs.Item(True, ())))
+    path = _write(tmp_path, DicomSpec(rows=4, cols=4, transfer_syntax="implicit_le"), (seq,))
+    pos, implicit, kept, pixel_at = _pixel_element_offset(path)
+    stop, records = fast_header.compiled_walk.walk(path.read_bytes(), 0, pos, implicit)
+    assert stop == pixel_at
+    assert isinstance(check_walks_agree(path)[0], kvdicom.PixelLayout)
+
+
+@needs_compiled
+@settings(deadline=None)
+@given(buf=st.binary(max_size=256), base=st.integers(0, 1 << 40), offset=st.integers(-64, 320),
+       implicit=st.booleans())
+def test_compiled_walk_never_reads_outside_its_buffer(buf, base, offset, implicit):
+    # whatever the bytes and positions: no crash, and it stops where it started or past whole elements
+    stop, records = fast_header.compiled_walk.walk(buf, base, base + offset, implicit)
+    assert stop == base + offset or (0 <= offset and stop > base + offset)
+    for word, vr, value_at, length in records:
+        assert base + offset < value_at <= stop and value_at + length <= stop
+
+
+def test_a_stale_build_is_not_used(monkeypatch):
+    source = (ROOT / "kvdicom" / "_header" / "_walk.c").read_text()
+    assert f"#define WALK_VERSION {fast_header.COMPILED_WALK_VERSION}\n" in source
+    monkeypatch.setattr(fast_header, "COMPILED_WALK_VERSION", fast_header.COMPILED_WALK_VERSION + 1)
+    assert fast_header._load_compiled_walk() is None
+
+
+def test_python_walk_alone_loads_as_pydicom(make_file):
+    import numpy as np
+    import pydicom
+
+    path = make_file(rows=8, cols=6, header="ct", rescale_slope=2.0, rescale_intercept=-1.0)
+    with python_walk_only():
+        assert fast_header.scan(str(path)) is not None
+        got = kvdicom.load(path, "cpu")
+    assert np.array_equal(got, pydicom.dcmread(path).pixel_array)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to fail")
+def test_without_a_c_compiler_the_build_goes_on_without_the_walk(tmp_path):
+    for name in ("setup.py", "pyproject.toml", "README.md", "kvdicom/_header/_walk.c"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    env = dict(os.environ, CC="/bin/false", LDSHARED="/bin/false")
+    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "kvdicom").rglob("*.so"))
+    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "kvdicom").rglob("_walk*.so")), "a compiler is here, yet nothing was built"
