@@ -111,8 +111,8 @@ def _pixel_element_offset(path, force=False):
     fd = os.open(path, os.O_RDONLY)
     try:
         src = fast_header._Source(fd, os.fstat(fd).st_size)
-        pos, implicit, _ = fast_header._start(src, force)
         with python_walk_only():
+            pos, implicit, _ = fast_header._start(src, force)
             kept, (_, vr, value_at, _) = fast_header._walk_top(src, pos, implicit)
         return pos, implicit, kept, value_at - (12 if vr in fast_header.LONG_VRS else 8)
     finally:
@@ -131,6 +131,16 @@ def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_
     stop, records = fast_header.compiled_walk.walk(buf, 0, pos, implicit)
     assert stop == pixel_at, f"the compiled walk stopped at {stop}, before the pixel data at {pixel_at}"
     assert {word: (vr, buf[at:at + n]) for word, vr, at, n in records} == kept
+    # the file meta too: the same end and transfer syntax as the Python walk's
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        src = fast_header._Source(fd, os.fstat(fd).st_size)
+        src.fill(0, min(fast_header.CHUNK_BYTES, src.size))
+        meta_end, tsyntax = fast_header._file_meta(src)
+    finally:
+        os.close(fd)
+    end, raw = fast_header.compiled_walk.meta(buf[:fast_header.CHUNK_BYTES], path.stat().st_size)
+    assert (end, raw.rstrip(b" \0")) == (meta_end, tsyntax)
     assert check_walks_agree(path) is not None
 
 

@@ -23,7 +23,7 @@
 #include <string.h>
 
 /* fast_header.COMPILED_WALK_VERSION must equal it, else the module is not used (a stale build). */
-#define WALK_VERSION 1
+#define WALK_VERSION 2
 
 #define UNDEFINED 0xFFFFFFFFu
 #define ITEM 0xE000FFFEu           /* (FFFE,E000) as its little-endian tag word */
@@ -202,6 +202,45 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     return Py_BuildValue("(LN)", (long long)pos, records);
 }
 
+/* meta(buf, size): the file meta of a file with the DICM prefix, walked as fast_header._file_meta walks it, from
+   ``buf`` (the file's first bytes; ``size``: the file's): (offset after it, the raw Transfer Syntax UID value or
+   None), or None wherever that walk would refuse or read past ``buf`` (it then walks the file meta itself). */
+static PyObject *meta(PyObject *self, PyObject *args) {
+    PyObject *buf_obj;
+    long long size;
+    if (!PyArg_ParseTuple(args, "SL", &buf_obj, &size)) return NULL;
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(buf_obj, &data, &len) < 0) return NULL;
+    const unsigned char *buf = (const unsigned char *)data;
+    if (len < 132 || memcmp(buf + 128, "DICM", 4) != 0 || (int64_t)len > size) Py_RETURN_NONE;
+    int64_t pos = 132, ts_at = -1;
+    uint32_t ts_length = 0;
+    int first = 1;
+    for (;;) {
+        if (pos + 8 > size || pos + 12 > (int64_t)len) Py_RETURN_NONE;
+        const unsigned char *p = buf + pos;
+        if (p[0] != 0x02 || p[1] != 0x00) break;
+        uint32_t word = rd32(p), length;
+        uint16_t vr = rd16(p + 4);
+        int64_t value_at;
+        if (vr_class[vr] == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
+        else if (vr_class[vr] == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
+        else Py_RETURN_NONE;
+        if (first && (word != 0x00000002u || vr != ('U' | 'L' << 8) || length != 4)) Py_RETURN_NONE;
+        first = 0;
+        if (length == UNDEFINED) Py_RETURN_NONE;
+        if (word == 0x00100002u) { /* (0002,0010) */
+            if (ts_at >= 0 || length > 64 || value_at + (int64_t)length > (int64_t)len) Py_RETURN_NONE;
+            ts_at = value_at;
+            ts_length = length;
+        }
+        pos = value_at + (int64_t)length;
+    }
+    if (ts_at < 0) return Py_BuildValue("(LO)", (long long)pos, Py_None);
+    return Py_BuildValue("(Ly#)", (long long)pos, (const char *)buf + ts_at, (Py_ssize_t)ts_length);
+}
+
 static int fill_words(PyObject *obj, uint32_t *words, int *count) {
     char *data;
     Py_ssize_t len;
@@ -249,6 +288,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, records); see the module's source."},
+    {"meta", meta, METH_VARARGS, "meta(buf, size) -> (offset after the file meta, Transfer Syntax UID value) or None"},
     {"configure", configure, METH_VARARGS, "configure(keep, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq)"},
     {NULL, NULL, 0, NULL},
 };

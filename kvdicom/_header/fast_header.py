@@ -189,7 +189,7 @@ _ENCAPSULATED = {str(uid).encode(): uid for uid in compressed.CODECS}
 
 #: The interface of the compiled walk this code drives (``WALK_VERSION`` in ``kvdicom/_header/_walk.c``); a build
 #: of another version (stale, left in the tree) is not used.
-COMPILED_WALK_VERSION = 1
+COMPILED_WALK_VERSION = 2
 
 
 def _load_compiled_walk(module=_walk):
@@ -375,29 +375,39 @@ def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
             pos = value_at + length
 
 
+def _file_meta(src: _Source) -> tuple[int, bytes | None]:
+    """Walk the file meta (explicit VR LE, group 2) after the DICM prefix: (where the dataset starts, the
+    Transfer Syntax UID, or None without one)."""
+    pos, tsyntax = 132, None
+    first = True
+    while True:
+        if pos + 8 > src.size:
+            raise _Unprovable("file ends in the file meta")
+        if src.bytes_at(pos, 2) != b"\x02\x00":
+            return pos, tsyntax
+        word, vr, value_at, length = _element(src, pos, False)
+        if first and (word != _word(0x00020000) or vr != b"UL" or length != 4):
+            raise _Unprovable("file meta does not start with its group length")
+        first = False
+        if length == UNDEFINED:
+            raise _Unprovable("undefined length in the file meta")
+        if word == _word(0x00020010):
+            if tsyntax is not None or length > 64:
+                raise _Unprovable("odd (0002,0010)")
+            tsyntax = src.bytes_at(value_at, length).rstrip(b" \0")
+        pos = value_at + length
+
+
 def _start(src: _Source, force: bool) -> tuple[int, bool, bytes]:
     """Where the dataset starts, whether it is implicit VR, and the transfer syntax UID bytes."""
     src.fill(0, min(CHUNK_BYTES, src.size))
     buf = src.buf
     if len(buf) >= 132 and buf[128:132] == b"DICM":
-        pos, tsyntax = 132, None
-        first = True
-        while True:  # file meta: explicit VR LE, group 2
-            if pos + 8 > src.size:
-                raise _Unprovable("file ends in the file meta")
-            if src.bytes_at(pos, 2) != b"\x02\x00":
-                break
-            word, vr, value_at, length = _element(src, pos, False)
-            if first and (word != _word(0x00020000) or vr != b"UL" or length != 4):
-                raise _Unprovable("file meta does not start with its group length")
-            first = False
-            if length == UNDEFINED:
-                raise _Unprovable("undefined length in the file meta")
-            if word == _word(0x00020010):
-                if tsyntax is not None or length > 64:
-                    raise _Unprovable("odd (0002,0010)")
-                tsyntax = src.bytes_at(value_at, length).rstrip(b" \0")
-            pos = value_at + length
+        meta = compiled_walk.meta(buf, src.size) if compiled_walk is not None else None
+        if meta is None:
+            pos, tsyntax = _file_meta(src)
+        else:  # the compiled walk of the same rules (8.3 -> 3 µs of a CT header, 2-core CPU dev machine)
+            pos, tsyntax = meta[0], None if meta[1] is None else meta[1].rstrip(b" \0")
         if tsyntax == _TS_EXPLICIT or tsyntax in _ENCAPSULATED:  # encapsulated syntaxes are explicit VR LE
             implicit = False
         elif tsyntax == _TS_IMPLICIT:

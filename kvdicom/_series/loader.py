@@ -58,6 +58,7 @@ from kvdicom._series import early_copy
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
+from kvdicom._series.prefault import Prefault
 from kvdicom.errors import DicomLoadError
 
 
@@ -392,9 +393,14 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
     _stored_volume(layouts, xp, raw, stored)
 
 
-def _empty(xp, shape, dtype, shared: _Shared | None):
+def _empty(xp, shape, dtype, shared: _Shared | None, prefault: Prefault | None = None):
     """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files)
-    is given back first and the volume tried again, so a load that fitted before early copies still fits."""
+    is given back first and the volume tried again, so a load that fitted before early copies still fits. On
+    the CPU path, the memory faulted in while the headers were parsed, where it has the size asked for."""
+    if prefault is not None:
+        array = prefault.take(shape, dtype)
+        if array is not None:
+            return array
     try:
         return xp.empty(shape, dtype=dtype)
     except MemoryError:  # CuPy's OutOfMemoryError is one
@@ -444,6 +450,16 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
 
 
 def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: _Shared | None):
+    prefault = Prefault(paths) if shared is None and backend is None and out is None else None
+    try:
+        return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault)
+    finally:
+        if prefault is not None:
+            prefault.close()  # a failed load, or a volume of another size: its memory is dropped
+
+
+def _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared: _Shared | None,
+                 prefault: Prefault | None):
     staging = None
     if shared is not None:
         headers = shared.read_headers(paths)
@@ -473,9 +489,9 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
     if out is not None:
         loader.check_out_fits(name, out, shape, out_dtype, rescale, "the series")
     series_decode.check_expansion(name, layouts)  # before anything is allocated for the volume
-    volume = out if out is not None else _empty(xp, shape, out_dtype, shared)
+    volume = out if out is not None else _empty(xp, shape, out_dtype, shared, prefault)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
-    stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared)
+    stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared, prefault)
     indices = staging.indices(ordered) if staging is not None else None
     values = shared.values(ordered) if shared is not None else None
     decoders: tuple[str, ...] = ()
