@@ -2,11 +2,12 @@
 
    walk(buf, base, pos, implicit) walks the top-level element headers of a dataset held in ``buf`` (the file's
    bytes from offset ``base``), from the element at file offset ``pos``, exactly as fast_header._walk_top and
-   _walk_items do, and returns (stop, records): ``stop`` is the file offset of the first top-level element it did
-   not walk past, ``records`` the (tag word, VR bytes or None, value offset, length) of the kept elements it walked
-   past, in file order. It stops, leaving that element to the Python walk, wherever the Python walk would do
-   anything but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
-   table), a kept element of undefined or long length, an unknown VR, an undefined length that is not a sequence
+   _walk_items do, and returns (stop, kept): ``stop`` is the file offset of the first top-level element it did
+   not walk past, ``kept`` what the Python walk keeps of the elements it walked past ({tag word: (VR bytes or None,
+   value bytes)}). It stops, leaving that element to the Python walk, wherever the Python walk would do anything
+   but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
+   table), a kept element that fast_header._keep would refuse (undefined or long length, another VR, a duplicate)
+   or whose value runs past ``buf``, an unknown VR, an undefined length that is not a sequence
    (explicit VR: SQ; implicit VR: what fast_header._dictionary_sq, called back, or the next item tag says), a
    malformed or too deeply nested sequence, and any element header (or item inside a sequence) that does not
    lie wholly in ``buf`` with 12 bytes to spare, the Python walk's own window rule. Stopping is always safe: the
@@ -23,7 +24,7 @@
 #include <string.h>
 
 /* fast_header.COMPILED_WALK_VERSION must equal it, else the module is not used (a stale build). */
-#define WALK_VERSION 2
+#define WALK_VERSION 3
 
 #define UNDEFINED 0xFFFFFFFFu
 #define ITEM 0xE000FFFEu           /* (FFFE,E000) as its little-endian tag word */
@@ -35,6 +36,9 @@
 enum { VR_UNKNOWN = 0, VR_SHORT = 1, VR_LONG = 2 };
 static unsigned char vr_class[65536];
 static uint32_t keep_words[MAX_WORDS], other_words[MAX_WORDS];
+static uint16_t keep_vrs[MAX_WORDS];           /* the VR each kept element must have in explicit VR */
+static PyObject *keep_keys[MAX_WORDS];         /* each kept word as the int the Python walk keys ``kept`` by */
+static PyObject *keep_vr_objects[MAX_WORDS];   /* and its VR as bytes */
 static int n_keep = -1, n_other = 0;
 static uint32_t max_value_bytes = 0;
 static int max_depth = 0;
@@ -47,6 +51,12 @@ static int has(const uint32_t *words, int n, uint32_t word) {
     for (int i = 0; i < n; i++)
         if (words[i] == word) return 1;
     return 0;
+}
+
+static int index_of(const uint32_t *words, int n, uint32_t word) {
+    for (int i = 0; i < n; i++)
+        if (words[i] == word) return i;
+    return -1;
 }
 
 /* Whether pydicom parses an implicit VR element of undefined length as a sequence, as
@@ -137,14 +147,6 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
     }
 }
 
-static PyObject *record(uint32_t word, const unsigned char *vr, int64_t value_at, uint32_t length) {
-    PyObject *vr_obj;
-    if (vr == NULL) { Py_INCREF(Py_None); vr_obj = Py_None; }
-    else if (!(vr_obj = PyBytes_FromStringAndSize((const char *)vr, 2))) return NULL;
-    PyObject *rec = Py_BuildValue("(kNLk)", (unsigned long)word, vr_obj, (long long)value_at, (unsigned long)length);
-    return rec;
-}
-
 static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *buf_obj;
     long long base, pos;
@@ -156,8 +158,9 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     if (PyBytes_AsStringAndSize(buf_obj, &data, &len) < 0) return NULL;
     const unsigned char *buf = (const unsigned char *)data;
     int64_t limit = (int64_t)base + (int64_t)len - 12;
-    PyObject *records = PyList_New(0);
-    if (!records) return NULL;
+    PyObject *kept = PyDict_New();
+    if (!kept) return NULL;
+    uint64_t seen = 0;
     for (;;) {
         if (pos > limit || pos < base) break;
         const unsigned char *p = buf + (pos - base);
@@ -174,11 +177,22 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             else if (cls == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
             else break;
         }
-        if (has(keep_words, n_keep, word)) {
-            if (length == UNDEFINED || length > max_value_bytes) break;
-            PyObject *rec = record(word, vr, value_at, length);
-            if (!rec || PyList_Append(records, rec) < 0) { Py_XDECREF(rec); Py_DECREF(records); return NULL; }
-            Py_DECREF(rec);
+        int keep = index_of(keep_words, n_keep, word);
+        if (keep >= 0) {
+            /* fast_header._keep's checks: a duplicate, a long value or another VR is the Python walk's to refuse */
+            if (length == UNDEFINED || length > max_value_bytes || (seen >> keep & 1) ||
+                (!implicit && rd16(vr) != keep_vrs[keep]) || value_at + (int64_t)length > (int64_t)base + len)
+                break;
+            PyObject *value = PyBytes_FromStringAndSize((const char *)buf + (value_at - base), (Py_ssize_t)length);
+            PyObject *entry = value ? PyTuple_Pack(2, implicit ? Py_None : keep_vr_objects[keep], value) : NULL;
+            Py_XDECREF(value);
+            if (!entry || PyDict_SetItem(kept, keep_keys[keep], entry) < 0) {
+                Py_XDECREF(entry);
+                Py_DECREF(kept);
+                return NULL;
+            }
+            Py_DECREF(entry);
+            seen |= (uint64_t)1 << keep;
             pos = value_at + (int64_t)length;
             continue;
         }
@@ -186,20 +200,20 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         if (length == UNDEFINED) {
             if (implicit) {
                 int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
-                if (is_sq == -2) { Py_DECREF(records); return NULL; }
+                if (is_sq == -2) { Py_DECREF(kept); return NULL; }
                 if (is_sq != 1) break;
             } else if (rd16(vr) != ('S' | 'Q' << 8)) {
                 break;
             }
             int64_t after = walk_items(buf, base, len, value_at, implicit);
-            if (after == -2) { Py_DECREF(records); return NULL; }
+            if (after == -2) { Py_DECREF(kept); return NULL; }
             if (after < 0) break;
             pos = after;
             continue;
         }
         pos = value_at + (int64_t)length;
     }
-    return Py_BuildValue("(LN)", (long long)pos, records);
+    return Py_BuildValue("(LN)", (long long)pos, kept);
 }
 
 /* meta(buf, size): the file meta of a file with the DICM prefix, walked as fast_header._file_meta walks it, from
@@ -260,13 +274,14 @@ static int fill_vrs(PyObject *obj, unsigned char cls) {
     return 0;
 }
 
-/* configure(keep, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq): the walk's tables and
-   the dictionary test, fast_header's own (one source of truth). */
+/* configure(keep, keep_vrs, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq): the walk's
+   tables and the dictionary test, fast_header's own (one source of truth). */
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *keep, *other, *short_vrs, *long_vrs, *is_sq;
+    PyObject *keep, *keep_vr, *other, *short_vrs, *long_vrs, *is_sq;
     unsigned long max_value;
     int depth;
-    if (!PyArg_ParseTuple(args, "SSSSkiO", &keep, &other, &short_vrs, &long_vrs, &max_value, &depth, &is_sq))
+    if (!PyArg_ParseTuple(args, "SSSSSkiO", &keep, &keep_vr, &other, &short_vrs, &long_vrs, &max_value, &depth,
+                          &is_sq))
         return NULL;
     if (!PyCallable_Check(is_sq)) { PyErr_SetString(PyExc_TypeError, "dictionary_sq must be callable"); return NULL; }
     n_keep = -1;
@@ -276,6 +291,20 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         return NULL;
     int count;
     if (fill_words(keep, keep_words, &count) < 0) return NULL;
+    char *vrs;
+    Py_ssize_t vrs_len;
+    if (PyBytes_AsStringAndSize(keep_vr, &vrs, &vrs_len) < 0) return NULL;
+    if (vrs_len != 2 * (Py_ssize_t)count) { PyErr_SetString(PyExc_ValueError, "one VR a kept word"); return NULL; }
+    for (int i = 0; i < count; i++) {
+        keep_vrs[i] = rd16((const unsigned char *)vrs + 2 * i);
+        PyObject *key = PyLong_FromUnsignedLong(keep_words[i]);
+        PyObject *vr = PyBytes_FromStringAndSize(vrs + 2 * i, 2);
+        if (!key || !vr) { Py_XDECREF(key); Py_XDECREF(vr); return NULL; }
+        Py_XDECREF(keep_keys[i]);
+        Py_XDECREF(keep_vr_objects[i]);
+        keep_keys[i] = key;
+        keep_vr_objects[i] = vr;
+    }
     max_value_bytes = (uint32_t)max_value;
     max_depth = depth;
     PyObject *old = dictionary_sq;
@@ -287,9 +316,9 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, records); see the module's source."},
+    {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, kept); see the module's source."},
     {"meta", meta, METH_VARARGS, "meta(buf, size) -> (offset after the file meta, Transfer Syntax UID value) or None"},
-    {"configure", configure, METH_VARARGS, "configure(keep, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq)"},
+    {"configure", configure, METH_VARARGS, "configure(keep, keep_vrs, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq)"},
     {NULL, NULL, 0, NULL},
 };
 

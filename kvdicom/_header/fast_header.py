@@ -189,7 +189,7 @@ _ENCAPSULATED = {str(uid).encode(): uid for uid in compressed.CODECS}
 
 #: The interface of the compiled walk this code drives (``WALK_VERSION`` in ``kvdicom/_header/_walk.c``); a build
 #: of another version (stale, left in the tree) is not used.
-COMPILED_WALK_VERSION = 2
+COMPILED_WALK_VERSION = 3
 
 
 def _load_compiled_walk(module=_walk):
@@ -203,9 +203,10 @@ def _load_compiled_walk(module=_walk):
     if getattr(module, "VERSION", None) != COMPILED_WALK_VERSION:
         return None
     words = struct.Struct("<I")
-    keep = b"".join(words.pack(w) for w, action in _ACTIONS.items() if action == _KEEP)
+    kept = [w for w, action in _ACTIONS.items() if action == _KEEP]
     other = b"".join(words.pack(w) for w, action in _ACTIONS.items() if action != _KEEP)
-    module.configure(keep, other, b"".join(sorted(SHORT_VRS)), b"".join(sorted(LONG_VRS)), MAX_VALUE_BYTES, MAX_DEPTH,
+    module.configure(b"".join(words.pack(w) for w in kept), b"".join(_EXPECTED_VR[w] for w in kept), other,
+                     b"".join(sorted(SHORT_VRS)), b"".join(sorted(LONG_VRS)), MAX_VALUE_BYTES, MAX_DEPTH,
                      _dictionary_sq)
     return module
 
@@ -450,15 +451,12 @@ def _keep(src: _Source, kept: dict, word: int, vr: bytes | None, value_at: int, 
     kept[word] = (vr, src.bytes_at(value_at, length))
 
 
-def _fast_forward(src: _Source, pos: int, implicit: bool, kept: dict) -> int:
-    """Walk as far as the compiled walk can (:data:`compiled_walk`), keeping what it passes; return where the
-    Python walk carries on (``pos`` itself where there is no compiled walk)."""
+def _fast_forward(src: _Source, pos: int, implicit: bool) -> tuple[int, dict]:
+    """Walk as far as the compiled walk can (:data:`compiled_walk`): where the Python walk carries on (``pos``
+    itself where there is no compiled walk), and what :func:`_keep` would have kept of the elements passed."""
     if compiled_walk is None:
-        return pos
-    stop, records = compiled_walk.walk(src.buf, src.base, pos, implicit)
-    for word, vr, value_at, length in records:
-        _keep(src, kept, word, vr, value_at, length)
-    return stop
+        return pos, {}
+    return compiled_walk.walk(src.buf, src.base, pos, implicit)
 
 
 def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False, kept: dict | None = None):
@@ -689,8 +687,7 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
     src = _Source(fd, file_id[2])
     pos, implicit, tsyntax_bytes = _start(src, force)
     encapsulated = _ENCAPSULATED.get(tsyntax_bytes)
-    kept: dict = {}
-    pos = _fast_forward(src, pos, implicit, kept)
+    pos, kept = _fast_forward(src, pos, implicit)
     kept, (word, vr, offset, length) = _walk_top(src, pos, implicit, encapsulated is not None, kept)
     if encapsulated is not None:
         layout = _compressed_layout(src, path, encapsulated, kept, (word, vr, offset, length), file_id)
