@@ -29,6 +29,7 @@ MACHINE_HEADERS = (
     "Driver",
     "CUDA",
     "KvikIO",
+    "Header walk",
     "Profile",
     "Run started",
     "Commit",
@@ -162,6 +163,8 @@ def machine_table(machines: Iterable[Machine]) -> Table:
                     str(info.get("gpu_driver") or ""),
                     str(info.get("cuda_runtime") or ""),
                     kvikio.strip(),
+                    # kvdicom's header walk: runs from before the compiled walk record none, and walked in Python
+                    str(info.get("kvdicom_header_walk") or "python"),
                     str(info.get("profile") or ""),
                     formatting.timestamp(run.started),
                     (run.commit_id or "")[:12],
