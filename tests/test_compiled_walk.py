@@ -128,7 +128,7 @@ def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_
     pos, implicit, kept, pixel_at = _pixel_element_offset(path)
     with open(path, "rb") as f:
         buf = f.read(pixel_at + 16)
-    stop, found = fast_header.compiled_walk.walk(buf, 0, pos, implicit)
+    stop, found, _ = fast_header.compiled_walk.walk(buf, 0, pos, implicit)
     assert stop == pixel_at, f"the compiled walk stopped at {stop}, before the pixel data at {pixel_at}"
     assert found == kept
     # the file meta too: the same end and transfer syntax as the Python walk's
@@ -145,6 +145,31 @@ def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_
 
 
 @needs_compiled
+@pytest.mark.parametrize("kind", ["ct", "enhanced_mr"])
+@pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
+def test_compiled_walk_reads_on_past_its_first_window_up_to_the_cap(tmp_path, kind, syntax, monkeypatch):
+    frames = 3 if kind == "enhanced_mr" else 1
+    path = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
+    pos, implicit, kept, pixel_at = _pixel_element_offset(path)
+
+    def fast_forward():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            src = fast_header._Source(fd, os.fstat(fd).st_size)
+            src.fill(0, 256)  # a first window far shorter than the header
+            return fast_header._fast_forward(src, pos, implicit)
+        finally:
+            os.close(fd)
+
+    with mock.patch.object(fast_header, "CHUNK_BYTES", 256):
+        assert fast_forward() == (pixel_at, kept)  # windows twice as long each time, to the pixel data
+        monkeypatch.setattr(fast_header, "COMPILED_WINDOW_MAX_BYTES", 512)
+        stop, found = fast_forward()  # never a window past the cap: the Python walk carries on from there
+        assert pos <= stop < pixel_at and found.items() <= kept.items()
+    assert check_walks_agree(path, chunk=256) is not None
+
+
+@needs_compiled
 @pytest.mark.parametrize("tag", [0x00081140, 0x00091010, 0x00191001])  # in pydicom's dictionary, private, private
 def test_compiled_walk_asks_the_dictionary_for_implicit_sequences_of_undefined_length(tmp_path, tag):
     # implicit VR: only pydicom's dictionary, or else an item tag next, says an undefined length is a sequence
@@ -152,7 +177,7 @@ def test_compiled_walk_asks_the_dictionary_for_implicit_sequences_of_undefined_l
     seq = hs.Sequence(tag, False, (hs.Item(False, (inner,)), hs.Item(True, ())))
     path = _write(tmp_path, DicomSpec(rows=4, cols=4, transfer_syntax="implicit_le"), (seq,))
     pos, implicit, kept, pixel_at = _pixel_element_offset(path)
-    stop, found = fast_header.compiled_walk.walk(path.read_bytes(), 0, pos, implicit)
+    stop, found, _ = fast_header.compiled_walk.walk(path.read_bytes(), 0, pos, implicit)
     assert stop == pixel_at and found == kept
     assert isinstance(check_walks_agree(path)[0], kvdicom.PixelLayout)
 
@@ -164,7 +189,7 @@ def test_compiled_walk_asks_the_dictionary_for_implicit_sequences_of_undefined_l
 def test_compiled_walk_never_reads_outside_its_buffer(buf, base, offset, implicit):
     # whatever the bytes and positions: no crash, it stops where it started or past whole elements, and what it
     # keeps are bytes of its buffer
-    stop, kept = fast_header.compiled_walk.walk(buf, base, base + offset, implicit)
+    stop, kept, need = fast_header.compiled_walk.walk(buf, base, base + offset, implicit)
     assert stop == base + offset or (0 <= offset and stop > base + offset)
     for word, (vr, value) in kept.items():
         assert word in fast_header._EXPECTED_VR and value in buf and (vr is None) == implicit

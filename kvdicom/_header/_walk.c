@@ -2,9 +2,10 @@
 
    walk(buf, base, pos, implicit) walks the top-level element headers of a dataset held in ``buf`` (the file's
    bytes from offset ``base``), from the element at file offset ``pos``, exactly as fast_header._walk_top and
-   _walk_items do, and returns (stop, kept): ``stop`` is the file offset of the first top-level element it did
-   not walk past, ``kept`` what the Python walk keeps of the elements it walked past ({tag word: (VR bytes or None,
-   value bytes)}). It stops, leaving that element to the Python walk, wherever the Python walk would do anything
+   _walk_items do, and returns (stop, kept, need): ``stop`` is the file offset of the first top-level element it
+   did not walk past, ``kept`` what the Python walk keeps of the elements it walked past ({tag word: (VR bytes or
+   None, value bytes)}), ``need`` 1 where it stopped only for bytes past ``buf`` (a longer window from ``stop`` may
+   take it further), 0 where the Python walk must decide. It stops, leaving that element to the Python walk, wherever the Python walk would do anything
    but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
    table), a kept element that fast_header._keep would refuse (undefined or long length, another VR, a duplicate)
    or whose value runs past ``buf``, an unknown VR, an undefined length that is not a sequence
@@ -24,7 +25,7 @@
 #include <string.h>
 
 /* fast_header.COMPILED_WALK_VERSION must equal it, else the module is not used (a stale build). */
-#define WALK_VERSION 3
+#define WALK_VERSION 4
 
 #define UNDEFINED 0xFFFFFFFFu
 #define ITEM 0xE000FFFEu           /* (FFFE,E000) as its little-endian tag word */
@@ -32,6 +33,7 @@
 #define SEQUENCE_DELIMITER 0xE0DDFFFEu
 #define MAX_WORDS 64
 #define MAX_STACK 256
+#define NEED_BYTES -3 /* walk_items / implicit_is_sequence: stopped for bytes past ``buf`` */
 
 enum { VR_UNKNOWN = 0, VR_SHORT = 1, VR_LONG = 2 };
 static unsigned char vr_class[65536];
@@ -60,15 +62,15 @@ static int index_of(const uint32_t *words, int n, uint32_t word) {
 }
 
 /* Whether pydicom parses an implicit VR element of undefined length as a sequence, as
-   fast_header._undefined_is_sequence decides: 1 yes, 0 no (the Python walk refuses), -1 its next bytes lie outside
-   ``buf`` (the Python walk reads them), -2 an exception is set. */
+   fast_header._undefined_is_sequence decides: 1 yes, 0 no (the Python walk refuses), NEED_BYTES its next bytes lie
+   outside ``buf`` (the Python walk reads them), -2 an exception is set. */
 static int implicit_is_sequence(uint32_t word, const unsigned char *buf, int64_t base, int64_t len, int64_t value_at) {
     unsigned long tag = ((unsigned long)(word & 0xFFFF) << 16) | (word >> 16);
     PyObject *is_sq = PyObject_CallFunction(dictionary_sq, "k", tag);
     if (!is_sq) return -2;
     int answer;
     if (is_sq == Py_None) {
-        if (value_at < base || value_at + 4 > base + len) answer = -1;
+        if (value_at < base || value_at + 4 > base + len) answer = NEED_BYTES;
         else answer = rd32(buf + (value_at - base)) == ITEM;
     } else {
         answer = PyObject_IsTrue(is_sq);
@@ -79,7 +81,8 @@ static int implicit_is_sequence(uint32_t word, const unsigned char *buf, int64_t
 }
 
 /* Offset after the sequence delimiter of the undefined-length sequence whose items start at ``pos`` (the top
-   level's depth is 1), -1 where _walk_items would raise or read through the source, -2 with an exception set. */
+   level's depth is 1), -1 where _walk_items would raise, NEED_BYTES where it would read past ``buf``, -2 with an
+   exception set. */
 static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, int64_t pos, int implicit) {
     int64_t limit = base + len - 12;
     int64_t hold_end[MAX_STACK];
@@ -94,7 +97,7 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
             in_items = 1;
             continue;
         }
-        if (pos > limit || pos < base) return -1;
+        if (pos > limit || pos < base) return NEED_BYTES;
         const unsigned char *p = buf + (pos - base);
         uint32_t word = rd32(p), length = rd32(p + 4);
         if (in_items) {
@@ -132,7 +135,7 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
         if (length == UNDEFINED) {
             if (implicit) {
                 int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
-                if (is_sq != 1) return is_sq == -2 ? -2 : -1;
+                if (is_sq != 1) return is_sq == 0 ? -1 : is_sq;
             } else if (vr != ('S' | 'Q' << 8)) {
                 return -1;
             }
@@ -161,8 +164,9 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *kept = PyDict_New();
     if (!kept) return NULL;
     uint64_t seen = 0;
+    int need = 0; /* stopped for bytes past ``buf`` (else: for the Python walk to decide) */
     for (;;) {
-        if (pos > limit || pos < base) break;
+        if (pos > limit || pos < base) { need = 1; break; }
         const unsigned char *p = buf + (pos - base);
         uint32_t word = rd32(p), length;
         const unsigned char *vr = NULL;
@@ -181,8 +185,9 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         if (keep >= 0) {
             /* fast_header._keep's checks: a duplicate, a long value or another VR is the Python walk's to refuse */
             if (length == UNDEFINED || length > max_value_bytes || (seen >> keep & 1) ||
-                (!implicit && rd16(vr) != keep_vrs[keep]) || value_at + (int64_t)length > (int64_t)base + len)
+                (!implicit && rd16(vr) != keep_vrs[keep]))
                 break;
+            if (value_at + (int64_t)length > (int64_t)base + len) { need = 1; break; }
             PyObject *value = PyBytes_FromStringAndSize((const char *)buf + (value_at - base), (Py_ssize_t)length);
             PyObject *entry = value ? PyTuple_Pack(2, implicit ? Py_None : keep_vr_objects[keep], value) : NULL;
             Py_XDECREF(value);
@@ -201,19 +206,21 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             if (implicit) {
                 int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
                 if (is_sq == -2) { Py_DECREF(kept); return NULL; }
+                if (is_sq == NEED_BYTES) need = 1;
                 if (is_sq != 1) break;
             } else if (rd16(vr) != ('S' | 'Q' << 8)) {
                 break;
             }
             int64_t after = walk_items(buf, base, len, value_at, implicit);
             if (after == -2) { Py_DECREF(kept); return NULL; }
+            if (after == NEED_BYTES) need = 1;
             if (after < 0) break;
             pos = after;
             continue;
         }
         pos = value_at + (int64_t)length;
     }
-    return Py_BuildValue("(LN)", (long long)pos, kept);
+    return Py_BuildValue("(LNi)", (long long)pos, kept, need);
 }
 
 /* meta(buf, size): the file meta of a file with the DICM prefix, walked as fast_header._file_meta walks it, from
@@ -316,7 +323,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, kept); see the module's source."},
+    {"walk", walk, METH_VARARGS, "walk(buf, base, pos, implicit) -> (stop, kept, need); see the module's source."},
     {"meta", meta, METH_VARARGS, "meta(buf, size) -> (offset after the file meta, Transfer Syntax UID value) or None"},
     {"configure", configure, METH_VARARGS, "configure(keep, keep_vrs, other, short_vrs, long_vrs, max_value_bytes, max_depth, dictionary_sq)"},
     {NULL, NULL, 0, NULL},

@@ -189,7 +189,7 @@ _ENCAPSULATED = {str(uid).encode(): uid for uid in compressed.CODECS}
 
 #: The interface of the compiled walk this code drives (``WALK_VERSION`` in ``kvdicom/_header/_walk.c``); a build
 #: of another version (stale, left in the tree) is not used.
-COMPILED_WALK_VERSION = 3
+COMPILED_WALK_VERSION = 4
 
 
 def _load_compiled_walk(module=_walk):
@@ -451,12 +451,27 @@ def _keep(src: _Source, kept: dict, word: int, vr: bytes | None, value_at: int, 
     kept[word] = (vr, src.bytes_at(value_at, length))
 
 
+#: Longest window the compiled walk is given: where it stops for bytes past its window, the window is read again
+#: from there, twice as long, up to this; past it the Python walk carries on in :data:`CHUNK_BYTES` reads (a
+#: header never makes kvdicom hold more of the file than this). The 200-frame enhanced MR fixture's 70 KB header:
+#: ``inspect`` 0.455 ms with the Python walk, 0.392 ms with the compiled walk in the first chunk only, 0.037 ms
+#: reading on (implicit VR: 0.267 / 0.224 / 0.036 ms; 2-core CPU dev machine, medians of 600).
+COMPILED_WINDOW_MAX_BYTES = 4 << 20
+
+
 def _fast_forward(src: _Source, pos: int, implicit: bool) -> tuple[int, dict]:
     """Walk as far as the compiled walk can (:data:`compiled_walk`): where the Python walk carries on (``pos``
     itself where there is no compiled walk), and what :func:`_keep` would have kept of the elements passed."""
     if compiled_walk is None:
         return pos, {}
-    return compiled_walk.walk(src.buf, src.base, pos, implicit)
+    stop, kept, need = compiled_walk.walk(src.buf, src.base, pos, implicit)
+    while need and src.base + len(src.buf) < src.size and 2 * len(src.buf) <= COMPILED_WINDOW_MAX_BYTES:
+        src.fill(stop, min(src.size - stop, 2 * len(src.buf)))
+        stop, found, need = compiled_walk.walk(src.buf, src.base, stop, implicit)
+        if not kept.keys().isdisjoint(found):
+            raise _Unprovable("duplicate element")
+        kept.update(found)
+    return stop, kept
 
 
 def _walk_top(src: _Source, pos: int, implicit: bool, encapsulated: bool = False, kept: dict | None = None):
