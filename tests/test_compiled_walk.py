@@ -195,11 +195,16 @@ def test_compiled_walk_never_reads_outside_its_buffer(buf, base, offset, implici
         assert word in fast_header._EXPECTED_VR and value in buf and (vr is None) == implicit
 
 
-def test_a_stale_build_is_not_used(monkeypatch):
+def test_a_stale_build_or_a_big_endian_host_does_not_use_it(monkeypatch):
     source = (ROOT / "kvdicom" / "_header" / "_walk.c").read_text()
     assert f"#define WALK_VERSION {fast_header.COMPILED_WALK_VERSION}\n" in source
+    built = mock.Mock(VERSION=fast_header.COMPILED_WALK_VERSION)
+    assert fast_header._load_compiled_walk(built) is built and built.configure.called
+    monkeypatch.setattr(fast_header.sys, "byteorder", "big")
+    assert fast_header._load_compiled_walk(built) is None
+    monkeypatch.undo()
     monkeypatch.setattr(fast_header, "COMPILED_WALK_VERSION", fast_header.COMPILED_WALK_VERSION + 1)
-    assert fast_header._load_compiled_walk() is None
+    assert fast_header._load_compiled_walk(built) is None
 
 
 def test_python_walk_alone_loads_as_pydicom(make_file):

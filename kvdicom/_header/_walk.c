@@ -5,8 +5,8 @@
    _walk_items do, and returns (stop, kept, need): ``stop`` is the file offset of the first top-level element it
    did not walk past, ``kept`` what the Python walk keeps of the elements it walked past ({tag word: (VR bytes or
    None, value bytes)}), ``need`` 1 where it stopped only for bytes past ``buf`` (a longer window from ``stop`` may
-   take it further), 0 where the Python walk must decide. It stops, leaving that element to the Python walk, wherever the Python walk would do anything
-   but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
+   take it further), 0 where the Python walk must decide. It stops, leaving that element to the Python walk,
+   wherever the Python walk would do anything but skip or keep: an action element other than a kept one (pixel data, refused tags, the extended offset
    table), a kept element that fast_header._keep would refuse (undefined or long length, another VR, a duplicate)
    or whose value runs past ``buf``, an unknown VR, an undefined length that is not a sequence
    (explicit VR: SQ; implicit VR: what fast_header._dictionary_sq, called back, or the next item tag says), a
@@ -14,8 +14,9 @@
    lie wholly in ``buf`` with 12 bytes to spare, the Python walk's own window rule. Stopping is always safe: the
    Python walk carries on from ``stop`` with the kept values, so both give the same layout by construction.
 
-   It never reads outside ``buf``. Built with the limited C API (abi3); setup.py builds it where a compiler is
-   found, and without it kvdicom uses the Python walk alone (fast_header._compiled is None). */
+   It never reads outside ``buf``, and reads words in the host's byte order: fast_header uses it on little-endian
+   hosts only. Built with the limited C API (abi3); setup.py builds it where a compiler is found, and without it
+   kvdicom uses the Python walk alone (fast_header.compiled_walk is None). */
 #ifndef Py_LIMITED_API
 #define Py_LIMITED_API 0x030A0000
 #endif

@@ -72,6 +72,7 @@ import functools
 import os
 import re
 import struct
+import sys
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -200,8 +201,8 @@ def _load_compiled_walk(module=_walk):
     do and stops wherever they would do anything but skip or keep a value; the Python walk carries on from
     there (:func:`_fast_forward`). Numbers: docs/loader.md.
     """
-    if getattr(module, "VERSION", None) != COMPILED_WALK_VERSION:
-        return None
+    if getattr(module, "VERSION", None) != COMPILED_WALK_VERSION or sys.byteorder != "little":
+        return None  # a stale build; or a big-endian host, whose words the C walk would read byte-swapped
     words = struct.Struct("<I")
     kept = [w for w, action in _ACTIONS.items() if action == _KEEP]
     other = b"".join(words.pack(w) for w, action in _ACTIONS.items() if action != _KEEP)
