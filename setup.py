@@ -11,4 +11,5 @@ setup(
         Extension("kvdicom._header._walk", ["kvdicom/_header/_walk.c"], optional=True, py_limited_api=True,
                   define_macros=[("Py_LIMITED_API", "0x030A0000")], extra_compile_args=["-O2"]),
     ],
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},  # one wheel for every CPython from 3.10
 )
