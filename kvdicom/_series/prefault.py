@@ -9,7 +9,9 @@ byte a page, releasing the GIL as NumPy's assignment does. :meth:`Prefault.take`
 where the volume it needs has exactly that size, else the load allocates as before. 2-core CPU dev machine, 128 CT
 slices of 512² (64 MiB): the reads took 12.7 ms into a fresh volume against 8.2 ms into touched memory.
 
-It never touches more than the files hold: the prediction is dropped where it exceeds their size on disk.
+It never touches more than the files hold: the prediction is dropped where it exceeds their size on disk. Those
+sizes are asked for (a ``stat`` a file) before the thread starts: asked on the thread, each ``stat`` waited for the
+GIL the parse holds, and 128 CT slices took 22.0 / 24.1 ms against 19.4 / 19.5 ms without pre-faulting.
 Tried on the header workers' path too (59c44fa, reverted): no gain on the 16-core device, where the workers'
 reads, not the faults, bound the load; that path does not use it.
 """
