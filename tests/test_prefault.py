@@ -126,3 +126,22 @@ def test_a_failed_load_drops_the_memory(tmp_path, taken, monkeypatch):
     with pytest.raises(kvdicom.DicomLoadError, match="columns"):
         kvdicom.load_series(tmp_path / "s", "cpu")
     assert made and made[0].array is None and made[0]._thread is None
+
+
+def test_no_room_for_the_prediction_leaves_the_volume_to_the_load(tmp_path, taken, monkeypatch):
+    paths = make_series(tmp_path / "s", 4, spec=kvdicom_spec(rows=16, cols=24))
+    real_empty = np.empty
+    calls = []
+
+    def empty(shape, dtype=float, **kw):  # the thread's allocation fails, the load's does not
+        if prefault.threading.current_thread().name == "kvdicom-prefault":
+            calls.append(shape)
+            raise MemoryError("no room")
+        return real_empty(shape, dtype, **kw)
+
+    monkeypatch.setattr(prefault.np, "empty", empty)
+    errors = []
+    monkeypatch.setattr(prefault.threading, "excepthook", errors.append)
+    volume, _ = kvdicom.load_series(tmp_path / "s", "cpu")
+    assert calls and errors == [] and all(a is None for a in taken)
+    np.testing.assert_array_equal(volume, pydicom_volume(paths))

@@ -43,8 +43,11 @@ class Prefault:
     def _run(self, nbytes: int) -> None:
         # one NumPy call, which releases the GIL: a loop of smaller ones waited for the GIL at every step
         # (the parse holds it; the interpreter hands it over every 5 ms), and touched almost nothing in time
-        array = np.empty(nbytes, dtype=np.uint8)
-        array[:: mmap.PAGESIZE] = 0
+        try:
+            array = np.empty(nbytes, dtype=np.uint8)
+            array[:: mmap.PAGESIZE] = 0
+        except MemoryError:  # no room now: the load allocates its volume itself, and says so if it cannot
+            return
         self.array = array
 
     def take(self, shape, dtype) -> np.ndarray | None:
