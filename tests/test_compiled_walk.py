@@ -218,7 +218,6 @@ def test_python_walk_alone_loads_as_pydicom(make_file):
     assert np.array_equal(got, pydicom.dcmread(path).pixel_array)
 
 
-@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to fail")
 def test_without_a_c_compiler_the_build_goes_on_without_the_walk(tmp_path):
     for name in ("setup.py", "pyproject.toml", "README.md", "kvdicom/_header/_walk.c"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +227,9 @@ def test_without_a_c_compiler_the_build_goes_on_without_the_walk(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert not list((tmp_path / "kvdicom").rglob("*.so"))
+    if fast_header.compiled_walk is None:
+        return  # nor can this machine build it (no compiler or no Python headers): the other half is moot here
     done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert list((tmp_path / "kvdicom").rglob("_walk*.so")), "a compiler is here, yet nothing was built"
+    assert list((tmp_path / "kvdicom").rglob("_walk*.so")), "this machine built it for ./dgb, yet not here"
