@@ -39,10 +39,11 @@ Reads are bounded by the file size: the first :data:`CHUNK_BYTES` are read,
 and the walk re-reads a further chunk only where it needs bytes past it.
 
 Where kvdicom was built with a C compiler, the compiled walk (``kvdicom/_header/_walk.c``, :data:`compiled_walk`)
-first walks the element headers of that chunk, exactly as :func:`_walk_top` and :func:`_walk_items` would, and
-hands back the kept elements and where it stopped: before the pixel data, or before anything the Python walk
-must decide (a refused or unusual element, bytes past the chunk); the Python walk carries on from there with the
-same checks (:func:`_fast_forward`). Both walks give the same result on every header (``tests/test_compiled_walk.py``).
+first walks the file meta and the element headers of that chunk (and of longer windows read after it, up to
+:data:`COMPILED_WINDOW_MAX_BYTES`), exactly as :func:`_walk_top` and :func:`_walk_items` would, and hands back the
+kept values and where it stopped: before the pixel data, or before anything the Python walk must decide (a
+refused or unusual element); the Python walk carries on from there with the same checks (:func:`_fast_forward`).
+Both walks give the same result on every header (``tests/test_compiled_walk.py``).
 
 Measured on the 2-core CPU dev machine (shared, so noisy): 256 copies of
 pydicom's ``CT_small.dcm`` header (262 elements with the nested ones, trailing
@@ -197,9 +198,9 @@ def _load_compiled_walk(module=_walk):
     """``module`` (``kvdicom._header._walk``) configured with this module's tables, or None where it is not built
     (no compiler where kvdicom was installed) or of another version: the Python walk then walks every element.
 
-    It walks the element headers from the first read chunk exactly as :func:`_walk_top` and :func:`_walk_items`
-    do and stops wherever they would do anything but skip or keep a value; the Python walk carries on from
-    there (:func:`_fast_forward`). Numbers: docs/loader.md.
+    It walks the element headers exactly as :func:`_walk_top` and :func:`_walk_items` do and stops wherever they
+    would do anything but skip or keep a value; the Python walk carries on from there (:func:`_fast_forward`).
+    Numbers: docs/loader.md.
     """
     if getattr(module, "VERSION", None) != COMPILED_WALK_VERSION or sys.byteorder != "little":
         return None  # a stale build; or a big-endian host, whose words the C walk would read byte-swapped
