@@ -247,6 +247,14 @@ def test_cpu_job_runs_tests_on_python_312():
     assert not any("bench" in str(s.get("run", "")) for s in steps(job))
 
 
+def test_cpu_job_checks_the_compiled_walk_under_asan_after_the_tests():
+    job = load_workflow()["jobs"]["cpu-tests"]
+    tests, asan = step_running(job, "./dgb test"), step_running(job, "tools/walk_asan.sh")
+    assert asan["run"].strip() == "tools/walk_asan.sh"
+    assert steps(job).index(tests) < steps(job).index(asan)  # the tests' ./dgb run made the .venv it uses
+    assert os.access(Path(__file__).resolve().parent.parent / "tools" / "walk_asan.sh", os.X_OK)
+
+
 # --- the results history branch ------------------------------------------------
 
 FETCH_STEP = "git archive FETCH_HEAD results"
