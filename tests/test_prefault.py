@@ -145,3 +145,25 @@ def test_no_room_for_the_prediction_leaves_the_volume_to_the_load(tmp_path, take
     volume, _ = kvdicom.load_series(tmp_path / "s", "cpu")
     assert calls and errors == [] and all(a is None for a in taken)
     np.testing.assert_array_equal(volume, pydicom_volume(paths))
+
+
+def test_a_prediction_of_another_size_is_dropped_before_the_volume_is_allocated(tmp_path, taken, monkeypatch):
+    made = []
+
+    class Kept(prefault.Prefault):
+        def __init__(self, paths):
+            super().__init__(paths)
+            made.append(self)
+
+    monkeypatch.setattr(series, "Prefault", Kept)
+    paths = make_series(tmp_path / "s", 4, spec=kvdicom_spec(rows=16, cols=24), uid="1.2.3.4")
+    make_series(tmp_path / "t", 2, spec=kvdicom_spec(rows=16, cols=24), uid="1.2.3.5", origin=(0.0, 0.0, 90.0))
+    for i, other in enumerate(sorted((tmp_path / "t").iterdir())):
+        shutil.copy(other, tmp_path / "s" / f"z_other{i}.dcm")  # 6 files, 4 of the series asked for
+    held = []
+    real_empty = series._empty
+    monkeypatch.setattr(series, "_empty", lambda *a, **k: held.append(made[0].array) or real_empty(*a, **k))
+    volume, info = kvdicom.load_series(tmp_path / "s", "cpu", series_uid="1.2.3.4")
+    assert made[0].nbytes == 6 * 16 * 24 * 2 and held == [None]  # nothing held beside the volume
+    assert info.paths == tuple(paths)
+    np.testing.assert_array_equal(volume, pydicom_volume(paths))

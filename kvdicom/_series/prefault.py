@@ -35,7 +35,7 @@ class Prefault:
     def __init__(self, paths: list[str]):
         self.array: np.ndarray | None = None
         self._thread: threading.Thread | None = None
-        nbytes = predicted_bytes(paths)
+        self.nbytes = nbytes = predicted_bytes(paths)  #: the predicted volume's bytes (0: none predicted)
         if nbytes:
             self._thread = threading.Thread(target=self._run, args=(nbytes,), name="kvdicom-prefault", daemon=True)
             self._thread.start()
@@ -65,6 +65,12 @@ class Prefault:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def keep_if(self, *sizes: int) -> None:
+        """Drop the memory now unless the load will ask for one of ``sizes`` bytes: a volume of another size
+        (another series picked from the folder, files that are not slices) is then allocated beside nothing."""
+        if self.nbytes not in sizes:
+            self.close()
 
     def close(self) -> None:
         """Wait for the thread and drop the memory not taken (the load is over)."""
