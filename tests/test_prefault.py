@@ -79,6 +79,20 @@ def taken(monkeypatch):
     return given
 
 
+@pytest.fixture
+def made(taken, monkeypatch):
+    """Every Prefault a load makes (recorded by ``taken`` too)."""
+    instances = []
+
+    class Kept(series.Prefault):
+        def __init__(self, paths):
+            super().__init__(paths)
+            instances.append(self)
+
+    monkeypatch.setattr(series, "Prefault", Kept)
+    return instances
+
+
 @pytest.mark.parametrize("rescale", [False, True])
 def test_a_cpu_series_is_read_into_the_memory_faulted_in_meanwhile(tmp_path, taken, rescale):
     paths = make_series(tmp_path / "s", 6, spec=kvdicom_spec(rows=16, cols=24),
@@ -111,15 +125,7 @@ def test_a_load_into_out_or_onto_the_gpu_makes_no_prediction(tmp_path, taken, mo
     assert made == []
 
 
-def test_a_failed_load_drops_the_memory(tmp_path, taken, monkeypatch):
-    made = []
-
-    class Kept(prefault.Prefault):
-        def __init__(self, paths):
-            super().__init__(paths)
-            made.append(self)
-
-    monkeypatch.setattr(series, "Prefault", Kept)
+def test_a_failed_load_drops_the_memory(tmp_path, made):
     make_series(tmp_path / "s", 3, spec=kvdicom_spec(rows=16, cols=24))
     narrow = make_series(tmp_path / "t", 1, spec=kvdicom_spec(rows=16, cols=20), origin=(0.0, 0.0, 99.0))
     shutil.copy(narrow[0], tmp_path / "s" / "z_narrow.dcm")  # a slice of other columns: not one volume
@@ -147,15 +153,7 @@ def test_no_room_for_the_prediction_leaves_the_volume_to_the_load(tmp_path, take
     np.testing.assert_array_equal(volume, pydicom_volume(paths))
 
 
-def test_a_prediction_of_another_size_is_dropped_before_the_volume_is_allocated(tmp_path, taken, monkeypatch):
-    made = []
-
-    class Kept(prefault.Prefault):
-        def __init__(self, paths):
-            super().__init__(paths)
-            made.append(self)
-
-    monkeypatch.setattr(series, "Prefault", Kept)
+def test_a_prediction_of_another_size_is_dropped_before_the_volume_is_allocated(tmp_path, made, monkeypatch):
     paths = make_series(tmp_path / "s", 4, spec=kvdicom_spec(rows=16, cols=24), uid="1.2.3.4")
     make_series(tmp_path / "t", 2, spec=kvdicom_spec(rows=16, cols=24), uid="1.2.3.5", origin=(0.0, 0.0, 90.0))
     for i, other in enumerate(sorted((tmp_path / "t").iterdir())):
