@@ -50,16 +50,20 @@ static PyObject *dictionary_sq = NULL; /* fast_header._dictionary_sq: True, Fals
 static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }  /* little endian hosts */
 static uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-static int has(const uint32_t *words, int n, uint32_t word) {
-    for (int i = 0; i < n; i++)
-        if (words[i] == word) return 1;
-    return 0;
-}
-
 static int index_of(const uint32_t *words, int n, uint32_t word) {
     for (int i = 0; i < n; i++)
         if (words[i] == word) return i;
     return -1;
+}
+
+/* The explicit VR element header at ``p`` (file offset ``pos``): its value's length and offset, as
+   fast_header._element reads them (a 4-byte length after the long VRs, 2 bytes after the short ones); 0 for a VR
+   of neither kind, which the Python walk refuses. ``p`` must have 12 bytes. */
+static inline int explicit_element(const unsigned char *p, int64_t pos, uint32_t *length, int64_t *value_at) {
+    unsigned char cls = vr_class[rd16(p + 4)];
+    if (cls == VR_SHORT) { *length = rd16(p + 6); *value_at = pos + 8; return 1; } /* most elements */
+    if (cls == VR_LONG) { *length = rd32(p + 8); *value_at = pos + 12; return 1; }
+    return 0;
 }
 
 /* Whether pydicom parses an implicit VR element of undefined length as a sequence, as
@@ -123,15 +127,11 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
             in_items = 1;
             continue;
         }
-        int64_t value_at;
+        int64_t value_at = pos + 8;
         uint16_t vr = 0;
-        if (implicit) {
-            value_at = pos + 8;
-        } else {
+        if (!implicit) {
             vr = rd16(p + 4);
-            if (vr_class[vr] == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
-            else if (vr_class[vr] == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
-            else return -1;
+            if (!explicit_element(p, pos, &length, &value_at)) return -1;
         }
         if (length == UNDEFINED) {
             if (implicit) {
@@ -169,18 +169,12 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     for (;;) {
         if (pos > limit || pos < base) { need = 1; break; }
         const unsigned char *p = buf + (pos - base);
-        uint32_t word = rd32(p), length;
+        uint32_t word = rd32(p), length = rd32(p + 4);
         const unsigned char *vr = NULL;
-        int64_t value_at;
-        if (implicit) {
-            length = rd32(p + 4);
-            value_at = pos + 8;
-        } else {
+        int64_t value_at = pos + 8;
+        if (!implicit) {
             vr = p + 4;
-            unsigned char cls = vr_class[rd16(vr)];
-            if (cls == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
-            else if (cls == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
-            else break;
+            if (!explicit_element(p, pos, &length, &value_at)) break;
         }
         int keep = index_of(keep_words, n_keep, word);
         if (keep >= 0) {
@@ -202,7 +196,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             pos = value_at + (int64_t)length;
             continue;
         }
-        if (has(other_words, n_other, word)) break;
+        if (index_of(other_words, n_other, word) >= 0) break;
         if (length == UNDEFINED) {
             if (implicit) {
                 int is_sq = implicit_is_sequence(word, buf, base, len, value_at);
@@ -246,9 +240,7 @@ static PyObject *meta(PyObject *self, PyObject *args) {
         uint32_t word = rd32(p), length;
         uint16_t vr = rd16(p + 4);
         int64_t value_at;
-        if (vr_class[vr] == VR_SHORT) { length = rd16(p + 6); value_at = pos + 8; }
-        else if (vr_class[vr] == VR_LONG) { length = rd32(p + 8); value_at = pos + 12; }
-        else Py_RETURN_NONE;
+        if (!explicit_element(p, pos, &length, &value_at)) Py_RETURN_NONE;
         if (first && (word != 0x00000002u || vr != ('U' | 'L' << 8) || length != 4)) Py_RETURN_NONE;
         first = 0;
         if (length == UNDEFINED) Py_RETURN_NONE;
