@@ -39,7 +39,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import itertools
-import math
 import operator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -491,8 +490,7 @@ def _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, sha
         loader.check_out_fits(name, out, shape, out_dtype, rescale, "the series")
     series_decode.check_expansion(name, layouts)  # before anything is allocated for the volume
     if prefault is not None:  # a prediction of another size is dropped before the volume is allocated
-        voxels = math.prod(shape)
-        prefault.keep_if(voxels * out_dtype.itemsize, voxels * first.dtype.itemsize)
+        prefault.keep_if(shape, out_dtype, first.dtype)
     volume = out if out is not None else _empty(xp, shape, out_dtype, shared, prefault)
     # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
     stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared, prefault)
