@@ -25,9 +25,9 @@ from hypothesis.control import currently_in_test_context
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.strategies import dicom_specs
-from fixtures.writer import write_dicom
 from kvdicom._header import fast_header
 from tests import header_strategies as hs
+from tests.test_fast_header import _write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,16 +66,6 @@ def check_walks_agree(path, force=False, chunk=None):
     return compiled
 
 
-def _write(tmp_path, spec: DicomSpec, elements=()) -> Path:
-    path = tmp_path / f"{spec.key()}-{abs(hash(elements))}.dcm"
-    write_dicom(spec, path)
-    if elements:
-        data = hs.splice(path.read_bytes(), elements, implicit=spec.transfer_syntax == "implicit_le",
-                         with_meta=spec.file_meta)
-        path.write_bytes(data)
-    return path
-
-
 CHUNKS = st.sampled_from([None, 64, 200, 333, 1024, 4096])
 
 
@@ -83,14 +73,14 @@ CHUNKS = st.sampled_from([None, 64, 200, 333, 1024, 4096])
 @PROPERTY
 @given(spec=dicom_specs(rescale=True, headers=True), elements=hs.header_blocks(), chunk=CHUNKS)
 def test_compiled_walk_equals_the_python_walk_on_generated_headers(tmp_path, spec, elements, chunk):
-    check_walks_agree(_write(tmp_path, spec, elements), not spec.file_meta, chunk)
+    check_walks_agree(*_write(tmp_path, spec, elements), chunk)
 
 
 @needs_compiled
 @PROPERTY
 @given(spec=dicom_specs(rescale=True, headers=True), elements=hs.header_blocks(), chunk=CHUNKS, data=st.data())
 def test_compiled_walk_equals_the_python_walk_on_mutated_headers(tmp_path, spec, elements, chunk, data):
-    path = _write(tmp_path, spec, elements)
+    path, _ = _write(tmp_path, spec, elements)
     raw = bytearray(path.read_bytes())
     end = max(1, len(raw) - spec.pixel_bytes)  # the header, and the pixel element's own header
     for _ in range(data.draw(st.integers(1, 4))):
@@ -124,7 +114,7 @@ def _pixel_element_offset(path, force=False):
 @pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
 def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_path, kind, syntax):
     frames = 3 if kind in ("enhanced_mr", "seed") else 1
-    path = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
+    path, _ = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
     pos, implicit, kept, pixel_at = _pixel_element_offset(path)
     with open(path, "rb") as f:
         buf = f.read(pixel_at + 16)
@@ -149,7 +139,7 @@ def test_compiled_walk_reaches_the_pixel_data_of_every_clinical_header_kind(tmp_
 @pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
 def test_compiled_walk_reads_on_past_its_first_window_up_to_the_cap(tmp_path, kind, syntax, monkeypatch):
     frames = 3 if kind == "enhanced_mr" else 1
-    path = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
+    path, _ = _write(tmp_path, DicomSpec(rows=16, cols=16, frames=frames, header=kind, transfer_syntax=syntax))
     pos, implicit, kept, pixel_at = _pixel_element_offset(path)
 
     def fast_forward():
@@ -175,7 +165,7 @@ def test_compiled_walk_asks_the_dictionary_for_implicit_sequences_of_undefined_l
     # implicit VR: only pydicom's dictionary, or else an item tag next, says an undefined length is a sequence
     inner = hs.Sequence(0x00081140, False, (hs.Item(False, (hs.Value(0x00081150, "UI", b"1.2.3\0"),)),))
     seq = hs.Sequence(tag, False, (hs.Item(False, (inner,)), hs.Item(True, ())))
-    path = _write(tmp_path, DicomSpec(rows=4, cols=4, transfer_syntax="implicit_le"), (seq,))
+    path, _ = _write(tmp_path, DicomSpec(rows=4, cols=4, transfer_syntax="implicit_le"), (seq,))
     pos, implicit, kept, pixel_at = _pixel_element_offset(path)
     stop, found, _ = fast_header.compiled_walk.walk(path.read_bytes(), 0, pos, implicit)
     assert stop == pixel_at and found == kept
