@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import re
+import shutil
+import subprocess
+import tomllib
 from pathlib import Path
 
-import tomllib
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +71,26 @@ def test_pytest_benchmarks_private_state_is_touched_in_one_module_at_the_version
                       if "config._benchmarksession" in p.read_text() or '"_benchmarksession"' in p.read_text())
     assert touching == ["dgbench/benchmark_session.py"]
     assert _requirements("requirements.txt")["pytest-benchmark"] == f"pytest-benchmark{CHECKED}"
+
+
+def _older_python() -> str | None:
+    """An interpreter older than 3.11 on this machine (pyenv's, or on PATH), or None."""
+    found = [shutil.which(f"python3.{minor}") for minor in (10, 9, 8)]
+    found += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[0]*/bin/python")))
+    return next((p for p in found if p), None)
+
+
+def test_dgb_refuses_a_python_older_than_requires_python_before_making_a_venv(tmp_path):
+    """On 3.10 pip found no imagecodecs 2026 (nor kvikio 26) and ./dgb died in the middle of pip's output."""
+    older = _older_python()
+    if older is None:
+        pytest.skip("no Python older than 3.11 on this machine")
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor == ">=3.11"
+    shutil.copy(ROOT / "dgb", tmp_path / "dgb")  # a copy: ./dgb works in its own folder
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    done = subprocess.run([str(tmp_path / "dgb"), "test"], env={**env, "PYTHON": older}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "older than Python 3.11" in done.stderr and "PYTHON" in done.stderr
+    assert not (tmp_path / ".venv").exists()
