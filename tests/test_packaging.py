@@ -94,3 +94,12 @@ def test_dgb_refuses_a_python_older_than_requires_python_before_making_a_venv(tm
     assert done.returncode == 2, done.stderr
     assert "older than Python 3.11" in done.stderr and "PYTHON" in done.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_dgb_names_a_missing_interpreter(tmp_path):
+    shutil.copy(ROOT / "dgb", tmp_path / "dgb")
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    done = subprocess.run([str(tmp_path / "dgb"), "test"], env={**env, "PYTHON": str(tmp_path / "no-python")},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no Python interpreter" in done.stderr and "no-python" in done.stderr
+    assert not (tmp_path / ".venv").exists()
