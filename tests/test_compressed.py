@@ -149,6 +149,30 @@ def test_gpu_route_corrections_match_pydicom(files, case, atol):
     assert diff <= atol
 
 
+GREY_JPEG = DicomSpec(frames=2, rows=32, cols=32, bits_allocated=8, bits_stored=8, transfer_syntax="jpeg_baseline")
+YBR_JPEG = DicomSpec(frames=2, rows=32, cols=48, photometric="YBR_FULL_422", transfer_syntax="jpeg_baseline", **RGB8)
+EDITS = [(GREY_JPEG, {"BitsAllocated": 16}), (YBR_JPEG, {"BitsAllocated": 16}), (YBR_JPEG, {"PixelRepresentation": 1}),
+         (YBR_JPEG, {"PixelRepresentation": 1, "PhotometricInterpretation": "YBR_FULL"})]
+
+
+@pytest.mark.parametrize(("base", "edit"), EDITS,
+                         ids=["grey-8bit-under-16", "ybr-8bit-under-16", "ybr-signed", "ybr-full-signed"])
+def test_jpeg_that_pydicom_cannot_decode_is_left_to_the_host(files, tmp_path, base, edit):
+    """Found by a scan of rewritten headers: pydicom puts 8-bit JPEG samples into a buffer sized by Bits Allocated
+    16 and fails; it fails to convert signed YBR samples to RGB. The GPU route planned both and returned an array
+    (uint16, int8 RGB); on the host pydicom's decoder fails, and the load with it."""
+    ds = pydicom.dcmread(files[base])
+    for keyword, value in edit.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / "edited.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ValueError):
+        pydicom_pixels(path)
+    _, _, how = _planned(path)
+    assert how.route == "host" and "pydicom" in how.reason
+    assert check_load(path, "cpu") is None  # refused, as pydicom fails
+
+
 def test_lossless_jpeg_decodes_on_the_host(files):
     """nvJPEG 13.2.3 returned wrong values for a 12-bit SV1 stream on the device: never route SOF3 to it."""
     spec = next(s for s, _ in CASES if s.transfer_syntax == "jpeg_lossless_sv1")
@@ -503,11 +527,19 @@ def test_fuzzed_compressed_files_match_pydicom_or_are_refused(fuzz_bases, tmp_pa
         if how.route != "gpu":
             return
         try:
-            ref = pydicom_pixels(path)
             raw = _stand_in_decode(layout, frames, how)
         except Exception:  # noqa: BLE001
             return  # a stream the CPU codecs cannot decode: the GPU route re-decodes such frames on the host
-        got = gpu_codec.finish(raw, layout, how)
+        try:
+            got = gpu_codec.finish(raw, layout, how)
+        except kvdicom.DicomLoadError:
+            return
+        try:
+            ref = pydicom_pixels(path)
+        except Exception as exc:  # noqa: BLE001
+            # the GPU route would return ``got`` where pydicom fails; only a corrupt stream may decode otherwise there
+            assert not streams_intact, f"the GPU route decodes a file pydicom fails on ({type(exc).__name__}: {exc})"
+            return
         tol = 5 if layout.codec == "jpeg" else 0
         assert got.shape == ref.shape and got.dtype == ref.dtype
         if streams_intact:  # decoders differ on corrupt streams; GPU and pydicom agree only on valid ones

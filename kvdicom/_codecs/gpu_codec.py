@@ -110,17 +110,24 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
         precision = infos[-1].precision
         if len({i.precision for i in infos}) > 1:
             return _host("frames differ in precision")
+        raw_itemsize = 1 if precision <= 8 else 2
+        if raw_itemsize * 8 != layout.bits_allocated:
+            # pydicom puts the decoder's samples into a buffer sized by Bits Allocated and fails where their widths
+            # differ (found by a scan of rewritten headers: 8-bit JPEG under Bits Allocated 16)
+            return _host(f"{precision}-bit JPEG samples under Bits Allocated {layout.bits_allocated}: pydicom's "
+                         "decoder decides")
         color = "unchanged"
         if layout.samples_per_pixel > 1:
             baseline_ybr = (layout.transfer_syntax == pydicom.uid.JPEGBaseline8Bit
                             and layout.photometric_interpretation in ("YBR_FULL", "YBR_FULL_422"))
             if (not baseline_ybr or any(i.rgb_ids for i in infos) or layout.planar_configuration
-                    or layout.bits_stored != 8):
-                # nvJPEG converts to RGB while decoding; pydicom shifts out unused bits first, then converts
+                    or layout.bits_stored != 8 or layout.pixel_representation):
+                # nvJPEG converts to RGB while decoding; pydicom shifts out unused bits first, then converts, and
+                # fails to convert signed samples
                 return _host(f"colour JPEG as {layout.photometric_interpretation}: colour handling as pydicom's "
-                             "only for baseline YBR")
+                             "only for baseline YBR of unsigned 8-bit samples")
             color = "srgb"  # libjpeg, and so pydicom, return RGB for baseline YBR
-        return Plan("gpu", color=color, raw_itemsize=1 if precision <= 8 else 2, precision=precision)
+        return Plan("gpu", color=color, raw_itemsize=raw_itemsize, precision=precision)
     return _host(f"{codec} has no GPU decoder in nvImageCodec")
 
 
