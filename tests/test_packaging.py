@@ -80,6 +80,15 @@ def _older_python() -> str | None:
     return next((p for p in found if p), None)
 
 
+def _dgb_test_with(tmp_path, python: str, timeout: float) -> subprocess.CompletedProcess:
+    """``./dgb test`` run from a copy in ``tmp_path`` (it works in its own folder) with ``PYTHON=python``, outside
+    any virtualenv."""
+    shutil.copy(ROOT / "dgb", tmp_path / "dgb")
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return subprocess.run([str(tmp_path / "dgb"), "test"], env={**env, "PYTHON": python}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def test_dgb_refuses_a_python_older_than_requires_python_before_making_a_venv(tmp_path):
     """On 3.10 pip found no imagecodecs 2026 (nor kvikio 26) and ./dgb died in the middle of pip's output."""
     older = _older_python()
@@ -87,19 +96,13 @@ def test_dgb_refuses_a_python_older_than_requires_python_before_making_a_venv(tm
         pytest.skip("no Python older than 3.11 on this machine")
     floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert floor == ">=3.11"
-    shutil.copy(ROOT / "dgb", tmp_path / "dgb")  # a copy: ./dgb works in its own folder
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    done = subprocess.run([str(tmp_path / "dgb"), "test"], env={**env, "PYTHON": older}, capture_output=True,
-                          text=True, timeout=120)
+    done = _dgb_test_with(tmp_path, older, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "older than Python 3.11" in done.stderr and "PYTHON" in done.stderr
     assert not (tmp_path / ".venv").exists()
 
 
 def test_dgb_names_a_missing_interpreter(tmp_path):
-    shutil.copy(ROOT / "dgb", tmp_path / "dgb")
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    done = subprocess.run([str(tmp_path / "dgb"), "test"], env={**env, "PYTHON": str(tmp_path / "no-python")},
-                          capture_output=True, text=True, timeout=60)
+    done = _dgb_test_with(tmp_path, str(tmp_path / "no-python"), timeout=60)
     assert done.returncode == 2 and "no Python interpreter" in done.stderr and "no-python" in done.stderr
     assert not (tmp_path / ".venv").exists()

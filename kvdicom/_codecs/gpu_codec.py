@@ -64,6 +64,11 @@ def _host(reason: str) -> Plan:
     return Plan("host", reason)
 
 
+def _raw_itemsize(precision: int) -> int:
+    """Bytes per sample nvImageCodec returns for a codestream of ``precision`` bits."""
+    return 1 if precision <= 8 else 2
+
+
 def plan(layout: CompressedLayout, infos: list) -> Plan:
     """Where the frames decode, from the header and each frame's codestream facts (:func:`compressed.check_frames`)."""
     codec = layout.codec
@@ -98,7 +103,7 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
                              f"planar {layout.planar_configuration}")
             # the decoder undoes the codestream's colour transform, as openjpeg does for pydicom (which then says RGB)
             color = "srgb" if layout.photometric_interpretation != "RGB" else "unchanged"
-        return Plan("gpu", color=color, raw_itemsize=1 if last.precision <= 8 else 2, precision=last.precision,
+        return Plan("gpu", color=color, raw_itemsize=_raw_itemsize(last.precision), precision=last.precision,
                     signed=last.signed)
     if codec == "jpeg_lossless":
         # Measured on an H200 (nvImageCodec 0.9.0.20, nvJPEG 13.2.3): a 12-bit SV1 stream from libjpeg-turbo
@@ -110,7 +115,7 @@ def plan(layout: CompressedLayout, infos: list) -> Plan:
         precision = infos[-1].precision
         if len({i.precision for i in infos}) > 1:
             return _host("frames differ in precision")
-        raw_itemsize = 1 if precision <= 8 else 2
+        raw_itemsize = _raw_itemsize(precision)
         if raw_itemsize * 8 != layout.bits_allocated:
             # pydicom puts the decoder's samples into a buffer sized by Bits Allocated and fails where their widths
             # differ (found by a scan of rewritten headers: 8-bit JPEG under Bits Allocated 16)
