@@ -9,7 +9,9 @@ works on pytest-benchmark 5.2's ``BenchmarkSession`` (:mod:`dgbench.benchmark_se
   takes ``--benchmark-compare`` (no value) away from it in ``pytest_configure``
   and, once every ``pytest_sessionstart`` has run (so ``machine_id`` is the
   slug), resolves it to one file of ``<storage>/<machine_id>/``: the one named
-  in ``BASELINE`` if that file exists, else the newest numbered run; then it
+  in ``BASELINE`` if that file exists, else the newest numbered run that was not
+  stopped before its end (:mod:`dgbench.interrupt`: its missing rows would go
+  uncompared); then it
   lets pytest-benchmark load that file (``handle_loading``). An explicit
   ``--benchmark-compare=NUM`` is left to pytest-benchmark, in the right folder.
 * **Missing baseline.** No folder, no run in it, or ``BASELINE`` naming a file
@@ -39,7 +41,8 @@ import pytest
 from dgbench.benchmark_session import benchmark_session
 from dgbench.config import DEFAULT_NOISE_K
 from dgbench.derived import noise_floor
-from dgbench.store import RunFault, read_bytes, run_fault
+from dgbench.interrupt import is_interrupted
+from dgbench.store import RunFault, read_bytes, read_run, run_fault
 
 BASELINE_FILE = "BASELINE"
 #: Stats a compared run must hold as finite, non-negative numbers (pytest-benchmark's table and the noise rule).
@@ -146,7 +149,15 @@ def resolve_baseline(folder: Path) -> tuple[Path | None, str, str | None]:
     runs = numbered_runs(folder)
     if not runs:
         return None, "", "the folder holds no saved run"
-    return runs[-1], "newest run", None
+    for passed, run in enumerate(reversed(runs)):
+        try:
+            stopped = is_interrupted(read_run(run))
+        except RunFault:  # named with its fault by the caller's run_fault
+            stopped = False
+        if not stopped:
+            how = "newest run" if not passed else f"newest run not interrupted; {passed} newer one(s) passed over"
+            return run, how, None
+    return None, "", f"every saved run there was interrupted before its end (the newest: {runs[-1].name})"
 
 
 # --------------------------------------------------------------------------- noise rule

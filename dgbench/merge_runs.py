@@ -7,7 +7,8 @@ session ends. So a full device run is taken as parts (``-k`` selections, same co
 machine, one lease) and joined here into the single file a ``BASELINE`` can name and
 ``--benchmark-compare`` can load. Parts that disagree on the machine or the commit, or that
 hold the same benchmark twice, are refused: such a file would compare numbers that were not
-taken together. The joined file lists its parts under ``"parts"``.
+taken together. The joined file lists its parts under ``"parts"``; where a part was stopped before
+its end (:mod:`dgbench.interrupt`), the joined file is marked so too.
 
     python -m dgbench.merge_runs --into results/<machine> part1.json part2.json ...
 """
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dgbench.baseline import numbered_runs
+from dgbench.interrupt import INTERRUPTED, is_interrupted
 from dgbench.report.atomic_write import write_atomic
 from dgbench.store import read_run, run_fault
 
@@ -64,7 +66,7 @@ def merge(paths: list[Path]) -> dict:
                 raise MergeError(f"{name} is in both {seen[name]} and {path.name}")
             seen[name] = path.name
     last = max(docs, key=lambda d: datetime.fromisoformat(d["datetime"]))
-    return {
+    document = {
         "machine_info": first["machine_info"],
         "commit_info": first["commit_info"],
         "benchmarks": [bench for doc in docs for bench in doc["benchmarks"]],
@@ -73,6 +75,10 @@ def merge(paths: list[Path]) -> dict:
         "parts": [{"file": p.name, "datetime": d["datetime"], "benchmarks": len(d["benchmarks"])}
                   for p, d in zip(paths, docs)],
     }
+    stopped = [f"{p.name}: {d[INTERRUPTED]}" for p, d in zip(paths, docs) if is_interrupted(d)]
+    if stopped:  # a part cut short leaves the joined run short too
+        document[INTERRUPTED] = "; ".join(stopped)
+    return document
 
 
 def run_file_name(folder: Path, document: dict) -> str:

@@ -20,8 +20,9 @@ from fixtures.cache import Corpus, CorpusError
 from fixtures.encode import EncoderUnavailable
 from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 
-# Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py.
-pytest_plugins = ["dgbench.baseline"]
+# Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py; a run stopped
+# early (SIGTERM, Ctrl-C, -x) saves what it measured, marked: see dgbench/interrupt.py.
+pytest_plugins = ["dgbench.interrupt", "dgbench.baseline"]  # interrupt first: baseline imports it
 
 ROOT = cfg.ROOT
 GPU_STATUS = pytest.StashKey[GpuStatus]()

@@ -611,3 +611,16 @@ def test_machines_table_says_which_header_walk_each_run_used(tmp_path, capsys):
     code, _, err = run_report(capsys, tmp_path / "results", "-o", out)
     assert code == 0, err
     assert [r["Header walk"] for r in markdown_tables((out / "report.md").read_text())["Machines"]] == ["compiled"]
+
+
+def test_machines_table_marks_a_run_that_stopped_before_its_end(tmp_path, capsys):
+    results = tmp_path / "results" / "h100"
+    slug = "nvidia-h100-80gb-hbm3_drv580.159.04_cuda13.0_kvikio-gds"
+    run = result_document(machine_info(H100, slug, gds=True), gpu_run(0.00025, 0.0002), "2026-03-02T01:00:00+00:00")
+    run["interrupted"] = "stopped by SIGTERM before the end of its selection"
+    write_result(results / "0001_cut.json", run)
+    out = tmp_path / "out"
+    code, _, err = run_report(capsys, tmp_path / "results", "-o", out)
+    assert code == 0, err
+    (row,) = markdown_tables((out / "report.md").read_text())["Machines"]
+    assert row["Result file"] == "h100/0001_cut.json (stopped by SIGTERM before the end of its selection)"

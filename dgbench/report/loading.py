@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dgbench.derived import add_derived_fields, effective_page_cache
+from dgbench.interrupt import INTERRUPTED, is_interrupted
 
 from .model import Benchmark, Run, Skipped
 
@@ -207,6 +208,7 @@ def parse_run(path: Path, document: Any, shown: str | None = None) -> tuple[Run,
         machine_info=machine_info,
         commit_id=commit_id if isinstance(commit_id, str) else None,
         benchmarks=tuple(kept),
+        interrupted=str(document[INTERRUPTED]) if is_interrupted(document) else None,
     )
     return run, dropped
 

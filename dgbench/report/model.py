@@ -72,6 +72,7 @@ class Run:
     machine_info: dict[str, Any]
     commit_id: str | None
     benchmarks: tuple[Benchmark, ...]
+    interrupted: str | None = None  # why the run stopped before the end of its selection (dgbench.interrupt)
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def machine_table(machines: Iterable[Machine]) -> Table:
                     str(info.get("profile") or ""),
                     formatting.timestamp(run.started),
                     (run.commit_id or "")[:12],
-                    run.display,
+                    run.display + (f" ({run.interrupted})" if run.interrupted else ""),
                     str(shown[id(run)]),
                     str(len(machine.older_runs)),
                 )
