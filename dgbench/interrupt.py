@@ -8,7 +8,8 @@ measurements that way in one lease. A run interrupted by Ctrl-C (``SIGINT``), or
 
 This plugin, while a run saves (``--benchmark-autosave``, ``--benchmark-save``, ``--benchmark-json``) and pytest
 runs in the main thread, turns the first ``SIGTERM`` into the ``KeyboardInterrupt`` pytest already handles, so
-the session ends as after Ctrl-C and pytest-benchmark saves the benchmarks that finished. A second ``SIGTERM``
+the session ends as after Ctrl-C and pytest-benchmark saves the benchmarks that finished (the one the
+interruption cut between its rounds is left out: it holds fewer rounds than it asked for). A second ``SIGTERM``
 is ignored meanwhile, so it cannot cut the save half-way (``SIGKILL`` still ends the process). A run that
 stopped early for any of these reasons holds ``"interrupted": "<why>"`` at the top of its JSON;
 :func:`dgbench.baseline.resolve_baseline` passes over such runs when it looks for the newest one to compare
@@ -36,6 +37,7 @@ class _State:
     signal: str | None = None    # "SIGTERM" once ours fired
     stopped: str | None = None   # why the run stopped before the end of its selection
     deferred: bool = False       # a SIGTERM came while the run was being saved
+    running: str | None = None   # the test running now (its node id), or the one the interruption cut
 
 
 _STATE = pytest.StashKey[_State]()
@@ -72,6 +74,17 @@ def pytest_sessionstart(session):
     state.installed = True
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    state = item.config.stash.get(_STATE, None)
+    if state is not None:
+        state.running = item.nodeid
+    result = yield  # an interruption raises here: ``running`` keeps the test it cut
+    if state is not None:
+        state.running = None
+    return result
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     """Outside pytest-benchmark's own wrapper, which saves: say why the run stopped before it saves, hold any
@@ -85,6 +98,9 @@ def pytest_sessionfinish(session, exitstatus):
         state.stopped = "interrupted (KeyboardInterrupt) before the end of its selection"
     elif session.shouldfail or session.shouldstop:
         state.stopped = f"stopped early: {session.shouldfail or session.shouldstop}"
+    bs = benchmark_session(session.config)
+    if state.running and bs is not None:  # a benchmark cut between its rounds holds fewer than it asked for
+        bs.benchmarks[:] = [b for b in bs.benchmarks if getattr(b, "fullname", None) != state.running]
     if state.installed:
         signal.signal(signal.SIGTERM, lambda signum, frame: setattr(state, "deferred", True))
     try:

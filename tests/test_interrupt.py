@@ -1,8 +1,8 @@
 """dgbench/interrupt.py: a benchmark run stopped before its end saves what it measured, marked as stopped.
 
 The end-to-end tests run pytest in a child process on a file of two benchmarks: the first finishes at once,
-the second writes a marker file and then waits a minute. The parent stops the child once the marker is there
-(SIGTERM, SIGINT) and reads what was saved.
+the second writes a marker file in each of its rounds, which take a minute in all. The parent stops the child
+once the marker is there (SIGTERM, SIGINT), so between two rounds of the second, and reads what was saved.
 """
 
 from __future__ import annotations
@@ -33,19 +33,24 @@ import time
 
 
 def test_a_finishes(benchmark):
-    benchmark.pedantic(time.sleep, args=(0.001,), rounds=3, iterations=1)
+    benchmark.pedantic(time.sleep, args=(0.01,), rounds=3, iterations=1)
 
 
 def test_b_waits(benchmark):
     if os.environ.get("DGB_TEST_FAIL"):
         raise AssertionError("fails on purpose")
-    pathlib.Path(os.environ["DGB_TEST_MARK"]).write_text("waiting")
-    time.sleep(float(os.environ.get("DGB_TEST_WAIT", "60")))
-    benchmark.pedantic(time.sleep, args=(0.001,), rounds=3, iterations=1)
+    mark = pathlib.Path(os.environ["DGB_TEST_MARK"])
+    wait = float(os.environ.get("DGB_TEST_WAIT", "0.2"))
+
+    def one_round():  # the parent stops the run between these rounds
+        mark.write_text("waiting")
+        time.sleep(wait)
+
+    benchmark.pedantic(one_round, rounds=300 if wait >= 0.1 else 3, iterations=1)
 
 
 def test_c_after(benchmark):
-    benchmark.pedantic(time.sleep, args=(0.001,), rounds=3, iterations=1)
+    benchmark.pedantic(time.sleep, args=(0.01,), rounds=3, iterations=1)
 """
 
 # What the root conftest.py does, with a fixed machine folder instead of the GPU slug.
@@ -115,7 +120,7 @@ def test_a_run_stopped_by_its_first_failure_is_marked(project):
 
 
 def test_a_bare_compare_passes_over_a_stopped_run_for_the_newest_whole_one(project):
-    whole = start(project, DGB_TEST_WAIT="0")
+    whole = start(project, DGB_TEST_WAIT="0.01")
     output, _ = whole.communicate(timeout=120)
     assert whole.returncode == 0, output
     (project / "mark").unlink()
@@ -124,7 +129,7 @@ def test_a_bare_compare_passes_over_a_stopped_run_for_the_newest_whole_one(proje
     assert INTERRUPTED not in first and [b["name"] for b in first["benchmarks"]] == [
         "test_a_finishes", "test_b_waits", "test_c_after"]
     assert INTERRUPTED in stopped
-    again = start(project, "--benchmark-compare", DGB_TEST_WAIT="0")
+    again = start(project, "--benchmark-compare", DGB_TEST_WAIT="0.01")
     output, _ = again.communicate(timeout=120)
     assert again.returncode == 0, output
     assert "(newest run not interrupted; 1 newer one(s) passed over)" in output
