@@ -23,13 +23,16 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
+# DGB_TIMEOUT=SECONDS: the stage's pytest gets SIGTERM then (0: no limit), so a part that runs long ends within the
+# device's 10-minute command; a tree with dgbench/interrupt.py saves what finished, marked "interrupted".
+limit=${DGB_TIMEOUT:-0}
 store=$PWD/.cmp
 export DGB_CORPUS_DIR=${DGB_CORPUS_DIR:-$PWD/.corpus}
 stage=${1:-}; shift || true
 case "$stage" in
   base)
     tree=$1 commit=$2; shift 2
-    (cd "$tree" && PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} DGB_COMMIT=$commit python3 -m pytest bench -p no:cacheprovider \
+    (cd "$tree" && PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} DGB_COMMIT=$commit timeout "$limit" python3 -m pytest bench -p no:cacheprovider \
         --benchmark-autosave --benchmark-storage="file://$store" "$@") > "$out/base.log" 2>&1
     rc=$?
     # Every head part compares against this run, not against the part saved before it.
@@ -37,7 +40,7 @@ case "$stage" in
     [ -n "$saved" ] && basename "$saved" > "$(dirname "$saved")/BASELINE";;
   head)
     commit=$1; shift
-    DGB_COMMIT=$commit ./dgb bench --benchmark-storage="file://./.cmp" --benchmark-compare "$@" > "$out/head.log" 2>&1
+    DGB_COMMIT=$commit timeout "$limit" ./dgb bench --benchmark-storage="file://./.cmp" --benchmark-compare "$@" > "$out/head.log" 2>&1
     rc=$?;;
   *) echo "usage: $0 base TREE COMMIT [ARGS...] | head COMMIT [ARGS...]" >&2; exit 2;;
 esac
