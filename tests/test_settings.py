@@ -55,9 +55,11 @@ def test_processes_is_capped_by_the_cores_this_process_may_use(monkeypatch):
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"KVDICOM_THREADS": "3", "KVDICOM_PROCESSES": "0"},
-     "Settings(threads=3, processes=0, max_compression_ratio=1000.0)"),
-    ({"KVDICOM_THREADS": "none"}, "Settings(threads=None, processes='auto', max_compression_ratio=1000.0)"),
-    ({"KVDICOM_PROCESSES": "Auto"}, "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0)"),
+     "Settings(threads=3, processes=0, max_compression_ratio=1000.0, host_cache_bytes=536870912)"),
+    ({"KVDICOM_THREADS": "none"},
+     "Settings(threads=None, processes='auto', max_compression_ratio=1000.0, host_cache_bytes=536870912)"),
+    ({"KVDICOM_PROCESSES": "Auto", "KVDICOM_HOST_CACHE_BYTES": "0"},
+     "Settings(threads='auto', processes='auto', max_compression_ratio=1000.0, host_cache_bytes=0)"),
 ])
 def test_starting_values_come_from_the_environment(env, expected):
     out = subprocess.run([sys.executable, "-c", "import kvdicom; print(kvdicom.settings.current())"],

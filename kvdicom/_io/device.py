@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom._io import device_read, host_read
+from kvdicom._io import device_read, host_memory, host_read
 from kvdicom._io.gpu import require_gpu_stack
 
 DEVICES = ("cuda", "cpu")
@@ -38,7 +38,9 @@ class Device:
         return np
 
     def empty(self, shape, dtype):
-        return self.xp.empty(shape, dtype=dtype)
+        if self.on_gpu:
+            return self.xp.empty(shape, dtype=dtype)  # CuPy's memory pool keeps freed device memory
+        return host_memory.empty(shape, dtype)
 
     def read_into(self, path: str, buffer, offset: int, *, file_id=None, fd: int | None = None, then=None) -> int:
         """Read ``buffer.nbytes`` bytes of ``path`` at ``offset`` into ``buffer`` (an array of this device)."""

@@ -49,7 +49,7 @@ from kvdicom import _loader as loader
 from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
-from kvdicom._io import host_read, process_pool
+from kvdicom._io import host_memory, host_read, process_pool
 from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode, decodes_in_place
@@ -396,11 +396,14 @@ def _place_shared(values: list, layouts, stored, out_dtype, xp, early=None, indi
 def _empty(xp, shape, dtype, shared: _Shared | None, prefault: Prefault | None = None):
     """``xp.empty``; where the device has no room, the load's early device copy (as many bytes as the files)
     is given back first and the volume tried again, so a load that fitted before early copies still fits. On
-    the CPU path, the memory faulted in while the headers were parsed, where it has the size asked for."""
+    the CPU path, the memory faulted in while the headers were parsed, where it has the size asked for, else
+    a freed volume's memory kept for the next load (:mod:`kvdicom._io.host_memory`)."""
     if prefault is not None:
         array = prefault.take(shape, dtype)
         if array is not None:
             return array
+    if xp is np:
+        return host_memory.empty(shape, dtype)
     try:
         return xp.empty(shape, dtype=dtype)
     except MemoryError:  # CuPy's OutOfMemoryError is one
