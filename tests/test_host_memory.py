@@ -7,6 +7,7 @@ The size rule (``settings.HOST_CACHE_MIN_BYTES``, 32 MiB) is lowered here, so th
 from __future__ import annotations
 
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -113,3 +114,18 @@ def test_the_most_recently_freed_are_kept_within_the_limit():
 def test_a_bad_host_cache_bytes_is_a_value_error(value):
     with pytest.raises(ValueError, match="host_cache_bytes"):
         kvdicom.configure(host_cache_bytes=value)
+
+
+def test_a_forked_child_starts_with_nothing_kept():
+    array = host_memory.empty((4096,), np.uint8)
+    del array
+    assert host_memory.kept_bytes() == 4096
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it inherited as kept, and leave without running pytest's teardown
+        os.write(write, str(host_memory.kept_bytes()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64) == b"0"
+    assert host_memory.kept_bytes() == 4096  # the parent keeps its own

@@ -33,7 +33,8 @@ def _reset_in_child() -> None:
     _lock, _kept = threading.RLock(), []  # a fork's copy of a lock another thread held would never be released
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def kept_bytes() -> int:
