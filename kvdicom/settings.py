@@ -149,6 +149,10 @@ JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
 #: 512² 32 tasks (two per thread on 16 cores); with it that CPU load took 29.5 ms on the H200 device (above).
 HOST_COPY_TASK_BYTES = 4 << 20
 
+#: Native series read in-process (the CPU path without header workers): runs of consecutive slices a read-pool
+#: thread, not one task a file, whose submissions and hand-overs queued on the GIL.
+SERIES_READS_PER_THREAD = 4
+
 #: Elements per host rescale task: below this a series is rescaled in the caller's thread.
 RESCALE_TASK_ELEMENTS = 1 << 18
 

@@ -113,10 +113,19 @@ def _gpu_backend() -> series_stage.Backend:
                                 copy=copy, finish=stream.synchronize)
 
 
+def _read_run(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
+    for layout, start in zip(layouts, starts):
+        _read_slice(layout, host[start : start + layout.nbytes])
+
+
 def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
     """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error."""
-    # one task per file on kvdicom's read pool; every read done, errors or not, before an error is raised
-    host_read.wait_all([_submit_read(layout, host[s : s + layout.nbytes]) for layout, s in zip(layouts, starts)])
+    # runs of consecutive slices on kvdicom's read pool; every run done, errors or not, before the first error
+    # (in slice order: a run stops at its first) is raised
+    n = len(layouts)
+    per = max(1, -(-n // (io_tuning.host_threads() * settings.SERIES_READS_PER_THREAD)))
+    host_read.wait_all([host_read.pool().submit(_read_run, layouts[i : i + per], host, starts[i : i + per])
+                        for i in range(0, n, per)])
 
 
 # decode and rescale --------------------------------------------------------------
