@@ -20,7 +20,7 @@ import pytest
 
 from dgbench.baseline import BASELINE_FILE, missing_message, noise_floor, resolve_baseline, run_fault
 from dgbench.schema import bench_document, run_document
-from tests.nested import nested_pytest_env
+from tests.nested import benchmark_project, nested_pytest_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -32,19 +32,6 @@ import time
 def test_sleep(benchmark):
     benchmark.pedantic(time.sleep, args=(0.01,), rounds=5, iterations=1, warmup_rounds=1)
 """
-
-# What the root conftest.py does, with a fixed machine folder instead of the GPU slug.
-TINY_CONFTEST = f"""
-import pytest
-
-pytest_plugins = ["dgbench.baseline"]
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session):
-    bs = session.config._benchmarksession
-    bs.machine_id = bs.storage.default_machine_id = {MACHINE!r}
-"""
-
 
 def saved_run(median: float, iqr: float) -> dict:
     """A pytest-benchmark JSON file holding one run of test_sleep with the given median and IQR."""
@@ -58,10 +45,7 @@ NOISY = saved_run(0.008, 0.008)        # 8 ms, spread 100 %
 
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "test_tiny.py").write_text(TINY_TEST)
-    (tmp_path / "conftest.py").write_text(TINY_CONFTEST)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    return tmp_path
+    return benchmark_project(tmp_path, {"test_tiny.py": TINY_TEST}, ["dgbench.baseline"], MACHINE)
 
 
 def machine_folder(project: Path, runs: dict[str, dict], baseline: str | None = None) -> Path:

@@ -21,7 +21,7 @@ from dgbench import merge_runs
 from dgbench.baseline import BASELINE_FILE, resolve_baseline
 from dgbench.interrupt import INTERRUPTED
 from dgbench.schema import bench_document, run_document
-from tests.nested import nested_pytest_env
+from tests.nested import benchmark_project, nested_pytest_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
@@ -53,25 +53,10 @@ def test_c_after(benchmark):
     benchmark.pedantic(time.sleep, args=(0.01,), rounds=3, iterations=1)
 """
 
-# What the root conftest.py does, with a fixed machine folder instead of the GPU slug.
-CONFTEST = f"""
-import pytest
-
-pytest_plugins = ["dgbench.interrupt", "dgbench.baseline"]
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session):
-    bs = session.config._benchmarksession
-    bs.machine_id = bs.storage.default_machine_id = {MACHINE!r}
-"""
-
-
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "test_two.py").write_text(TWO_BENCHMARKS)
-    (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    return tmp_path
+    return benchmark_project(tmp_path, {"test_two.py": TWO_BENCHMARKS}, ["dgbench.interrupt", "dgbench.baseline"],
+                             MACHINE)
 
 
 def start(project: Path, *args: str, **env: str) -> subprocess.Popen:
