@@ -98,6 +98,8 @@ def pytest_sessionfinish(session, exitstatus):
         state.stopped = "interrupted (KeyboardInterrupt) before the end of its selection"
     elif session.shouldfail or session.shouldstop:
         state.stopped = f"stopped early: {session.shouldfail or session.shouldstop}"
+    elif state.running:  # pytest.exit() inside a test, say
+        state.stopped = f"stopped during {state.running}"
     bs = benchmark_session(session.config)
     if state.running and bs is not None:  # a benchmark cut between its rounds holds fewer than it asked for
         bs.benchmarks[:] = [b for b in bs.benchmarks if getattr(b, "fullname", None) != state.running]

@@ -31,6 +31,8 @@ import os
 import pathlib
 import time
 
+import pytest
+
 
 def test_a_finishes(benchmark):
     benchmark.pedantic(time.sleep, args=(0.01,), rounds=3, iterations=1)
@@ -39,6 +41,9 @@ def test_a_finishes(benchmark):
 def test_b_waits(benchmark):
     if os.environ.get("DGB_TEST_FAIL"):
         raise AssertionError("fails on purpose")
+    if os.environ.get("DGB_TEST_EXIT"):
+        benchmark.pedantic(time.sleep, args=(0.01,), rounds=1, iterations=1)
+        pytest.exit("leaves on purpose", returncode=3)
     mark = pathlib.Path(os.environ["DGB_TEST_MARK"])
     wait = float(os.environ.get("DGB_TEST_WAIT", "0.2"))
 
@@ -102,6 +107,15 @@ def test_a_run_stopped_by_its_first_failure_is_marked(project):
     (run,) = saved(project)
     assert [b["name"] for b in run["benchmarks"]] == ["test_a_finishes"]
     assert run[INTERRUPTED].startswith("stopped early: stopping after 1 failures"), run[INTERRUPTED]
+
+
+def test_a_run_a_test_ends_with_pytest_exit_is_marked_and_leaves_that_test_out(project):
+    child = start(project, DGB_TEST_EXIT="1")
+    output, _ = child.communicate(timeout=120)
+    assert child.returncode == 3, output
+    (run,) = saved(project)
+    assert [b["name"] for b in run["benchmarks"]] == ["test_a_finishes"]
+    assert run[INTERRUPTED] == "stopped during test_two.py::test_b_waits", run[INTERRUPTED]
 
 
 def test_a_bare_compare_passes_over_a_stopped_run_for_the_newest_whole_one(project):
