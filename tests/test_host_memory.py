@@ -129,3 +129,14 @@ def test_a_forked_child_starts_with_nothing_kept():
     os.waitpid(pid, 0)
     assert os.read(read, 64) == b"0"
     assert host_memory.kept_bytes() == 4096  # the parent keeps its own
+
+
+def test_no_room_for_a_mapping_leaves_the_allocation_to_numpy(monkeypatch):
+    def no_room(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(host_memory.mmap, "mmap", no_room)
+    array = host_memory.empty((64, 64), np.int16)
+    assert array.shape == (64, 64) and array.base.flags.owndata  # NumPy's own memory, not kept when freed
+    del array
+    assert host_memory.kept_bytes() == 0
