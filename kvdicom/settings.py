@@ -259,6 +259,17 @@ def _from_environment() -> Settings:
 _current = _from_environment()
 _lock = threading.Lock()
 _UNSET = object()
+_listeners: list = []  # called with the new settings after every change (kvdicom._io.host_memory trims its keep)
+
+
+def on_change(listener) -> None:
+    """Call ``listener(settings)`` after every change of the settings in force."""
+    _listeners.append(listener)
+
+
+def _changed() -> None:
+    for listener in _listeners:
+        listener(_current)
 
 
 def current() -> Settings:
@@ -295,6 +306,7 @@ class configure:
             self._previous = _current
             _current = dataclasses.replace(_current, **changes)
             self.settings = _current
+        _changed()
 
     def __enter__(self) -> Settings:
         return self.settings
@@ -303,3 +315,4 @@ class configure:
         global _current
         with _lock:
             _current = self._previous
+        _changed()

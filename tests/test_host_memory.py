@@ -140,3 +140,14 @@ def test_no_room_for_a_mapping_leaves_the_allocation_to_numpy(monkeypatch):
     assert array.shape == (64, 64) and array.base.flags.owndata  # NumPy's own memory, not kept when freed
     del array
     assert host_memory.kept_bytes() == 0
+
+
+def test_a_lower_limit_lets_kept_memory_go_at_once():
+    first, second = (host_memory.empty((n,), np.uint8) for n in (3000, 4000))
+    del first
+    del second
+    assert host_memory.kept_bytes() == 7000
+    with kvdicom.configure(host_cache_bytes=4000):
+        assert host_memory.kept_bytes() == 4000  # the more recently freed
+    kvdicom.configure(host_cache_bytes=0)
+    assert host_memory.kept_bytes() == 0

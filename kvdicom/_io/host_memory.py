@@ -53,6 +53,15 @@ def _limit() -> int:
     return settings.current().host_cache_bytes
 
 
+def _trim(limit: int) -> None:
+    """Keep at most ``limit`` bytes, the most recently freed (a mapping let go is unmapped once nothing refers
+    to it any more)."""
+    with _lock:
+        total = sum(len(m) for m in _kept)
+        while total > limit:
+            total -= len(_kept.pop(0))
+
+
 def _give_back(mapping: mmap.mmap) -> None:
     """The last array on ``mapping`` is gone: keep it, within the limit (the oldest ones go first)."""
     limit = _limit()
@@ -60,9 +69,11 @@ def _give_back(mapping: mmap.mmap) -> None:
         return
     with _lock:
         _kept.append(mapping)
-        total = sum(len(m) for m in _kept)
-        while total > limit:
-            total -= len(_kept.pop(0))  # its memory is unmapped once nothing refers to it any more
+        _trim(limit)
+
+
+# a lower limit (0: keep none) lets the kept memory go at once, not at the next load
+settings.on_change(lambda now: _trim(now.host_cache_bytes))
 
 
 def _track(mapping: mmap.mmap, nbytes: int) -> np.ndarray:
