@@ -110,10 +110,14 @@ def fresh(nbytes: int) -> np.ndarray:
     return _track(mapping, nbytes)
 
 
+def nbytes_of(shape, dtype) -> int:
+    """The bytes of an array of ``shape`` and ``dtype``."""
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
 def empty(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``: in a kept mapping where one fits, else in new memory kept when freed."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = nbytes_of(shape, dtype)
     raw = reuse(nbytes)
     if raw is None:
         raw = fresh(nbytes)

@@ -113,19 +113,17 @@ def _gpu_backend() -> series_stage.Backend:
                                 copy=copy, finish=stream.synchronize)
 
 
-def _read_run(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
-    for layout, start in zip(layouts, starts):
-        _read_slice(layout, host[start : start + layout.nbytes])
+def _read_slices(layouts: list[PixelLayout], host: np.ndarray, starts: list[int], first: int, stop: int) -> None:
+    for k in range(first, stop):
+        _read_slice(layouts[k], host[starts[k] : starts[k] + layouts[k].nbytes])
 
 
 def _read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
-    """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error."""
-    # runs of consecutive slices on kvdicom's read pool; every run done, errors or not, before the first error
-    # (in slice order: a run stops at its first) is raised
+    """Every slice's bytes into ``host`` (1-D uint8) at ``starts``, concurrently; all or an error (the first in
+    slice order: a run stops at its first)."""
     n = len(layouts)
-    per = max(1, -(-n // (io_tuning.host_threads() * settings.SERIES_READS_PER_THREAD)))
-    host_read.wait_all([host_read.pool().submit(_read_run, layouts[i : i + per], host, starts[i : i + per])
-                        for i in range(0, n, per)])
+    _in_runs(_read_slices, n, min(n, io_tuning.host_threads() * settings.SERIES_READS_PER_THREAD), layouts, host,
+             starts)
 
 
 # decode and rescale --------------------------------------------------------------

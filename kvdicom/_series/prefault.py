@@ -64,7 +64,7 @@ class Prefault:
         else None (kept for another ``take``: a rescaled series allocates its float volume first, then the
         stored one). Waits for the thread."""
         self._wait()
-        if self.array is None or self.array.nbytes != _nbytes(shape, dtype):
+        if self.array is None or self.array.nbytes != host_memory.nbytes_of(shape, dtype):
             return None
         array, self.array = self.array, None
         return array.view(dtype).reshape(shape)
@@ -78,17 +78,13 @@ class Prefault:
         """Drop the memory now unless the load will :meth:`take` ``shape`` in one of ``dtypes``: a volume of
         another size (another series picked from the folder, files that are not slices) is then allocated beside
         nothing."""
-        if self.nbytes not in {_nbytes(shape, dtype) for dtype in dtypes}:
+        if self.nbytes not in {host_memory.nbytes_of(shape, dtype) for dtype in dtypes}:
             self.close()
 
     def close(self) -> None:
         """Wait for the thread and drop the memory not taken (the load is over)."""
         self._wait()
         self.array = None
-
-
-def _nbytes(shape, dtype) -> int:
-    return int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def predicted_bytes(paths: list[str]) -> int:
