@@ -27,6 +27,8 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 # device's 10-minute command; a tree with dgbench/interrupt.py saves what finished, marked "interrupted".
 limit=${DGB_TIMEOUT:-0}
 store=$PWD/.cmp
+# Only this stage's runs come back: the device returns 8 files at most, and a warm machine keeps .cmp between calls.
+before=$(find "$store" -name '*.json' 2>/dev/null | sort)
 export DGB_CORPUS_DIR=${DGB_CORPUS_DIR:-$PWD/.corpus}
 stage=${1:-}; shift || true
 case "$stage" in
@@ -44,6 +46,8 @@ case "$stage" in
     rc=$?;;
   *) echo "usage: $0 base TREE COMMIT [ARGS...] | head COMMIT [ARGS...]" >&2; exit 2;;
 esac
-find "$store" -name '*.json' -exec cp {} "$out/" \; 2>/dev/null
+for f in $(find "$store" -name '*.json' 2>/dev/null | sort); do
+  grep -qxF "$f" <<<"$before" || cp "$f" "$out/"
+done
 tail -n 60 "$out/$stage.log"
 exit $rc
