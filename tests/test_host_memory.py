@@ -131,6 +131,23 @@ def test_a_forked_child_starts_with_nothing_kept():
     assert host_memory.kept_bytes() == 4096  # the parent keeps its own
 
 
+def test_a_forked_child_writing_into_a_volume_leaves_the_parents_unchanged():
+    """Copy-on-write as for any NumPy array: a child (a DataLoader worker forked with a volume in hand) that
+    writes into it must not change the parent's data."""
+    array = host_memory.empty((64, 64), np.int16)
+    array[...] = 7
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        array[...] = -1
+        os.write(write, b"written")
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64) == b"written"
+    assert (array == 7).all()
+
+
 def test_no_room_for_a_mapping_leaves_the_allocation_to_numpy(monkeypatch):
     def no_room(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
