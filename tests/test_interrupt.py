@@ -26,8 +26,8 @@ from tests.nested import benchmark_project, nested_pytest_env
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "test-machine"
 
-# Quick benchmarks take 9 rounds of 20 ms, not 3 of 10 ms: a baseline refuses a run whose IQR exceeds its median (dgbench.store),
-# and on the H200 machine, under ``./dgb test -n 14``, one of 3 rounds of a 10 ms sleep overslept by that much.
+# Quick benchmarks take 9 rounds of 20 ms, not 3 of 10 ms: a baseline refuses a run whose IQR exceeds its median
+# (dgbench.store), and on the H200 machine, under ``./dgb test -n 14``, one of 3 rounds of 10 ms overslept that much.
 TWO_BENCHMARKS = """
 import os
 import pathlib

