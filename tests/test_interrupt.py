@@ -1,8 +1,9 @@
 """dgbench/interrupt.py: a benchmark run stopped before its end saves what it measured, marked as stopped.
 
-The end-to-end tests run pytest in a child process on a file of two benchmarks: the first finishes at once,
-the second writes a marker file in each of its rounds, which take a minute in all. The parent stops the child
-once the marker is there (SIGTERM, SIGINT), so between two rounds of the second, and reads what was saved.
+The end-to-end tests run pytest in a child process on a file of three benchmarks: the first finishes at once,
+the second writes a marker file in each of its rounds, which take a minute in all, and the third comes after it.
+The parent stops the child once the marker is there (SIGTERM, SIGINT), so between two rounds of the second, and
+reads what was saved.
 """
 
 from __future__ import annotations
