@@ -17,8 +17,11 @@ The stages, in the order the load runs them (``kvdicom._series.loader._load``):
              buffer (CUDA: :func:`kvdicom._series.stage.stage`); compressed slices' fragments, their
              codestreams checked and their route chosen (:func:`kvdicom._series.decode.read_all`)
 ``decode``   compressed: the GPU batch (nvImageCodec, corrections, blank-frame check) or the host's decode
-``place``    CUDA: the volume allocated and filled (native: the staged slots copied to their sorted places;
-             compressed: each batch's frames put in their slots)
+``place``    the volume allocated and filled from what the reads left: CUDA, the staged slots copied to their
+             sorted places (native) or each batch's frames put in their slots (compressed); CPU (native),
+             the slices the header workers read into the pool's shared buffer copied to their sorted
+             places on kvdicom's host threads, as ``load_series(device="cpu")`` does where headers are
+             parsed in the process pool (4+ cores, 64+ files; elsewhere it reads into the volume: ``read``)
 
 Their sum is comparable to the whole, not equal to it: the whole overlaps some stages (on CUDA the native reads
 start while headers are still parsed; on the CPU, with four cores or more, each compressed slice is read and
@@ -48,9 +51,10 @@ from kvdicom._series import stage as series_stage
 
 pytestmark = pytest.mark.profile
 
-#: Where each stage runs: ``decode`` only for compressed slices, ``place`` only where the volume is on the device.
+#: Where each stage runs: ``decode`` only for compressed slices; ``place`` on the CPU only for native slices
+#: (compressed slices are decoded into their slots there: ``decode``).
 STAGE_KINDS = {"decode": ("htj2k",)}
-STAGE_DEVICES = {"place": ("cuda",)}
+STAGE_SKIPPED = {("place", "htj2k", "cpu")}
 
 
 def stage_specs(profile: str) -> list:
@@ -71,9 +75,9 @@ def pytest_generate_tests(metafunc):
     stage = metafunc.function.__name__.removeprefix("test_stage_")
     specs = [s for s in stage_specs(metafunc.config.getoption("profile"))
              if _kind(s) in STAGE_KINDS.get(stage, ("native", "htj2k"))]
-    metafunc.parametrize("stage_spec", specs, ids=[s.case_id for s in specs], scope="session")
-    devices = STAGE_DEVICES.get(stage, ("cpu", "cuda"))
-    metafunc.parametrize("device", [pytest.param(d, marks=[pytest.mark.gpu] if d == "cuda" else []) for d in devices])
+    metafunc.parametrize("stage_spec,device", [
+        pytest.param(s, d, marks=[pytest.mark.gpu] if d == "cuda" else [], id=f"{s.case_id}-{d}")
+        for s in specs for d in ("cpu", "cuda") if (stage, _kind(s), d) not in STAGE_SKIPPED], scope="session")
 
 
 @pytest.fixture(autouse=True)
@@ -208,11 +212,41 @@ def test_stage_open(benchmark, request, stage_spec, device, parsed, stage_refere
 # --- reads ----------------------------------------------------------------------------------------------------
 
 
-def _read_native_cpu(layouts):
-    """As load_series(device="cpu"): the volume allocated, every slice's bytes read into it (they are the volume)."""
+def _host_volume(layouts):
+    """The CPU volume, allocated as load_series allocates it (a freed volume's memory kept for the next call:
+    :mod:`kvdicom._io.host_memory`)."""
     first = layouts[0]
-    volume = np.empty((len(layouts),) + first.shape, dtype=first.dtype)
-    series_loader._read_native(layouts, volume, first.dtype, "cpu", np)
+    return series_loader._empty(np, (len(layouts),) + first.shape, first.dtype, None)
+
+
+def _read_native_cpu(layouts):
+    """As load_series(device="cpu") in-process: the volume allocated, every slice's bytes read into it (they are
+    the volume)."""
+    volume = _host_volume(layouts)
+    series_loader._read_native(layouts, volume, layouts[0].dtype, "cpu", np)
+    return volume
+
+
+def _worker_reads(parsed) -> list:
+    """Each sorted slice's pixel bytes where a header worker leaves them (untimed): one buffer, a slot per file
+    of its size on disk, in the folder's order, as the pool's shared buffer (series_loader._shared)."""
+    sizes = [os.path.getsize(p) for p in parsed.paths]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    slot = dict(zip(parsed.paths, offsets))
+    buffer = np.empty(sum(sizes), dtype=np.uint8)
+    values = []
+    for layout in parsed.layouts:
+        value = buffer[slot[layout.path] : slot[layout.path] + layout.nbytes]
+        series_loader.loader.read_pixels(layout, "cpu", value)
+        values.append(value)
+    return values
+
+
+def _place_native_cpu(layouts, values):
+    """As load_series(device="cpu") after the header workers' reads: the volume allocated, each slice copied from
+    the shared buffer to its sorted place (series_loader._place_shared)."""
+    volume = _host_volume(layouts)
+    series_loader._place_shared(values, layouts, volume, layouts[0].dtype, np)
     return volume
 
 
@@ -250,9 +284,11 @@ def test_stage_read(benchmark, request, stage_spec, device, parsed, stage_refere
     if device == "cpu":
         volume = timed(benchmark, _read_native_cpu, parsed.layouts)
         problem = _record(benchmark, stage_spec, parsed, device, "read",
-                          f"allocate the volume (np.empty) and read all {n} slices' pixel bytes into it on "
-                          "kvdicom's read pool (series_loader._read_native: open, identity checks, preadv); "
-                          "the stored bytes are the volume, nothing is decoded", stage_reference, volume)
+                          f"allocate the volume (kept host memory) and read all {n} slices' pixel bytes into it "
+                          "on kvdicom's read pool (series_loader._read_native: open, identity checks, preadv); "
+                          "the stored bytes are the volume, nothing is decoded; what load_series does where "
+                          "headers are parsed in this process (else the header workers read: see 'place')",
+                          stage_reference, volume)
         assert problem is None, problem
         return
     staging = timed(benchmark, _on_device(request, device, _staged, parsed))
@@ -340,7 +376,7 @@ def test_stage_decode(benchmark, request, stage_spec, device, parsed, stage_refe
     assert problem is None, problem
 
 
-# --- place (CUDA) ---------------------------------------------------------------------------------------------
+# --- place ----------------------------------------------------------------------------------------------------
 
 
 def _place_native(parsed, staging):
@@ -365,7 +401,15 @@ def _place_decoded(parsed, batches):
 
 def test_stage_place(benchmark, request, stage_spec, device, parsed, stage_reference):
     n = stage_spec.slices
-    if _kind(stage_spec) == "native":
+    if device == "cpu":  # native slices only (STAGE_SKIPPED)
+        pooled = series_headers.use_pool(n)
+        volume = timed(benchmark, _place_native_cpu, parsed.layouts, _worker_reads(parsed))
+        covers = (f"allocate the volume (kept host memory) and copy the {n} slices the header workers read into "
+                  "the shared buffer to their sorted places on kvdicom's host threads (series_loader._place_shared); "
+                  + ("what load_series does here (headers parsed in the process pool)" if pooled else
+                     "load_series does not do this here: it parses in this process and reads into the volume "
+                     "('read')"))
+    elif _kind(stage_spec) == "native":
         staging = _staged(parsed)
         volume = timed(benchmark, _on_device(request, device, _place_native, parsed, staging))
         covers = (f"allocate the volume on the device and copy the {n} staged slots to their sorted places "
