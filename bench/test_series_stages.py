@@ -230,10 +230,9 @@ def _read_native_cpu(layouts):
 def _worker_reads(parsed) -> list:
     """Each sorted slice's pixel bytes where a header worker leaves them (untimed): one buffer, a slot per file
     of its size on disk, in the folder's order, as the pool's shared buffer (series_loader._shared)."""
-    sizes = [os.path.getsize(p) for p in parsed.paths]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    offsets = series_loader._starts([os.path.getsize(p) for p in parsed.paths])  # the total last
     slot = dict(zip(parsed.paths, offsets))
-    buffer = np.empty(sum(sizes), dtype=np.uint8)
+    buffer = np.empty(offsets[-1], dtype=np.uint8)
     values = []
     for layout in parsed.layouts:
         value = buffer[slot[layout.path] : slot[layout.path] + layout.nbytes]
