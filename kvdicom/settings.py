@@ -187,9 +187,10 @@ class Settings:
     #: ``None``: no limit. Lossy JPEG 2000 of CT is typically 10-50:1, lossless 2-4:1.
     max_compression_ratio: float | None = 1000.0
     #: Bytes of freed host arrays (series volumes, large files) kept by each process, their pages faulted in, for
-    #: the next load of that size (:mod:`kvdicom._io.host_memory`); 0 keeps none. 512 MiB: a 256-slice CT series
-    #: rescaled (its float64 volume and its int16 scratch, 384 MiB). 128 CT slices on the 2-core CPU dev machine:
-    #: 17.5 -> 13.1 ms when the last load's volume is reused (the read ceiling 7.0-7.4 ms).
+    #: the next load of that size (:mod:`kvdicom._io.host_memory`); 0 keeps none. 512 MiB holds a 128-slice CT series
+    #: rescaled (its float64 volume and int16 scratch, 320 MiB), or one of a 256-slice one's two (512 / 128 MiB: the
+    #: scratch is then faulted in afresh each load). 128 CT slices on the 2-core CPU dev machine: 17.5 -> 13.1 ms when
+    #: the last load's volume is reused (the read ceiling 7.0-7.4 ms).
     host_cache_bytes: int = 512 << 20
 
 
