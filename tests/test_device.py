@@ -38,3 +38,34 @@ def test_cuda_without_the_gpu_stack_is_refused_up_front(tmp_path, monkeypatch):
         devices.get("cuda")
     with pytest.raises(kvdicom.GpuUnavailableError):
         kvdicom.load_series(tmp_path / "nothing", "cuda")
+
+
+@pytest.mark.gpu
+def test_small_gpu_reads_queued_on_a_busy_stream_each_get_their_own_bytes(cuda, tmp_path):
+    """Small reads go through pinned staging bytes: each read's copy must have run before the next read's
+    bytes land there, on whatever stream is current (here a non-blocking one still busy with a long kernel).
+
+    Before, the copy stayed queued behind the kernel, the staging went back to CuPy's pinned pool, the
+    next read was handed the same block, and the first array got the second file's bytes.
+    """
+    from kvdicom._io import device_read
+    from tests.stream_race import SPIN
+
+    rng = np.random.default_rng(7)
+    sizes = [512 << 10, 512 << 10, 3 << 20, 1000]  # the same size twice, then a larger read and a smaller one
+    blobs = [rng.integers(0, 256, size + 64, dtype=np.uint8) for size in sizes]
+    paths = []
+    for k, blob in enumerate(blobs):
+        paths.append(tmp_path / f"blob{k}")
+        paths[-1].write_bytes(blob.tobytes())
+    spin = cuda.RawKernel(SPIN, "spin")
+    stream = cuda.cuda.Stream(non_blocking=True)
+    with stream:
+        buffers = []
+        for path, size in zip(paths, sizes):
+            spin((1,), (1,), (np.int64(40_000_000),))  # about 20 ms at 2 GHz
+            buffers.append(cuda.empty(size, dtype=np.uint8))
+            assert device_read.read_into(str(path), buffers[-1], 64) == size
+    stream.synchronize()
+    for buffer, blob, size in zip(buffers, blobs, sizes):
+        np.testing.assert_array_equal(buffer.get(), blob[64:64 + size])

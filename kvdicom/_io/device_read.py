@@ -10,19 +10,47 @@ The identity is checked again after the read.
 from __future__ import annotations
 
 import os
+import threading
 
+from kvdicom import settings
 from kvdicom._io import fileid, host_read
-from kvdicom._io.tuning import plan_read
+from kvdicom._io.tuning import plan_read, staged
+
+#: each thread's pinned staging bytes for small reads (at most ``KVIKIO_SMALL_READ_BYTES``), kept between loads
+_kept = threading.local()
+
+
+def _staging(nbytes: int):
+    """``nbytes`` of this thread's pinned host memory: kept, grown to the next power of two when too small.
+
+    Kept per thread, so that a slice load neither allocates pinned memory nor waits on another thread's copy.
+    """
+    kept = getattr(_kept, "buffer", None)
+    if kept is None or kept.nbytes < nbytes:
+        import cupyx
+        import numpy as np
+
+        capacity = min(max(1 << (nbytes - 1).bit_length(), 4096), max(nbytes, settings.KVIKIO_SMALL_READ_BYTES))
+        kept = _kept.buffer = cupyx.empty_pinned(capacity, dtype=np.uint8)
+    return kept[:nbytes]
 
 
 def _read_staged(path: str, buffer, offset: int, file_id, fd: int | None) -> int:
-    """Small reads: one ``preadv`` into pinned host memory (CuPy's pinned pool), one copy."""
-    import cupyx
-    import numpy as np
+    """Small reads: one ``preadv`` into this thread's pinned staging bytes, one copy.
 
-    staging = cupyx.empty_pinned(buffer.nbytes, dtype=np.uint8)
+    The copy has run when this returns, on whatever stream is current: the staging is the thread's next read's.
+    (A copy left queued on a busy stream read the next load's bytes instead: ``tests/test_device.py``.)
+    """
+    import cupy
+
+    staging = _staging(buffer.nbytes)
     got = host_read.read_into(path, staging, offset, file_id=file_id, fd=fd)
-    buffer.set(staging)
+    stream = cupy.cuda.get_current_stream()
+    if stream.ptr == 0:
+        buffer.set(staging)  # the legacy default stream: a synchronous cudaMemcpy
+    else:
+        buffer.set(staging, stream=stream)
+        stream.synchronize()
     return got
 
 
@@ -47,11 +75,12 @@ def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None =
     a file that is not that file before or after the read raises
     :class:`~kvdicom.errors.DicomLoadError`. ``fd``: the caller's open file (the header's), else opened here.
     """
-    plan = plan_read(buffer.nbytes)
-    if not plan.via_kvikio:
+    if staged(buffer.nbytes):
         return _read_staged(path, buffer, offset, file_id, fd)
 
     import kvikio
+
+    plan = plan_read(buffer.nbytes)
 
     with fileid.opened(path, fd, file_id=file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")

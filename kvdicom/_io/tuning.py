@@ -6,7 +6,7 @@ Why these defaults (measured on an H100 in KvikIO compat mode, see results/):
   speed of one ``pread`` + copy loop (about 7 GB/s). KvikIO's pool is
   process-wide, so changing it is a side effect on the user's own KvikIO reads:
   ``kvdicom.configure`` makes it explicit. ``"auto"`` (the default) sizes it once,
-  at the first GPU load, from the machine: one thread per core up to
+  at the first read through KvikIO, from the machine: one thread per core up to
   :data:`MAX_THREADS`, unless the user set ``KVIKIO_NTHREADS`` (their choice
   wins); an integer sets that many; ``None`` leaves KvikIO as the user set it.
   The same number sizes kvdicom's host read pool (``kvdicom._io.host_read.pool``).
@@ -107,8 +107,16 @@ def compat_mode() -> bool:
     return bool(kvikio.defaults.is_compat_mode_preferred())
 
 
+def staged(nbytes: int) -> bool:
+    """Whether a read of ``nbytes`` into GPU memory skips KvikIO (compat mode, below the small-read size).
+
+    Checked before :func:`plan_read`, so that a slice load does not take the pool-setting lock and ask
+    KvikIO for its pool size, which only KvikIO's reads use.
+    """
+    return nbytes < settings.KVIKIO_SMALL_READ_BYTES and compat_mode()
+
+
 def plan_read(nbytes: int) -> ReadPlan:
     """The settings for a read of ``nbytes`` into GPU memory."""
     threads = configure_kvikio()
-    small = nbytes < settings.KVIKIO_SMALL_READ_BYTES and compat_mode()
-    return ReadPlan(threads=threads, task_size=task_size_for(nbytes, threads), via_kvikio=not small)
+    return ReadPlan(threads=threads, task_size=task_size_for(nbytes, threads), via_kvikio=not staged(nbytes))
