@@ -54,6 +54,21 @@ def _read_staged(path: str, buffer, offset: int, file_id, fd: int | None) -> int
     return got
 
 
+def _drain_current_stream() -> None:
+    """Wait for the work queued on the current stream, if it is not the legacy default stream, before KvikIO writes.
+
+    KvikIO copies on streams of its own that wait only for the legacy default stream (with GDS, the DMA waits
+    for none), and CuPy's pool may hand ``buffer`` a block that work still queued on a non-blocking stream
+    writes to: that work would land on the pixels afterwards (``tests/test_device.py``). A few microseconds
+    when the stream is idle; the small staged reads copy on the current stream instead.
+    """
+    import cupy
+
+    stream = cupy.cuda.get_current_stream()
+    if stream.ptr:
+        stream.synchronize()
+
+
 def _same_open_file(fd: int, path: str) -> str:
     """A path that opens the file behind ``fd`` (procfs), or ``path`` where there is no procfs."""
     proc = f"/proc/self/fd/{fd}"
@@ -81,6 +96,7 @@ def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None =
     import kvikio
 
     plan = plan_read(buffer.nbytes)
+    _drain_current_stream()
 
     with fileid.opened(path, fd, file_id=file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")
