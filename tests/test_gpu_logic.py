@@ -131,7 +131,22 @@ def test_machine_info_records_the_configured_threads():
 
 @pytest.fixture
 def via_kvikio(fake_kvikio, monkeypatch):
+    """Every read through the fake KvikIO, CuPy's current stream a non-blocking one (its waits recorded in
+    ``events`` beside the reads)."""
     monkeypatch.setattr(settings, "KVIKIO_SMALL_READ_BYTES", 0)
+    fake_kvikio.events = []
+    stream = types.SimpleNamespace(ptr=0x1234, synchronize=lambda: fake_kvikio.events.append("stream waited"))
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: stream)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    cufile = sys.modules["kvikio"].CuFile
+    real_pread = cufile.pread
+
+    def pread(self, *args, **kwargs):
+        fake_kvikio.events.append("read")
+        return real_pread(self, *args, **kwargs)
+
+    monkeypatch.setattr(cufile, "pread", pread)
     return fake_kvikio
 
 
@@ -143,6 +158,7 @@ def test_kvikio_reads_the_same_open_file_through_procfs(via_kvikio, tmp_path):
     assert device_read.read_into(str(path), buffer, layout.offset, file_id=layout.file_id) == layout.nbytes
     assert buffer.tobytes() == path.read_bytes()[layout.offset : layout.offset + layout.nbytes]
     assert via_kvikio.opened[-1].startswith("/proc/self/fd/")
+    assert via_kvikio.events == ["stream waited", "read"], "KvikIO's copies do not wait for a non-blocking stream"
 
 
 def test_kvikio_read_of_a_replaced_file_is_refused(via_kvikio, tmp_path):

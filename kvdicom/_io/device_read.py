@@ -96,12 +96,12 @@ def read_into(path: str, buffer, offset: int, *, file_id: fileid.FileId | None =
     import kvikio
 
     plan = plan_read(buffer.nbytes)
-    _drain_current_stream()
 
     with fileid.opened(path, fd, file_id=file_id) as fd:
         fileid.check_same(path, fd, file_id, "before the pixel read")
         with kvikio.CuFile(_same_open_file(fd, path), "r") as f:  # KvikIO opens its own descriptor
             fileid.check_same(path, _kvikio_fileno(f), file_id, "when KvikIO opened it")
+            _drain_current_stream()
             got = f.pread(buffer, buffer.nbytes, offset, task_size=plan.task_size).get()
         fileid.check_same(path, fd, file_id, "after the pixel read")
         return got
