@@ -37,11 +37,10 @@ from kvdicom.settings import MAX_THREADS
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """How one read is done: through KvikIO (pool size, task size) or a pinned staging copy."""
+    """How KvikIO does one read: its pool size and task size (reads that skip KvikIO: :func:`staged`)."""
 
     threads: int
     task_size: int
-    via_kvikio: bool = True
 
 
 def machine_threads() -> int:
@@ -117,6 +116,6 @@ def staged(nbytes: int) -> bool:
 
 
 def plan_read(nbytes: int) -> ReadPlan:
-    """The settings for a read of ``nbytes`` into GPU memory."""
+    """The settings for a read of ``nbytes`` into GPU memory through KvikIO."""
     threads = configure_kvikio()
-    return ReadPlan(threads=threads, task_size=task_size_for(nbytes, threads), via_kvikio=not staged(nbytes))
+    return ReadPlan(threads=threads, task_size=task_size_for(nbytes, threads))
