@@ -229,8 +229,8 @@ def _read_native_cpu(layouts):
 
 def _worker_reads(parsed) -> list:
     """Each sorted slice's pixel bytes where a header worker leaves them (untimed): one buffer, a slot per file
-    of its size on disk, in the folder's order, as the pool's shared buffer (series_loader._shared)."""
-    offsets = series_loader._starts([os.path.getsize(p) for p in parsed.paths])  # the total last
+    of its size on disk, in the folder's order, as the pool's shared buffer (series_loader._take_shared)."""
+    offsets = series_loader._starts([series_stage.file_size(p) for p in parsed.paths])  # the total last
     slot = dict(zip(parsed.paths, offsets))
     buffer = np.empty(offsets[-1], dtype=np.uint8)
     values = []
