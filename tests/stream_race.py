@@ -1,6 +1,6 @@
-"""Work still queued on the CUDA stream over the memory a GPU decode's output is handed: the race
-``kvdicom._codecs.gpu_codec._drain`` guards against. One scenario for ``tests/test_compressed.py`` and
-``tools/probe_stream_race.py``."""
+"""Work still queued on the CUDA stream over the memory a GPU decode's or read's output is handed: the race
+``kvdicom._codecs.gpu_codec._drain`` and ``kvdicom._io.device_read._drain_current_stream`` guard against. One
+scenario for ``tests/test_compressed.py`` and ``tests/test_device.py``."""
 
 from __future__ import annotations
 

@@ -78,27 +78,22 @@ def test_a_kvikio_read_waits_for_work_queued_on_a_non_blocking_stream_over_its_b
     takes it: without a wait before the read, the fill lands on the bytes read afterwards."""
     from kvdicom import settings
     from kvdicom._io import device_read
-    from tests.stream_race import SPIN
+    from tests.stream_race import queued_fill_rounds
 
     size = 2 * settings.KVIKIO_SMALL_READ_BYTES
     blob = np.random.default_rng(11).integers(0, 256, size, dtype=np.uint8)
     path = tmp_path / "large"
     path.write_bytes(blob.tobytes())
-    spin = cuda.RawKernel(SPIN, "spin")
     stream = cuda.cuda.Stream(non_blocking=True)
-    rounds = []
+
+    def read():
+        buffer = cuda.empty(size, dtype=np.uint8)
+        assert device_read.read_into(str(path), buffer, 0) == size
+        stream.synchronize()  # whatever is still queued over the buffer has landed before it is compared
+        return buffer, []
+
     with stream:
-        for _ in range(3):
-            block = cuda.empty(size, dtype=np.uint8)
-            spin((1,), (1,), (np.int64(40_000_000),))  # about 20 ms at 2 GHz
-            block.fill(7)
-            freed = block.data.ptr
-            del block
-            buffer = cuda.empty(size, dtype=np.uint8)
-            assert device_read.read_into(str(path), buffer, 0) == size
-            stream.synchronize()
-            rounds.append((buffer.data.ptr == freed, bool(np.array_equal(buffer.get(), blob))))
-            del buffer
-    assert all(equal for _, equal in rounds), rounds
-    if not any(reused for reused, _ in rounds):
+        rounds = queued_fill_rounds(cuda, read, blob, 3)
+    assert all(equal for _, equal, _ in rounds), rounds
+    if not any(reused for reused, _, _ in rounds):
         pytest.skip("the memory pool never handed the freed block to the read's buffer, so nothing was checked")
