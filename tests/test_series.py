@@ -431,6 +431,21 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
     assert series_headers.unpack(series_headers.pack(header)) == header
 
 
+def test_classes_the_parent_rebuilds_without_init_check_nothing_there():
+    """``series_headers._rebuild`` skips ``__init__``: a check added to one of these classes would be skipped."""
+    from kvdicom._header.codestream import FrameInfo
+    from kvdicom._header.compressed import CompressedLayout
+    from kvdicom._header.encapsulated import FrameTable
+    from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
+    from kvdicom._series.keys import SliceKeys
+
+    for cls in (PixelLayout, CompressedLayout, ModalityTransform, ModalityLUT, FrameTable, FrameInfo, SliceKeys,
+                series_headers.Header):
+        assert not hasattr(cls, "__post_init__"), cls
+        made_in = cls.__init__.__code__.co_filename  # "<string>": dataclasses builds __init__ with exec
+        assert not made_in.endswith(".py"), f"{cls.__name__}.__init__ is written in {made_in}, not dataclass-made"
+
+
 def test_cuda_without_cupy_fails_before_reading_any_file(tmp_path, monkeypatch):
     import sys
 
