@@ -242,14 +242,14 @@ def test_a_broken_header_pool_parses_the_chunks_not_yet_given_out_here(tmp_path,
     calls = []
 
     class HalfBroken:
-        def submit(self, fn, chunk):
-            future = concurrent.futures.Future()
-            if len(calls) % 2:
-                future.set_exception(BrokenProcessPool("a worker died"))
-            else:
-                future.set_result(fn(chunk))
-            calls.append(chunk)
-            return future
+        """Answers the first chunk, then a worker dies."""
+
+        def run(self, given):
+            for k, (fn, args) in enumerate(given):
+                calls.append(args[0])
+                if k == 1:
+                    raise BrokenProcessPool("a worker died")
+                yield k, fn(*args)
 
     monkeypatch.setattr(series_headers, "header_pool", lambda: HalfBroken())
     monkeypatch.setattr(series_headers, "_shutdown_pool", lambda: calls.append("shutdown"))

@@ -38,7 +38,6 @@ import hashlib
 import math
 import mmap
 import os
-from concurrent.futures import FIRST_EXCEPTION, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -160,22 +159,27 @@ def _run_on_pool(values: list, dst_nbytes: int, tasks) -> tuple[list, mmap.mmap]
             return None
         try:
             pool = process_pool.pool()
-            futures = [pool.submit(function, *args) for function, args in tasks(src, dst, offsets)]
+            pool.start()
+        except process_pool.PoolClosed:  # shut down meanwhile (processes= changed): in-process this time
+            return None
         except (BrokenProcessPool, RuntimeError, OSError):  # cannot start workers here
             process_pool.mark_broken()
             return None
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:  # only after an exception: nothing more is needed from them
-            future.cancel()
-        failures = [f.exception() for f in done if f.exception() is not None]
-        if any(isinstance(exc, BrokenProcessPool) for exc in failures):  # a worker died
+        calls = tasks(src, dst, offsets)
+        results: list = [None] * len(calls)
+        try:
+            # the first failure ends the run: no task is sent after it, and it is raised once the others are done
+            for index, result in pool.run(calls):
+                results[index] = result
+        except process_pool.PoolClosed:
+            return None
+        except BrokenProcessPool:  # a worker died
             process_pool.mark_broken()
             return None
-        if failures:  # a worker could not use the memory files (no /proc?): not worth trying again
-            exc = failures[0]
+        except Exception as exc:  # noqa: BLE001  a worker could not use the memory files (no /proc?): not again
             _unusable = f"a decode worker failed outside the decoder ({type(exc).__name__}: {exc})"
             return None
-        return [future.result() for future in futures], mmap.mmap(dst, dst_nbytes, flags=mmap.MAP_PRIVATE)
+        return results, mmap.mmap(dst, dst_nbytes, flags=mmap.MAP_PRIVATE)
     finally:
         for fd in (src, dst):
             if fd >= 0:

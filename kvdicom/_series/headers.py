@@ -7,6 +7,7 @@ caller decides what a bad file means for the series.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import math
@@ -14,7 +15,6 @@ import operator
 import os
 import stat
 from collections.abc import Iterator
-from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -390,35 +390,33 @@ def header_batches(paths: list[str], parallel: bool | None = None,
         yield list(enumerate(_read_chunk(paths)))
         return
     size = max(1, math.ceil(len(paths) / (header_processes() * CHUNKS_PER_WORKER)))
-    left = list(range(0, len(paths), size))  # chunk starts not yet given out
-    futures: dict = {}
-    broken = False
+    starts = list(range(0, len(paths), size))
+    left = set(starts)  # chunk starts not yet given out here
+    if reads is None:
+        calls = [(_read_chunk_packed, (paths[s : s + size],)) for s in starts]
+    else:
+        calls = [(_read_chunk_shared, (paths[s : s + size], reads.slots[s : s + size], reads.fd, reads.size,
+                                       reads.series_uid)) for s in starts]
+    here = False  # the chunks left are parsed in this process
     try:
-        pool = header_pool()
-        if reads is None:
-            futures = {pool.submit(_read_chunk_packed, paths[s : s + size]): s for s in left}
-        else:
-            futures = {pool.submit(_read_chunk_shared, paths[s : s + size], reads.slots[s : s + size], reads.fd,
-                                   reads.size, reads.series_uid): s for s in left}
-        for future in as_completed(futures):
-            start = futures[future]
-            answers = future.result()
-            if reads is not None:
-                reads.results.update((start + j, read) for j, (_, read, _) in enumerate(answers))
-                reads.infos.update((start + j, unpack_infos(infos)) for j, (_, _, infos) in enumerate(answers)
-                                   if infos is not None)
-                answers = [h for h, _, _ in answers]
-            batch = [(start + j, unpack(h)) for j, h in enumerate(answers)]
-            left.remove(start)
-            yield batch
-    except BrokenProcessPool:  # a worker died (killed, out of memory): parse the rest here
-        broken = True
-    finally:
-        for future in futures:
-            future.cancel()
-    if broken:
+        with contextlib.closing(header_pool().run(calls)) as answered:
+            for k, answers in answered:
+                start = starts[k]
+                if reads is not None:
+                    reads.results.update((start + j, read) for j, (_, read, _) in enumerate(answers))
+                    reads.infos.update((start + j, unpack_infos(infos)) for j, (_, _, infos) in enumerate(answers)
+                                       if infos is not None)
+                    answers = [h for h, _, _ in answers]
+                batch = [(start + j, unpack(h)) for j, h in enumerate(answers)]
+                left.discard(start)
+                yield batch
+    except process_pool.PoolClosed:  # shut down meanwhile (processes= changed): the rest here, a new pool next time
+        here = True
+    except BrokenProcessPool:  # a worker died (killed, out of memory): parse the rest here, and from now on
+        here = True
         _shutdown_pool()
-        for start in left:
+    if here:
+        for start in sorted(left):
             yield list(enumerate(_read_chunk(paths[start : start + size]), start))
 
 

@@ -1,0 +1,104 @@
+"""kvdicom/_io/process_pool.py: runs driven from the calling thread (``WorkerPool.run``), on a pool of its own.
+
+Tasks are standard-library functions at module level, which the workers import by reference as they import
+kvdicom's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import threading
+import time
+
+import pytest
+
+from kvdicom._io.process_pool import WorkerPool
+
+
+@pytest.fixture
+def pool():
+    pool = WorkerPool(2)
+    pool.start()
+    yield pool
+    pool.shutdown()
+
+
+def test_run_answers_every_call_from_the_calling_thread_with_no_thread_of_its_own(pool):
+    threads = threading.active_count()
+    got = dict(pool.run([(operator.add, (i, 100)) for i in range(10)]))
+    assert got == {i: i + 100 for i in range(10)}
+    assert threading.active_count() == threads, "the pool runs a thread of its own"
+    assert len(pool._idle) == 2
+
+
+def test_a_failed_task_is_raised_once_the_running_ones_end_and_nothing_is_sent_after_it(pool, tmp_path):
+    later = [tmp_path / f"sent{k}" for k in range(8)]
+    calls = [(time.sleep, (0.3,)), (operator.truediv, (1, 0))] + [(os.mkdir, (str(p),)) for p in later]
+    yielded = []
+    with pytest.raises(ZeroDivisionError):
+        for index, _ in pool.run(calls):
+            yielded.append(index)
+    assert yielded == []  # the sleep ended after the failure: its answer is read, not given
+    assert not any(p.exists() for p in later), "a task was sent after the failure"
+    assert len(pool._idle) == 2, "the run returned while a worker still ran its task"
+
+
+def test_a_run_left_early_lends_its_workers_again_without_their_old_answers(pool):
+    with contextlib.closing(pool.run([(operator.add, (1, 1)), (time.sleep, (0.3,))])) as first:
+        assert next(first) == (0, 2)  # left here, the sleep still running
+    got = dict(pool.run([(operator.add, (i, 100)) for i in range(6)]))
+    assert got == {i: i + 100 for i in range(6)}, "an answer of the run left early was taken for this run's"
+    deadline = time.monotonic() + 30
+    while len(pool._idle) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pool._idle) == 2
+
+
+def test_a_task_that_cannot_be_sent_is_the_callers_error_and_the_worker_stays(pool):
+    with pytest.raises(TypeError, match="cannot send"):
+        list(pool.run([(lambda: 1, ())]))
+    assert len(pool._idle) == 2
+    assert dict(pool.run([(operator.neg, (5,))])) == {0: -5}
+
+
+def test_two_threads_running_at_once_each_get_their_own_answers(pool):
+    out: dict = {}
+
+    def one(name, base):
+        out[name] = dict(pool.run([(operator.add, (i, base)) for i in range(20)]))
+
+    threads = [threading.Thread(target=one, args=(n, 1000 * n)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == {n: {i: i + 1000 * n for i in range(20)} for n in range(3)}
+
+
+def test_a_pool_shut_down_before_a_load_sends_it_in_process_and_the_next_gets_a_new_pool(tmp_path, monkeypatch):
+    """``configure(processes=...)`` shuts the old pool down under a load that holds it: not a broken pool."""
+    import numpy as np
+
+    import kvdicom
+    from fixtures.series import SeriesSpec, write_series
+    from kvdicom._io import process_pool
+    from kvdicom._series import headers
+
+    monkeypatch.setattr(headers, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(headers, "POOL_MIN_PROCESSES", 1)
+    monkeypatch.setattr(process_pool, "_broken", False)
+    (tmp_path / "s").mkdir()
+    write_series(SeriesSpec(slices=6, rows=16, cols=16, header="ct"), tmp_path / "s")
+    with kvdicom.configure(processes=0):
+        expected = kvdicom.load_series(tmp_path / "s", "cpu")[0]
+    with kvdicom.configure(processes=2):
+        old = process_pool.pool()
+        old.start()
+        monkeypatch.setattr(headers, "header_pool", lambda: old)  # the load holds the pool it asked for
+        old.shutdown()
+        vol = kvdicom.load_series(tmp_path / "s", "cpu")[0]
+        np.testing.assert_array_equal(vol, expected)
+        assert not process_pool.broken(), "a pool shut down on purpose was taken for a dead one"
+        assert process_pool.pool() is not old
