@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import signal
 import threading
 import time
 
@@ -54,6 +55,22 @@ def test_a_run_left_early_lends_its_workers_again_without_their_old_answers(pool
     while len(pool._idle) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(pool._idle) == 2
+
+
+def test_ctrl_c_during_a_run_leaves_the_pool_whole_and_its_next_answers_right(pool):
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)  # while both workers sleep
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(pool.run([(time.sleep, (0.4,)), (time.sleep, (0.4,)), (operator.add, (1, 1))]))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    assert dict(pool.run([(operator.add, (i, 100)) for i in range(6)])) == {i: i + 100 for i in range(6)}
+    assert pool._broken is None and len(pool._workers) == 2
 
 
 def test_a_task_that_cannot_be_sent_is_the_callers_error_and_the_worker_stays(pool):
