@@ -168,6 +168,7 @@ class WorkerPool:
                 worker.receive()
                 alive.append(worker)
             except (EOFError, OSError) as exc:
+                worker.close()
                 self._died(exc)
             except Exception:  # noqa: BLE001  an answer that does not unpickle here: that worker goes
                 self._discard(worker)
@@ -187,9 +188,8 @@ class WorkerPool:
         pending = collections.deque(enumerate(calls))
         if not pending:
             return
-        workers = self._take(len(pending))
+        idle = self._take(len(pending))  # this run's workers with no task of it running
         busy: dict[int, tuple[_Worker, int]] = {}  # reading fd -> (worker, index of its task)
-        idle: list[_Worker] = []
         poller = select.poll()
         failure: BaseException | None = None
 
@@ -201,16 +201,14 @@ class WorkerPool:
                 idle.append(worker)
                 raise TypeError(f"cannot send {function!r} to a kvdicom worker: {exc}") from exc
             except OSError as exc:
+                worker.close()
                 raise self._died(exc) from exc
             busy[worker.from_worker] = (worker, index)
             poller.register(worker.from_worker, select.POLLIN)
 
         try:
-            for worker in workers:
-                if pending:
-                    send(worker)
-                else:
-                    idle.append(worker)
+            while idle and pending:
+                send(idle.pop())
             while busy:
                 for fd, _ in poller.poll():
                     worker, index = busy.pop(fd)
@@ -218,6 +216,7 @@ class WorkerPool:
                     try:
                         ok, value = worker.receive()
                     except (EOFError, OSError) as exc:
+                        worker.close()
                         raise self._died(exc) from exc
                     except BaseException:  # interrupted inside an answer (Ctrl-C): its stream is unusable
                         self._discard(worker)
