@@ -119,3 +119,18 @@ def test_a_pool_shut_down_before_a_load_sends_it_in_process_and_the_next_gets_a_
         np.testing.assert_array_equal(vol, expected)
         assert not process_pool.broken(), "a pool shut down on purpose was taken for a dead one"
         assert process_pool.pool() is not old
+
+
+def test_a_worker_with_nothing_left_in_its_run_is_lent_again_before_the_run_ends(pool):
+    """A second caller need not wait for a long run's last task: its idle workers are free at once."""
+    got = {}
+    with contextlib.closing(pool.run([(time.sleep, (0.6,)), (operator.add, (1, 1))])) as long_run:
+        assert next(long_run) == (1, 2)  # the add: its worker has nothing left to do in this run
+        other = threading.Thread(target=lambda: got.update(pool.run([(operator.neg, (7,))])), daemon=True)
+        other.start()
+        other.join(0.4)  # well before the sleep ends
+        waited = other.is_alive()
+        assert list(long_run) == [(0, None)]
+    other.join(30)
+    assert not waited, "the second run waited for the first run's end"
+    assert got == {0: -7}

@@ -225,8 +225,8 @@ class WorkerPool:
                         failure = value
                     if pending and failure is None:
                         send(worker)
-                    else:
-                        idle.append(worker)
+                    else:  # nothing more for it in this run: lent again now, not at the run's end
+                        self._give_back([worker])
                     if ok and failure is None:
                         yield index, value
             if failure is not None:
