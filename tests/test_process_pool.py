@@ -134,3 +134,22 @@ def test_a_worker_with_nothing_left_in_its_run_is_lent_again_before_the_run_ends
     other.join(30)
     assert not waited, "the second run waited for the first run's end"
     assert got == {0: -7}
+
+
+def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(pool):
+    """Another run held one of the two workers when this one began; once it is done, this run uses both."""
+    from tests.worker_targets import sleep_then_pid
+
+    runs = {}
+    with contextlib.closing(pool.run([(time.sleep, (0.3,))])) as holder:
+        first = threading.Thread(target=lambda: list(holder), daemon=True)
+        first.start()
+        deadline = time.monotonic() + 10
+        while len(pool._idle) != 1 and time.monotonic() < deadline:  # the holder has taken its worker
+            time.sleep(0.005)
+        second = threading.Thread(target=lambda: runs.update(pool.run([(sleep_then_pid, (0.1,))] * 12)),
+                                  daemon=True)
+        second.start()  # takes the one idle worker; the holder's comes back after its 0.3 s
+        second.join(60)
+        first.join(60)
+    assert len(runs) == 12 and len(set(runs.values())) == 2, runs

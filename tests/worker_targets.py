@@ -14,6 +14,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def sleep_then_pid(seconds: float) -> int:
+    """A task for kvdicom's worker processes: which process ran it, after ``seconds``."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def force_workers() -> None:
     """Make load_series parse headers on kvdicom's worker processes whatever the machine and series size."""
     from kvdicom._series import headers

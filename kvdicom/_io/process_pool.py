@@ -149,6 +149,12 @@ class WorkerPool:
             taken, self._idle = self._idle[:count], self._idle[count:]
             return taken
 
+    def _take_idle(self, count: int) -> list[_Worker]:
+        """Up to ``count`` idle workers, without waiting (none where another run holds them all)."""
+        with self._cond:
+            taken, self._idle = self._idle[:count], self._idle[count:]
+            return taken
+
     def _give_back(self, workers: list[_Worker]) -> None:
         """Workers whose last answer was read: idle again, or closed where the pool stopped meanwhile."""
         with self._cond:
@@ -210,6 +216,10 @@ class WorkerPool:
             while idle and pending:
                 send(idle.pop())
             while busy:
+                if pending and failure is None and self._idle:  # workers another run gave back meanwhile
+                    idle += self._take_idle(len(pending))
+                    while idle and pending:
+                        send(idle.pop())
                 for fd, _ in poller.poll():
                     worker, index = busy.pop(fd)
                     poller.unregister(fd)
