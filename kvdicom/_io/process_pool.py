@@ -89,8 +89,8 @@ class WorkerPool:
     workers it took: no thread of the pool's own, no futures. Before, one feeding thread per worker took tasks
     from a queue and handed answers over through futures: 38-43 µs of the parent's CPU a task of no work against
     4-5 µs for a round trip on the pipes (2-core CPU dev machine), and 256 CT headers in 32 chunks (the H200's
-    16 workers, two chunks each) cost the parent 5.2-5.3 ms of CPU against 2.6-3.5 ms driven this way, the
-    workers waiting on the parent meanwhile (.diag prototype, 2 workers).
+    16 workers, two chunks each; here two workers forced) cost the parent 4.7-5.7 ms of CPU against 2.6-3.3 ms
+    driven this way, the workers waiting on the parent meanwhile (docs/loader.md).
     """
 
     def __init__(self, processes: int) -> None:
