@@ -51,7 +51,9 @@ MAX_HEADER_PROCESSES = process_pool.MAX_PROCESSES
 #: hand-over (about 0.2 ms) stays below its parsing. a one-off profile_series profiler (since removed) on the
 #: H200 (16 processes, 256 CT slices of 512², warm; median of the pooled headers / of ``load_series``
 #: on cuda): 1: 13.8 / 39.4 ms, 2: 10.4 / 41.4 ms, 4: 12.3 / 44.6 ms, 8: 20.4 / 51.3 ms. 2 parses
-#: fastest and keeps a second wave of chunks whose reads overlap the parsing on longer series.
+#: fastest and keeps a second wave of chunks whose reads overlap the parsing on longer series. Those numbers are
+#: from the pool with a feeding thread per worker; a task costs the parent far less since (process_pool.run), so
+#: more chunks may pay now: not yet measured on the device.
 CHUNKS_PER_WORKER = 2
 
 
