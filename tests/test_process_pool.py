@@ -7,12 +7,14 @@ kvdicom's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import operator
 import os
 import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from kvdicom._io.process_pool import WorkerPool
@@ -153,3 +155,51 @@ def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(
         second.join(60)
         first.join(60)
     assert len(runs) == 12 and len(set(runs.values())) == 2, runs
+
+
+def test_a_run_left_unclosed_holds_no_other_caller_past_the_wait(pool, monkeypatch):
+    """A run whose generator is neither finished nor closed (kept alive by a traceback) holds its workers; another
+    caller waits :data:`WORKER_WAIT_S` at most, then works in-process: no hang."""
+    from kvdicom._io import process_pool
+
+    monkeypatch.setattr(process_pool, "WORKER_WAIT_S", 0.2)
+    held = pool.run([(time.sleep, (0.0,)), (time.sleep, (0.0,)), (operator.add, (1, 1)), (operator.add, (2, 2))])
+    next(held)  # both workers taken, one task left unsent: the run holds them until closed
+    with pytest.raises(process_pool.PoolUnavailable, match="busy"):
+        list(pool.run([(operator.neg, (1,))]))
+    assert pool._broken is None
+    held.close()
+    assert dict(pool.run([(operator.neg, (1,))])) == {0: -1}
+
+
+def test_a_staged_load_that_fails_gives_the_workers_back_while_its_traceback_lives(tmp_path, monkeypatch):
+    """The GPU path's staging (here on NumPy) takes header batches as they come; where it fails (no pinned memory
+    for its buffer), its header run is closed at once: a notebook keeps the last traceback, and with it the frames
+    that hold the run, and the next load must still find the workers."""
+    import kvdicom
+    from kvdicom._io import process_pool
+    from kvdicom._series import headers
+    from kvdicom._series import loader as series
+    from tests.test_series import make_series
+    from tests.test_series_stage import Recorder
+
+    monkeypatch.setattr(process_pool, "_broken", False)
+    monkeypatch.setattr(headers, "use_pool", lambda count: True)
+    monkeypatch.setattr(headers, "CHUNKS_PER_WORKER", 8)  # more chunks than workers: some still unsent
+    monkeypatch.setattr(series, "_take_shared", lambda *args, **kwargs: None)  # the staged path
+    make_series(tmp_path / "s", 24)
+    backend = Recorder().backend()
+
+    def no_memory(nbytes):
+        raise MemoryError("no pinned memory (test)")
+
+    backend = dataclasses.replace(backend, allocate=no_memory)
+    with kvdicom.configure(processes=2):
+        pool = process_pool.pool()
+        with pytest.raises(MemoryError) as kept:
+            series._load(tmp_path / "s", np, "cpu", False, None, None, backend)
+        deadline = time.monotonic() + 30
+        while len(pool._idle) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(pool._idle) == 2, "the failed load's header run still holds workers"
+        assert kept.value is not None  # the traceback, and the frames in it, still alive here

@@ -160,7 +160,7 @@ def _run_on_pool(values: list, dst_nbytes: int, tasks) -> tuple[list, mmap.mmap]
         try:
             pool = process_pool.pool()
             pool.start()
-        except process_pool.PoolClosed:  # shut down meanwhile (processes= changed): in-process this time
+        except process_pool.PoolUnavailable:  # shut down, or all its workers busy: in-process this time
             return None
         except (BrokenProcessPool, RuntimeError, OSError):  # cannot start workers here
             process_pool.mark_broken()
@@ -171,7 +171,7 @@ def _run_on_pool(values: list, dst_nbytes: int, tasks) -> tuple[list, mmap.mmap]
             # the first failure ends the run: no task is sent after it, and it is raised once the others are done
             for index, result in pool.run(calls):
                 results[index] = result
-        except process_pool.PoolClosed:
+        except process_pool.PoolUnavailable:
             return None
         except BrokenProcessPool:  # a worker died
             process_pool.mark_broken()

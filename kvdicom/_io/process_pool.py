@@ -30,6 +30,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 
@@ -39,10 +40,17 @@ from kvdicom._io import shared_staging
 from kvdicom._io import worker as protocol
 from kvdicom.settings import MAX_PROCESSES
 
+#: Seconds a run waits for an idle worker while other runs hold them all, before its caller works in-process: a
+#: header run of 256 files holds them for tens of milliseconds, a host decode of a long multi-frame file for
+#: seconds; a run whose generator was never closed would hold them until it is collected, and no load may hang
+#: on that.
+WORKER_WAIT_S = 5.0
 
-class PoolClosed(BrokenProcessPool):
-    """The pool was shut down (``configure(processes=...)`` changed, or it lost its last worker) while a caller
-    wanted it: that call works in-process; the next one gets a new pool (not a broken one: nothing died)."""
+
+class PoolUnavailable(BrokenProcessPool):
+    """The pool cannot take this call now, though nothing died: it was shut down (``configure(processes=...)``
+    changed, or it lost its last worker), or other runs held every worker past :data:`WORKER_WAIT_S`. That call
+    works in-process; the pool is not marked broken, and a shut-down one is replaced at the next call."""
 
 
 class _Worker:
@@ -133,19 +141,24 @@ class WorkerPool:
         if self._broken is not None:
             raise self._broken
         if self._closed:
-            raise PoolClosed("the kvdicom worker pool was shut down")
+            raise PoolUnavailable("the kvdicom worker pool was shut down")
         if not self._workers:
             self._start()
 
     def _take(self, count: int) -> list[_Worker]:
-        """Up to ``count`` idle workers (at least one: waits while another run holds them all)."""
+        """Up to ``count`` idle workers: at least one, waiting up to :data:`WORKER_WAIT_S` while other runs hold
+        them all (``PoolUnavailable`` then)."""
+        deadline = time.monotonic() + WORKER_WAIT_S
         with self._cond:
             while not self._idle:
                 if self._broken is not None:
                     raise self._broken
                 if self._closed or not self._workers:
-                    raise PoolClosed("the kvdicom worker pool was shut down")
-                self._cond.wait()
+                    raise PoolUnavailable("the kvdicom worker pool was shut down")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PoolUnavailable(f"every kvdicom worker was busy for {WORKER_WAIT_S:g} s")
+                self._cond.wait(left)
             taken, self._idle = self._idle[:count], self._idle[count:]
             return taken
 

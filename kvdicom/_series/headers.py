@@ -412,7 +412,7 @@ def header_batches(paths: list[str], parallel: bool | None = None,
                 batch = [(start + j, unpack(h)) for j, h in enumerate(answers)]
                 left.discard(start)
                 yield batch
-    except process_pool.PoolClosed:  # shut down meanwhile (processes= changed): the rest here, a new pool next time
+    except process_pool.PoolUnavailable:  # shut down, or all busy: the rest here, not a broken pool
         here = True
     except BrokenProcessPool:  # a worker died (killed, out of memory): parse the rest here, and from now on
         here = True
@@ -427,9 +427,11 @@ def read_headers(paths: list[str], parallel: bool | None = None, reads: SharedRe
     """Every header, in the order of ``paths`` (with ``reads``: and the workers' pixel reads); ``on_batch``
     is called with each batch of :func:`header_batches` as it arrives."""
     headers: list = [None] * len(paths)
-    for batch in header_batches(paths, parallel, reads):
-        for index, header in batch:
-            headers[index] = header
-        if on_batch is not None:
-            on_batch(batch)
+    # closed here, not when collected: a failed ``on_batch`` must not leave the run holding the pool's workers
+    with contextlib.closing(header_batches(paths, parallel, reads)) as batches:
+        for batch in batches:
+            for index, header in batch:
+                headers[index] = header
+            if on_batch is not None:
+                on_batch(batch)
     return headers

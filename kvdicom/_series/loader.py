@@ -37,6 +37,7 @@ unless every slice was read and checked.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import operator
@@ -474,7 +475,9 @@ def _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, sha
     if shared is not None:
         headers = shared.read_headers(paths)
     elif backend is not None:
-        staging = series_stage.stage(paths, series_headers.header_batches(paths), backend, series_uid)
+        # closed here, not when collected: a failed stage must not leave the header run holding the workers
+        with contextlib.closing(series_headers.header_batches(paths)) as batches:
+            staging = series_stage.stage(paths, batches, backend, series_uid)
         headers = staging.headers
     else:
         headers = series_headers.read_headers(paths)
