@@ -126,11 +126,11 @@ def test_a_pool_shut_down_before_a_load_sends_it_in_process_and_the_next_gets_a_
 def test_a_worker_with_nothing_left_in_its_run_is_lent_again_before_the_run_ends(pool):
     """A second caller need not wait for a long run's last task: its idle workers are free at once."""
     got = {}
-    with contextlib.closing(pool.run([(time.sleep, (0.6,)), (operator.add, (1, 1))])) as long_run:
+    with contextlib.closing(pool.run([(time.sleep, (2.0,)), (operator.add, (1, 1))])) as long_run:
         assert next(long_run) == (1, 2)  # the add: its worker has nothing left to do in this run
         other = threading.Thread(target=lambda: got.update(pool.run([(operator.neg, (7,))])), daemon=True)
         other.start()
-        other.join(0.4)  # well before the sleep ends
+        other.join(1.5)  # well before the sleep ends, even on a machine busy with other tests
         waited = other.is_alive()
         assert list(long_run) == [(0, None)]
     other.join(30)
@@ -149,12 +149,12 @@ def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(
         deadline = time.monotonic() + 10
         while len(pool._idle) != 1 and time.monotonic() < deadline:  # the holder has taken its worker
             time.sleep(0.005)
-        second = threading.Thread(target=lambda: runs.update(pool.run([(sleep_then_pid, (0.1,))] * 12)),
+        second = threading.Thread(target=lambda: runs.update(pool.run([(sleep_then_pid, (0.1,))] * 16)),
                                   daemon=True)
         second.start()  # takes the one idle worker; the holder's comes back after its 0.3 s
         second.join(60)
         first.join(60)
-    assert len(runs) == 12 and len(set(runs.values())) == 2, runs
+    assert len(runs) == 16 and len(set(runs.values())) == 2, runs
 
 
 def test_a_run_left_unclosed_holds_no_other_caller_past_the_wait(pool, monkeypatch):
