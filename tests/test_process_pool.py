@@ -203,3 +203,22 @@ def test_a_staged_load_that_fails_gives_the_workers_back_while_its_traceback_liv
             time.sleep(0.01)
         assert len(pool._idle) == 2, "the failed load's header run still holds workers"
         assert kept.value is not None  # the traceback, and the frames in it, still alive here
+
+
+def test_work_forced_onto_the_pool_under_processes_zero_runs_here_and_breaks_nothing(tmp_path, monkeypatch):
+    """``configure(processes=0)`` is the caller's choice, not a dead worker: the pool is used again afterwards."""
+    import kvdicom
+    from kvdicom._io import process_pool
+    from kvdicom._series import headers
+    from tests.test_series import make_series
+
+    monkeypatch.setattr(process_pool, "_broken", False)
+    make_series(tmp_path / "s", 6)
+    paths, _ = headers.list_files(tmp_path / "s")
+    expected = headers.read_headers(paths, parallel=False)
+    with kvdicom.configure(processes=0):
+        assert headers.read_headers(paths, parallel=True) == expected
+    assert not process_pool.broken(), "processes=0 was taken for a dead worker"
+    with kvdicom.configure(processes=2):
+        assert headers.read_headers(paths, parallel=True) == expected
+        assert process_pool._pool is not None and process_pool._pool._workers

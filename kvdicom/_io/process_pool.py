@@ -323,7 +323,7 @@ def pool() -> WorkerPool:
     global _pool
     count = processes()
     if count < 1:
-        raise BrokenProcessPool("kvdicom.configure(processes=0): no worker processes")
+        raise PoolUnavailable("kvdicom.configure(processes=0): no worker processes")
     with _lock:
         if _pool is not None and (_pool.processes != count or _pool._closed):
             _pool.shutdown()

@@ -388,7 +388,7 @@ def header_batches(paths: list[str], parallel: bool | None = None,
     """
     if parallel is None:
         parallel = use_pool(len(paths))
-    if not parallel:
+    if not parallel or header_processes() < 1:  # configure(processes=0): no workers to ask
         yield list(enumerate(_read_chunk(paths)))
         return
     size = max(1, math.ceil(len(paths) / (header_processes() * CHUNKS_PER_WORKER)))
