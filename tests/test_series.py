@@ -431,14 +431,24 @@ def test_pool_results_round_trip_every_layout_field(tmp_path):
     assert series_headers.unpack(series_headers.pack(header)) == header
 
 
-def test_classes_the_parent_rebuilds_without_init_check_nothing_there():
-    """``series_headers._rebuild`` skips ``__init__``: a check added to one of these classes would be skipped."""
+def test_the_parent_rebuilds_headers_equal_to_their_classes_own_and_skips_no_check(tmp_path):
+    """``series_headers._rebuild`` skips ``__init__``: what it builds equals the class's own instance (hash too),
+    and none of these classes has a check there that it would skip."""
+    import dataclasses
+
     from kvdicom._header.codestream import FrameInfo
     from kvdicom._header.compressed import CompressedLayout
     from kvdicom._header.encapsulated import FrameTable
     from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
     from kvdicom._series.keys import SliceKeys
 
+    header = series_headers.read_header(make_series(tmp_path / "s", 1, rescale=lambda i: (2.0, -3.0))[0])
+    samples = [header, header.layout, header.keys, header.layout.modality, ModalityLUT(0, 2, "uint16", (4, 5)),
+               FrameTable((10, 20), (((10, 10),),)), FrameInfo(512, 512, 1, 16, True, ht=True)]
+    for obj in samples:
+        names = tuple(f.name for f in dataclasses.fields(obj))
+        rebuilt = series_headers._rebuild(type(obj), names, tuple(getattr(obj, n) for n in names))
+        assert type(rebuilt) is type(obj) and rebuilt == obj and hash(rebuilt) == hash(obj), type(obj)
     for cls in (PixelLayout, CompressedLayout, ModalityTransform, ModalityLUT, FrameTable, FrameInfo, SliceKeys,
                 series_headers.Header):
         assert not hasattr(cls, "__post_init__"), cls
