@@ -52,15 +52,6 @@ def chunk_packed(*args):
     return out
 
 
-def _drop_cache(folder: str) -> None:
-    for name in os.listdir(folder):
-        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
@@ -80,6 +71,7 @@ def main() -> None:
     import series_timeline  # this file as the workers import it: its chunk functions pickle by that name
 
     import kvdicom
+    from bench.ceilings import drop_page_cache
     from kvdicom._series import decode as series_decode
     from kvdicom._series import headers, loader
 
@@ -124,8 +116,10 @@ def main() -> None:
         for name in glob.glob(os.path.join(clocks, "*")):
             os.remove(name)
         marks.clear()
-        if args.cold:
-            _drop_cache(args.folder)
+        resident = None
+        if args.cold:  # as the harness's cold rows: every file dropped, what stayed measured (mincore)
+            left = [drop_page_cache(os.path.join(args.folder, name)) for name in os.listdir(args.folder)]
+            resident = max((x for x in left if x is not None), default=None)
         cpu0, t0 = time.thread_time_ns(), time.monotonic_ns()
         if args.stand_in:
             _, info = loader._load(args.folder, np, "cuda", False, None, None, None)
@@ -141,6 +135,8 @@ def main() -> None:
                 chunks += [tuple(map(int, line.split())) for line in f]
         ms = lambda t: (t - t0) / 1e6  # noqa: E731
         row = {"end": ms(t1), "parent_cpu": (cpu1 - cpu0) / 1e6}
+        if resident is not None:
+            row["resident_before"] = resident  # the largest fraction of a file still cached after the drop
         if chunks:
             row.update(workers_first=ms(min(c[0] for c in chunks)), workers_last=ms(max(c[1] for c in chunks)),
                        workers_busy=sum(c[1] - c[0] for c in chunks) / 1e6 / len(processes),
