@@ -159,12 +159,11 @@ class WorkerPool:
                 if left <= 0:
                     raise PoolUnavailable(f"every kvdicom worker was busy for {WORKER_WAIT_S:g} s")
                 self._cond.wait(left)
-            taken, self._idle = self._idle[:count], self._idle[count:]
-            return taken
+            return self._take_idle(count)
 
     def _take_idle(self, count: int) -> list[_Worker]:
         """Up to ``count`` idle workers, without waiting (none where another run holds them all)."""
-        with self._cond:
+        with self._cond:  # re-entrant: :meth:`_take` calls this holding it
             taken, self._idle = self._idle[:count], self._idle[count:]
             return taken
 

@@ -177,9 +177,9 @@ def pack(header: Header) -> tuple:
         packed_layout = _pack_compressed(layout)
     elif layout is not None:
         values = [getattr(layout, name) for name in _LAYOUT_FIELDS]
-        values[_LAYOUT_FIELDS.index("transfer_syntax")] = str(layout.transfer_syntax)
-        values[_LAYOUT_FIELDS.index("dtype")] = layout.dtype.str
-        values[_LAYOUT_FIELDS.index("modality")] = _pack_modality(layout.modality)
+        values[_TS_INDEX] = str(layout.transfer_syntax)
+        values[_DTYPE_INDEX] = layout.dtype.str
+        values[_MODALITY_INDEX] = _pack_modality(layout.modality)
         packed_layout = tuple(values)
     keys = None if header.keys is None else _key_values(header.keys)
     return (header.path, packed_layout, keys, header.skip, header.error)
@@ -388,10 +388,11 @@ def header_batches(paths: list[str], parallel: bool | None = None,
     """
     if parallel is None:
         parallel = use_pool(len(paths))
-    if not parallel or header_processes() < 1:  # configure(processes=0): no workers to ask
+    processes = header_processes()
+    if not parallel or processes < 1:  # configure(processes=0): no workers to ask
         yield list(enumerate(_read_chunk(paths)))
         return
-    size = max(1, math.ceil(len(paths) / (header_processes() * CHUNKS_PER_WORKER)))
+    size = max(1, math.ceil(len(paths) / (processes * CHUNKS_PER_WORKER)))
     starts = list(range(0, len(paths), size))
     left = set(starts)  # chunk starts not yet given out here
     if reads is None:
