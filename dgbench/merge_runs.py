@@ -44,6 +44,34 @@ def load_part(path: Path) -> dict:
     return document
 
 
+def disagreement(doc: dict, label: str, other: dict, other_label: str) -> str | None:
+    """Why the runs ``doc`` and ``other`` cannot be parts of one run (another commit, another machine or
+    profile: any ``machine_info`` field differs), or None."""
+    if doc["commit_info"].get("id") != other["commit_info"].get("id"):
+        return f"{label} is of commit {doc['commit_info'].get('id')}, {other_label} of {other['commit_info'].get('id')}"
+    found = _first_difference(doc["machine_info"], other["machine_info"], "machine_info")
+    if found:
+        where, mine, theirs = found
+        return f"{label} and {other_label} differ in {where} ({mine!r} vs {theirs!r}): not one machine and profile"
+    return None
+
+
+def _first_difference(mine, theirs, where: str):
+    """``(dotted key, value, other value)`` of the first field that differs, descending into dicts; or None."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for key in sorted(set(mine) | set(theirs)):
+            found = _first_difference(mine.get(key), theirs.get(key), f"{where}.{key}")
+            if found:
+                return found
+        return None
+    return None if mine == theirs else (where, mine, theirs)
+
+
+def measured(doc: dict) -> list[str]:
+    """The benchmarks a saved run holds, by node id (pytest-benchmark's ``fullname``; ``name`` in old files)."""
+    return [bench.get("fullname") or bench.get("name") for bench in doc["benchmarks"]]
+
+
 def merge(paths: list[Path]) -> dict:
     """One run document from the parts, in the order given; the run's time is its last part's."""
     if len(paths) < 2:
@@ -52,16 +80,10 @@ def merge(paths: list[Path]) -> dict:
     first, first_path = docs[0], paths[0]
     seen: dict[str, str] = {}
     for path, doc in zip(paths, docs):
-        if doc["commit_info"].get("id") != first["commit_info"].get("id"):
-            raise MergeError(f"{path.name} is of commit {doc['commit_info'].get('id')}, "
-                             f"{first_path.name} of {first['commit_info'].get('id')}")
-        for key in sorted(set(doc["machine_info"]) | set(first["machine_info"])):
-            if doc["machine_info"].get(key) != first["machine_info"].get(key):
-                raise MergeError(f"{path.name} and {first_path.name} differ in machine_info.{key} "
-                                 f"({doc['machine_info'].get(key)!r} vs {first['machine_info'].get(key)!r}): "
-                                 "not one machine and profile")
-        for bench in doc["benchmarks"]:
-            name = bench.get("fullname") or bench.get("name")
+        problem = disagreement(doc, path.name, first, first_path.name)
+        if problem:
+            raise MergeError(problem)
+        for name in measured(doc):
             if name in seen:
                 raise MergeError(f"{name} is in both {seen[name]} and {path.name}")
             seen[name] = path.name

@@ -21,8 +21,9 @@ from fixtures.encode import EncoderUnavailable
 from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 
 # Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py; a run stopped
-# early (SIGTERM, Ctrl-C, -x) saves what it measured, marked: see dgbench/interrupt.py.
-pytest_plugins = ["dgbench.interrupt", "dgbench.baseline"]  # interrupt first: baseline imports it
+# early (SIGTERM, Ctrl-C, -x) saves what it measured, marked: see dgbench/interrupt.py; a run taken in parts goes on
+# where its saved parts stop (--continue-from): see dgbench/continue_run.py. Interrupt first: baseline imports it.
+pytest_plugins = ["dgbench.interrupt", "dgbench.baseline", "dgbench.continue_run"]
 
 ROOT = cfg.ROOT
 GPU_STATUS = pytest.StashKey[GpuStatus]()
