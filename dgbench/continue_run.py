@@ -10,7 +10,9 @@ ends with nothing left, ``python -m dgbench.merge_runs`` joins the parts into on
 A part of another commit, machine or profile is refused before anything runs (the message names the file and the
 field), since :mod:`dgbench.merge_runs` would refuse to join it: its rows would not be one run's. PART is a saved
 run (JSON) or a folder of them (a folder with none yet: the run's first call); the option may be given more
-than once. A call with nothing left collects no test (pytest's exit status 5) and saves nothing.
+than once. The terminal summary says how many benchmarks this part measured; a part that measured none ("nothing
+new measured") means the run is complete: what it still collects skips here (no GPU, a codec missing) or is no
+benchmark, and it saves nothing.
 """
 
 from __future__ import annotations
@@ -103,3 +105,19 @@ def pytest_report_collectionfinish(config):
         return "dicom-gpu-bench: --continue-from names no saved part yet: nothing left out"
     return (f"dicom-gpu-bench: {left.deselected} benchmark(s) left out, measured in "
             f"{len(left.parts)} saved part(s) ({', '.join(p.name for p in left.parts)})")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    left = config.stash.get(_LEFT, None)
+    if left is None:
+        return
+    session = benchmark_session(config)
+    measured_here = sum(1 for bench in getattr(session, "benchmarks", []) if bench)
+    if measured_here:
+        terminalreporter.write_line(f"dicom-gpu-bench: this part measured {measured_here} benchmark(s), "
+                                    f"{left.deselected} were measured in earlier parts")
+    else:
+        terminalreporter.write_line(f"dicom-gpu-bench: nothing new measured ({left.deselected} benchmark(s) in "
+                                    "earlier parts): the run is complete; join its parts with "
+                                    "python -m dgbench.merge_runs --into results/<machine> <parts>", yellow=True)

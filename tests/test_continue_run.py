@@ -55,6 +55,7 @@ def test_a_run_cut_by_sigterm_goes_on_from_its_saved_part_and_the_parts_join(pro
     rc, output = finish(start(project, "--continue-from", str(parts), DGB_TEST_WAIT="0.01"))
     assert rc == 0, output
     assert "1 benchmark(s) left out, measured in 1 saved part(s)" in output
+    assert "this part measured 2 benchmark(s), 1 were measured in earlier parts" in output
     (second,) = saved(project)
     assert names(second) == ["test_b_waits", "test_c_after"]
     assert INTERRUPTED not in second
@@ -66,10 +67,11 @@ def test_a_run_cut_by_sigterm_goes_on_from_its_saved_part_and_the_parts_join(pro
     assert names(json.loads(joined.read_text())) == ["test_a_finishes", "test_b_waits", "test_c_after"]
 
 
-def test_a_call_with_nothing_left_runs_nothing_and_saves_nothing(project, tmp_path):
+def test_a_call_with_nothing_left_runs_nothing_saves_nothing_and_says_the_run_is_complete(project, tmp_path):
     part = first_part(project)
     rc, output = finish(start(project, "-k", "test_a", "--continue-from", str(part)))
     assert rc == pytest.ExitCode.NO_TESTS_COLLECTED, output
+    assert "nothing new measured (1 benchmark(s) in earlier parts): the run is complete" in output
     assert len(saved(project)) == 1
 
 
