@@ -473,11 +473,11 @@ def pool_in_use(tmp_path_factory):
     headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
     try:
         volume, _ = kvdicom.load_series(folder, "cpu")
-        if process_pool._pool is None:
-            pytest.skip(f"kvdicom's worker processes did not start here ({process_pool.broken()=})")
-        yield folder, volume
-    finally:
-        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved
+    finally:  # forced for this load only: held until the session's end, every later test's series used the
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved  # workers (and read its pixels there)
+    if process_pool._pool is None:
+        pytest.skip(f"kvdicom's worker processes did not start here ({process_pool.broken()=})")
+    return folder, volume
 
 
 def _in_forked_child(fn) -> tuple:

@@ -22,8 +22,9 @@ from fixtures.profiles import PROFILES, profile_specs, series_profile_specs
 
 # Regression tracking (BASELINE file, noise rule, --regression-noise-k): see dgbench/baseline.py; a run stopped
 # early (SIGTERM, Ctrl-C, -x) saves what it measured, marked: see dgbench/interrupt.py; a run taken in parts goes on
-# where its saved parts stop (--continue-from): see dgbench/continue_run.py. Interrupt first: baseline imports it.
-pytest_plugins = ["dgbench.interrupt", "dgbench.baseline", "dgbench.continue_run"]
+# where its saved parts stop (--continue-from): see dgbench/continue_run.py; a test that leaves a kvdicom constant
+# changed fails: see dgbench/isolation.py. Interrupt first: baseline imports it.
+pytest_plugins = ["dgbench.interrupt", "dgbench.baseline", "dgbench.continue_run", "dgbench.isolation"]
 
 ROOT = cfg.ROOT
 GPU_STATUS = pytest.StashKey[GpuStatus]()

@@ -1,0 +1,57 @@
+"""A test that leaves one of kvdicom's module-level settings changed fails, naming it.
+
+Why: tests force kvdicom's paths by setting its module constants (``headers.POOL_MIN_FILES = 1`` puts every
+series on the header workers). A session-scoped fixture of ``bench/test_fuzz.py`` did that and put the values back
+only at the session's end, so every later test's series went through the workers, which read each slice's pixels
+right after its header: a test of a file rewritten between the header and the pixel read then passed or failed
+by the order the tests ran in. Checked after each test's own teardown (``monkeypatch`` has put its values back),
+against the values at the start of the session: the upper-case constants of every kvdicom module imported by
+then that hold a number, a string, a bool, None or a tuple (a constant a test sets).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+_SNAPSHOT = pytest.StashKey[dict]()
+_PLAIN = (int, float, str, bool, tuple, type(None))
+
+
+def _constants() -> dict[tuple[str, str], object]:
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "kvdicom" or name.startswith("kvdicom.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if attr.isupper() and not attr.startswith("_") and isinstance(value, _PLAIN):
+                found[(name, attr)] = value
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_SNAPSHOT] = _constants()
+
+
+def changed(before: dict, after: dict) -> list[tuple[str, str]]:
+    """``(module, NAME)`` of each constant of ``before`` whose value is not what it was."""
+    return [key for key, value in before.items() if key in after and after[key] != value]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield  # every fixture torn down: monkeypatch has put its values back
+    before = item.config.stash.get(_SNAPSHOT, None)
+    if before is None:
+        return result
+    now = _constants()
+    left = changed(before, now)
+    if left:
+        for module, attr in left:  # put back, so the tests after this one run as they should
+            setattr(sys.modules[module], attr, before[(module, attr)])
+        listing = "; ".join(f"{module}.{attr}: {before[(module, attr)]!r} -> {now[(module, attr)]!r}"
+                            for module, attr in left)
+        raise AssertionError(f"{item.nodeid} left kvdicom's settings changed (put back now; restore them in the "
+                             f"test or its fixture, e.g. with monkeypatch): {listing}")
+    return result
