@@ -43,11 +43,14 @@ from bench.rounds import timed
 from dgbench.schema import bench_extra, stage_loader
 from fixtures.oracle import mismatch
 from fixtures.profiles import CT_SERIES, compressed_series_specs, series_profile_specs
+from kvdicom import _loader as kvdicom_loader
 from kvdicom._series import decode as series_decode
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series_loader
+from kvdicom._series import native as series_native
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
+from kvdicom._series import worker_reads as series_worker_reads
 
 pytestmark = pytest.mark.profile
 
@@ -223,35 +226,35 @@ def _read_native_cpu(layouts):
     """As load_series(device="cpu") in-process: the volume allocated, every slice's bytes read into it (they are
     the volume)."""
     volume = _host_volume(layouts)
-    series_loader._read_native(layouts, volume, layouts[0].dtype, "cpu", np)
+    series_native.read_native(layouts, volume, layouts[0].dtype, "cpu", np)
     return volume
 
 
 def _worker_reads(parsed) -> list:
     """Each sorted slice's pixel bytes where a header worker leaves them (untimed): one buffer, a slot per file
-    of its size on disk, in the folder's order, as the pool's shared buffer (series_loader._take_shared)."""
-    offsets = series_loader._starts([series_stage.file_size(p) for p in parsed.paths])  # the total last
+    of its size on disk, in the folder's order, as the pool's shared buffer (kvdicom._series.worker_reads.take)."""
+    offsets = series_native.offsets_of([series_stage.file_size(p) for p in parsed.paths])  # the total last
     slot = dict(zip(parsed.paths, offsets))
     buffer = np.empty(offsets[-1], dtype=np.uint8)
     values = []
     for layout in parsed.layouts:
         value = buffer[slot[layout.path] : slot[layout.path] + layout.nbytes]
-        series_loader.loader.read_pixels(layout, "cpu", value)
+        kvdicom_loader.read_pixels(layout, "cpu", value)
         values.append(value)
     return values
 
 
 def _place_native_cpu(layouts, values):
     """As load_series(device="cpu") after the header workers' reads: the volume allocated, each slice copied from
-    the shared buffer to its sorted place (series_loader._place_shared)."""
+    the shared buffer to its sorted place (kvdicom._series.worker_reads.place)."""
     volume = _host_volume(layouts)
-    series_loader._place_shared(values, layouts, volume, layouts[0].dtype, np)
+    series_worker_reads.place(values, layouts, volume, layouts[0].dtype, np)
     return volume
 
 
 def _staged(parsed):
     """As load_series(device="cuda"): every slice's bytes into one pinned staging buffer (headers already in)."""
-    return series_stage.stage(parsed.paths, [list(enumerate(parsed.headers))], series_loader._gpu_backend())
+    return series_stage.stage(parsed.paths, [list(enumerate(parsed.headers))], series_native.gpu_backend())
 
 
 def _staged_volume(parsed, staging) -> np.ndarray:
@@ -284,7 +287,7 @@ def test_stage_read(benchmark, request, stage_spec, device, parsed, stage_refere
         volume = timed(benchmark, _read_native_cpu, parsed.layouts)
         problem = _record(benchmark, stage_spec, parsed, device, "read",
                           f"allocate the volume (kept host memory) and read all {n} slices' pixel bytes into it "
-                          "on kvdicom's read pool (series_loader._read_native: open, identity checks, preadv); "
+                          "on kvdicom's read pool (kvdicom._series.native.read_native: open, identity checks, preadv); "
                           "the stored bytes are the volume, nothing is decoded; what load_series does where "
                           "headers are parsed in this process (else the header workers read: see 'place')",
                           stage_reference, volume)
@@ -383,8 +386,8 @@ def _place_native(parsed, staging):
 
     first = parsed.layouts[0]
     volume = cupy.empty((len(parsed.layouts),) + first.shape, dtype=first.dtype)
-    series_loader._gather_native(staging, staging.indices(parsed.ordered), parsed.layouts, volume, first.dtype, cupy,
-                                 series_loader._gpu_backend())
+    series_native.gather_native(staging, staging.indices(parsed.ordered), parsed.layouts, volume, first.dtype, cupy,
+                                 series_native.gpu_backend())
     return volume
 
 
@@ -404,7 +407,8 @@ def test_stage_place(benchmark, request, stage_spec, device, parsed, stage_refer
         pooled = series_headers.use_pool(n)
         volume = timed(benchmark, _place_native_cpu, parsed.layouts, _worker_reads(parsed))
         covers = (f"allocate the volume (kept host memory) and copy the {n} slices the header workers read into "
-                  "the shared buffer to their sorted places on kvdicom's host threads (series_loader._place_shared); "
+                  "the shared buffer to their sorted places on kvdicom's host threads "
+                  "(kvdicom._series.worker_reads.place); "
                   + ("what load_series does here (headers parsed in the process pool)" if pooled else
                      "load_series does not do this here: it parses in this process and reads into the volume "
                      "('read')"))
@@ -412,7 +416,7 @@ def test_stage_place(benchmark, request, stage_spec, device, parsed, stage_refer
         staging = _staged(parsed)
         volume = timed(benchmark, _on_device(request, device, _place_native, parsed, staging))
         covers = (f"allocate the volume on the device and copy the {n} staged slots to their sorted places "
-                  "(series_loader._gather_native: one async host-to-device copy per run of consecutive slots, "
+                  "(kvdicom._series.native.gather_native: one async host-to-device copy per run of consecutive slots, "
                   "one sync)")
     else:
         batches = _decode_gpu(_gpu_pieces(device, parsed))

@@ -142,7 +142,7 @@ RATIO_CHECK_MIN_DECODED_BYTES = 256 << 20
 #: its size: more is a lie of the header, refused at any size.
 JPEG_LOSSLESS_MAX_SAMPLES_PER_BYTE = 8
 
-# --- Series rescale and copies (kvdicom._series.loader) ---------------------------------------------------
+# --- Series reads, copies and rescale (kvdicom._series.native, worker_reads, volume) ------------------------
 
 #: Bytes per host copy task when the CPU path copies the slices the header workers read to their places in
 #: the volume: below it a series is copied in the caller's thread. Not tuned: 4 MiB gives 256 CT slices of

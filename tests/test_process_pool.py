@@ -178,7 +178,7 @@ def test_a_staged_load_that_fails_gives_the_workers_back_while_its_traceback_liv
     that hold the run, and the next load must still find the workers."""
     import kvdicom
     from kvdicom._io import process_pool
-    from kvdicom._series import headers
+    from kvdicom._series import headers, worker_reads
     from kvdicom._series import loader as series
     from tests.test_series import make_series
     from tests.test_series_stage import Recorder
@@ -186,7 +186,7 @@ def test_a_staged_load_that_fails_gives_the_workers_back_while_its_traceback_liv
     monkeypatch.setattr(process_pool, "_broken", False)
     monkeypatch.setattr(headers, "use_pool", lambda count: True)
     monkeypatch.setattr(headers, "CHUNKS_PER_WORKER", 8)  # more chunks than workers: some still unsent
-    monkeypatch.setattr(series, "_take_shared", lambda *args, **kwargs: None)  # the staged path
+    monkeypatch.setattr(worker_reads, "take", lambda *args, **kwargs: None)  # the staged path
     make_series(tmp_path / "s", 24)
     backend = Recorder().backend()
 

@@ -16,7 +16,7 @@ from fixtures.encode import unavailable
 from fixtures.spec import DicomSpec
 from fixtures.writer import add_modality_lut, build_dataset
 from kvdicom._series import headers as series_headers
-from kvdicom._series import loader as series
+from kvdicom._series import native
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -410,8 +410,8 @@ def test_malformed_position_is_refused_naming_the_file(tmp_path):
 def test_stored_bytes_are_read_straight_into_the_volume(tmp_path, monkeypatch):
     make_series(tmp_path / "s", 4)
     buffers = []
-    original = series._read_all
-    monkeypatch.setattr(series, "_read_all", lambda layouts, host, starts: (buffers.append(host),
+    original = native.read_all
+    monkeypatch.setattr(native, "read_all", lambda layouts, host, starts: (buffers.append(host),
                                                                            original(layouts, host, starts)))
     vol, _ = kvdicom.load_series(tmp_path / "s", "cpu")
     assert len(buffers) == 1 and np.shares_memory(buffers[0], vol)  # no scratch buffer, no copy

@@ -17,7 +17,7 @@ import pytest
 
 import kvdicom
 from kvdicom._io import process_pool, shared_staging
-from kvdicom._series import early_copy
+from kvdicom._series import early_copy, native, worker_reads
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
 from kvdicom._series import stage as series_stage
@@ -34,8 +34,8 @@ def shared(monkeypatch):
     monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
     monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)
     placed = []
-    real = series._place_shared
-    monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
+    real = worker_reads.place
+    monkeypatch.setattr(worker_reads, "place", lambda *a: (placed.append(len(a[0])), real(*a)))
     return placed
 
 
@@ -75,7 +75,7 @@ def test_only_the_asked_series_is_read_by_the_workers(tmp_path, shared):
     for name in os.listdir(tmp_path / "o"):
         shutil.move(tmp_path / "o" / name, tmp_path / "s" / ("o_" + name))
     paths = sorted(str(p) for p in (tmp_path / "s").iterdir())
-    owner = series._take_shared(paths, "1.2.3.1", pin=False)
+    owner = worker_reads.take(paths, "1.2.3.1", pin=False)
     try:
         series_headers.read_headers(paths, parallel=True, reads=owner.reads)
     finally:
@@ -115,7 +115,7 @@ def test_a_failed_worker_read_of_a_volume_slice_is_an_error_naming_it(tmp_path):
     assert not slot.any()
 
     reads = series_headers.SharedReads(fd=-1, size=0, slots=[(0, 10), (10, 10)], results={1: why})
-    holder = series._Shared(owner=None, buffer=np.zeros(20, np.uint8), reads=reads)
+    holder = worker_reads.WorkerReads(owner=None, buffer=np.zeros(20, np.uint8), reads=reads)
     headers = [series_headers.read_header(p) for p in paths]
     holder.index = {id(h): i for i, h in enumerate(headers)}
     with pytest.raises(kvdicom.DicomLoadError, match="changed") as err:
@@ -162,10 +162,10 @@ def test_cpu_loads_copy_the_slices_the_workers_read_on_several_threads(tmp_path,
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24),
                         rescale=lambda i: (0.5 + i, -1024.0 + i))
     monkeypatch.setattr(settings, "HOST_COPY_TASK_BYTES", 1)
-    monkeypatch.setattr(series, "_read_slice", lambda *a: pytest.fail("the parent read a slice"))
+    monkeypatch.setattr(native, "read_slice", lambda *a: pytest.fail("the parent read a slice"))
     tasks = []
-    real = series._copy_slices
-    monkeypatch.setattr(series, "_copy_slices", lambda v, r, s, a, b: (tasks.append((a, b)), real(v, r, s, a, b)))
+    real = worker_reads.copy_slices
+    monkeypatch.setattr(worker_reads, "copy_slices", lambda v, r, s, a, b: (tasks.append((a, b)), real(v, r, s, a, b)))
     want = pydicom_volume(paths, rescale=rescale)
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale)
     np.testing.assert_array_equal(vol, want)
@@ -303,7 +303,7 @@ def test_a_volume_that_finds_no_room_gets_the_early_copys_room():
     early = early_copy.EarlyCopy(np.zeros(64, np.uint8), [(0, 32), (32, 32)], np)
     early.mirror = np.zeros(64, np.uint8)
     early.copied[:] = True
-    holder = series._Shared(owner=None, buffer=early.buffer, reads=None, early=early)
+    holder = worker_reads.WorkerReads(owner=None, buffer=early.buffer, reads=None, early=early)
     volume = series._empty(Device, (2, 4, 4), np.int16, holder)
     assert volume.shape == (2, 4, 4) and len(calls) == 2
     assert early.mirror is None and not early.covers([0, 1])  # the slices then go from the host
@@ -357,8 +357,8 @@ def test_gpu_slices_read_by_the_workers_equal_pydicom(cuda, tmp_path, pool_on, m
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=32, cols=48),
                         rescale=lambda i: (0.5 + i, -1024.0 + i))
     placed = []
-    real = series._place_shared
-    monkeypatch.setattr(series, "_place_shared", lambda *a: (placed.append(len(a[0])), real(*a)))
+    real = worker_reads.place
+    monkeypatch.setattr(worker_reads, "place", lambda *a: (placed.append(len(a[0])), real(*a)))
     gathered = []
     real_gather = early_copy.EarlyCopy.gather
     monkeypatch.setattr(early_copy.EarlyCopy, "gather",

@@ -20,8 +20,10 @@ from kvdicom import settings
 from kvdicom._io import host_read
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
+from kvdicom._series import native, worker_reads
 from kvdicom._series import order as series_order
 from kvdicom._series import stage as series_stage
+from kvdicom._series import volume as series_volume
 from tests.test_series import make_series, pydicom_volume
 
 
@@ -44,7 +46,7 @@ class Recorder:
         def submit(layout, view):
             with self.lock:
                 self.reads.append(layout.path)
-            future = (read or series._submit_read)(layout, view)
+            future = (read or native.submit_read)(layout, view)
             self.futures.append(future)
             return future
 
@@ -69,7 +71,7 @@ def pooled(monkeypatch):
     shared buffer not taken (busy with another load, or the series too large for it): the staged path."""
     monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
     monkeypatch.setattr(series_headers, "CHUNKS_PER_WORKER", 64)  # one file per chunk here
-    monkeypatch.setattr(series, "_take_shared", lambda *args, **kwargs: None)
+    monkeypatch.setattr(worker_reads, "take", lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize("rescale", [False, True])
@@ -160,7 +162,7 @@ def test_failure_while_headers_arrive_waits_for_every_read(tmp_path):
     recorder = Recorder()
 
     def slow_read(layout, view):
-        return host_read.pool().submit(lambda: (gate.wait(5), series._read_slice(layout, view)))
+        return host_read.pool().submit(lambda: (gate.wait(5), native.read_slice(layout, view)))
 
     def batches():
         yield [(i, series_headers.read_header(files[i])) for i in range(2)]
@@ -177,7 +179,7 @@ def test_with_series_uid_only_its_files_are_read_and_read_errors_name_the_file(t
     make_series(tmp_path / "o", 2, uid="1.2.3.2", origin=(0.0, 0.0, 100.0))
     for name in os.listdir(tmp_path / "o"):
         os.rename(tmp_path / "o" / name, tmp_path / "s" / ("o_" + name))
-    real = series._submit_read
+    real = native.submit_read
 
     def failing(layout, view):
         if "o_" in os.path.basename(layout.path):
@@ -276,7 +278,7 @@ def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path
 
     monkeypatch.setattr(host_read, "pool", lambda: Recording())
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu", rescale=True)
-    assert submitted.count(series._rescale_slices) > 1
+    assert submitted.count(series_volume.rescale_slices) > 1
     import pydicom
 
     for k, path in enumerate(info.paths):
@@ -289,7 +291,7 @@ def test_cpu_rescale_runs_per_slice_on_the_host_pool_with_pydicoms_bits(tmp_path
 @pytest.mark.gpu
 def test_gpu_staged_load_equals_pydicom_stacked(cuda, tmp_path, pooled, monkeypatch):
     """The staging path (the header workers' shared reads, tests/test_series_shared.py, turned off)."""
-    monkeypatch.setattr(series, "_take_shared", lambda *a, **k: None)
+    monkeypatch.setattr(worker_reads, "take", lambda *a, **k: None)
     paths = make_series(tmp_path / "s", 9)
     gathered = []
     real = series_stage.gather

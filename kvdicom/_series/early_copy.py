@@ -10,7 +10,7 @@ for the length of the load.
 
 Compressed chunks are not copied: their codestreams are decoded from host memory (``kvdicom._series.decode``).
 Every slice is still checked before it is used: a slice whose worker did not read it, or whose chunk was not
-copied, leaves the whole volume to the host path (:func:`kvdicom._series.loader._place_shared`).
+copied, leaves the whole volume to the host path (:func:`kvdicom._series.worker_reads.place`).
 """
 
 from __future__ import annotations
