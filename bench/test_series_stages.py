@@ -387,7 +387,7 @@ def _place_native(parsed, staging):
     first = parsed.layouts[0]
     volume = cupy.empty((len(parsed.layouts),) + first.shape, dtype=first.dtype)
     series_native.gather_native(staging, staging.indices(parsed.ordered), parsed.layouts, volume, first.dtype, cupy,
-                                 series_native.gpu_backend())
+                                series_native.gpu_backend())
     return volume
 
 

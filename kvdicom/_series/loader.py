@@ -147,7 +147,7 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # the header workers read the pixel bytes into the shared buffer (long series); on the GPU path (``backend``)
     # page-locked, its native chunks copied to the device as they arrive
     shared = worker_reads.take(paths, series_uid, pin=backend is not None and xp is not np,
-                          xp=xp if backend is not None else None)
+                               xp=xp if backend is not None else None)
     try:
         return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
     finally:

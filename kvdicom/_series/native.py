@@ -54,7 +54,7 @@ def read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) ->
     slice order: a run stops at its first)."""
     n = len(layouts)
     in_runs(_read_slices, n, min(n, io_tuning.host_threads() * settings.SERIES_READS_PER_THREAD), layouts, host,
-             starts)
+            starts)
 
 
 def offsets_of(sizes) -> list[int]:
