@@ -47,6 +47,7 @@ import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -54,7 +55,7 @@ from hypothesis import strategies as st
 import kvdicom
 import kvdicom._loader
 from fixtures import mutate
-from fixtures.oracle import check_load
+from fixtures.oracle import check_load, mismatch, pydicom_pixels
 from fixtures.series import SeriesSpec, write_series
 from fixtures.spec import TRANSFER_SYNTAXES, DicomSpec
 from fixtures.strategies import dicom_specs
@@ -154,9 +155,13 @@ def _original(spec: DicomSpec) -> tuple[bytes, int]:
 def mutants(draw) -> Mutant:
     spec = draw(dicom_specs(max_pixels=MAX_PIXELS))
     data, pixel_offset = _original(spec)
-    enc = _encoding(spec)
     force = not spec.file_meta or draw(st.booleans())
-    mutant = Mutant(spec, data, force)
+    return _edited(draw, Mutant(spec, data, force), pixel_offset, _encoding(spec))
+
+
+def _edited(draw, mutant: Mutant, pixel_offset: int, enc: dict) -> Mutant:
+    """``mutant`` with one to three edits drawn: truncation, header bytes, Image Pixel values, element lengths,
+    pixel data resized, Bits Allocated, an element deleted."""
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["truncate", "header_bytes", "image_pixel", "image_pixel", "length",
                                      "pixel_length", "pixel_resize", "bits_allocated", "delete"]))
@@ -446,6 +451,106 @@ def test_cpu_compressed_files_changed_mid_load_raise_dicom_load_error(warm_kvdic
 def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant, fault,
                                                                       point):
     _check_compressed_changed_mid_load(fuzz_dir, mutant, fault, point, "cuda")
+
+
+# --- series with mutant slices -----------------------------------------------------------------
+
+#: A small CT series whose slices the series fuzz mutates: five files, so the header workers (forced on) take
+#: several chunks, and a mutant slice shares its chunk with valid ones.
+SERIES_BASE = SeriesSpec(slices=5, rows=8, cols=8, header="ct")
+
+
+@dataclass
+class SeriesMutant:
+    files: dict[str, bytes]  #: file name -> bytes, the mutated slices among them
+    edits: list[str]
+
+
+@functools.lru_cache(maxsize=1)
+def _series_original() -> tuple[tuple[str, bytes, int, DicomSpec], ...]:
+    """Each file of :data:`SERIES_BASE`: (name, bytes, pixel data offset, its slice's spec)."""
+    from fixtures.series import layout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_series(SERIES_BASE, tmp)
+        files = []
+        for f in layout(SERIES_BASE):
+            path = Path(tmp) / f.name
+            files.append((f.name, path.read_bytes(), kvdicom.inspect(path).offset, f.spec))
+    return tuple(files)
+
+
+@st.composite
+def series_mutants(draw) -> SeriesMutant:
+    """The base series with up to two of its slices edited as :func:`mutants` edits a file. None edited is the
+    simplest example, so every run (the CI profile's 30 too) loads whole series and compares them: a loader that
+    put one slice in another's place passed 60 examples of mutated series, all refused."""
+    files = _series_original()
+    picked = draw(st.sets(st.integers(0, len(files) - 1), max_size=2))
+    out, edits = {}, []
+    for i, (name, data, offset, spec) in enumerate(files):
+        if i in picked:
+            edited = _edited(draw, Mutant(spec, data, False), offset, {})
+            data = edited.data
+            edits += [f"{name}: {edit}" for edit in edited.edits]
+        out[name] = data
+    return SeriesMutant(out, edits)
+
+
+def _check_series_mutant(fuzz_dir, mutant: SeriesMutant, device: str, rescale: bool, workers: bool) -> None:
+    """load_series gives ``np.stack`` of pydicom's arrays of the files it names, in its order, or a DicomLoadError
+    naming the folder or a file in it; nothing else, within the time limit, in-process or on the header workers
+    (which parse, read each slice into the shared buffer, and check it, in chunks)."""
+    note(f"rescale={rescale} workers={workers} edits={mutant.edits}")
+    folder = fuzz_dir / f"series-{device}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for name, data in mutant.files.items():
+        (folder / name).write_bytes(data)
+    saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
+    if workers:
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
+    try:
+        with time_limit(EXAMPLE_TIMEOUT_S):
+            try:
+                volume, info = kvdicom.load_series(folder, device, rescale=rescale)
+            except kvdicom.DicomLoadError as exc:
+                assert str(folder) in str(exc), f"the error names nothing of the folder: {exc}; {mutant.edits}"
+                return
+            except (AssertionError, TimeLimitExceeded):
+                raise
+            except Exception as exc:
+                pytest.fail(f"load_series raised {type(exc).__name__} (not DicomLoadError): {exc}; {mutant.edits}")
+    finally:
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved
+    arrays = []
+    for path in info.paths:
+        try:
+            arrays.append(pydicom_pixels(path, rescale=rescale))
+        except Exception as exc:  # noqa: BLE001  reported
+            pytest.fail(f"load_series stacked {path}, on which pydicom fails ({type(exc).__name__}: {exc}); "
+                        f"{mutant.edits}")
+    try:
+        expected = np.stack(arrays)
+    except ValueError as exc:
+        pytest.fail(f"load_series stacked slices np.stack refuses ({exc}); {mutant.edits}")
+    problem = mismatch(volume, expected)
+    assert problem is None, f"{problem}; {mutant.edits}"
+
+
+@FUZZ_SETTINGS
+@given(mutant=series_mutants(), rescale=st.booleans(), workers=st.booleans())
+def test_cpu_series_with_mutant_slices_load_as_pydicom_stacks_them_or_raise_dicom_load_error(
+        warm_kvdicom, fuzz_dir, mutant, rescale, workers):
+    _check_series_mutant(fuzz_dir, mutant, "cpu", rescale, workers)
+
+
+@pytest.mark.gpu
+@FUZZ_SETTINGS
+@given(mutant=series_mutants(), rescale=st.booleans(), workers=st.booleans())
+def test_gpu_series_with_mutant_slices_load_as_pydicom_stacks_them_or_raise_dicom_load_error(
+        cuda, warm_kvdicom, fuzz_dir, mutant, rescale, workers):
+    _check_series_mutant(fuzz_dir, mutant, "cuda", rescale, workers)
 
 
 # --- forked children and a killed parent ---------------------------------------------------------
