@@ -455,9 +455,12 @@ def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm
 
 # --- series with mutant slices -----------------------------------------------------------------
 
-#: A small CT series whose slices the series fuzz mutates: five files, so the header workers (forced on) take
-#: several chunks, and a mutant slice shares its chunk with valid ones.
-SERIES_BASE = SeriesSpec(slices=5, rows=8, cols=8, header="ct")
+#: Small CT series whose slices the series fuzz mutates: five files, so the header workers (forced on) take
+#: several chunks, and a mutant slice shares its chunk with valid ones. Native first (the simplest example), then
+#: RLE and JPEG 2000, whose codestreams the workers check against each header.
+SERIES_BASES = (SeriesSpec(slices=5, rows=8, cols=8, header="ct"),
+                SeriesSpec(slices=5, rows=8, cols=8, header="ct", transfer_syntax="rle"),
+                SeriesSpec(slices=5, rows=32, cols=32, header="ct", transfer_syntax="jpeg2000_lossless"))
 
 
 @dataclass
@@ -466,15 +469,15 @@ class SeriesMutant:
     edits: list[str]
 
 
-@functools.lru_cache(maxsize=1)
-def _series_original() -> tuple[tuple[str, bytes, int, DicomSpec], ...]:
-    """Each file of :data:`SERIES_BASE`: (name, bytes, pixel data offset, its slice's spec)."""
+@functools.lru_cache(maxsize=len(SERIES_BASES))
+def _series_original(base: SeriesSpec) -> tuple[tuple[str, bytes, int, DicomSpec], ...]:
+    """Each file of ``base``: (name, bytes, pixel data offset, its slice's spec)."""
     from fixtures.series import layout
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_series(SERIES_BASE, tmp)
+        write_series(base, tmp)
         files = []
-        for f in layout(SERIES_BASE):
+        for f in layout(base):
             path = Path(tmp) / f.name
             files.append((f.name, path.read_bytes(), kvdicom.inspect(path).offset, f.spec))
     return tuple(files)
@@ -485,7 +488,10 @@ def series_mutants(draw) -> SeriesMutant:
     """The base series with up to two of its slices edited as :func:`mutants` edits a file. None edited is the
     simplest example, so every run (the CI profile's 30 too) loads whole series and compares them: a loader that
     put one slice in another's place passed 60 examples of mutated series, all refused."""
-    files = _series_original()
+    base = draw(st.sampled_from(SERIES_BASES))
+    if base.transfer_syntax == "jpeg2000_lossless":
+        pytest.importorskip("openjpeg", reason="JPEG 2000 series fuzz cases need pylibjpeg-openjpeg (requirements.txt)")
+    files = _series_original(base)
     picked = draw(st.sets(st.integers(0, len(files) - 1), max_size=2))
     out, edits = {}, []
     for i, (name, data, offset, spec) in enumerate(files):
@@ -494,7 +500,7 @@ def series_mutants(draw) -> SeriesMutant:
             data = edited.data
             edits += [f"{name}: {edit}" for edit in edited.edits]
         out[name] = data
-    return SeriesMutant(out, edits)
+    return SeriesMutant(out, [base.case_id] + edits)
 
 
 def _check_series_mutant(fuzz_dir, mutant: SeriesMutant, device: str, rescale: bool, workers: bool) -> None:
