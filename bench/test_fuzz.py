@@ -551,6 +551,36 @@ def test_cpu_series_with_mutant_slices_load_as_pydicom_stacks_them_or_raise_dico
     _check_series_mutant(fuzz_dir, mutant, "cpu", rescale, workers)
 
 
+@FUZZ_SETTINGS
+@given(mutant=series_mutants())
+def test_scan_plans_series_with_mutant_slices_as_they_load(warm_kvdicom, fuzz_dir, mutant):
+    """kvdicom.dask.scan of the folder never raises; a row it says ``load_series`` refuses is refused, and a row
+    it plans loads with its shape, dtype and bytes, or raises a DicomLoadError its headers could not foresee (a
+    slice's pixels, say)."""
+    from kvdicom import dask as kvdask
+
+    note(f"edits={mutant.edits}")
+    folder = fuzz_dir / "scanned"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for name, data in mutant.files.items():
+        (folder / name).write_bytes(data)
+    with time_limit(EXAMPLE_TIMEOUT_S):
+        rows = kvdask.scan(folder)
+        for row in rows:
+            try:
+                if row.multiframe:
+                    array = kvdicom.load(row.paths[0], "cpu")
+                else:
+                    array, _ = kvdicom.load_series(list(row.paths), "cpu", series_uid=row.series_uid)
+            except kvdicom.DicomLoadError:
+                continue
+            assert row.problem is None, f"scan planned a refusal ({row.problem}) of a series that loads; {mutant.edits}"
+            assert (array.shape, array.dtype.str, array.nbytes) == (row.shape, row.dtype, row.decoded_bytes), (
+                f"scan planned {row.shape} {row.dtype} ({row.decoded_bytes} bytes), the load gave {array.shape} "
+                f"{array.dtype.str} ({array.nbytes}); {mutant.edits}")
+
+
 @pytest.mark.gpu
 @FUZZ_SETTINGS
 @given(mutant=series_mutants(), rescale=st.booleans(), workers=st.booleans())
