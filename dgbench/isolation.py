@@ -5,12 +5,15 @@ series on the header workers). A session-scoped fixture of ``bench/test_fuzz.py`
 only at the session's end, so every later test's series went through the workers, which read each slice's pixels
 right after its header: a test of a file rewritten between the header and the pixel read then passed or failed
 by the order the tests ran in. Checked after each test's own teardown (``monkeypatch`` has put its values back),
-against the values at the start of the session: the upper-case constants of every kvdicom module imported by
-then that hold a number, a string, a bool, None or a tuple (a constant a test sets).
+against the values at the start of the session: the upper-case constants of every kvdicom internal module
+(all imported then) that hold a number, a string, a bool, None or a tuple (a constant a test sets).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import pkgutil
 import sys
 
 import pytest
@@ -30,7 +33,19 @@ def _constants() -> dict[tuple[str, str], object]:
     return found
 
 
+def _import_internals() -> None:
+    """Every kvdicom internal module (``kvdicom._*``), so that the snapshot holds all their constants, not only
+    those of the modules imported by the session's start (19 of them); not the optional integrations."""
+    import kvdicom
+
+    for info in pkgutil.walk_packages(kvdicom.__path__, "kvdicom."):
+        if info.name.split(".")[1].startswith("_"):
+            with contextlib.suppress(Exception):  # a module that cannot import here is left to its tests
+                importlib.import_module(info.name)
+
+
 def pytest_sessionstart(session):
+    _import_internals()
     session.config.stash[_SNAPSHOT] = _constants()
 
 
