@@ -22,6 +22,11 @@ files (:data:`COMPRESSED_BASES`, whole or truncated) get the same faults, plus
 a replacement by an identical copy (only the identity differs), fired before
 the fragment walk of the header parse or before the pixel read.
 
+Series (:data:`SERIES_BASES`: native, RLE, JPEG 2000) with up to two slices mutated the same ways are loaded
+in-process and on the header workers: the volume is ``np.stack`` of pydicom's arrays of the files it names, or a
+:class:`kvdicom.DicomLoadError` naming the folder or a file in it; ``kvdicom.dask.scan`` of the folder plans what
+then loads, and refuses nothing that loads.
+
 Where users run kvdicom: mutants are loaded in a child forked from a process whose worker processes and
 read pool are running (the same outcome as in the parent, within the time limit), and a process looping
 over mutants and series with its workers busy is killed (SIGKILL) at a drawn moment: its workers must
