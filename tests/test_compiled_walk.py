@@ -9,6 +9,7 @@ stale, and that kvdicom installs and loads without it where no C compiler is fou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -223,3 +226,34 @@ def test_without_a_c_compiler_the_build_goes_on_without_the_walk(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "kvdicom").rglob("_walk*.so")), "this machine built it for ./dgb, yet not here"
+
+
+# An item delimiter with a length (found by the series fuzz: two bytes "OV" written over a CT header's first
+# item delimiter length). pydicom reads (FFFE,E00D) as an explicit VR element: where the two bytes after the tag
+# spell a VR with a 4-byte length ("OV", "OB", ...), it reads 4 bytes more and loses its place (pydicom: "No tag
+# to read at file position ..."); other bytes there it reads as a 2-byte length and stops at the delimiter. Both
+# walks step aside on any length, so pydicom decides.
+
+@pytest.mark.parametrize("walk", ["compiled", "python"])
+@pytest.mark.parametrize("length, pydicom_reads", [(b"OV\0\0", False), (b"OB\x10\0", False), (b"\x01\0\0\0", True)])
+def test_an_item_delimiter_with_a_length_is_left_to_pydicom(tmp_path, walk, length, pydicom_reads):
+    if walk == "compiled" and fast_header.compiled_walk is None:
+        pytest.skip("kvdicom's compiled header walk is not built here")
+    path, _ = _write(tmp_path, DicomSpec(rows=8, cols=8, header="ct", signed=True))
+    data = path.read_bytes()
+    at = data.index(b"\xfe\xff\x0d\xe0\x00\x00\x00\x00") + 4  # the first item delimiter's length
+    path.write_bytes(data[:at] + length + data[at + 4:])
+    with contextlib.ExitStack() as stack:
+        if walk == "python":
+            stack.enter_context(python_walk_only())
+        assert fast_header.scan(str(path)) is None, "the walk read past an item delimiter with a length"
+        try:
+            expected = pydicom.dcmread(path).pixel_array
+        except OSError:
+            expected = None
+        assert (expected is not None) == pydicom_reads
+        if expected is None:
+            with pytest.raises(kvdicom.DicomLoadError, match="No tag to read"):
+                kvdicom.load(path, "cpu")
+        else:
+            np.testing.assert_array_equal(kvdicom.load(path, "cpu"), expected)

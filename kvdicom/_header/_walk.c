@@ -122,7 +122,9 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
             continue;
         }
         if (word == ITEM_DELIMITER) {
-            if (end >= 0) return -1;
+            /* a length: pydicom reads the delimiter as an explicit VR element, 4 bytes longer where its "VR"
+               spells a long one ("OV", "OB", ...): the Python walk decides */
+            if (end >= 0 || length != 0) return -1;
             pos += 8;
             in_items = 1;
             continue;

@@ -346,6 +346,8 @@ def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
         if word == ITEM_DELIMITER:
             if end is not None:
                 raise _Unprovable("item delimiter in an item of defined length")
+            if length:  # pydicom reads it as an explicit VR element: "OV" / "OB"... there take 4 bytes more
+                raise _Unprovable("item delimiter with a length")
             pos += 8
             in_items = True
             continue
