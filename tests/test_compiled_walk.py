@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -257,3 +258,71 @@ def test_an_item_delimiter_with_a_length_is_left_to_pydicom(tmp_path, walk, leng
                 kvdicom.load(path, "cpu")
         else:
             np.testing.assert_array_equal(kvdicom.load(path, "cpu"), expected)
+
+
+# (0008,0005) Specific Character Set (found by the file fuzz with clinical headers: a NUL written into it). pydicom's
+# reader looks each value up as it reads, at the top level and in the items of undefined-length sequences, and
+# codecs.lookup raises ValueError on a NUL ("embedded null character"): dcmread fails, so kvdicom must refuse.
+
+def _charset_file(tmp_path, where: str, value: bytes):
+    """The CT fixture with a (0008,0005) of ``value`` (6 bytes): its own at the top level, or one in place of the
+    first item element (0008,0100) "CTCAP " of an undefined-length sequence."""
+    path, _ = _write(tmp_path, DicomSpec(rows=8, cols=8, header="ct", signed=True))
+    data = path.read_bytes()
+    if where == "top":
+        old = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+        new = b"\x08\x00\x05\x00CS\x0a\x00" + value + b" " * (10 - len(value))
+    else:
+        old = b"\x08\x00\x00\x01SH\x06\x00CTCAP "
+        new = b"\x08\x00\x05\x00CS\x06\x00" + value
+    assert data.count(old) >= 1
+    path.write_bytes(data.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("walk", ["compiled", "python"])
+@pytest.mark.parametrize("where", ["top", "item"])
+@pytest.mark.parametrize("value, pydicom_reads", [(b"A\0B   ", False), (b"\0SO_IR", False), (b"ISO\0IR", True),
+                                                  (b"AB\0\0\0\0", True)])
+def test_a_character_set_pydicoms_reader_fails_on_is_refused(tmp_path, walk, where, value, pydicom_reads):
+    if walk == "compiled" and fast_header.compiled_walk is None:
+        pytest.skip("kvdicom's compiled header walk is not built here")
+    path = _charset_file(tmp_path, where, value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns of the unknown encodings it replaces
+            expected = pydicom.dcmread(path).pixel_array
+    except ValueError:
+        expected = None
+    assert (expected is not None) == pydicom_reads
+    with contextlib.ExitStack() as stack:
+        if walk == "python":
+            stack.enter_context(python_walk_only())
+        if expected is None:
+            assert fast_header.scan(str(path)) is None, "the walk read past a character set pydicom fails on"
+            with pytest.raises(kvdicom.DicomLoadError, match="embedded null character"):
+                kvdicom.load(path, "cpu")
+        else:
+            np.testing.assert_array_equal(kvdicom.load(path, "cpu"), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(
+    st.binary(max_size=24),
+    st.lists(st.sampled_from([b"ISO_IR 100", b"ISO IR 100", b"ISO_IR 6", b"ISO 2022 IR 87", b"ISO-2022-IR-87",
+                              b"ISO_IR 192", b"latin_1", b"utf8", b"XYZ", b"", b"\0", b" ", b"\\", b"A\0B",
+                              b"ISO\0IR"]), max_size=4).map(b"".join)))
+def test_the_character_set_rule_is_pydicoms_reader(raw):
+    from pydicom.charset import convert_encodings
+    from pydicom.values import convert_string
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            convert_encodings(convert_string(raw, True))
+        fails = False
+    except LookupError:  # only with pydicom's reading validation set to RAISE, not its default
+        fails = False
+    except Exception:  # noqa: BLE001
+        fails = True
+    assert fast_header._charset_fails(raw) == fails

@@ -26,12 +26,13 @@
 #include <string.h>
 
 /* fast_header.COMPILED_WALK_VERSION must equal it, else the module is not used (a stale build). */
-#define WALK_VERSION 4
+#define WALK_VERSION 5
 
 #define UNDEFINED 0xFFFFFFFFu
 #define ITEM 0xE000FFFEu           /* (FFFE,E000) as its little-endian tag word */
 #define ITEM_DELIMITER 0xE00DFFFEu /* (FFFE,E00D) */
 #define SEQUENCE_DELIMITER 0xE0DDFFFEu
+#define CHARSET 0x00050008u /* (0008,0005) Specific Character Set */
 #define MAX_WORDS 64
 #define MAX_STACK 256
 #define NEED_BYTES -3 /* walk_items / implicit_is_sequence: stopped for bytes past ``buf`` */
@@ -85,6 +86,17 @@ static int implicit_is_sequence(uint32_t word, const unsigned char *buf, int64_t
     return answer;
 }
 
+/* Whether a (0008,0005) value lies in ``buf`` and holds no NUL before its trailing spaces and NULs. */
+static int charset_plain(const unsigned char *buf, int64_t base, int64_t len, int64_t value_at, uint32_t length) {
+    if (value_at < base || value_at + (int64_t)length > base + len) return 0;
+    const unsigned char *v = buf + (value_at - base);
+    int64_t end = length;
+    while (end > 0 && (v[end - 1] == ' ' || v[end - 1] == 0)) end--;
+    for (int64_t i = 0; i < end; i++)
+        if (v[i] == 0) return 0;
+    return 1;
+}
+
 /* Offset after the sequence delimiter of the undefined-length sequence whose items start at ``pos`` (the top
    level's depth is 1), -1 where _walk_items would raise, NEED_BYTES where it would read past ``buf``, -2 with an
    exception set. */
@@ -135,6 +147,9 @@ static int64_t walk_items(const unsigned char *buf, int64_t base, int64_t len, i
             vr = rd16(p + 4);
             if (!explicit_element(p, pos, &length, &value_at)) return -1;
         }
+        /* a character set in an item: pydicom's reader looks it up, and fails on a NUL inside a value; one with a
+           NUL before its trailing padding (or not in the window) goes to the Python walk, which decides */
+        if (word == CHARSET && length != UNDEFINED && !charset_plain(buf, base, len, value_at, length)) return -1;
         if (length == UNDEFINED) {
             if (implicit) {
                 int is_sq = implicit_is_sequence(word, buf, base, len, value_at);

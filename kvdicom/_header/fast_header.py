@@ -69,6 +69,7 @@ the pydicom path pays too.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 import re
@@ -76,6 +77,7 @@ import struct
 import sys
 from dataclasses import dataclass
 
+from pydicom.charset import python_encoding
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kvdicom._header import compressed
@@ -156,6 +158,9 @@ PIXEL = {
     0x7FE00008: ("FloatPixelData", (b"OF",)),
     0x7FE00009: ("DoubleFloatPixelData", (b"OD",)),
 }
+#: (0008,0005) Specific Character Set: pydicom's reader looks up every value it meets, at the top level and in
+#: the items it reads as it goes, and fails where Python's ``codecs.lookup`` does (a NUL inside a value).
+CHARSET = 0x00080005
 #: Present → pydicom path (Modality LUT Sequence; the extended offset tables of native syntaxes).
 REFUSED = (0x00283000,)
 #: Extended Offset Table and its lengths: kept for encapsulated syntaxes, refused for native ones.
@@ -166,7 +171,7 @@ MAX_EXTENDED_BYTES = 8 << 16
 #: What the top-level walk does with each tag word it meets.
 _KEEP, _PIXEL, _STOP, _EXTENDED = 1, 2, 3, 4
 _ACTIONS: dict[int, int] = {}
-for _tag in (*IMAGE_PIXEL, *RESCALE, *SERIES_KEYS):
+for _tag in (*IMAGE_PIXEL, *RESCALE, *SERIES_KEYS, CHARSET):
     _ACTIONS[_word(_tag)] = _KEEP
 for _tag in PIXEL:
     _ACTIONS[_word(_tag)] = _PIXEL
@@ -178,7 +183,11 @@ _ACTIONS[ITEM_DELIMITER] = _STOP  # pydicom ends the dataset there
 _IMAGE_PIXEL_WORDS = tuple(_word(tag) for tag in IMAGE_PIXEL)
 _SERIES_KEY_WORDS = tuple((_word(tag), name) for tag, (name, _) in SERIES_KEYS.items())
 _SLOPE, _INTERCEPT = _word(0x00281053), _word(0x00281052)
-_EXPECTED_VR = {_word(t): vr for t, (_, vr) in {**IMAGE_PIXEL, **RESCALE, **SERIES_KEYS}.items()}
+_EXPECTED_VR = {_word(t): vr for t, (_, vr) in {**IMAGE_PIXEL, **RESCALE, **SERIES_KEYS, CHARSET: ("", b"CS")}.items()}
+_CHARSET = _word(CHARSET)
+#: The spellings pydicom corrects without looking them up (``pydicom.charset._python_encoding_for_corrected_encoding``).
+_CHARSET_CORRECTED = re.compile("^ISO[^_]IR")
+_CHARSET_CORRECTED_2022 = re.compile("^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
 
 #: A number exactly as ``float()`` reads it and pydicom's DS accepts without leniency.
 _DS_NUMBER = re.compile(rb" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *\Z")
@@ -191,7 +200,7 @@ _ENCAPSULATED = {str(uid).encode(): uid for uid in compressed.CODECS}
 
 #: The interface of the compiled walk this code drives (``WALK_VERSION`` in ``kvdicom/_header/_walk.c``); a build
 #: of another version (stale, left in the tree) is not used.
-COMPILED_WALK_VERSION = 4
+COMPILED_WALK_VERSION = 5
 
 
 def _load_compiled_walk(module=_walk):
@@ -298,6 +307,27 @@ def _undefined_is_sequence(src: _Source, word: int, vr: bytes | None, value_at: 
     return is_sq
 
 
+@functools.lru_cache(maxsize=64)
+def _charset_fails(raw: bytes) -> bool:
+    """Whether pydicom's reader raises on this (0008,0005) value: ``convert_encodings(convert_string(raw))``,
+    whose ``codecs.lookup`` of a value it cannot name or correct raises ValueError where the value holds a NUL
+    ("embedded null character", found by the series fuzz) and a LookupError (a warning) otherwise. Cached: a
+    series repeats one value."""
+    values = raw.decode("latin-1").rstrip(" \0").split("\\")
+    if len(values) > 1 and not values[0]:
+        values[0] = "ISO_IR 6"
+    for value in values:
+        if value in python_encoding or _CHARSET_CORRECTED.match(value) or _CHARSET_CORRECTED_2022.match(value):
+            continue  # named, or corrected by pydicom (to a name, else the default), never looked up
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            continue
+        except Exception:  # noqa: BLE001  what pydicom's reader lets through
+            return True
+    return False
+
+
 def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
     """Walk the items of an undefined-length sequence, and every sequence nested in them; return the offset
     after its delimiter.
@@ -368,6 +398,8 @@ def _walk_items(src: _Source, pos: int, implicit: bool, depth: int) -> int:
                     value_at = pos + 8
                 else:  # also where an item switches to implicit VR, as pydicom would read it
                     raise _Unprovable(f"VR {vr!r}")
+        if word == _CHARSET and length != UNDEFINED and _charset_fails(src.bytes_at(value_at, length)):
+            raise _Unprovable("a Specific Character Set pydicom's reader fails on")
         if length == UNDEFINED:
             if not _undefined_is_sequence(src, word, vr, value_at):
                 raise _Unprovable("undefined length outside a sequence")
@@ -708,6 +740,9 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
     encapsulated = _ENCAPSULATED.get(tsyntax_bytes)
     pos, kept = _fast_forward(src, pos, implicit)
     kept, (word, vr, offset, length) = _walk_top(src, pos, implicit, encapsulated is not None, kept)
+    charset = kept.get(_CHARSET)
+    if charset is not None and _charset_fails(charset[1]):
+        raise _Unprovable("a Specific Character Set pydicom's reader fails on")
     if encapsulated is not None:
         layout = _compressed_layout(src, path, encapsulated, kept, (word, vr, offset, length), file_id)
     else:
