@@ -421,6 +421,8 @@ COMPRESSED_BASES = (
     DicomSpec(frames=2, rows=32, cols=32, bits_allocated=16, bits_stored=12, transfer_syntax="jpeg2000_lossless"),
     DicomSpec(frames=3, rows=32, cols=32, bits_allocated=16, bits_stored=16, signed=True,
               transfer_syntax="jpeg2000_lossless", offset_table="eot"),
+    DicomSpec(frames=2, rows=16, cols=16, bits_allocated=16, bits_stored=16, signed=True, transfer_syntax="rle",
+              header="enhanced_mr"),
 )
 #: Where the fault fires: before the fragment walk (inside the header parse) or before the pixel read.
 COMPRESSED_FAULT_POINTS = {"walk": (encapsulated, "locate"), "read": (host_read, "read_into")}
@@ -438,6 +440,45 @@ def compressed_mutants(draw) -> Mutant:
         mutant.data = data[:at]
         mutant.edits.append(f"truncate at {at} of {len(data)}")
     return mutant
+
+
+@st.composite
+def compressed_header_mutants(draw) -> Mutant:
+    """A compressed base file with one to three edits drawn as :func:`mutants` draws them (its header, the
+    encapsulated value's length, truncation...)."""
+    pytest.importorskip("openjpeg", reason="compressed fuzz cases need pylibjpeg-openjpeg (requirements.txt)")
+    spec = draw(st.sampled_from(COMPRESSED_BASES))
+    data, pixel_offset = _original(spec)
+    return _edited(draw, Mutant(spec, data, force=False), pixel_offset, {})
+
+
+def _check_compressed_mutant(fuzz_dir, mutant: Mutant, device: str) -> None:
+    """``check_load``: pydicom's array (lossless: equal), or a DicomLoadError where pydicom fails; nothing else,
+    within the time limit. No allocation bound: a compressed file decodes to more than its bytes."""
+    note(f"spec={mutant.spec} edits={mutant.edits}")
+    path = fuzz_dir / f"compressed-mutant-{device}.dcm"
+    path.write_bytes(mutant.data)
+    with time_limit(EXAMPLE_TIMEOUT_S):
+        try:
+            problem = check_load(path, device)
+        except (AssertionError, TimeLimitExceeded):
+            raise
+        except Exception as exc:
+            pytest.fail(f"kvdicom raised {type(exc).__name__} (not DicomLoadError): {exc}; edits={mutant.edits}")
+    assert problem is None, f"{problem}; edits={mutant.edits}"
+
+
+@FUZZ_SETTINGS
+@given(mutant=compressed_header_mutants())
+def test_cpu_compressed_mutants_load_like_pydicom_or_raise_dicom_load_error(warm_kvdicom, fuzz_dir, mutant):
+    _check_compressed_mutant(fuzz_dir, mutant, "cpu")
+
+
+@pytest.mark.gpu
+@FUZZ_SETTINGS
+@given(mutant=compressed_header_mutants())
+def test_gpu_compressed_mutants_load_like_pydicom_or_raise_dicom_load_error(cuda, warm_kvdicom, fuzz_dir, mutant):
+    _check_compressed_mutant(fuzz_dir, mutant, "cuda")
 
 
 def _check_compressed_changed_mid_load(fuzz_dir, mutant: Mutant, fault: str, point: str, device: str):

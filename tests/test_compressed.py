@@ -281,6 +281,42 @@ def test_rle_header_promising_more_than_the_stream_can_hold_is_refused(tmp_path)
         kvdicom.load(path, "cpu")
 
 
+@pytest.mark.parametrize("syntax", ["rle", "jpeg2000_lossless"])
+@pytest.mark.parametrize("frames, number_of_frames", [(2, "1.5"), (2, "2.5"), (3, "2.5"), (2, "2.0"), (3, "3.0")])
+def test_a_fractional_number_of_frames_is_refused_as_pydicom_fails_on_it(tmp_path, syntax, frames,
+                                                                         number_of_frames):
+    """Found by the compressed fuzz: pydicom sizes an encapsulated value's output by Number of Frames and fails on
+    a fraction (a TypeError), where kvdicom had loaded every frame the fragments held."""
+    spec = DicomSpec(frames=frames, rows=32, cols=32, transfer_syntax=syntax, **S16)
+    path = _rewrite(spec, tmp_path / "frames.dcm", NumberOfFrames=number_of_frames)
+    try:
+        expected = pydicom_pixels(path)
+    except TypeError:
+        expected = None
+    assert (expected is None) == (float(number_of_frames) % 1 != 0)
+    for device in ("cpu",):
+        if expected is None:
+            with pytest.raises(kvdicom.DicomLoadError, match="Number of Frames .* is not a whole number"):
+                kvdicom.load(path, device)
+        else:
+            np.testing.assert_array_equal(kvdicom.load(path, device), expected)
+
+
+def test_the_oracle_takes_the_refusal_of_encapsulated_data_under_a_native_syntax(tmp_path):
+    """A file meta whose first group byte is lost (the compressed fuzz): pydicom reads no transfer syntax, the oracle
+    gives it the encoding pydicom detected (Explicit VR LE), and pydicom returns the RLE items as pixels; kvdicom
+    refuses, as docs/loader.md says, and the oracle takes that refusal (fixtures.oracle.DOCUMENTED_REFUSALS)."""
+    spec = DicomSpec(frames=2, rows=16, cols=16, transfer_syntax="rle", **S16)
+    path = tmp_path / "lost_meta.dcm"
+    write_dicom(spec, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:132] + b"\0" + data[133:])
+    assert pydicom_pixels(path).shape == (2, 16, 16)  # the items and codestreams read as pixels
+    with pytest.raises(kvdicom.DicomLoadError, match="undefined length .encapsulated., which native"):
+        kvdicom.load(path, "cpu")
+    assert check_load(path, "cpu") is None
+
+
 def _encapsulated_file(tmp_path, value: bytes, frames: int = 1):
     spec = DicomSpec(frames=frames, rows=32, cols=32, transfer_syntax="jpeg2000_lossless", **S16)
     ds = build_dataset(spec)

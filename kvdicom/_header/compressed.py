@@ -160,6 +160,10 @@ def build_compressed(path: str, tsyntax: UID, options: dict, extended: tuple[byt
     rules = compressed_rules(tsyntax, options)
     if rules.error is not None:
         raise DicomLoadError(path, rules.error)
+    if rules.number_of_frames != int(rules.number_of_frames):
+        # pydicom's decoders size the output by it (``_as_array_encapsulated``) and fail: a TypeError
+        raise DicomLoadError(path, f"(0028,0008) Number of Frames {rules.number_of_frames} is not a whole number, "
+                                   "which pydicom's decoding of encapsulated pixel data fails on")
     file_size = file_id[2] if file_id is not None else os.stat(path).st_size
     frames_declared = int(rules.number_of_frames)
     # a defined length (which encapsulated data should not have) bounds the items, as pydicom reads them
