@@ -506,9 +506,11 @@ def test_gpu_compressed_files_changed_mid_load_raise_dicom_load_error(cuda, warm
 # --- series with mutant slices -----------------------------------------------------------------
 
 #: Small CT series whose slices the series fuzz mutates: five files, so the header workers (forced on) take
-#: several chunks, and a mutant slice shares its chunk with valid ones. Native first (the simplest example), then
-#: RLE and JPEG 2000, whose codestreams the workers check against each header.
+#: several chunks, and a mutant slice shares its chunk with valid ones. Native first (the simplest example; also an
+#: MR series in implicit VR, whose walk asks pydicom's dictionary which undefined lengths are sequences), then RLE
+#: and JPEG 2000, whose codestreams the workers check against each header.
 SERIES_BASES = (SeriesSpec(slices=5, rows=8, cols=8, header="ct"),
+                SeriesSpec(slices=5, rows=8, cols=8, header="mr", transfer_syntax="implicit_le"),
                 SeriesSpec(slices=5, rows=8, cols=8, header="ct", transfer_syntax="rle"),
                 SeriesSpec(slices=5, rows=32, cols=32, header="ct", transfer_syntax="jpeg2000_lossless"))
 
