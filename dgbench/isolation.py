@@ -49,9 +49,15 @@ def pytest_sessionstart(session):
     session.config.stash[_SNAPSHOT] = _constants()
 
 
-def changed(before: dict, after: dict) -> list[tuple[str, str]]:
-    """``(module, NAME)`` of each constant of ``before`` whose value is not what it was."""
-    return [key for key, value in before.items() if key in after and after[key] != value]
+def changed(before: dict) -> list[tuple[str, str, object]]:
+    """``(module, NAME, value now)`` of each constant of ``before`` whose value is not what it was: looked up where
+    it lives, so a constant set to anything (a stand-in object too) is seen, without walking every module."""
+    left = []
+    for (module, attr), value in before.items():
+        now = getattr(sys.modules.get(module), attr, value)
+        if now is not value and now != value:
+            left.append((module, attr, now))
+    return left
 
 
 @pytest.hookimpl(wrapper=True)
@@ -60,13 +66,11 @@ def pytest_runtest_teardown(item, nextitem):
     before = item.config.stash.get(_SNAPSHOT, None)
     if before is None:
         return result
-    now = _constants()
-    left = changed(before, now)
+    left = changed(before)
     if left:
-        for module, attr in left:  # put back, so the tests after this one run as they should
+        for module, attr, _ in left:  # put back, so the tests after this one run as they should
             setattr(sys.modules[module], attr, before[(module, attr)])
-        listing = "; ".join(f"{module}.{attr}: {before[(module, attr)]!r} -> {now[(module, attr)]!r}"
-                            for module, attr in left)
+        listing = "; ".join(f"{module}.{attr}: {before[(module, attr)]!r} -> {now!r}" for module, attr, now in left)
         raise AssertionError(f"{item.nodeid} left kvdicom's settings changed (put back now; restore them in the "
                              f"test or its fixture, e.g. with monkeypatch): {listing}")
     return result
