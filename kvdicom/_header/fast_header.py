@@ -183,8 +183,8 @@ _ACTIONS[ITEM_DELIMITER] = _STOP  # pydicom ends the dataset there
 _IMAGE_PIXEL_WORDS = tuple(_word(tag) for tag in IMAGE_PIXEL)
 _SERIES_KEY_WORDS = tuple((_word(tag), name) for tag, (name, _) in SERIES_KEYS.items())
 _SLOPE, _INTERCEPT = _word(0x00281053), _word(0x00281052)
-_EXPECTED_VR = {_word(t): vr for t, (_, vr) in {**IMAGE_PIXEL, **RESCALE, **SERIES_KEYS, CHARSET: ("", b"CS")}.items()}
 _CHARSET = _word(CHARSET)
+_EXPECTED_VR = {_word(t): vr for t, (_, vr) in {**IMAGE_PIXEL, **RESCALE, **SERIES_KEYS}.items()} | {_CHARSET: b"CS"}
 #: The spellings pydicom corrects without looking them up (``pydicom.charset._python_encoding_for_corrected_encoding``).
 _CHARSET_CORRECTED = re.compile("^ISO[^_]IR")
 _CHARSET_CORRECTED_2022 = re.compile("^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
@@ -311,8 +311,8 @@ def _undefined_is_sequence(src: _Source, word: int, vr: bytes | None, value_at: 
 def _charset_fails(raw: bytes) -> bool:
     """Whether pydicom's reader raises on this (0008,0005) value: ``convert_encodings(convert_string(raw))``,
     whose ``codecs.lookup`` of a value it cannot name or correct raises ValueError where the value holds a NUL
-    ("embedded null character", found by the series fuzz) and a LookupError (a warning) otherwise. Cached: a
-    series repeats one value."""
+    ("embedded null character", found by the file fuzz on clinical headers) and a LookupError (a warning)
+    otherwise. Cached: a series repeats one value."""
     values = raw.decode("latin-1").rstrip(" \0").split("\\")
     if len(values) > 1 and not values[0]:
         values[0] = "ISO_IR 6"
