@@ -224,6 +224,19 @@ def read_fully(path, flags: int, view: memoryview, offset: int, n: int, what: st
         os.close(fd)
 
 
+#: Spans the GPU series ceiling copies per reader thread: kvdicom's series path hands out two chunks of files per
+#: header worker (``kvdicom._series.headers.CHUNKS_PER_WORKER``), so the ceiling overlaps reads and copies at
+#: least as finely as the loader it bounds.
+COPY_SPANS_PER_READER = 2
+
+
+def copy_spans(files: int, spans: int) -> list[tuple[int, int]]:
+    """``files`` split into at most ``spans`` runs of adjacent files, ``(first, end)`` each, sizes within one."""
+    spans = max(1, min(spans, files))
+    bounds = [files * k // spans for k in range(spans + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(spans) if bounds[k] < bounds[k + 1]]
+
+
 def _round_up(n: int, align: int) -> int:
     return -(-n // align) * align
 
@@ -241,7 +254,10 @@ class SeriesRead:
     """The I/O ceiling of a series: every file's pixel range, offsets known in advance, read concurrently.
 
     CPU: into one host buffer. GPU (``device="cuda"``): into one pinned host
-    buffer, then copied to the device once. No header is parsed inside the
+    buffer, each run of adjacent files (:data:`COPY_SPANS_PER_READER` per reader) copied to the device on one
+    stream as soon as its reads are done, so the copies overlap the reads still running, as kvdicom's own
+    series path overlaps them (H100, 7ca1e32: reading everything and then copying once was 12.55 ms for the 256
+    CT slices, slower than kvdicom's 9.73 ms, so it bounded nothing). No header is parsed inside the
     timed call, so a series loader is held against the bytes alone. ``align``: each range's slot starts on
     this boundary and spans a multiple of it (O_DIRECT: :class:`bench.series_disk.SeriesDiskRead`).
     ``threads``: readers at once (default: one per core, at most ``MAX_THREADS``).
@@ -264,6 +280,8 @@ class SeriesRead:
             self.cupy = cupy
             self.host = _aligned_empty(total, lambda n: cupyx.empty_pinned(n, dtype=np.uint8), align)
             self.gpu = cupy.empty(total, dtype=cupy.uint8)
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.spans = copy_spans(len(ranges), COPY_SPANS_PER_READER * (threads or machine_threads()))
         else:
             self.host = _aligned_empty(total, lambda n: np.empty(n, dtype=np.uint8), align)
         self.host[:] = 0  # touch every page before timing
@@ -277,10 +295,15 @@ class SeriesRead:
 
     def __call__(self) -> int:
         flags = self.flags
-        got = sum(self.pool.map(lambda i: self._read(i, flags), range(len(self.ranges))))
-        if self.device == "cuda":
-            self.gpu.set(self.host)
-            self.cupy.cuda.get_current_stream().synchronize()
+        if self.device != "cuda":
+            return sum(self.pool.map(lambda i: self._read(i, flags), range(len(self.ranges))))
+        reads = [self.pool.submit(self._read, i, flags) for i in range(len(self.ranges))]
+        got = 0
+        for first, end in self.spans:  # in volume order: a span is copied once all its files are read
+            got += sum(read.result() for read in reads[first:end])
+            start, stop = self.starts[first], self.starts[end]
+            self.gpu[start:stop].set(self.host[start:stop], stream=self.stream)
+        self.stream.synchronize()
         return got
 
     def close(self) -> None:

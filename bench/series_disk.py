@@ -1,7 +1,7 @@
 """The cold series' ceiling: every file of a series read whole from the disk, concurrently, into one buffer.
 
-A :class:`bench.ceilings.SeriesRead` (same pool, same one host buffer, on ``cuda`` the same one copy to the
-device) of whole files, with O_DIRECT: a cold loader must read each header from the
+A :class:`bench.ceilings.SeriesRead` (same pool, same one host buffer, on ``cuda`` the same span-by-span
+copies to the device, overlapping the reads) of whole files, with O_DIRECT: a cold loader must read each header from the
 disk too, and O_DIRECT reads are aligned, so each file gets a slot of its size rounded up to
 :data:`~bench.ceilings.DIRECT_IO_ALIGN` (the read stops short at the file's end). Where O_DIRECT is refused
 (tmpfs, some overlay file systems) every file is read buffered instead, after the same verified drop, as
@@ -18,7 +18,7 @@ from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 
 class SeriesDiskRead(SeriesRead):
     """Read every file of ``paths`` whole, on a thread pool, into one host buffer (``device="cuda"``: pinned,
-    then copied to the device once). Call :func:`bench.ceilings.drop_page_cache` on each file before a round."""
+    copied to the device span by span as the reads finish). Call :func:`bench.ceilings.drop_page_cache` on each file before a round."""
 
     short = "early"
 
