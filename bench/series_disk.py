@@ -18,7 +18,8 @@ from dgbench.schema import bench_extra, ceiling_loader, series_ceiling_for
 
 class SeriesDiskRead(SeriesRead):
     """Read every file of ``paths`` whole, on a thread pool, into one host buffer (``device="cuda"``: pinned,
-    copied to the device span by span as the reads finish). Call :func:`bench.ceilings.drop_page_cache` on each file before a round."""
+    copied to the device span by span as the reads finish). Call :func:`bench.ceilings.drop_page_cache` on each
+    file before a round."""
 
     short = "early"
 

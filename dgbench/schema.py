@@ -95,8 +95,9 @@ def series_ceiling_for(device: str, page_cache: str) -> str:
     """The ceiling an uncompressed series row is held against (``bench/test_series.py``).
 
     Warm: the files' pixel ranges read from the page cache (``series_host_read``), on ``cuda`` then copied to
-    the device span by span while later files are still read (``series_h2d``). Cold: every file read whole from the disk after the drop, O_DIRECT where the
-    file system allows (``series_disk_read``), on ``cuda`` then copied to the device (``series_disk_h2d``).
+    the device span by span while later files are still read (``series_h2d``). Cold: every file read whole from
+    the disk after the drop, O_DIRECT where the file system allows (``series_disk_read``), on ``cuda`` then
+    copied to the device the same way (``series_disk_h2d``).
     Derived numbers pair a row only with a ceiling of its own page-cache state, so cold never meets warm.
     """
     if page_cache != "warm":
