@@ -37,8 +37,11 @@ def test_run_answers_every_call_from_the_calling_thread_with_no_thread_of_its_ow
 
 
 def test_a_failed_task_is_raised_once_the_running_ones_end_and_nothing_is_sent_after_it(pool, tmp_path):
+    from tests.worker_targets import touch_then_divide, wait_for
+
     later = [tmp_path / f"sent{k}" for k in range(8)]
-    calls = [(time.sleep, (0.3,)), (operator.truediv, (1, 0))] + [(os.mkdir, (str(p),)) for p in later]
+    failing = str(tmp_path / "failing")  # the first task runs on until the second has started to fail, and 1 s more
+    calls = [(wait_for, (failing, 1.0)), (touch_then_divide, (failing, 0))] + [(os.mkdir, (str(p),)) for p in later]
     yielded = []
     with pytest.raises(ZeroDivisionError):
         for index, _ in pool.run(calls):
@@ -138,23 +141,26 @@ def test_a_worker_with_nothing_left_in_its_run_is_lent_again_before_the_run_ends
     assert got == {0: -7}
 
 
-def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(pool):
+def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(pool, tmp_path):
     """Another run held one of the two workers when this one began; once it is done, this run uses both."""
-    from tests.worker_targets import sleep_then_pid
 
-    runs = {}
-    with contextlib.closing(pool.run([(time.sleep, (0.3,))])) as holder:
+    from tests.worker_targets import touch_then_pid, wait_for
+
+    runs, started = {}, str(tmp_path / "started")
+    # The holder's worker comes back once the second run has started (a handshake: on a loaded machine a fixed
+    # sleep had ended before, or long after, the second run began).
+    with contextlib.closing(pool.run([(wait_for, (started,))])) as holder:
         first = threading.Thread(target=lambda: list(holder), daemon=True)
         first.start()
         deadline = time.monotonic() + 10
         while len(pool._idle) != 1 and time.monotonic() < deadline:  # the holder has taken its worker
             time.sleep(0.005)
-        second = threading.Thread(target=lambda: runs.update(pool.run([(sleep_then_pid, (0.1,))] * 16)),
+        second = threading.Thread(target=lambda: runs.update(pool.run([(touch_then_pid, (started, 0.1))] * 24)),
                                   daemon=True)
-        second.start()  # takes the one idle worker; the holder's comes back after its 0.3 s
+        second.start()  # takes the one idle worker; the holder's comes back once the first of these has run
         second.join(60)
         first.join(60)
-    assert len(runs) == 16 and len(set(runs.values())) == 2, runs
+    assert len(runs) == 24 and len(set(runs.values())) == 2, runs
 
 
 def test_a_run_left_unclosed_holds_no_other_caller_past_the_wait(pool, monkeypatch):

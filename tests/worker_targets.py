@@ -23,6 +23,33 @@ def sleep_then_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def wait_for(path: str, then_sleep: float = 0.0, timeout: float = 60.0) -> bool:
+    """A task for kvdicom's worker processes: wait until ``path`` exists (another task made it), then sleep
+    ``then_sleep``. A handshake, so a test does not hang on which worker the loaded machine runs first."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was never made")
+        time.sleep(0.002)
+    time.sleep(then_sleep)
+    return True
+
+
+def touch_then_divide(path: str, divisor: int) -> float:
+    """A task that makes ``path`` (for :func:`wait_for`), then divides by ``divisor`` (0: it fails)."""
+    open(path, "w").close()
+    return 1 / divisor
+
+
+def touch_then_pid(path: str, seconds: float) -> int:
+    """:func:`sleep_then_pid`, after making ``path``."""
+    open(path, "a").close()
+    return sleep_then_pid(seconds)
+
+
 def force_workers() -> None:
     """Make load_series parse headers on kvdicom's worker processes whatever the machine and series size."""
     from kvdicom._series import headers
