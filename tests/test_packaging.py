@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -106,3 +107,29 @@ def test_dgb_names_a_missing_interpreter(tmp_path):
     done = _dgb_test_with(tmp_path, str(tmp_path / "no-python"), timeout=60)
     assert done.returncode == 2 and "no Python interpreter" in done.stderr and "no-python" in done.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_dgb_offline_names_what_requirements_txt_lacks_in_one_line(tmp_path):
+    """The device has no network: pip's two ERROR lines for a requirement not in .whl/ read as a failure of
+    ./dgb itself, and the line after them did not say which requirement was missing."""
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "present-1.0-py3-none-any.whl").write_bytes(b"")
+    stand_in = tmp_path / "python"  # pip fails on requirements.txt as it does offline; everything else succeeds
+    stand_in.write_text(f"""#!/usr/bin/env bash
+if [ "$1 $2" = "-m pip" ]; then
+  case "$*" in *"-r requirements.txt"*)
+    echo "ERROR: Could not find a version that satisfies the requirement dask>=2024.1 (from versions: none)" >&2
+    echo "ERROR: No matching distribution found for dask>=2024.1" >&2; exit 1;; esac
+  exit 0
+fi
+[ "$1 $2" = "-m pytest" ] && {{ echo "pytest ran"; exit 0; }}
+[ "$1" = setup.py ] && exit 0
+exec {sys.executable} "$@"
+""")
+    stand_in.chmod(0o755)
+    shutil.copy(ROOT / "dgb", tmp_path / "dgb")
+    env = {**os.environ, "PYTHON": str(stand_in), "VIRTUAL_ENV": str(tmp_path)}
+    done = subprocess.run([str(tmp_path / "dgb"), "test"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "pytest ran" in done.stdout, done.stderr
+    assert "ERROR" not in done.stderr, done.stderr
+    assert "dgb: offline and requirements.txt's dask>=2024.1 not in .whl/; tests that need it skip" in done.stderr
