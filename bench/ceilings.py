@@ -224,13 +224,15 @@ def read_fully(path, flags: int, view: memoryview, offset: int, n: int, what: st
         os.close(fd)
 
 
-#: Spans the GPU series ceiling copies per reader thread: kvdicom's series path hands out two chunks of files per
-#: header worker (``kvdicom._series.headers.CHUNKS_PER_WORKER``), so the ceiling overlaps reads and copies at
-#: least as finely as the loader it bounds.
-COPY_SPANS_PER_READER = 2
+#: Runs of adjacent files per reader thread: each run is one task of the pool (and on ``cuda`` one copy). A task per
+#: file cost its dispatch: 2-core machine, 128 / 256 CT slices of 512 KiB, medians of 15: 7.7-10.8 / 15.7-16.5 ms a
+#: task per file, 5.4-5.8 / 11.6-12.0 ms with 2 runs per reader (1: 5.8-6.3 / 11.7-12.1, 4: 5.5-5.9 / 11.5-11.9,
+#: 16: 6.6-7.1 / 12.9-13.4). Two also matches kvdicom's chunks per header worker
+#: (``kvdicom._series.headers.CHUNKS_PER_WORKER``), so the ceiling overlaps reads and copies as finely.
+SPANS_PER_READER = 2
 
 
-def copy_spans(files: int, spans: int) -> list[tuple[int, int]]:
+def file_spans(files: int, spans: int) -> list[tuple[int, int]]:
     """``files`` split into at most ``spans`` runs of adjacent files, ``(first, end)`` each, sizes within one."""
     spans = max(1, min(spans, files))
     bounds = [files * k // spans for k in range(spans + 1)]
@@ -251,15 +253,15 @@ def _aligned_empty(nbytes: int, empty, align: int) -> np.ndarray:
 
 
 class SeriesRead:
-    """The I/O ceiling of a series: every file's pixel range, offsets known in advance, read concurrently.
+    """The I/O ceiling of a series: every file's pixel range, offsets known in advance, read concurrently (a
+    run of adjacent files per task, :data:`SPANS_PER_READER`).
 
-    CPU: into one host buffer. GPU (``device="cuda"``): into one pinned host
-    buffer, each run of adjacent files (:data:`COPY_SPANS_PER_READER` per reader) copied to the device on one
-    stream as soon as its reads are done, so the copies overlap the reads still running, as kvdicom's own
-    series path overlaps them (H100, 7ca1e32: reading everything and then copying once was 12.55 ms for the 256
-    CT slices, slower than kvdicom's 9.73 ms, so it bounded nothing). No header is parsed inside the
-    timed call, so a series loader is held against the bytes alone. ``align``: each range's slot starts on
-    this boundary and spans a multiple of it (O_DIRECT: :class:`bench.series_disk.SeriesDiskRead`).
+    CPU: into one host buffer. GPU (``device="cuda"``): into one pinned host buffer, each run of adjacent files
+    copied to the device on one stream as soon as its reads are done, so the copies overlap the reads still
+    running, as kvdicom's own series path overlaps them (H100, 7ca1e32: reading everything and then copying
+    once was 12.55 ms for the 256 CT slices, slower than kvdicom's 9.73 ms, so it bounded nothing). No header is
+    parsed inside the timed call, so a series loader is held against the bytes alone. ``align``: each range's
+    slot starts on this boundary and spans a multiple of it (O_DIRECT: :class:`bench.series_disk.SeriesDiskRead`).
     ``threads``: readers at once (default: one per core, at most ``MAX_THREADS``).
     """
 
@@ -281,11 +283,12 @@ class SeriesRead:
             self.host = _aligned_empty(total, lambda n: cupyx.empty_pinned(n, dtype=np.uint8), align)
             self.gpu = cupy.empty(total, dtype=cupy.uint8)
             self.stream = cupy.cuda.Stream(non_blocking=True)
-            self.spans = copy_spans(len(ranges), COPY_SPANS_PER_READER * (threads or machine_threads()))
         else:
             self.host = _aligned_empty(total, lambda n: np.empty(n, dtype=np.uint8), align)
         self.host[:] = 0  # touch every page before timing
-        self.pool = ThreadPoolExecutor(max_workers=threads or machine_threads())
+        readers = threads or machine_threads()
+        self.spans = file_spans(len(ranges), SPANS_PER_READER * readers)
+        self.pool = ThreadPoolExecutor(max_workers=readers)
 
     def _read(self, i: int, flags: int) -> int:
         path, offset, n = self.ranges[i]
@@ -293,14 +296,17 @@ class SeriesRead:
         return read_fully(path, flags, memoryview(self.host[start : start + _round_up(n, self.align)]), offset, n,
                           self.short)
 
+    def _read_span(self, span: tuple[int, int], flags: int) -> int:
+        return sum(self._read(i, flags) for i in range(*span))
+
     def __call__(self) -> int:
         flags = self.flags
         if self.device != "cuda":
-            return sum(self.pool.map(lambda i: self._read(i, flags), range(len(self.ranges))))
-        reads = [self.pool.submit(self._read, i, flags) for i in range(len(self.ranges))]
+            return sum(self.pool.map(lambda span: self._read_span(span, flags), self.spans))
+        reads = [self.pool.submit(self._read_span, span, flags) for span in self.spans]
         got = 0
-        for first, end in self.spans:  # in volume order: a span is copied once all its files are read
-            got += sum(read.result() for read in reads[first:end])
+        for (first, end), read in zip(self.spans, reads):  # in volume order: a span is copied once it is read
+            got += read.result()
             start, stop = self.starts[first], self.starts[end]
             self.gpu[start:stop].set(self.host[start:stop], stream=self.stream)
         self.stream.synchronize()
