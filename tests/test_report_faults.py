@@ -257,6 +257,27 @@ def test_plots_are_small_multiples_with_one_colour_per_loader(tmp_path):
 
 # --------------------------------------------------------------------------- as a person sees it
 
+def test_trend_shows_how_the_rows_own_ceiling_moved_between_the_same_two_runs(tmp_path, capsys):
+    """H100, 7ca1e32 -> 7a7e12f: every row of the second lease was 1.1-1.7x slower, its ceilings too; the trend
+    flagged the loaders' regressions with nothing beside them to say the machine had moved."""
+    info = machine_info(H100, SLUG, compat=True)
+    folder = tmp_path / "results" / "h100"
+    for name, when, commit, large, ceiling in (("0001", "2026-03-01T02:00:00+00:00", "aaaaaaa111", 0.0005, 1e-4),
+                                               ("0002", "2026-03-02T02:00:00+00:00", "bbbbbbb222", 0.0010, 2e-4)):
+        write_result(folder / f"{name}.json", result_document(info, gpu_run(large, 0.0004, ceiling), when,
+                                                              commit=commit))
+    out = tmp_path / "out"
+    assert run_report(capsys, tmp_path / "results", "-o", out)[0] == 0
+    rows = markdown_tables((out / "report.md").read_text())["Trend"]
+    large = next(r for r in rows if r["Case"] == LARGE and r["Loader"] == "kvdicom")
+    assert (large["Last change"], large["Its ceiling's last change"], large["Regressed"]) == (
+        "+100.0% time", "+100.0% time", "bbbbbbb")  # the machine's drift: the rule still flags it, the column says why
+    small = next(r for r in rows if r["Case"] == SMALL and r["Loader"] == "kvdicom")
+    assert (small["Last change"], small["Its ceiling's last change"]) == ("+0.0% time", "+100.0% time")
+    pydicom = next(r for r in rows if r["Case"] == LARGE and r["Loader"] == "pydicom")
+    assert pydicom["Its ceiling's last change"] == ""  # a row with no ceiling of its own
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

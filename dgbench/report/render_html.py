@@ -29,7 +29,8 @@ img { max-width: 100%; border: 1px solid #ddd; }
 #: Columns of long unbroken names (slugs, paths, case ids): wrapped anywhere so a table never outgrows the page.
 WRAP_HEADERS = {"Machine slug", "Result file", "Case id", "Case"}
 NUMERIC_HEADERS = {"Median time", "GB/s", "% of ceiling", "Speed-up vs pydicom", "Bytes", "Older runs ignored",
-                   "Rows shown", "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change"}
+                   "Rows shown", "× pydicom", "Runs", "First GB/s", "Last GB/s", "Last change",
+                   "Its ceiling's last change"}
 
 
 def esc(value: object) -> str:

@@ -23,7 +23,9 @@ TREND_NOTE = ("Every benchmark a machine ran in two runs or more, in the order o
               f"marked regressed when its median time rose more than both {REGRESSION_THRESHOLD_PCT:g}% and "
               f"{DEFAULT_NOISE_K:g} × the larger IQR/median of it and the run before (the nightly's baseline "
               "rule); a dataset through Dask compares its time per series, so runs of another dataset size "
-              "follow on. Plots: median GB/s with its IQR band, x = run.")
+              "follow on. Its ceiling's last change: how the row's own ceiling moved between the same two runs; a "
+              "loader slower by as much as its ceiling is the machine's drift between leases, not the code's. "
+              "Plots: median GB/s with its IQR band, x = run.")
 ROWS_NOTE = ("A machine's runs may each hold part of the matrix: each (case, loader, device, page cache) row comes "
              "from the newest run (by its `datetime`) that has it, and names that run (start, commit) in its Run "
              "column. % of ceiling and × pydicom are those of the row's own run, never combined across runs; "

@@ -30,7 +30,7 @@ _SERIES = re.compile(r"^series\d*_")
 SCORECARD_HEADERS = ("Machine", "Reference case", "Case id", "kvdicom on", "GB/s", "× pydicom", "% of ceiling",
                      "Run")
 TREND_HEADERS = ("Machine", "Case", "Loader", "Device", "Page cache", "Runs", "First GB/s", "Last GB/s",
-                 "Last change", "Regressed")
+                 "Last change", "Its ceiling's last change", "Regressed")
 
 
 def _largest(benchmarks: Sequence[Benchmark], accept: Callable[[str], bool]) -> str | None:
@@ -118,6 +118,15 @@ def scorecard(machines: Iterable[Machine]) -> Table:
     return Table(title="Scorecard", headers=SCORECARD_HEADERS, rows=tuple(rows))
 
 
+def _ceiling_change(previous: Benchmark, last: Benchmark) -> str:
+    """How the row's own ceiling moved between the same two runs (each run's ceiling, from its GB/s and % of
+    ceiling): a loader slower by as much as its ceiling is the machine's drift between leases, not the code's."""
+    if not (previous.pct_of_ceiling and last.pct_of_ceiling and previous.gbps and last.gbps):
+        return ""
+    before, now = previous.gbps / previous.pct_of_ceiling, last.gbps / last.pct_of_ceiling
+    return f"{(before / now - 1) * 100:+.1f}% time"
+
+
 def trend_table(machines: Iterable[Machine]) -> Table:
     """Every benchmark a machine ran in two runs or more: first and last GB/s, the last change, regressions."""
     rows = []
@@ -132,6 +141,7 @@ def trend_table(machines: Iterable[Machine]) -> Table:
                 str(len(points)),
                 formatting.gbps(points[0].bench.gbps), formatting.gbps(last.bench.gbps),
                 "" if last.change_pct is None else f"{last.change_pct:+.1f}% time",
+                _ceiling_change(points[-2].bench, last.bench),
                 ", ".join((p.run.commit_id or "?")[:7] for p in flagged) or "no",
             ))
     return Table(title="Trend", headers=TREND_HEADERS, rows=tuple(rows))
