@@ -279,7 +279,6 @@ class SeriesRead:
             import cupy
             import cupyx
 
-            self.cupy = cupy
             self.host = _aligned_empty(total, lambda n: cupyx.empty_pinned(n, dtype=np.uint8), align)
             self.gpu = cupy.empty(total, dtype=cupy.uint8)
             self.stream = cupy.cuda.Stream(non_blocking=True)

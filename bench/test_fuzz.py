@@ -515,10 +515,31 @@ SERIES_BASES = (SeriesSpec(slices=5, rows=8, cols=8, header="ct"),
                 SeriesSpec(slices=5, rows=32, cols=32, header="ct", transfer_syntax="jpeg2000_lossless"))
 
 
+@contextlib.contextmanager
+def _workers_forced(forced: bool = True):
+    """Series headers parsed on kvdicom's worker processes whatever the series' length and the machine's cores,
+    for this block only: held past it, every later test's series went through the workers (dgbench/isolation.py)."""
+    saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
+    if forced:
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
+    try:
+        yield
+    finally:
+        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved
+
+
 @dataclass
 class SeriesMutant:
     files: dict[str, bytes]  #: file name -> bytes, the mutated slices among them
     edits: list[str]
+
+    def write(self, folder: Path) -> Path:
+        """The series' files into ``folder``, emptied first."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
+        return folder
 
 
 @functools.lru_cache(maxsize=len(SERIES_BASES))
@@ -560,27 +581,17 @@ def _check_series_mutant(fuzz_dir, mutant: SeriesMutant, device: str, rescale: b
     naming the folder or a file in it; nothing else, within the time limit, in-process or on the header workers
     (which parse, read each slice into the shared buffer, and check it, in chunks)."""
     note(f"rescale={rescale} workers={workers} edits={mutant.edits}")
-    folder = fuzz_dir / f"series-{device}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    for name, data in mutant.files.items():
-        (folder / name).write_bytes(data)
-    saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
-    if workers:
-        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
-    try:
-        with time_limit(EXAMPLE_TIMEOUT_S):
-            try:
-                volume, info = kvdicom.load_series(folder, device, rescale=rescale)
-            except kvdicom.DicomLoadError as exc:
-                assert str(folder) in str(exc), f"the error names nothing of the folder: {exc}; {mutant.edits}"
-                return
-            except (AssertionError, TimeLimitExceeded):
-                raise
-            except Exception as exc:
-                pytest.fail(f"load_series raised {type(exc).__name__} (not DicomLoadError): {exc}; {mutant.edits}")
-    finally:
-        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved
+    folder = mutant.write(fuzz_dir / f"series-{device}")
+    with _workers_forced(workers), time_limit(EXAMPLE_TIMEOUT_S):
+        try:
+            volume, info = kvdicom.load_series(folder, device, rescale=rescale)
+        except kvdicom.DicomLoadError as exc:
+            assert str(folder) in str(exc), f"the error names nothing of the folder: {exc}; {mutant.edits}"
+            return
+        except (AssertionError, TimeLimitExceeded):
+            raise
+        except Exception as exc:
+            pytest.fail(f"load_series raised {type(exc).__name__} (not DicomLoadError): {exc}; {mutant.edits}")
     arrays = []
     for path in info.paths:
         try:
@@ -612,11 +623,7 @@ def test_scan_plans_series_with_mutant_slices_as_they_load(warm_kvdicom, fuzz_di
     from kvdicom import dask as kvdask
 
     note(f"edits={mutant.edits}")
-    folder = fuzz_dir / "scanned"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    for name, data in mutant.files.items():
-        (folder / name).write_bytes(data)
+    folder = mutant.write(fuzz_dir / "scanned")
     with time_limit(EXAMPLE_TIMEOUT_S):
         rows = kvdask.scan(folder)
         for row in rows:
@@ -662,12 +669,8 @@ def pool_in_use(tmp_path_factory):
     """A series folder, loaded once with kvdicom's worker processes forced on, so that the pool is running."""
     folder = tmp_path_factory.mktemp("fuzz-pool-series")
     write_series(SeriesSpec(slices=6, rows=16, cols=16, header="ct"), folder)
-    saved = headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES
-    headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = 1, 1
-    try:
+    with _workers_forced():  # for this load only
         volume, _ = kvdicom.load_series(folder, "cpu")
-    finally:  # forced for this load only: held until the session's end, every later test's series used the
-        headers.POOL_MIN_FILES, headers.POOL_MIN_PROCESSES = saved  # workers (and read its pixels there)
     if process_pool._pool is None:
         pytest.skip(f"kvdicom's worker processes did not start here ({process_pool.broken()=})")
     return folder, volume

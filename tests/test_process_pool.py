@@ -143,7 +143,6 @@ def test_a_worker_with_nothing_left_in_its_run_is_lent_again_before_the_run_ends
 
 def test_a_run_that_started_with_fewer_workers_takes_those_given_back_meanwhile(pool, tmp_path):
     """Another run held one of the two workers when this one began; once it is done, this run uses both."""
-
     from tests.worker_targets import touch_then_pid, wait_for
 
     runs, started = {}, str(tmp_path / "started")
