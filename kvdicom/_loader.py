@@ -53,9 +53,16 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, corre
     if buffer is None:
         buffer = _allocate(layout, device)
     then = _bits_per_chunk(layout, device, buffer) if correct_bits else None
+    checked_read(layout, devices.named(device).read_into, layout.path, buffer, layout.offset,
+                 file_id=layout.file_id, fd=fd, then=then)
+    return (buffer, then is not None) if correct_bits else buffer
+
+
+def checked_read(layout: PixelLayout, read, *args, **kwargs) -> None:
+    """``read(*args, **kwargs)`` of ``layout``'s pixel bytes: an ``OSError`` or a short count becomes a
+    :class:`DicomLoadError` naming the file (every pixel read after a header goes through here)."""
     try:
-        got = devices.named(device).read_into(layout.path, buffer, layout.offset, file_id=layout.file_id, fd=fd,
-                                            then=then)
+        got = read(*args, **kwargs)
     except DicomLoadError:
         raise
     except OSError as exc:
@@ -67,7 +74,6 @@ def read_pixels(layout: PixelLayout, device: str = "cuda", buffer=None, *, corre
         raise DicomLoadError(
             layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; did the file change?"
         )
-    return (buffer, then is not None) if correct_bits else buffer
 
 
 def _read_decoded(layout: PixelLayout, device: str, buffer=None, fd: int | None = None):

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 
+import numpy as np
 import pytest
 
 import kvdicom
@@ -84,6 +85,55 @@ def test_open_regular_refuses_a_fifo_that_appears_after_the_stat(tmp_path, monke
     monkeypatch.setattr(os, "open", swap_then_open)
     with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
         fileid.open_regular(path)
+
+
+def test_open_known_refuses_a_path_that_became_a_fifo_without_opening_it(tmp_path, monkeypatch):
+    # The series' per-slice read: the path's stat must still be the header's file before anything is opened.
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(b"x" * 16)
+    known = fileid.identify(path)
+    os.unlink(path)
+    os.mkfifo(path)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a: opened.append(os.fspath(p)) or real_open(p, *a))
+    with no_hang(), pytest.raises(kvdicom.DicomLoadError, match="FIFO"):
+        fileid.open_known(str(path), known)
+    assert str(path) not in opened
+
+
+def test_open_known_refuses_a_file_swapped_in_between_the_stat_and_the_open(tmp_path, monkeypatch):
+    path, other = tmp_path / "slice.dcm", tmp_path / "other.dcm"
+    path.write_bytes(b"x" * 16)
+    other.write_bytes(b"y" * 16)
+    known = fileid.identify(path)
+    real_open = os.open
+
+    def swap_then_open(p, flags, *args):
+        os.replace(other, path)
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.raises(kvdicom.DicomLoadError, match="inode.* differ before the pixel read"):
+        fileid.open_known(str(path), known)
+
+
+def test_read_known_refuses_a_file_truncated_during_the_read(tmp_path, monkeypatch):
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(bytes(range(64)))
+    known = fileid.identify(path)
+    _truncate_after_each_read(path, monkeypatch)
+    buffer = np.zeros(16, np.uint8)
+    with pytest.raises(kvdicom.DicomLoadError, match="size.* differ after the pixel read"):
+        host_read.read_known(str(path), buffer, 8, known)
+
+
+def test_read_known_reads_the_range_of_an_unchanged_file(tmp_path):
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(bytes(range(64)))
+    buffer = np.zeros(16, np.uint8)
+    assert host_read.read_known(str(path), buffer, 8, fileid.identify(path)) == 16
+    assert buffer.tolist() == list(range(8, 24))
 
 
 # --- 2. the pixels come from the file the header came from --------------------------------

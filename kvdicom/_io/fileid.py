@@ -117,16 +117,38 @@ def check_path(path: str | os.PathLike, fd: int, file_id: FileId) -> None:
                                    f"another file: {_file_id(st)}, header {tuple(file_id)}); load it again")
 
 
+def open_known(path: str, file_id: FileId, flags: int = 0) -> int:
+    """A read-only descriptor of ``path``, which must still be the file ``file_id`` names: the path's ``stat``
+    must match before the open (so nothing else, FIFO or device, is opened) and the descriptor's ``fstat`` after
+    it. The series reads' one check before the read, in place of :func:`open_identified` then
+    :func:`check_same`: the same system calls without their second ``fstat`` and Python layers."""
+    st = os.stat(path)  # FileNotFoundError as open() would raise it
+    if _file_id(st) != tuple(file_id):
+        _refuse_irregular(path, st)
+        raise _changed(path, file_id, _file_id(st), "when the path was looked up again")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
+    try:
+        check_same(path, fd, file_id, "before the pixel read")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _changed(path: str, file_id: FileId, now: FileId, when: str) -> DicomLoadError:
+    fields = ("device", "inode", "size", "mtime_ns", "ctime_ns")
+    changes = [name for name, a, b in zip(fields, file_id, now) if a != b]
+    return DicomLoadError(
+        path,
+        f"file changed between header and pixel read ({', '.join(changes)} differ {when}: "
+        f"header {tuple(file_id)}, now {now}); load it again",
+    )
+
+
 def check_same(path: str, fd: int, file_id: FileId | None, when: str) -> None:
     """Raise :class:`DicomLoadError` unless the open ``fd`` still is the file ``file_id`` names."""
     if file_id is None:
         return
     now = identify(fd)
     if now != tuple(file_id):
-        fields = ("device", "inode", "size", "mtime_ns", "ctime_ns")
-        changes = [name for name, a, b in zip(fields, file_id, now) if a != b]
-        raise DicomLoadError(
-            path,
-            f"file changed between header and pixel read ({', '.join(changes)} differ {when}: "
-            f"header {tuple(file_id)}, now {now}); load it again",
-        )
+        raise _changed(path, file_id, now, when)

@@ -20,9 +20,12 @@ from kvdicom._series.volume import in_runs, stored_volume
 
 
 def read_slice(layout: PixelLayout, view: np.ndarray) -> None:
-    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed: ``load``'s own
-    read, so both wrap read errors and short reads alike."""
-    loader.read_pixels(layout, "cpu", view)
+    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed, its errors and
+    short reads wrapped as ``load``'s own read wraps them (:func:`kvdicom._loader.checked_read`)."""
+    if layout.file_id is None:
+        loader.read_pixels(layout, "cpu", view)
+    else:
+        loader.checked_read(layout, host_read.read_known, layout.path, view, layout.offset, layout.file_id)
 
 
 def submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
