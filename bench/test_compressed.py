@@ -25,6 +25,7 @@ import kvdicom
 from bench import compressed_peers as peers
 from bench.ceilings import GpuDecode, host_ceiling, time_checked_decode
 from bench.peers import dicomsdl_crash, dicomsdl_to_cupy, synced
+from bench.rounds import timed
 from dgbench.schema import bench_extra, ceiling_loader, decode_ceiling_for
 from fixtures.encode import COMPRESSED_SYNTAXES
 from fixtures.oracle import to_host
@@ -199,16 +200,15 @@ def test_compressed_gpu_blank_frames_are_not_mistaken_for_failures(cuda, tmp_pat
 
 def test_compressed_pydicom(benchmark, cspec, cfile, creference):
     plugin = peers.reference_plugin(kvdicom.inspect(cfile).transfer_syntax)
-    _record(benchmark, cspec, cfile, "pydicom", "cpu", creference, creference, f"pydicom:{plugin}")
-    benchmark(peers.pydicom_pinned, cfile)
+    out = timed(benchmark, peers.pydicom_pinned, cfile)
+    _record(benchmark, cspec, cfile, "pydicom", "cpu", out, creference, f"pydicom:{plugin}")
 
 
 def test_compressed_pydicom_gdcm(benchmark, cspec, cfile, creference):
     if (why := peers.plugin_available(cfile, "gdcm")) is not None:
         pytest.skip(why)
-    out = peers.pydicom_pinned(cfile, "gdcm")
+    out = timed(benchmark, peers.pydicom_pinned, cfile, "gdcm")
     _record(benchmark, cspec, cfile, "pydicom+gdcm", "cpu", out, creference, "pydicom:gdcm")
-    benchmark(peers.pydicom_pinned, cfile, "gdcm")
 
 
 def _cpu_route(path) -> str:
@@ -239,19 +239,17 @@ def test_compressed_pydicom_nvimgcodec_cupy(benchmark, cuda, cspec, cfile, crefe
         pytest.skip(why)
     if (why := peers.plugin_available(cfile, peers.NVIMGCODEC_PLUGIN)) is not None:
         pytest.skip(why)
-    out = peers.pydicom_nvimgcodec_to_cupy(cfile)
+    out = timed(benchmark, synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
     _record(benchmark, cspec, cfile, "pydicom+nvimgcodec+cupy", "cuda", out, creference,
             "nvimgcodec plugin (per frame)")
-    benchmark(synced(cuda, peers.pydicom_nvimgcodec_to_cupy, cfile))
 
 
 @pytest.mark.gpu
 def test_compressed_dicomsdl_cupy(benchmark, cuda, cspec, cfile, creference):
     if (why := dicomsdl_crash([cfile])) is not None:
         pytest.skip(why)
-    out = dicomsdl_to_cupy(cfile)
+    out = timed(benchmark, synced(cuda, dicomsdl_to_cupy, cfile))
     _record(benchmark, cspec, cfile, "dicomsdl+cupy", "cuda", out, creference, "dicomsdl")
-    benchmark(synced(cuda, dicomsdl_to_cupy, cfile))
 
 
 # --- ceilings: the same codestreams decoded from memory (bench/ceilings.py) ------------------------------------
