@@ -105,13 +105,16 @@ def opened(path: str | os.PathLike, fd: int | None = None, flags: int = 0,
         os.close(fd)
 
 
-def check_path(path: str | os.PathLike, fd: int, file_id: FileId) -> None:
+def check_path(path: str | os.PathLike, fd: int | None, file_id: FileId) -> None:
     """``path`` must still name the file ``file_id`` names and ``fd`` has open (a ``stat``, no open), as a fresh
-    open would find: a file swapped, deleted or replaced at the path since the header is refused."""
+    open would find: a file swapped, deleted or replaced at the path since the header is refused. With ``fd``
+    None (nothing opened yet), the fields of the path's file that differ are named."""
     path = os.fspath(path)
     st = os.stat(path)  # FileNotFoundError as open() would raise it
     if _file_id(st) != tuple(file_id):
         _refuse_irregular(path, st)
+        if fd is None:
+            raise _changed(path, file_id, _file_id(st), "when the path was looked up again")
         check_same(path, fd, file_id, "when the path was looked up again")
         raise DicomLoadError(path, f"file changed between header and pixel read (the path now names "
                                    f"another file: {_file_id(st)}, header {tuple(file_id)}); load it again")
@@ -122,10 +125,7 @@ def open_known(path: str, file_id: FileId, flags: int = 0) -> int:
     must match before the open (so nothing else, FIFO or device, is opened) and the descriptor's ``fstat`` after
     it. The series reads' one check before the read, in place of :func:`open_identified` then
     :func:`check_same`: the same system calls without their second ``fstat`` and Python layers."""
-    st = os.stat(path)  # FileNotFoundError as open() would raise it
-    if _file_id(st) != tuple(file_id):
-        _refuse_irregular(path, st)
-        raise _changed(path, file_id, _file_id(st), "when the path was looked up again")
+    check_path(path, None, file_id)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
     try:
         check_same(path, fd, file_id, "before the pixel read")
