@@ -110,9 +110,7 @@ def test_timed_works_with_pytest_benchmarks_real_fixture(tmp_path):
     assert json.loads(saved.read_text())["benchmarks"][0]["stats"]["rounds"] == rounds.SLOW_ROUNDS
 
 
-@pytest.mark.parametrize("peer", ["test_compressed_pydicom", "test_compressed_pydicom_gdcm"])
-def test_the_compressed_files_slow_peers_get_fixed_rounds_and_their_timed_value_is_checked(monkeypatch, tmp_path,
-                                                                                          peer):
+def test_the_compressed_files_slow_pydicom_peer_gets_fixed_rounds_and_its_timed_value_is_checked(monkeypatch, tmp_path):
     # pydicom on the full profile's 256-frame JPEG 2000 file spent 63.5 s in five timed rounds alone (H100, run 0009)
     from bench import test_compressed as compressed
     from fixtures.cache import Corpus
@@ -120,13 +118,11 @@ def test_the_compressed_files_slow_peers_get_fixed_rounds_and_their_timed_value_
 
     spec = next(s for s in compressed_specs("quick") if s.case_id == "f2_128x128_i16_rle")
     path = Corpus(tmp_path, 1 << 30).ensure(spec)
-    if peer.endswith("gdcm") and compressed.peers.plugin_available(path, "gdcm") is not None:
-        pytest.skip("pydicom's gdcm plugin is not installed")
     reference = compressed.peers.pydicom_pinned(path)
     monkeypatch.setattr(rounds.time, "perf_counter", Clock(12.7))
     bench = FakeBenchmark()
     bench.extra_info = {}
-    getattr(compressed, peer)(bench, spec, path, reference)
+    compressed.test_compressed_pydicom(bench, spec, path, reference)
     assert bench.plain == 0
     assert bench.pedantic_kwargs == dict(rounds=rounds.SLOW_ROUNDS, iterations=1, warmup_rounds=0)
     assert bench.extra_info["matches_pydicom"] is True

@@ -185,7 +185,8 @@ def read_known(path: str, buffer: np.ndarray, offset: int, file_id: fileid.FileI
     """:func:`read_into` for a file whose header gave ``file_id``, with the fewest calls (:func:`fileid.open_known`:
     ``stat``, open, ``fstat``; the read; ``fstat``; close): a series' per-slice read, where the Python layers of
     :func:`read_into` cost more than its system calls (128 CT slices on the 2-core CPU dev machine, into one
-    volume: 7.0 ms through :func:`read_into`, 5.7 ms this way, 5.2 ms bare ``open`` and ``preadv``)."""
+    touched volume, medians of 25: 6.7-7.1 ms through :func:`read_into`, 6.2-6.7 ms this way, 5.1-5.3 ms bare
+    ``open`` and ``preadv``)."""
     fd = fileid.open_known(path, file_id)
     try:
         got = read_chunks(fd, memoryview(buffer).cast("B"), offset)
