@@ -171,6 +171,35 @@ def test_decode_runner_runs_once_per_image_pixel_module(tmp_path, monkeypatch):
     assert len({(layout.dtype, layout.shape, layout.bits_stored) for layout in layouts}) == 1
 
 
+def test_files_sharing_their_values_are_checked_once_and_keep_their_own_path_identity_and_refusal(
+        tmp_path, monkeypatch):
+    """A series' slices repeat one set of layout values: the checks run once for them, and every file still
+    gets its own path and identity, and a refusal naming it."""
+    layout_module._layout_or_reason.cache_clear()
+    checks = []
+    original = layout_module._frames_present
+    monkeypatch.setattr(layout_module, "_frames_present", lambda *a: checks.append(a) or original(*a))
+    whole, cut = [], []
+    for name in "ab":
+        path = tmp_path / f"{name}.dcm"
+        write_dicom(DicomSpec(rows=8, cols=8, seed=3, signed=True), path)
+        whole.append(path)
+        short = tmp_path / f"{name}-short.dcm"
+        short.write_bytes(path.read_bytes()[:-10])  # pixel data shorter than the header promises
+        cut.append(short)
+    layouts = [fast(p) for p in whole]
+    refusals = [fast(p) for p in cut]
+    assert len(checks) == 2  # one for the whole files' values, one for the cut files'
+    for path, layout in zip(whole, layouts):
+        assert layout.path == str(path)
+        assert layout.file_id == kvdicom.inspect(path).file_id
+        assert _comparable(layout) == _comparable(slow(path))
+    assert layouts[0].file_id != layouts[1].file_id
+    for path, refusal in zip(cut, refusals):
+        assert isinstance(refusal, kvdicom.DicomLoadError), refusal
+        assert refusal.path == str(path) and "shorter than the header promises" in refusal.reason
+
+
 def test_number_of_frames_spelled_with_sign_and_padding(tmp_path):
     path, _ = _write(tmp_path, DicomSpec(frames=2, rows=2, cols=2))
     data = mutate.set_value(path.read_bytes(), 0x00280008, "IS", b"+2 ")

@@ -86,7 +86,7 @@ from kvdicom._header.layout import (
     ModalityTransform,
     PixelLayout,
     PixelRules,
-    build_layout,
+    build_layout_cached,
     pixel_rules,
 )
 from kvdicom._io.fileid import identify, open_regular
@@ -752,7 +752,8 @@ def _scan_open(fd: int, path: str, force: bool, file_id=None) -> FastHeader:
             raise _Unprovable("unusual pixel data VR")
         tsyntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         rules = _native_rules(implicit, keyword, vr, kept)
-        layout = build_layout(path, rules, tsyntax, keyword, offset, length, src.size, _modality(kept), file_id)
+        layout = build_layout_cached(path, rules, tsyntax, keyword, offset, length, src.size, _modality(kept),
+                                     file_id)
     keys = {name: value[1] for word, name in _SERIES_KEY_WORDS if (value := kept.get(word)) is not None}
     return FastHeader(layout, keys)
 

