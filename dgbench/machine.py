@@ -185,6 +185,14 @@ def header_walk() -> str:
     return "python" if fast_header.compiled_walk is None else "compiled"
 
 
+def slice_reads() -> str:
+    """Which series slice reads kvdicom uses here: ``compiled`` (kvdicom/_io/_known_reads.c, built as the walk is)
+    or ``python``; recorded because it moves every series time (docs/loader.md)."""
+    from kvdicom._io import known_reads
+
+    return "python" if known_reads.compiled is None else "compiled"
+
+
 def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.PathLike | None = None) -> dict:
     """Fields for pytest-benchmark's machine_info; nothing that changes between runs of one machine.
 
@@ -213,5 +221,6 @@ def machine_info(gpu: GpuStatus, corpus_dir: str, profile: str, root: str | os.P
         info["gpu_count"] = gpu.count
     info["kvdicom_threads"] = configured_threads()  # kvdicom.configure: KvikIO pool size it sets, None: untouched
     info["kvdicom_header_walk"] = header_walk()
+    info["kvdicom_slice_reads"] = slice_reads()
     info.update(kvikio_settings())
     return info

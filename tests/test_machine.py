@@ -69,3 +69,13 @@ def test_machine_info_records_which_header_walk_kvdicom_uses(monkeypatch):
     assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_header_walk"] == "python"
     monkeypatch.setattr(fast_header, "compiled_walk", object())
     assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_header_walk"] == "compiled"
+
+
+def test_machine_info_records_which_slice_reads_kvdicom_uses(monkeypatch):
+    from dgbench.machine import GpuStatus, machine_info
+    from kvdicom._io import known_reads
+
+    monkeypatch.setattr(known_reads, "compiled", None)
+    assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_slice_reads"] == "python"
+    monkeypatch.setattr(known_reads, "compiled", object())
+    assert machine_info(GpuStatus(False, "test"), ".", "quick")["kvdicom_slice_reads"] == "compiled"

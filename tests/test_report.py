@@ -291,6 +291,7 @@ def test_newest_run_per_machine_is_used_and_its_file_named(tmp_path, capsys):
     assert machine_rows[0]["Older runs ignored"] == "2"
     assert machine_rows[0]["Run started"] == "2026-03-02 01:30:00 UTC"
     assert machine_rows[0]["Header walk"] == "python"  # recorded by no run before the compiled walk
+    assert machine_rows[0]["Slice reads"] == "python"  # nor the compiled slice reads
 
     large = tables[f"Case: {LARGE}"]
     assert len(large) == 3  # one run only: no rows from the older files
@@ -601,16 +602,17 @@ def test_report_on_the_committed_device_results(tmp_path, capsys):
     assert after == before, "the report modified the results it read"
 
 
-def test_machines_table_says_which_header_walk_each_run_used(tmp_path, capsys):
+def test_machines_table_says_which_header_walk_and_slice_reads_each_run_used(tmp_path, capsys):
     results = tmp_path / "results" / "h100"
     slug = "nvidia-h100-80gb-hbm3_drv580.159.04_cuda13.0_kvikio-gds"
-    info = {**machine_info(H100, slug, gds=True), "kvdicom_header_walk": "compiled"}
+    info = {**machine_info(H100, slug, gds=True), "kvdicom_header_walk": "compiled", "kvdicom_slice_reads": "compiled"}
     run = result_document(info, gpu_run(0.00025, 0.0002), "2026-03-02T01:00:00+00:00")
     write_result(results / "0001_new.json", run)
     out = tmp_path / "out"
     code, _, err = run_report(capsys, tmp_path / "results", "-o", out)
     assert code == 0, err
-    assert [r["Header walk"] for r in markdown_tables((out / "report.md").read_text())["Machines"]] == ["compiled"]
+    rows = markdown_tables((out / "report.md").read_text())["Machines"]
+    assert [(r["Header walk"], r["Slice reads"]) for r in rows] == [("compiled", "compiled")]
 
 
 def test_machines_table_marks_a_run_that_stopped_before_its_end(tmp_path, capsys):

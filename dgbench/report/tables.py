@@ -30,6 +30,7 @@ MACHINE_HEADERS = (
     "CUDA",
     "KvikIO",
     "Header walk",
+    "Slice reads",
     "Profile",
     "Run started",
     "Commit",
@@ -165,6 +166,8 @@ def machine_table(machines: Iterable[Machine]) -> Table:
                     kvikio.strip(),
                     # kvdicom's header walk: runs from before the compiled walk record none, and walked in Python
                     str(info.get("kvdicom_header_walk") or "python"),
+                    # kvdicom's series slice reads: runs from before the compiled reads record none, read in Python
+                    str(info.get("kvdicom_slice_reads") or "python"),
                     str(info.get("profile") or ""),
                     formatting.timestamp(run.started),
                     (run.commit_id or "")[:12],

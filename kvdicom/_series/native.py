@@ -12,20 +12,25 @@ from kvdicom import _loader as loader
 from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
-from kvdicom._io import host_read
+from kvdicom._io import host_read, known_reads
 from kvdicom._io import tuning as io_tuning
 from kvdicom._pixels.decode import decodes_in_place
 from kvdicom._series import stage as series_stage
 from kvdicom._series.volume import in_runs, stored_volume
 
 
-def read_slice(layout: PixelLayout, view: np.ndarray) -> None:
-    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed, its errors and
-    short reads wrapped as ``load``'s own read wraps them (:func:`kvdicom._loader.checked_read`)."""
+def _read_slice_python(layout: PixelLayout, view: np.ndarray) -> None:
     if layout.file_id is None:
         loader.read_pixels(layout, "cpu", view)
     else:
         loader.checked_read(layout, host_read.read_known, layout.path, view, layout.offset, layout.file_id)
+
+
+def read_slice(layout: PixelLayout, view: np.ndarray) -> None:
+    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed, its errors and
+    short reads wrapped as ``load``'s own read wraps them (:func:`kvdicom._loader.checked_read`); in C where
+    built (:mod:`kvdicom._io.known_reads`)."""
+    known_reads.read_run((layout,), view, (0,), 0, 1, lambda _: _read_slice_python(layout, view))
 
 
 def submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
@@ -48,8 +53,8 @@ def gpu_backend() -> series_stage.Backend:
 
 
 def _read_slices(layouts: list[PixelLayout], host: np.ndarray, starts: list[int], first: int, stop: int) -> None:
-    for k in range(first, stop):
-        read_slice(layouts[k], host[starts[k] : starts[k] + layouts[k].nbytes])
+    known_reads.read_run(layouts, host, starts, first, stop,
+                         lambda k: _read_slice_python(layouts[k], host[starts[k] : starts[k] + layouts[k].nbytes]))
 
 
 def read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:

@@ -1,0 +1,153 @@
+"""The compiled per-slice reads (kvdicom/_io/_known_reads.c): the Python path's bytes, its refusals in its words,
+and the run carried on after a file C stopped at."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import kvdicom
+from fixtures.spec import DicomSpec
+from fixtures.writer import write_dicom
+from kvdicom._io import known_reads
+from kvdicom._series import native
+from tests.test_faults import no_hang
+
+pytestmark = pytest.mark.skipif(known_reads.compiled is None,
+                                reason="kvdicom's compiled series reads are not built here (no C compiler)")
+
+SLICES = 6
+
+
+class Counting:
+    """The compiled module, counting the items it is handed; ``stop_after``: hand back fewer than it read."""
+
+    VERSION = known_reads.COMPILED_VERSION
+
+    def __init__(self, module, stop_after: int | None = None):
+        self.module, self.stop_after, self.items = module, stop_after, []
+
+    def read(self, items, address, capacity):
+        self.items.extend(item[0] for item in items)
+        if self.stop_after is not None and len(items) > self.stop_after:
+            items = items[: self.stop_after]  # as if C stopped at the item after these
+        return self.module.read(items, address, capacity)
+
+
+def _series(tmp_path):
+    layouts = []
+    for k in range(SLICES):
+        path = tmp_path / f"{k}.dcm"
+        write_dicom(DicomSpec(rows=16, cols=12, seed=k, signed=True), path)
+        layouts.append(kvdicom.inspect(path))
+    starts = native.slice_offsets(layouts)
+    return layouts, starts
+
+
+def _read(layouts, starts, compiled):
+    """(bytes, None) or (None, the error) of reading every slice with ``compiled`` (None: the Python path)."""
+    saved = known_reads.compiled
+    known_reads.compiled = compiled
+    try:
+        host = np.full(starts[-1], 0xAB, np.uint8)
+        native.read_all(layouts, host, starts)
+        return host, None
+    except (kvdicom.DicomLoadError, OSError) as exc:
+        return None, exc
+    finally:
+        known_reads.compiled = saved
+
+
+def test_compiled_reads_give_the_python_paths_bytes_and_read_every_slice(tmp_path):
+    layouts, starts = _series(tmp_path)
+    counting = Counting(known_reads.compiled)
+    got, error = _read(layouts, starts, counting)
+    ref, ref_error = _read(layouts, starts, None)
+    assert error is None and ref_error is None
+    assert np.array_equal(got, ref)
+    assert sorted(counting.items) == sorted(os.fsencode(layout.path) for layout in layouts)
+    for layout, start in zip(layouts, starts):  # each slot holds its file's pixel range
+        with open(layout.path, "rb") as f:
+            f.seek(layout.offset)
+            assert got[start : start + layout.nbytes].tobytes() == f.read(layout.nbytes)
+
+
+def _swap(path, tmp_path):
+    twin = tmp_path / "twin.dcm"
+    write_dicom(DicomSpec(rows=16, cols=12, seed=99, signed=True), twin)
+    os.replace(twin, path)
+
+
+def _rewrite_in_place(path, tmp_path):
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime restored: only the ctime tells
+
+
+def _fifo(path, tmp_path):
+    os.unlink(path)
+    os.mkfifo(path)
+
+
+CHANGES = {
+    "truncated": lambda path, tmp_path: os.truncate(path, path.stat().st_size - 10),
+    "swapped": _swap,
+    "rewritten in place": _rewrite_in_place,
+    "deleted": lambda path, tmp_path: os.unlink(path),
+    "a FIFO": _fifo,
+    "a directory": lambda path, tmp_path: (os.unlink(path), os.mkdir(path)),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_file_changed_after_its_header_is_refused_by_the_compiled_reads_in_the_python_paths_words(
+        tmp_path, change):
+    layouts, starts = _series(tmp_path)
+    changed = layouts[SLICES // 2]
+    CHANGES[change](tmp_path / os.path.basename(changed.path), tmp_path)
+    counting = Counting(known_reads.compiled)
+    with no_hang():
+        got, error = _read(layouts, starts, counting)
+        ref, ref_error = _read(layouts, starts, None)
+    assert got is None and ref is None
+    assert type(error) is type(ref_error) and str(error) == str(ref_error)
+    assert changed.path in str(error)
+    assert os.fsencode(changed.path) in counting.items  # C was handed the file, and stopped at it
+
+
+def test_a_run_carries_on_after_the_file_the_compiled_reads_stopped_at(tmp_path, monkeypatch):
+    layouts, starts = _series(tmp_path)
+    ref, _ = _read(layouts, starts, None)
+    monkeypatch.setattr(known_reads, "compiled", Counting(known_reads.compiled, stop_after=2))
+    python_reads = []
+    original = native._read_slice_python
+    monkeypatch.setattr(native, "_read_slice_python", lambda layout, view: python_reads.append(layout.path)
+                        or original(layout, view))
+    host = np.zeros(starts[-1], np.uint8)
+    native._read_slices(layouts, host, starts, 0, SLICES)
+    assert np.array_equal(host, ref)
+    assert python_reads == [layouts[2].path, layouts[5].path]  # C read 0-1, stopped; 3-4, stopped
+
+
+def test_the_compiled_reads_refuse_a_slot_past_the_buffer(tmp_path):
+    layouts, starts = _series(tmp_path)
+    layout = layouts[0]
+    item = (os.fsencode(layout.path), layout.offset, layout.nbytes, 8, *layout.file_id)
+    host = np.zeros(layout.nbytes, np.uint8)
+    with pytest.raises(ValueError, match="past the buffer"):
+        known_reads.compiled.read([item], host.ctypes.data, host.nbytes)
+    assert not host.any()
+
+
+@pytest.mark.parametrize("buffer", [np.zeros(64, np.uint16), np.zeros((8, 8), np.uint8), np.zeros(128, np.uint8)[::2],
+                                    memoryview(bytearray(64))], ids=["uint16", "2-D", "strided", "memoryview"])
+def test_only_a_contiguous_writable_byte_array_is_handed_to_c(buffer):
+    assert not known_reads.usable(buffer)
+    readonly = np.zeros(64, np.uint8)
+    readonly.flags.writeable = False
+    assert not known_reads.usable(readonly)
+    assert known_reads.usable(np.zeros(64, np.uint8))
