@@ -151,3 +151,25 @@ def test_only_a_contiguous_writable_byte_array_is_handed_to_c(buffer):
     readonly.flags.writeable = False
     assert not known_reads.usable(readonly)
     assert known_reads.usable(np.zeros(64, np.uint8))
+
+
+def test_a_header_workers_slot_read_goes_through_c_and_refuses_a_changed_file_in_the_python_paths_words(
+        tmp_path, monkeypatch):
+    from kvdicom._series import headers
+
+    path = tmp_path / "0.dcm"
+    write_dicom(DicomSpec(rows=16, cols=12, seed=1, signed=True), path)
+    header = headers.read_header(str(path))
+    slot = np.zeros(header.layout.nbytes + 64, np.uint8)
+    counting = Counting(known_reads.compiled)
+    monkeypatch.setattr(known_reads, "compiled", counting)
+    assert headers._read_into_slot(header, slot, None) == (header.layout.nbytes, None)
+    assert counting.items == [os.fsencode(path)]
+    with open(path, "rb") as f:
+        f.seek(header.layout.offset)
+        assert slot[: header.layout.nbytes].tobytes() == f.read(header.layout.nbytes)
+    os.truncate(path, path.stat().st_size - 10)
+    got = headers._read_into_slot(header, slot, None)
+    monkeypatch.setattr(known_reads, "compiled", None)
+    assert got == headers._read_into_slot(header, slot, None)
+    assert isinstance(got[0], str) and "size" in got[0]
