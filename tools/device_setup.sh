@@ -3,7 +3,7 @@
 # PYTHONPATH, shares one fixture corpus between calls (./.corpus), and says what a warm machine kept.
 # Carry: .whl (kvikio, pydicom, pytest-benchmark 5.3.1), .whl-gpu (nvImageCodec slimmed, nvJPEG, nvJPEG2000,
 # pylibjpeg), .whl-peers (dicomsdl, MONAI), .whl-slim (imagecodecs slimmed, pyjpegls), and
-# kvdicom/_header/_walk.abi3.so (docs/device.md says how each is made): about 49 MB with the tree.
+# kvdicom/_header/_walk.abi3.so, kvdicom/_io/_known_reads.abi3.so (docs/device.md says how each is made): about 49 MB with the tree.
 export PYTHONUNBUFFERED=1
 echo "kept from the last call: /tmp/site $(ls /tmp/site 2>/dev/null | wc -l) entries, .corpus $(ls .corpus 2>/dev/null | wc -l)"
 wheels=()
