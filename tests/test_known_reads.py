@@ -173,3 +173,30 @@ def test_a_header_workers_slot_read_goes_through_c_and_refuses_a_changed_file_in
     monkeypatch.setattr(known_reads, "compiled", None)
     assert got == headers._read_into_slot(header, slot, None)
     assert isinstance(got[0], str) and "size" in got[0]
+
+
+def test_a_compressed_slices_value_is_read_through_c_and_a_changed_file_refused_in_the_python_paths_words(
+        tmp_path, monkeypatch):
+    from kvdicom._header import compressed
+
+    path = tmp_path / "rle.dcm"
+    write_dicom(DicomSpec(rows=16, cols=12, seed=2, signed=True, transfer_syntax="rle"), path)
+    layout = kvdicom.inspect(path)
+    nbytes = compressed.value_nbytes(layout)
+    counting = Counting(known_reads.compiled)
+    monkeypatch.setattr(known_reads, "compiled", counting)
+    value, frames = compressed.read_frames(layout, into=np.zeros(nbytes, np.uint8))
+    assert counting.items == [os.fsencode(path)]
+    with open(path, "rb") as f:
+        f.seek(layout.offset)
+        assert value.tobytes() == f.read(nbytes)
+    assert len(frames) == 1
+    os.truncate(path, path.stat().st_size - 4)
+    errors = []
+    for compiled in (counting, None):
+        monkeypatch.setattr(known_reads, "compiled", compiled)
+        with pytest.raises(kvdicom.DicomLoadError) as caught:
+            compressed.read_frames(layout, into=np.zeros(nbytes, np.uint8))
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and str(path) in errors[0]
+    assert counting.items == [os.fsencode(path)] * 2

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvdicom._io import fileid, host_read
+from kvdicom._io import fileid, host_read, known_reads
 from kvdicom.errors import DicomLoadError
 
 ITEM = 0xE000FFFE  #: (FFFE,E000) read as one little-endian uint32 (group first)
@@ -291,6 +291,14 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
         raise ValueError(f"read_frames: 'into' must be {end - start} uint8 bytes, not {into.dtype} {into.shape}")
     else:
         data = into
+    if fd is None:  # a series' slice: in C where built (known_reads), the Python read where C stops
+        known_reads.read_range(path, start, data, file_id, lambda: _read_value(path, data, start, file_id, None))
+    else:
+        _read_value(path, data, start, file_id, fd)
+    return data, split_frames(table, data, start)
+
+
+def _read_value(path: str, data: np.ndarray, start: int, file_id: fileid.FileId | None, fd: int | None) -> None:
     try:
         got = host_read.read_into(path, data, start, file_id=file_id, fd=fd)
     except OSError as exc:
@@ -298,7 +306,6 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
     if got != data.nbytes:
         raise DicomLoadError(path, f"read {got} of {data.nbytes} compressed bytes at offset {start}; "
                              "did the file change?")
-    return data, split_frames(table, data, start)
 
 
 def split_frames(table: FrameTable, data: np.ndarray, start: int) -> list:

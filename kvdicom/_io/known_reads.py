@@ -60,3 +60,15 @@ def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first
         if k < end:
             read_one(k)  # where C stopped: the Python read says why, or reads it
             k += 1
+
+
+def read_range(path: str, offset: int, buffer: np.ndarray, file_id, python_read: Callable[[], None]) -> None:
+    """``buffer.nbytes`` bytes of ``path`` from ``offset`` into ``buffer``, the file checked against ``file_id``
+    before and after: in C where :func:`usable`, else (and where C stops) by ``python_read()``, which raises the
+    file's error."""
+    if file_id is None or not usable(buffer):
+        python_read()
+        return
+    item = (os.fsencode(path), offset, buffer.nbytes, 0, *file_id)
+    if compiled.read([item], buffer.ctypes.data, buffer.nbytes) != 1:
+        python_read()
