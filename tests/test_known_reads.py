@@ -200,3 +200,13 @@ def test_a_compressed_slices_value_is_read_through_c_and_a_changed_file_refused_
         errors.append(str(caught.value))
     assert errors[0] == errors[1] and str(path) in errors[0]
     assert counting.items == [os.fsencode(path)] * 2
+
+
+def test_the_compiled_reads_refuse_a_path_with_a_nul_byte_as_python_does(tmp_path):
+    layouts, _ = _series(tmp_path)
+    layout = layouts[0]
+    host = np.zeros(layout.nbytes, np.uint8)
+    item = (os.fsencode(layout.path) + b"\0.ignored", layout.offset, layout.nbytes, 0, *layout.file_id)
+    with pytest.raises(ValueError, match="null"):  # never the path cut at the NUL, which is the real file
+        known_reads.compiled.read([item], host.ctypes.data, host.nbytes)
+    assert not host.any()

@@ -87,7 +87,9 @@ static int parse_item(PyObject *tuple, item_t *it) {
         PyErr_SetString(PyExc_TypeError, "an item's path must be bytes");
         return -1;
     }
-    it->path = PyBytes_AsString(path);
+    char *chars;
+    if (PyBytes_AsStringAndSize(path, &chars, NULL) < 0) return -1; /* ValueError for an embedded NUL */
+    it->path = chars;
     unsigned long long *fields[] = {&it->offset, &it->nbytes, &it->start, &it->dev, &it->ino, &it->size};
     for (int k = 0; k < 6; k++) {
         *fields[k] = PyLong_AsUnsignedLongLong(PyTuple_GetItem(tuple, k + 1));
