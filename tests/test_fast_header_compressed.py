@@ -10,6 +10,7 @@ steps aside, so ``inspect`` gives the same layout or ``DicomLoadError``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 import numpy as np
@@ -71,8 +72,10 @@ def originals(tmp_path_factory) -> dict:
 
 
 def _comparable(layout):
-    """A layout with the modality problem reduced to its presence, and ``options`` (compare=False) made a field."""
-    modality = dataclasses.replace(layout.modality, problem=layout.modality.problem is not None)
+    """A layout with the modality problem reduced to its presence, its slope and intercept to their repr (a NaN,
+    as DS "nan" reads, equals no other NaN object), and ``options`` (compare=False) made a field."""
+    modality = dataclasses.replace(layout.modality, problem=layout.modality.problem is not None,
+                                   slope=repr(layout.modality.slope), intercept=repr(layout.modality.intercept))
     return dataclasses.replace(layout, modality=modality), layout.options
 
 
@@ -288,3 +291,16 @@ def test_series_pool_packs_compressed_headers_as_plain_tuples(tmp_path, original
     assert b"kvdicom" not in blob, "a kvdicom class is pickled: the parent pays for rebuilding it"
     back = series_headers.unpack(pickle.loads(blob))
     assert _comparable(back.layout) == _comparable(header.layout) and back.keys == header.keys
+
+
+def test_a_nan_rescale_slope_gives_pydicoms_layout_by_every_path(tmp_path, originals):
+    # Found by the mutation test above on a fresh clone: DS "nan" reads as a NaN, which equals no other NaN object,
+    # so the layouts were compared unequal though both paths read the same transform.
+    spec = next(s for s in originals if s.case_id == "f3_32x32_i16_jpeg2000_lossless_oj2.6.0")
+    data = originals[spec]
+    start = _pixel_element_start(data)  # the editor walks the header only, as the mutation test's does
+    head = mutate.set_value(data[:start], 0x00281053, "DS", "nan")  # Rescale Slope
+    path = tmp_path / "nan.dcm"
+    path.write_bytes(mutate.set_value(head, 0x00281052, "DS", "1") + data[start:])  # Rescale Intercept
+    check_same(path)
+    assert math.isnan(kvdicom.inspect(path).modality.slope)
