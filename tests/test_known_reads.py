@@ -210,3 +210,15 @@ def test_the_compiled_reads_refuse_a_path_with_a_nul_byte_as_python_does(tmp_pat
     with pytest.raises(ValueError, match="null"):  # never the path cut at the NUL, which is the real file
         known_reads.compiled.read([item], host.ctypes.data, host.nbytes)
     assert not host.any()
+
+
+def test_a_slice_the_python_path_reads_in_parallel_chunks_is_left_to_it(tmp_path, monkeypatch):
+    # One C call reads in one thread: a file of READ_PARALLEL_BYTES or more keeps the Python path's chunked reads.
+    from kvdicom import settings
+
+    layouts, starts = _series(tmp_path)
+    monkeypatch.setattr(settings, "READ_PARALLEL_BYTES", layouts[0].nbytes // 8)  # large, even with few threads
+    counting = Counting(known_reads.compiled)
+    got, error = _read(layouts[:1], starts[:2], counting)
+    assert error is None and counting.items == []
+    assert got.tobytes() == open(layouts[0].path, "rb").read()[layouts[0].offset:][: layouts[0].nbytes]

@@ -36,6 +36,16 @@ def in_pool() -> bool:
     return getattr(_worker, "in_pool", False)
 
 
+def in_one_thread(nbytes: int) -> bool:
+    """Whether a read of ``nbytes`` runs in the calling thread (:func:`read_chunks`' default rule): below
+    :data:`settings.READ_PARALLEL_BYTES` (times :data:`settings.READ_FEW_THREADS_FACTOR` with few threads), or on a
+    pool thread; larger reads are cut into chunks read side by side."""
+    if nbytes < settings.READ_PARALLEL_BYTES:
+        return True  # below the threshold for any thread count
+    few = io_tuning.host_threads() < settings.READ_FEW_THREADS
+    return nbytes < settings.READ_PARALLEL_BYTES * (settings.READ_FEW_THREADS_FACTOR if few else 1) or in_pool()
+
+
 def wait_all(futures: list) -> list:
     """Every future's result in order; after all have finished, the first error (in order) is raised."""
     concurrent.futures.wait(futures)  # none still reads or writes after we return, errors or not
@@ -121,12 +131,9 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     cut in multiples of 8 bytes: whole samples): a per-sample correction then runs in parallel on
     data still in cache instead of in one more pass over the whole buffer.
     """
-    if len(view) < settings.READ_PARALLEL_BYTES and parallel_from is None:
-        return _read_then(fd, view, offset, 0, then)  # below the threshold for any thread count
-    if parallel_from is None:
-        few = io_tuning.host_threads() < settings.READ_FEW_THREADS
-        parallel_from = settings.READ_PARALLEL_BYTES * (settings.READ_FEW_THREADS_FACTOR if few else 1)
-    if len(view) < parallel_from or in_pool():
+    if parallel_from is None and in_one_thread(len(view)):
+        return _read_then(fd, view, offset, 0, then)
+    if parallel_from is not None and (len(view) < parallel_from or in_pool()):
         return _read_then(fd, view, offset, 0, then)
     chunk = chunk or chunk_for(len(view))
     if then is not None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from kvdicom._io import host_read
+
 try:
     from kvdicom._io import _known_reads
 except ImportError:  # built without a C compiler: the Python path reads every file
@@ -39,6 +41,13 @@ def usable(buffer) -> bool:
             and buffer.ndim == 1 and buffer.flags.c_contiguous and buffer.flags.writeable)
 
 
+def _in_c(layout) -> bool:
+    """Whether C reads ``layout``: it carries its file's identity, and the Python path would read it in one
+    thread too (a file of :data:`kvdicom.settings.READ_PARALLEL_BYTES` or more is read there in chunks side by
+    side, which one C call in one thread would not match)."""
+    return layout.file_id is not None and host_read.in_one_thread(layout.nbytes)
+
+
 def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first: int, stop: int,
              read_one: Callable[[int], None]) -> None:
     """Slices ``first`` to ``stop`` of ``layouts`` into ``buffer`` at ``starts``: in C where :func:`usable` and the
@@ -47,12 +56,12 @@ def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first
     k = first
     whole = usable(buffer)
     while k < stop:
-        if not whole or layouts[k].file_id is None:
+        if not whole or not _in_c(layouts[k]):
             read_one(k)
             k += 1
             continue
         end = k
-        while end < stop and layouts[end].file_id is not None:
+        while end < stop and _in_c(layouts[end]):
             end += 1
         items = [(os.fsencode(layout.path), layout.offset, layout.nbytes, starts[j], *layout.file_id)
                  for j in range(k, end) for layout in (layouts[j],)]
@@ -66,7 +75,7 @@ def read_range(path: str, offset: int, buffer: np.ndarray, file_id, python_read:
     """``buffer.nbytes`` bytes of ``path`` from ``offset`` into ``buffer``, the file checked against ``file_id``
     before and after: in C where :func:`usable`, else (and where C stops) by ``python_read()``, which raises the
     file's error."""
-    if file_id is None or not usable(buffer):
+    if file_id is None or not usable(buffer) or not host_read.in_one_thread(buffer.nbytes):
         python_read()
         return
     item = (os.fsencode(path), offset, buffer.nbytes, 0, *file_id)
