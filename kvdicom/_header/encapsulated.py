@@ -291,7 +291,7 @@ def read_frames(path: str, table: FrameTable, start: int | None = None,
         raise ValueError(f"read_frames: 'into' must be {end - start} uint8 bytes, not {into.dtype} {into.shape}")
     else:
         data = into
-    if fd is None:  # a series' slice: in C where built (known_reads), the Python read where C stops
+    if fd is None:  # no header fd (a series' slice): in C where built (known_reads), the Python read where C stops
         known_reads.read_range(path, start, data, file_id, lambda: _read_value(path, data, start, file_id, None))
     else:
         _read_value(path, data, start, file_id, fd)
