@@ -131,9 +131,8 @@ def read_chunks(fd: int, view: memoryview, offset: int, chunk: int | None = None
     cut in multiples of 8 bytes: whole samples): a per-sample correction then runs in parallel on
     data still in cache instead of in one more pass over the whole buffer.
     """
-    if parallel_from is None and in_one_thread(len(view)):
-        return _read_then(fd, view, offset, 0, then)
-    if parallel_from is not None and (len(view) < parallel_from or in_pool()):
+    one_thread = in_one_thread(len(view)) if parallel_from is None else len(view) < parallel_from or in_pool()
+    if one_thread:
         return _read_then(fd, view, offset, 0, then)
     chunk = chunk or chunk_for(len(view))
     if then is not None:

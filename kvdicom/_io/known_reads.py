@@ -41,6 +41,11 @@ def usable(buffer) -> bool:
             and buffer.ndim == 1 and buffer.flags.c_contiguous and buffer.flags.writeable)
 
 
+def _item(path: str, offset: int, nbytes: int, start: int, file_id) -> tuple:
+    """One file's read as C takes it: path bytes, file offset, bytes, buffer offset, then the identity."""
+    return (os.fsencode(path), offset, nbytes, start, *file_id)
+
+
 def _in_c(layout) -> bool:
     """Whether C reads ``layout``: it carries its file's identity, and the Python path would read it in one
     thread too (a file of :data:`kvdicom.settings.READ_PARALLEL_BYTES` or more is read there in chunks side by
@@ -63,8 +68,8 @@ def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first
         end = k
         while end < stop and _in_c(layouts[end]):
             end += 1
-        items = [(os.fsencode(layout.path), layout.offset, layout.nbytes, starts[j], *layout.file_id)
-                 for j in range(k, end) for layout in (layouts[j],)]
+        items = [_item(layouts[j].path, layouts[j].offset, layouts[j].nbytes, starts[j], layouts[j].file_id)
+                 for j in range(k, end)]
         k += compiled.read(items, buffer.ctypes.data, buffer.nbytes)
         if k < end:
             read_one(k)  # where C stopped: the Python read says why, or reads it
@@ -78,6 +83,5 @@ def read_range(path: str, offset: int, buffer: np.ndarray, file_id, python_read:
     if file_id is None or not usable(buffer) or not host_read.in_one_thread(buffer.nbytes):
         python_read()
         return
-    item = (os.fsencode(path), offset, buffer.nbytes, 0, *file_id)
-    if compiled.read([item], buffer.ctypes.data, buffer.nbytes) != 1:
+    if compiled.read([_item(path, offset, buffer.nbytes, 0, file_id)], buffer.ctypes.data, buffer.nbytes) != 1:
         python_read()

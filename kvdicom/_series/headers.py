@@ -305,7 +305,8 @@ def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) ->
                 infos = pack_infos(compressed.check_frames(layout, frames))
         else:  # in C where built (known_reads), the Python read where C stops or is not built
             view = slot[:nbytes]
-            known_reads.read_run((layout,), view, (0,), 0, 1, lambda _: _loader.read_pixels(layout, "cpu", view))
+            known_reads.read_range(layout.path, layout.offset, view, layout.file_id,
+                                   lambda: _loader.read_pixels(layout, "cpu", view))
     except DicomLoadError as exc:
         return exc.reason, None
     except OSError as exc:

@@ -30,7 +30,7 @@ def read_slice(layout: PixelLayout, view: np.ndarray) -> None:
     """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed, its errors and
     short reads wrapped as ``load``'s own read wraps them (:func:`kvdicom._loader.checked_read`); in C where
     built (:mod:`kvdicom._io.known_reads`)."""
-    known_reads.read_run((layout,), view, (0,), 0, 1, lambda _: _read_slice_python(layout, view))
+    known_reads.read_range(layout.path, layout.offset, view, layout.file_id, lambda: _read_slice_python(layout, view))
 
 
 def submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
