@@ -46,11 +46,11 @@ def _item(path: str, offset: int, nbytes: int, start: int, file_id) -> tuple:
     return (os.fsencode(path), offset, nbytes, start, *file_id)
 
 
-def _in_c(layout) -> bool:
-    """Whether C reads ``layout``: it carries its file's identity, and the Python path would read it in one
-    thread too (a file of :data:`kvdicom.settings.READ_PARALLEL_BYTES` or more is read there in chunks side by
-    side, which one C call in one thread would not match)."""
-    return layout.file_id is not None and host_read.in_one_thread(layout.nbytes)
+def _in_c(file_id, nbytes: int) -> bool:
+    """Whether C reads a range of ``nbytes``: its file's identity is known, and the Python path would read it in
+    one thread too (a file of :data:`kvdicom.settings.READ_PARALLEL_BYTES` or more is read there in chunks side
+    by side, which one C call in one thread would not match)."""
+    return file_id is not None and host_read.in_one_thread(nbytes)
 
 
 def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first: int, stop: int,
@@ -61,12 +61,12 @@ def read_run(layouts: Sequence, buffer: np.ndarray, starts: Sequence[int], first
     k = first
     whole = usable(buffer)
     while k < stop:
-        if not whole or not _in_c(layouts[k]):
+        if not whole or not _in_c(layouts[k].file_id, layouts[k].nbytes):
             read_one(k)
             k += 1
             continue
         end = k
-        while end < stop and _in_c(layouts[end]):
+        while end < stop and _in_c(layouts[end].file_id, layouts[end].nbytes):
             end += 1
         items = [_item(layouts[j].path, layouts[j].offset, layouts[j].nbytes, starts[j], layouts[j].file_id)
                  for j in range(k, end)]
@@ -80,7 +80,7 @@ def read_range(path: str, offset: int, buffer: np.ndarray, file_id, python_read:
     """``buffer.nbytes`` bytes of ``path`` from ``offset`` into ``buffer``, the file checked against ``file_id``
     before and after: in C where :func:`usable`, else (and where C stops) by ``python_read()``, which raises the
     file's error."""
-    if file_id is None or not usable(buffer) or not host_read.in_one_thread(buffer.nbytes):
+    if not usable(buffer) or not _in_c(file_id, buffer.nbytes):
         python_read()
         return
     if compiled.read([_item(path, offset, buffer.nbytes, 0, file_id)], buffer.ctypes.data, buffer.nbytes) != 1:
