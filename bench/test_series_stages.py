@@ -288,8 +288,8 @@ def test_stage_read(benchmark, request, stage_spec, device, parsed, stage_refere
         problem = _record(benchmark, stage_spec, parsed, device, "read",
                           f"allocate the volume (kept host memory) and read all {n} slices' pixel bytes into it "
                           "on kvdicom's read pool (kvdicom._series.native.read_native: open, identity checks, preadv); "
-                          "the stored bytes are the volume, nothing is decoded; what load_series does where "
-                          "headers are parsed in this process (else the header workers read: see 'place')",
+                          "the stored bytes are the volume, nothing is decoded; what load_series does for a "
+                          "native series on the CPU, its headers parsed in this process or in the pool",
                           stage_reference, volume)
         assert problem is None, problem
         return
@@ -404,14 +404,12 @@ def _place_decoded(parsed, batches):
 def test_stage_place(benchmark, request, stage_spec, device, parsed, stage_reference):
     n = stage_spec.slices
     if device == "cpu":  # native slices only (STAGE_SKIPPED)
-        pooled = series_headers.use_pool(n)
         volume = timed(benchmark, _place_native_cpu, parsed.layouts, _worker_reads(parsed))
         covers = (f"allocate the volume (kept host memory) and copy the {n} slices the header workers read into "
                   "the shared buffer to their sorted places on kvdicom's host threads "
-                  "(kvdicom._series.worker_reads.place); "
-                  + ("what load_series does here (headers parsed in the process pool)" if pooled else
-                     "load_series does not do this here: it parses in this process and reads into the volume "
-                     "('read')"))
+                  "(kvdicom._series.worker_reads.place); load_series no longer does this on the CPU: its "
+                  "workers parse only and it reads into the volume after the sort ('read'); kept to measure the "
+                  "copy those reads replaced")
     elif _kind(stage_spec) == "native":
         staging = _staged(parsed)
         volume = timed(benchmark, _on_device(request, device, _place_native, parsed, staging))

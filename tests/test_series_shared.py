@@ -154,23 +154,20 @@ def test_a_forked_child_drops_the_parents_buffer(tmp_path, shared):
 
 
 @pytest.mark.parametrize("rescale", [False, True])
-def test_cpu_loads_copy_the_slices_the_workers_read_on_several_threads(tmp_path, shared, monkeypatch, rescale):
-    """``load_series(..., "cpu")`` of a long series: the workers read every slice, the parent reads none and
-    copies them to their sorted places in a few tasks; equal to pydicom, also into ``out=``."""
-    from kvdicom import settings
-
+def test_cpu_loads_of_a_native_series_read_the_slices_after_the_sort_not_in_the_workers(tmp_path, shared,
+                                                                                         monkeypatch, rescale):
+    """``load_series(..., "cpu")`` of a long native series: the workers parse only (no shared buffer taken, no copy
+    from it); this process reads the slices into the volume after the sort; equal to pydicom, also into ``out=``."""
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24),
                         rescale=lambda i: (0.5 + i, -1024.0 + i))
-    monkeypatch.setattr(settings, "HOST_COPY_TASK_BYTES", 1)
-    monkeypatch.setattr(native, "read_slice", lambda *a: pytest.fail("the parent read a slice"))
-    tasks = []
-    real = worker_reads.copy_slices
-    monkeypatch.setattr(worker_reads, "copy_slices", lambda v, r, s, a, b: (tasks.append((a, b)), real(v, r, s, a, b)))
+    monkeypatch.setattr(worker_reads, "copy_slices", lambda *a: pytest.fail("copied from the shared buffer"))
+    read = []
+    real = native.read_native
+    monkeypatch.setattr(native, "read_native", lambda layouts, *a: (read.append(len(layouts)), real(layouts, *a)))
     want = pydicom_volume(paths, rescale=rescale)
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale)
     np.testing.assert_array_equal(vol, want)
-    assert info.paths == tuple(paths) and shared == [9]
-    assert len(tasks) > 1 and sorted(tasks)[0][0] == 0 and sum(b - a for a, b in tasks) == 9
+    assert info.paths == tuple(paths) and shared == [] and read == [9]
     out = np.empty_like(want)
     assert kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale, out=out)[0] is out
     np.testing.assert_array_equal(out, want)
@@ -470,6 +467,19 @@ def test_a_worker_chunk_announces_its_files_then_reads_them_into_their_slots(tmp
     finally:
         owner.close()
     assert [e[0] for e in events] == ["announce"] * 3 + ["header"] * 3
+
+
+def test_a_parse_only_worker_chunk_announces_its_files_before_the_first_header(tmp_path, monkeypatch):
+    """The workers of a CPU native series parse only and the parent reads the pixels after the sort: the chunk's
+    files are still announced first, so from a cold page cache they arrive side by side."""
+    paths = make_series(tmp_path / "s", 3, spec=kvdicom_spec(rows=16, cols=24))
+    events = []
+    monkeypatch.setattr(series_headers, "will_need", lambda p: events.append(("announce", p)))
+    real = series_headers.read_header
+    monkeypatch.setattr(series_headers, "read_header", lambda p: (events.append(("header", p)), real(p))[1])
+    answers = series_headers._read_chunk_packed(paths)
+    assert [series_headers.unpack(a).path for a in answers] == paths
+    assert events == [("announce", p) for p in paths] + [("header", p) for p in paths]
 
 
 def test_a_worker_checks_a_compressed_files_codestreams_and_sends_their_facts(tmp_path, monkeypatch):
