@@ -52,8 +52,10 @@ MAX_HEADER_PROCESSES = process_pool.MAX_PROCESSES
 #: H200 (16 processes, 256 CT slices of 512², warm; median of the pooled headers / of ``load_series``
 #: on cuda): 1: 13.8 / 39.4 ms, 2: 10.4 / 41.4 ms, 4: 12.3 / 44.6 ms, 8: 20.4 / 51.3 ms. 2 parses
 #: fastest and keeps a second wave of chunks whose reads overlap the parsing on longer series. Those numbers are
-#: from the pool with a feeding thread per worker; a task costs the parent far less since (process_pool.run), so
-#: more chunks may pay now: not yet measured on the device.
+#: from the pool with a feeding thread per worker; measured again since (process_pool.run, H200, alternated
+#: processes, medians of 15 loads, 1 against 2): 256 HTJ2K on cuda 55.1 / 53.3 against 50.4 / 54.9 / 56.8 ms,
+#: CT on cuda 18.6 / 19.9 against 21.9 / 20.5 ms, CT on the CPU 23.3 / 24.3 against 20.9 / 25.4 ms: within
+#: the noise, so 2 stays.
 CHUNKS_PER_WORKER = 2
 
 
