@@ -85,8 +85,8 @@ def made(taken, monkeypatch):
     instances = []
 
     class Kept(series.Prefault):
-        def __init__(self, paths):
-            super().__init__(paths)
+        def __init__(self, paths, first=None):
+            super().__init__(paths, first)
             instances.append(self)
 
     monkeypatch.setattr(series, "Prefault", Kept)

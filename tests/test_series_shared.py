@@ -173,6 +173,29 @@ def test_cpu_loads_of_a_native_series_read_the_slices_after_the_sort_not_in_the_
     np.testing.assert_array_equal(out, want)
 
 
+def test_a_cpu_load_of_a_native_series_reads_the_first_header_once_in_this_process(tmp_path, shared, monkeypatch):
+    """The first file's header tells the CPU path to read the slices itself; the volume's prediction
+    (``Prefault``) takes that layout instead of reading the header again."""
+    from kvdicom import settings
+    from kvdicom._series import prefault
+
+    paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24))
+    monkeypatch.setattr(settings, "PREFAULT_MIN_BYTES", 0)  # this small series predicted too
+    read = []
+    real = series_headers.read_header
+    counted = lambda p: (read.append(p), real(p))[1]  # noqa: E731
+    monkeypatch.setattr(series_headers, "read_header", counted)
+    monkeypatch.setattr(prefault, "read_header", counted)
+    made = []
+    real_prefault = series.Prefault
+    monkeypatch.setattr(series, "Prefault", lambda *a: made.append(real_prefault(*a)) or made[-1])
+    vol, _ = kvdicom.load_series(tmp_path / "s", "cpu")
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert made and made[0].nbytes == vol.nbytes  # predicted from the layout the loader read
+    first = series_headers.list_files(tmp_path / "s")[0][0]
+    assert read == [first]  # in this process, once: the workers parsed the headers
+
+
 @pytest.mark.parametrize("syntax", ["rle", "jpeg2000_lossless"])
 def test_cpu_compressed_slices_decode_the_bytes_the_workers_read(tmp_path, shared, monkeypatch, syntax):
     """``load_series(..., "cpu")`` of a long compressed series decodes the codestreams the header workers read

@@ -149,12 +149,13 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # this process after the sort, straight into the volume, and the workers parse only: 256 CT slices of 512²
     # on an H200, three rounds of alternated processes: 14.98 / 14.42 / 18.62 ms against 19.40 / 18.23 / 20.96
     # with the workers' reads and the copy from their buffer (docs/loader.md)
+    first = _first_native_layout(paths) if backend is None else None
     shared = None
-    if backend is not None or not _native_long_series(paths):
+    if first is None:
         shared = worker_reads.take(paths, series_uid, pin=backend is not None and xp is not np,
                                    xp=xp if backend is not None else None)
     try:
-        return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared)
+        return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared, first)
     finally:
         if shared is not None:
             try:
@@ -164,18 +165,22 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
                 shared.owner.release()
 
 
-def _native_long_series(paths: list[str]) -> bool:
-    """Whether the headers go to the workers (a long series) and the listing's first file is a native image: then
-    the CPU path reads the slices itself after the sort (compiled reads, the GIL released), not the workers into
-    the shared buffer and a copy from it. Compressed series keep the workers' reads (and their codestream checks)."""
+def _first_native_layout(paths: list[str]) -> PixelLayout | None:
+    """The listing's first file's layout where the headers go to the workers (a long series) and it is a native
+    image, else None: then the CPU path reads the slices itself after the sort (compiled reads, the GIL released),
+    not the workers into the shared buffer and a copy from it. Compressed series keep the workers' reads (and
+    their codestream checks). The layout also serves the volume's prediction (:class:`Prefault`), which would
+    read the same header again."""
     if not paths or not series_headers.use_pool(len(paths)):
-        return False
+        return None
     layout = series_headers.read_header(paths[0]).layout
-    return layout is not None and not layout.compressed
+    return layout if isinstance(layout, PixelLayout) else None
 
 
-def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None):
-    prefault = Prefault(paths) if shared is None and backend is None and out is None else None
+def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None,
+                first: PixelLayout | None):
+    """``first``: the first file's native layout where :func:`_first_native_layout` read it already."""
+    prefault = Prefault(paths, first) if shared is None and backend is None and out is None else None
     try:
         return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault)
     finally:

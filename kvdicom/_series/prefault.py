@@ -39,10 +39,10 @@ from kvdicom._series.headers import read_header
 class Prefault:
     """The predicted volume of the series ``paths``, its pages touched on a thread of its own."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], first: PixelLayout | None = None):
         self.array: np.ndarray | None = None
         self._thread: threading.Thread | None = None
-        self.nbytes = nbytes = predicted_bytes(paths)  #: the predicted volume's bytes (0: none predicted)
+        self.nbytes = nbytes = predicted_bytes(paths, first)  #: the predicted volume's bytes (0: none predicted)
         if nbytes:
             self.array = host_memory.reuse(nbytes)  # a freed volume's memory, faulted in already: no thread
         if nbytes and self.array is None:
@@ -87,16 +87,17 @@ class Prefault:
         self.array = None
 
 
-def predicted_bytes(paths: list[str]) -> int:
+def predicted_bytes(paths: list[str], first: PixelLayout | None = None) -> int:
     """Every file a slice of the first file's layout, or 0 where that is not a native layout, would be more bytes
     than the files hold (a header, or a folder of small files beside one large one, never makes it more), or is
-    too small to pay (:data:`kvdicom.settings.PREFAULT_MIN_BYTES`, judged from the first file's size)."""
+    too small to pay (:data:`kvdicom.settings.PREFAULT_MIN_BYTES`, judged from the first file's size).
+    ``first``: that layout where the caller has read it already (else its header is read here)."""
     try:
         if len(paths) * os.stat(paths[0]).st_size < settings.PREFAULT_MIN_BYTES:
             return 0
     except OSError:
         return 0
-    layout = read_header(paths[0]).layout
+    layout = first if first is not None else read_header(paths[0]).layout
     if not isinstance(layout, PixelLayout):  # compressed (decoded, not read in place), or no image
         return 0
     total = len(paths) * layout.nbytes

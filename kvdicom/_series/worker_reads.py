@@ -66,7 +66,8 @@ def take(paths: list[str], series_uid: str | None, pin: bool = True, xp=None) ->
 
     ``pin``: page-locked for CUDA. ``xp``: the device array module whose copy of the buffer native chunks go to
     as they arrive (:mod:`kvdicom._series.early_copy`; NumPy stands in for CuPy in the CPU tests); None on the
-    CPU path, which copies each slice from the buffer to the volume once the slices are sorted."""
+    CPU path, which decodes a compressed series' codestreams from the buffer (a series whose first file is a native
+    image is read after the sort, not through the buffer)."""
     if not series_headers.use_pool(len(paths)):
         return None
     try:
@@ -120,7 +121,7 @@ def place(values: list, layouts, stored, out_dtype, xp, early=None, indices=None
         early.gather(indices, nbytes, raw)
         stored_volume(layouts, xp, raw, stored)
         return
-    if xp is np:  # the CPU path (and the tests' stand-in for the device)
+    if xp is np:  # a CPU load whose first file was no native image (else it reads after the sort); the tests' stand-in
         copy_on_host(values, raw, starts)
         stored_volume(layouts, xp, raw, stored)
         return
