@@ -230,3 +230,64 @@ def test_work_forced_onto_the_pool_under_processes_zero_runs_here_and_breaks_not
     with kvdicom.configure(processes=2):
         assert headers.read_headers(paths, parallel=True) == expected
         assert process_pool._pool is not None and process_pool._pool._workers
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigusr1():
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
+def _all_idle_again(pool, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while len(pool._idle) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(pool._idle) == 2
+
+
+def test_ctrl_c_just_as_a_run_takes_its_workers_loses_none_of_them(pool):
+    # the signal lands right after the workers left the idle list, before the run has them on its books (a loaded
+    # H100 hit this window: the next run waited 5 s and raised PoolUnavailable)
+    take_idle = pool._take_idle
+
+    def taken_then_signalled(count):
+        workers = take_idle(count)
+        signal.raise_signal(signal.SIGUSR1)
+        return workers
+
+    pool._take_idle = taken_then_signalled
+    with _interrupt_on_sigusr1(), pytest.raises(KeyboardInterrupt):
+        list(pool.run([(operator.add, (1, 1)), (operator.add, (2, 2))]))
+    pool._take_idle = take_idle
+    assert _all_idle_again(pool), "a worker taken by the interrupted run was never lent again"
+    assert dict(pool.run([(operator.add, (i, 100)) for i in range(6)])) == {i: i + 100 for i in range(6)}
+
+
+def test_ctrl_c_just_after_a_task_is_sent_reads_its_answer_before_the_worker_is_lent_again(pool):
+    # the signal lands between a task's last byte and the run noting that worker as busy: its answer must still be
+    # read (not taken for the next run's) and the worker lent again
+    signalled = []
+
+    def sent_then_signalled(worker):
+        send = worker.send
+
+        def wrapper(function, args):
+            send(function, args)
+            if not signalled:
+                signalled.append(worker)
+                signal.raise_signal(signal.SIGUSR1)
+        return wrapper
+
+    for worker in pool._workers:
+        worker.send = sent_then_signalled(worker)
+    with _interrupt_on_sigusr1(), pytest.raises(KeyboardInterrupt):
+        list(pool.run([(time.sleep, (0.2,)), (time.sleep, (0.2,))]))
+    assert signalled
+    assert _all_idle_again(pool), "the worker interrupted after its task was sent was never lent again"
+    assert dict(pool.run([(operator.add, (i, 100)) for i in range(6)])) == {i: i + 100 for i in range(6)}

@@ -27,6 +27,7 @@ import collections
 import os
 import pickle
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +46,40 @@ from kvdicom.settings import MAX_PROCESSES
 #: seconds; a run whose generator was never closed would hold them until it is collected, and no load may hang
 #: on that.
 WORKER_WAIT_S = 5.0
+
+
+#: Signals whose handlers raise in Python programs: Ctrl-C (SIGINT), SIGTERM (pytest-benchmark parts end on it,
+#: ``dgbench.interrupt``), alarms and timers (pytest-timeout, profilers), hang-up, the user signals. Named, not every
+#: signal: ``pthread_sigmask`` took 52 µs a hold and release with all of them (the set built both ways) against
+#: 1.5 µs with one (2-core CPU dev machine); faults a thread raises on itself cannot wait anyway.
+_HELD_SIGNALS = frozenset(getattr(signal, name) for name in (
+    "SIGINT", "SIGTERM", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name))
+
+
+class _SignalsHeld:
+    """Holds the calling thread's signals while a run moves its workers between lists and pipes.
+
+    Why: Python raises a signal handler's exception (``KeyboardInterrupt``) between any two bytecodes of the main
+    thread. Landing between taking an idle worker and recording it, or halfway through a task's bytes, it lost the
+    worker: the next run waited :data:`WORKER_WAIT_S` for it and gave up (``./dgb test -n 15`` on an H100, the
+    machine loaded, 2026-12-05). Held, a signal waits for :meth:`release`, which a run calls only where its
+    books are whole: while it waits for answers, and while its caller has a result. Only the main thread runs
+    handlers, so other threads hold nothing.
+    """
+
+    def __init__(self) -> None:
+        self._mask: set | None = None  #: the mask to restore; None while not held
+
+    def hold(self) -> None:
+        if self._mask is None and threading.current_thread() is threading.main_thread():
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+
+    def release(self) -> None:
+        """Signals delivered meanwhile run their handlers now (an exception is raised here)."""
+        mask, self._mask = self._mask, None
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class PoolUnavailable(BrokenProcessPool):
@@ -145,10 +180,9 @@ class WorkerPool:
         if not self._workers:
             self._start()
 
-    def _take(self, count: int) -> list[_Worker]:
-        """Up to ``count`` idle workers: at least one, waiting up to :data:`WORKER_WAIT_S` while other runs hold
+    def _wait_for_idle(self, deadline: float) -> None:
+        """Return once some worker is idle, waiting until ``deadline`` (``time.monotonic``) while other runs hold
         them all (``PoolUnavailable`` then)."""
-        deadline = time.monotonic() + WORKER_WAIT_S
         with self._cond:
             while not self._idle:
                 if self._broken is not None:
@@ -159,11 +193,10 @@ class WorkerPool:
                 if left <= 0:
                     raise PoolUnavailable(f"every kvdicom worker was busy for {WORKER_WAIT_S:g} s")
                 self._cond.wait(left)
-            return self._take_idle(count)
 
     def _take_idle(self, count: int) -> list[_Worker]:
         """Up to ``count`` idle workers, without waiting (none where another run holds them all)."""
-        with self._cond:  # re-entrant: :meth:`_take` calls this holding it
+        with self._cond:
             taken, self._idle = self._idle[:count], self._idle[count:]
             return taken
 
@@ -206,10 +239,11 @@ class WorkerPool:
         pending = collections.deque(enumerate(calls))
         if not pending:
             return
-        idle = self._take(len(pending))  # this run's workers with no task of it running
+        idle: list[_Worker] = []  # this run's workers with no task of it running
         busy: dict[int, tuple[_Worker, int]] = {}  # reading fd -> (worker, index of its task)
         poller = select.poll()
         failure: BaseException | None = None
+        held = _SignalsHeld()  # released only where ``idle`` and ``busy`` hold every worker this run took
 
         def send(worker: _Worker) -> None:
             index, (function, args) = pending.popleft()
@@ -225,6 +259,13 @@ class WorkerPool:
             poller.register(worker.from_worker, select.POLLIN)
 
         try:
+            deadline = time.monotonic() + WORKER_WAIT_S
+            while not idle:
+                self._wait_for_idle(deadline)  # signals open: Ctrl-C ends the wait
+                held.hold()
+                idle += self._take_idle(len(pending))  # none where another run took them first: wait again
+                if not idle:
+                    held.release()
             while idle and pending:
                 send(idle.pop())
             while busy:
@@ -232,7 +273,12 @@ class WorkerPool:
                     idle += self._take_idle(len(pending))
                     while idle and pending:
                         send(idle.pop())
-                for fd, _ in poller.poll():
+                ready = poller.poll(0)  # answers waiting: read with the signals still held
+                if not ready:
+                    held.release()
+                    ready = poller.poll()
+                    held.hold()
+                for fd, _ in ready:
                     worker, index = busy.pop(fd)
                     poller.unregister(fd)
                     try:
@@ -240,7 +286,7 @@ class WorkerPool:
                     except (EOFError, OSError) as exc:
                         worker.close()
                         raise self._died(exc) from exc
-                    except BaseException:  # interrupted inside an answer (Ctrl-C): its stream is unusable
+                    except BaseException:  # interrupted inside an answer: its stream is unusable
                         self._discard(worker)
                         raise
                     if not ok and failure is None:
@@ -250,14 +296,20 @@ class WorkerPool:
                     else:  # nothing more for it in this run: lent again now, not at the run's end
                         self._give_back([worker])
                     if ok and failure is None:
+                        held.release()
                         yield index, value
+                        held.hold()
             if failure is not None:
                 raise failure
         finally:
-            self._give_back(idle)
-            if busy:
-                still = [worker for worker, _ in busy.values()]
-                threading.Thread(target=self._settle, args=(still,), name="kvdicom-settle", daemon=True).start()
+            held.hold()
+            try:
+                self._give_back(idle)
+                if busy:
+                    still = [worker for worker, _ in busy.values()]
+                    threading.Thread(target=self._settle, args=(still,), name="kvdicom-settle", daemon=True).start()
+            finally:
+                held.release()
 
     def _discard(self, worker: _Worker) -> None:
         """Stop ``worker`` (it exits once its pipes close) and lend it no more; the pool runs on without it."""
