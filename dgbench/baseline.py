@@ -28,7 +28,9 @@ works on pytest-benchmark 5.2's ``BenchmarkSession`` (:mod:`dgbench.benchmark_se
   ``pytest_sessionfinish`` wrapper), each of its ``--benchmark-compare-fail``
   regressions is kept only if it also exceeds the case's run-to-run noise, see
   :func:`noise_floor`. What is left is what pytest-benchmark then fails on.
-  The summary section "regressions beyond noise" lists them.
+  The summary section "regressions beyond noise" lists them. A baseline row whose
+  IQR exceeds its median is left out of the comparison and named there as not
+  judged (any slow-down would pass as its noise); the rest of the run is compared.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from dgbench.benchmark_session import benchmark_session
 from dgbench.config import DEFAULT_NOISE_K
 from dgbench.derived import noise_floor
 from dgbench.interrupt import is_interrupted
-from dgbench.store import RunFault, read_bytes, read_run, run_fault
+from dgbench.store import RunFault, read_bytes, read_run, run_fault, too_noisy
 
 BASELINE_FILE = "BASELINE"
 #: Stats a compared run must hold as finite, non-negative numbers (pytest-benchmark's table and the noise rule).
@@ -58,6 +60,7 @@ class BaselineState:
     missing: str | None = None        # the one-line message when there is nothing to compare against
     compare_fail_dropped: bool = False
     verdicts: list | None = None      # list[Verdict] once compared
+    too_noisy: list[str] | None = None  # the baseline's benchmarks left unjudged (IQR above the median)
 
 
 @dataclass
@@ -249,8 +252,10 @@ def _load_baseline(session):
         bs.handle_loading()
         if not bs.compared_mapping:
             state.missing = missing_message(state.folder, f"{bs.compare} could not be loaded")
-        elif state.chosen is None:
-            state.chosen = Path(storage.path) / next(iter(bs.compared_mapping))
+        else:
+            if state.chosen is None:
+                state.chosen = Path(storage.path) / next(iter(bs.compared_mapping))
+            state.too_noisy = _leave_out_noisy(bs.compared_mapping)
     if state.missing:
         bs.compare = []
         if bs.compare_fail:
@@ -259,6 +264,18 @@ def _load_baseline(session):
         tr = config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             tr.write_line(state.missing, yellow=True, bold=True)
+
+
+def _leave_out_noisy(compared_mapping: dict) -> list[str]:
+    """Take the baseline's benchmarks whose IQR exceeds their median out of the comparison, and name them: judged,
+    any slow-down of theirs would pass as noise. The rest of that run is compared as usual."""
+    left_out = []
+    for mapping in compared_mapping.values():
+        for fullname, bench in list(mapping.items()):
+            if too_noisy(bench["stats"]):
+                del mapping[fullname]
+                left_out.append(fullname)
+    return sorted(left_out)
 
 
 def pytest_sessionfinish(session):
@@ -292,6 +309,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if state.verdicts is None:
         return
     tr.section("dicom-gpu-bench: regressions beyond noise")
+    if state.too_noisy:
+        shown = ", ".join(state.too_noisy[:5]) + (f" and {len(state.too_noisy) - 5} more" if len(state.too_noisy) > 5
+                                                  else "")
+        tr.write_line(f"not judged, too noisy in the baseline (IQR above its median): {len(state.too_noisy)}: {shown}",
+                      yellow=True, bold=True)
     k = config.getoption("regression_noise_k")
     if state.chosen is not None:
         tr.write_line(f"baseline: {_display(state.chosen)} ({state.how})")

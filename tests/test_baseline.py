@@ -41,6 +41,7 @@ def saved_run(median: float, iqr: float) -> dict:
 
 FAST = saved_run(0.0001, 0.000001)     # 100x faster than a 10 ms sleep, 1 % spread
 NOISY = saved_run(0.008, 0.008)        # 8 ms, spread 100 %
+NOISIER = saved_run(0.008, 0.012)      # 8 ms, spread 150 %: no slow-down can be told from its noise
 
 
 @pytest.fixture
@@ -100,6 +101,15 @@ def test_change_within_noise_passes(project):
     assert proc.returncode == 0, proc.output
     assert "noise     test_sleep: median +" in proc.output     # over 10 %, but within the 200 % band
     assert "1 compared, 0 beyond noise, 1 over threshold but within noise" in proc.output
+
+
+def test_a_baseline_row_noisier_than_its_median_is_named_unjudged_and_the_run_still_compared(project):
+    machine_folder(project, {"0001_noisier.json": NOISIER})
+    proc = run_pytest(project, "--benchmark-compare-fail=median:10%")
+    assert proc.returncode == 0, proc.output
+    assert f"Comparing against benchmarks from: {MACHINE}/0001_noisier.json" in proc.output
+    assert f"not judged, too noisy in the baseline (IQR above its median): 1: {NAME}" in proc.output
+    assert "0 compared, 0 beyond noise" in proc.output and "was NOT applied" not in proc.output
 
 
 def test_noise_k_zero_keeps_the_plain_threshold(project):
