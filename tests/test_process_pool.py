@@ -51,9 +51,15 @@ def test_a_failed_task_is_raised_once_the_running_ones_end_and_nothing_is_sent_a
     assert len(pool._idle) == 2, "the run returned while a worker still ran its task"
 
 
-def test_a_run_left_early_lends_its_workers_again_without_their_old_answers(pool):
-    with contextlib.closing(pool.run([(operator.add, (1, 1)), (time.sleep, (0.3,))])) as first:
-        assert next(first) == (0, 2)  # left here, the sleep still running
+def test_a_run_left_early_lends_its_workers_again_without_their_old_answers(pool, tmp_path):
+    from tests.worker_targets import wait_for
+
+    # the second task waits for a file made only once the first answer is in: with a plain 0.3 s sleep, a loaded
+    # H100 (./dgb test -n 15) answered the sleep first, its other worker still starting
+    go = tmp_path / "go"
+    with contextlib.closing(pool.run([(operator.add, (1, 1)), (wait_for, (str(go), 0.3))])) as first:
+        assert next(first) == (0, 2)  # left here, the other task still running
+    go.touch()
     got = dict(pool.run([(operator.add, (i, 100)) for i in range(6)]))
     assert got == {i: i + 100 for i in range(6)}, "an answer of the run left early was taken for this run's"
     deadline = time.monotonic() + 30
