@@ -10,6 +10,7 @@ from kvdicom._codecs import route
 from kvdicom._header.inspect import opened_layout
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
+from kvdicom._io import host_read, known_reads
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import _correct_unused_bits, array_module, decode, decodes_in_place
 from kvdicom.errors import DicomLoadError
@@ -74,6 +75,23 @@ def checked_read(layout: PixelLayout, read, *args, **kwargs) -> None:
         raise DicomLoadError(
             layout.path, f"read {got} of {layout.nbytes} pixel bytes at offset {layout.offset}; did the file change?"
         )
+
+
+def read_host_slice(layout: PixelLayout, view: np.ndarray) -> None:
+    """``layout``'s pixel bytes into the host ``view``, from the same file whose header was parsed: the one slice
+    read of a series, in its parent (:mod:`kvdicom._series.native`) and in its header workers
+    (:mod:`kvdicom._series.headers`). In C where built (:mod:`kvdicom._io.known_reads`), else, and for a file
+    where C stops, :func:`read_host_python`, which raises the file's :class:`DicomLoadError`."""
+    known_reads.read_range(layout.path, layout.offset, view, layout.file_id, lambda: read_host_python(layout, view))
+
+
+def read_host_python(layout: PixelLayout, view: np.ndarray) -> None:
+    """:func:`read_host_slice` in Python: with the fewest calls where the header gave the file's identity
+    (:func:`kvdicom._io.host_read.read_known`), else as ``load`` reads (:func:`read_pixels`)."""
+    if layout.file_id is None:
+        read_pixels(layout, "cpu", view)
+    else:
+        checked_read(layout, host_read.read_known, layout.path, view, layout.offset, layout.file_id)
 
 
 def _read_decoded(layout: PixelLayout, device: str, buffer=None, fd: int | None = None):

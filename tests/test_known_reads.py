@@ -11,6 +11,7 @@ import pytest
 import kvdicom
 from fixtures.spec import DicomSpec
 from fixtures.writer import write_dicom
+from kvdicom import _loader
 from kvdicom._io import known_reads
 from kvdicom._series import native
 from tests.test_faults import no_hang
@@ -124,8 +125,8 @@ def test_a_run_carries_on_after_the_file_the_compiled_reads_stopped_at(tmp_path,
     ref, _ = _read(layouts, starts, None)
     monkeypatch.setattr(known_reads, "compiled", Counting(known_reads.compiled, stop_after=2))
     python_reads = []
-    original = native._read_slice_python
-    monkeypatch.setattr(native, "_read_slice_python", lambda layout, view: python_reads.append(layout.path)
+    original = _loader.read_host_python
+    monkeypatch.setattr(_loader, "read_host_python", lambda layout, view: python_reads.append(layout.path)
                         or original(layout, view))
     host = np.zeros(starts[-1], np.uint8)
     native._read_slices(layouts, host, starts, 0, SLICES)
@@ -173,6 +174,34 @@ def test_a_header_workers_slot_read_goes_through_c_and_refuses_a_changed_file_in
     monkeypatch.setattr(known_reads, "compiled", None)
     assert got == headers._read_into_slot(header, slot, None)
     assert isinstance(got[0], str) and "size" in got[0]
+
+
+def test_where_c_stops_a_header_worker_and_the_parent_read_a_slice_again_through_the_one_python_read(
+        tmp_path, monkeypatch):
+    """The series' two slice reads (the header workers' slot read, the parent's) are one function: where C stops
+    at a file, both read it again the same way and refuse a changed file in the same words."""
+    from kvdicom._series import headers
+
+    path = tmp_path / "0.dcm"
+    write_dicom(DicomSpec(rows=16, cols=12, seed=1, signed=True), path)
+    header = headers.read_header(str(path))
+    layout = header.layout
+    monkeypatch.setattr(known_reads, "compiled", Counting(known_reads.compiled, stop_after=0))
+    python_reads = []
+    original = _loader.read_host_python
+    monkeypatch.setattr(_loader, "read_host_python", lambda layout, view: python_reads.append(
+        ("worker" if view.base is slot else "parent", layout.path)) or original(layout, view))
+    slot = np.zeros(layout.nbytes + 64, np.uint8)
+    assert headers._read_into_slot(header, slot, None) == (layout.nbytes, None)
+    parent = np.zeros(layout.nbytes, np.uint8)
+    _loader.read_host_slice(layout, parent)
+    assert python_reads == [("worker", str(path)), ("parent", str(path))]
+    assert np.array_equal(slot[: layout.nbytes], parent)
+    os.truncate(path, path.stat().st_size - 10)
+    why, _ = headers._read_into_slot(header, slot, None)
+    with pytest.raises(kvdicom.DicomLoadError) as refused:
+        _loader.read_host_slice(layout, parent)
+    assert isinstance(why, str) and why == refused.value.reason
 
 
 def test_a_compressed_slices_value_is_read_through_c_and_a_changed_file_refused_in_the_python_paths_words(

@@ -16,7 +16,7 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 
 import kvdicom
-from kvdicom import settings
+from kvdicom import _loader, settings
 from kvdicom._io import host_read
 from kvdicom._series import headers as series_headers
 from kvdicom._series import loader as series
@@ -162,7 +162,7 @@ def test_failure_while_headers_arrive_waits_for_every_read(tmp_path):
     recorder = Recorder()
 
     def slow_read(layout, view):
-        return host_read.pool().submit(lambda: (gate.wait(5), native.read_slice(layout, view)))
+        return host_read.pool().submit(lambda: (gate.wait(5), _loader.read_host_slice(layout, view)))
 
     def batches():
         yield [(i, series_headers.read_header(files[i])) for i in range(2)]

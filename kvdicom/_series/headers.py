@@ -28,7 +28,7 @@ from kvdicom._header.compressed import CompressedLayout
 from kvdicom._header.encapsulated import FrameTable
 from kvdicom._header.inspect import _layout_dataset
 from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
-from kvdicom._io import known_reads, process_pool, shared_staging
+from kvdicom._io import process_pool, shared_staging
 from kvdicom._io.bounded_file import BoundedReader
 from kvdicom._io.fileid import open_identified
 from kvdicom._series import keys as series_keys
@@ -310,10 +310,8 @@ def _read_into_slot(header: Header, slot: np.ndarray, series_uid: str | None) ->
             _, frames = compressed.read_frames(layout, into=slot[:nbytes])
             if len(frames) == layout.number_of_frames:  # else the parent reports it, as for its own reads
                 infos = pack_infos(compressed.check_frames(layout, frames))
-        else:  # in C where built (known_reads), the Python read where C stops or is not built
-            view = slot[:nbytes]
-            known_reads.read_range(layout.path, layout.offset, view, layout.file_id,
-                                   lambda: _loader.read_pixels(layout, "cpu", view))
+        else:  # the parent's own slice read (in C where built)
+            _loader.read_host_slice(layout, slot[:nbytes])
     except DicomLoadError as exc:
         return exc.reason, None
     except OSError as exc:

@@ -19,22 +19,8 @@ from kvdicom._series import stage as series_stage
 from kvdicom._series.volume import in_runs, stored_volume
 
 
-def _read_slice_python(layout: PixelLayout, view: np.ndarray) -> None:
-    if layout.file_id is None:
-        loader.read_pixels(layout, "cpu", view)
-    else:
-        loader.checked_read(layout, host_read.read_known, layout.path, view, layout.offset, layout.file_id)
-
-
-def read_slice(layout: PixelLayout, view: np.ndarray) -> None:
-    """``layout``'s pixel bytes into ``view`` (host), from the same file whose header was parsed, its errors and
-    short reads wrapped as ``load``'s own read wraps them (:func:`kvdicom._loader.checked_read`); in C where
-    built (:mod:`kvdicom._io.known_reads`)."""
-    known_reads.read_range(layout.path, layout.offset, view, layout.file_id, lambda: _read_slice_python(layout, view))
-
-
 def submit_read(layout: PixelLayout, view) -> concurrent.futures.Future:
-    return host_read.pool().submit(read_slice, layout, view)
+    return host_read.pool().submit(loader.read_host_slice, layout, view)
 
 
 def gpu_backend() -> series_stage.Backend:
@@ -54,7 +40,7 @@ def gpu_backend() -> series_stage.Backend:
 
 def _read_slices(layouts: list[PixelLayout], host: np.ndarray, starts: list[int], first: int, stop: int) -> None:
     known_reads.read_run(layouts, host, starts, first, stop,
-                         lambda k: _read_slice_python(layouts[k], host[starts[k] : starts[k] + layouts[k].nbytes]))
+                         lambda k: loader.read_host_python(layouts[k], host[starts[k] : starts[k] + layouts[k].nbytes]))
 
 
 def read_all(layouts: list[PixelLayout], host: np.ndarray, starts: list[int]) -> None:
