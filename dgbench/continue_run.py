@@ -13,6 +13,10 @@ run (JSON) or a folder of them (a folder with none yet: the run's first call); t
 than once. The terminal summary says how many benchmarks this part measured; a part that measured none ("nothing
 new measured") means the run is complete: what it still collects skips here (no GPU, a codec missing) or is no
 benchmark, and it saves nothing.
+
+Each part saved this way records the parts it went on from and its selection (``continued_from``, ``selection``),
+so that :mod:`dgbench.merge_runs` can tell a joined run whose stopped parts a later part finished from one still
+short.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pytest
 from pytest_benchmark.utils import safe_dumps
 
 from dgbench.benchmark_session import benchmark_session
-from dgbench.merge_runs import MergeError, disagreement, load_part, measured
+from dgbench.merge_runs import CONTINUED_FROM, SELECTION, MergeError, disagreement, load_part, measured
 
 
 @dataclass
@@ -95,6 +99,20 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=done)
         items[:] = keep
     left.deselected = len(done)
+
+
+def selection(config) -> dict:
+    """What this session selects beyond its profile: the paths given, ``-k``, ``-m``, ``--deselect``."""
+    return {"args": [str(arg) for arg in config.args], "keyword": config.getoption("keyword", "") or "",
+            "markexpr": config.getoption("markexpr", "") or "",
+            "deselect": [str(d) for d in config.getoption("deselect", None) or []]}
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    left = config.stash.get(_LEFT, None)
+    if left is not None:
+        output_json[CONTINUED_FROM] = [path.name for path in left.parts]
+        output_json[SELECTION] = selection(config)
 
 
 def pytest_report_collectionfinish(config):

@@ -8,7 +8,9 @@ machine, one lease) and joined here into the single file a ``BASELINE`` can name
 ``--benchmark-compare`` can load. Parts that disagree on the machine or the commit, or that
 hold the same benchmark twice, are refused: such a file would compare numbers that were not
 taken together. The joined file lists its parts under ``"parts"``; where a part was stopped before
-its end (:mod:`dgbench.interrupt`), the joined file is marked so too.
+its end (:mod:`dgbench.interrupt`), the joined file is marked so too, unless a later part ran that part's rest
+to its end: saved with ``--continue-from`` naming it (:mod:`dgbench.continue_run` records which parts and what
+selection), not stopped itself, not narrowed by ``-k``, ``-m`` or ``--deselect``, on the same paths.
 
     python -m dgbench.merge_runs --into results/<machine> part1.json part2.json ...
 """
@@ -25,6 +27,11 @@ from dgbench.baseline import numbered_runs
 from dgbench.interrupt import INTERRUPTED, is_interrupted
 from dgbench.report.atomic_write import write_atomic
 from dgbench.store import read_run, run_fault
+
+#: What a part saved with ``--continue-from`` holds at the top of its JSON: the saved parts it went on from (file
+#: names) and its selection (``{"args": [...], "keyword": str, "markexpr": str, "deselect": [...]}``).
+CONTINUED_FROM = "continued_from"
+SELECTION = "selection"
 
 
 class MergeError(ValueError):
@@ -97,10 +104,30 @@ def merge(paths: list[Path]) -> dict:
         "parts": [{"file": p.name, "datetime": d["datetime"], "benchmarks": len(d["benchmarks"])}
                   for p, d in zip(paths, docs)],
     }
-    stopped = [f"{p.name}: {d[INTERRUPTED]}" for p, d in zip(paths, docs) if is_interrupted(d)]
-    if stopped:  # a part cut short leaves the joined run short too
+    covered = finished_later(paths, docs)
+    stopped = [f"{p.name}: {d[INTERRUPTED]}" for p, d in zip(paths, docs)
+               if is_interrupted(d) and p.name not in covered]
+    if stopped:  # a part cut short, its rest never run to the end, leaves the joined run short too
         document[INTERRUPTED] = "; ".join(stopped)
     return document
+
+
+def finished_later(paths: list[Path], docs: list[dict]) -> set[str]:
+    """The stopped parts whose rest a later part ran to its end, by file name: a part that went on from them
+    (``--continue-from``), was not stopped, and selected all that they did (the same paths, no ``-k``, ``-m`` or
+    ``--deselect``). Parts saved without these records (before 2026-12-05) are never taken as finished."""
+    covered: set[str] = set()
+    for doc in docs:
+        selection = doc.get(SELECTION)
+        if is_interrupted(doc) or not isinstance(selection, dict) or not isinstance(doc.get(CONTINUED_FROM), list):
+            continue
+        if selection.get("keyword") or selection.get("markexpr") or selection.get("deselect"):
+            continue
+        for path, earlier in zip(paths, docs):
+            if (path.name in doc[CONTINUED_FROM] and isinstance(earlier.get(SELECTION), dict)
+                    and earlier[SELECTION].get("args") == selection.get("args")):
+                covered.add(path.name)
+    return covered
 
 
 def run_file_name(folder: Path, document: dict) -> str:

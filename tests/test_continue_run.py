@@ -43,14 +43,20 @@ def first_part(project: Path) -> Path:
     return path
 
 
-def test_a_run_cut_by_sigterm_goes_on_from_its_saved_part_and_the_parts_join(project, tmp_path):
-    rc, output = stop_when_waiting(project, start(project), signal.SIGTERM)
+def cut_part(project: Path, parts: Path) -> Path:
+    """The run's first call, as on the device (``--continue-from`` an empty folder), stopped by SIGTERM in its
+    second benchmark; its saved part, moved into ``parts``."""
+    rc, output = stop_when_waiting(project, start(project, "--continue-from", str(parts)), signal.SIGTERM)
     (cut,) = saved(project)
     assert names(cut) == ["test_a_finishes"] and INTERRUPTED in cut, output
+    (first,) = (project / "store" / MACHINE).glob("*.json")
+    return first.rename(parts / first.name)
+
+
+def test_a_run_cut_by_sigterm_goes_on_from_its_saved_part_and_the_parts_join(project, tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()
-    (first,) = (project / "store" / MACHINE).glob("*.json")
-    first = first.rename(parts / first.name)
+    first = cut_part(project, parts)
 
     rc, output = finish(start(project, "--continue-from", str(parts), DGB_TEST_WAIT="0.01"))
     assert rc == 0, output
@@ -59,12 +65,31 @@ def test_a_run_cut_by_sigterm_goes_on_from_its_saved_part_and_the_parts_join(pro
     (second,) = saved(project)
     assert names(second) == ["test_b_waits", "test_c_after"]
     assert INTERRUPTED not in second
+    assert second["continued_from"] == [first.name]
 
     history = tmp_path / "results"
     (rest,) = (project / "store" / MACHINE).glob("*.json")
     assert merge_runs.main(["--into", str(history), str(first), str(rest)]) == 0
     (joined,) = history.glob("*.json")
-    assert names(json.loads(joined.read_text())) == ["test_a_finishes", "test_b_waits", "test_c_after"]
+    joined = json.loads(joined.read_text())
+    assert names(joined) == ["test_a_finishes", "test_b_waits", "test_c_after"]
+    # the cut part's rest ran to its end in the next: the joined run is whole, so a bare compare may use it
+    assert INTERRUPTED not in joined, joined.get(INTERRUPTED)
+
+
+def test_a_joined_run_stays_marked_stopped_where_the_later_part_was_narrowed(project, tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    first = cut_part(project, parts)
+    rc, output = finish(start(project, "-k", "test_b", "--continue-from", str(parts), DGB_TEST_WAIT="0.01"))
+    assert rc == 0, output
+    (rest,) = (project / "store" / MACHINE).glob("*.json")
+    history = tmp_path / "results"
+    assert merge_runs.main(["--into", str(history), str(first), str(rest)]) == 0
+    (joined,) = history.glob("*.json")
+    joined = json.loads(joined.read_text())
+    assert names(joined) == ["test_a_finishes", "test_b_waits"]  # test_c_after was never run
+    assert joined[INTERRUPTED] == f"{first.name}: stopped by SIGTERM before the end of its selection"
 
 
 def test_a_call_with_nothing_left_runs_nothing_saves_nothing_and_says_the_run_is_complete(project, tmp_path):

@@ -97,3 +97,36 @@ def test_a_part_with_a_row_noisier_than_its_median_is_joined_and_continued_from(
     assert merge_runs.main(["--into", str(history), *map(str, parts)]) == 0, capsys.readouterr().err
     (joined,) = history.glob("*.json")
     assert len(json.loads(joined.read_text())["benchmarks"]) == 3
+
+
+def _record(path: Path, **fields) -> None:
+    doc = json.loads(path.read_text())
+    doc.update(fields)
+    path.write_text(json.dumps(doc))
+
+
+WHOLE = {"args": ["bench"], "keyword": "", "markexpr": "", "deselect": []}
+
+
+@pytest.mark.parametrize("later, marked", [
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE}, False),
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE | {"keyword": "series"}}, True),
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE | {"markexpr": "gpu"}}, True),
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE | {"deselect": ["bench/x.py"]}},
+     True),
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE | {"args": ["bench/x.py"]}},
+     True),
+    ({"continued_from": [], "selection": WHOLE}, True),
+    ({"continued_from": ["0002_abc1234_20261128_100500.json"], "selection": WHOLE,
+      "interrupted": "stopped by SIGTERM before the end of its selection"}, True),
+    ({}, True),  # a part saved before these records
+], ids=["finished-it", "narrowed-k", "narrowed-m", "deselected", "other-paths", "not-from-it", "stopped-too", "old"])
+def test_a_stopped_part_leaves_the_joined_run_marked_unless_a_later_part_ran_its_rest_to_the_end(
+        tmp_path, parts, later, marked):
+    _record(parts[0], interrupted="stopped by SIGTERM before the end of its selection", continued_from=[],
+            selection=WHOLE | {"keyword": "series256"})
+    _record(parts[1], **later)
+    joined = merge_runs.merge(parts)
+    assert ("interrupted" in joined) is marked
+    if marked:
+        assert joined["interrupted"].startswith("0002_abc1234_20261128_100500.json: stopped by SIGTERM")
