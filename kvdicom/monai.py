@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import kvdicom
+from kvdicom import settings
+from kvdicom._io import host_read
+from kvdicom._io import tuning as io_tuning
+from kvdicom._series.volume import in_runs
 
 try:  # MONAI optional: LoadImage warns about, but accepts, a reader that is not an ImageReader
     from monai.data.image_reader import ImageReader as _Base
@@ -109,11 +113,39 @@ def series_affine(info: kvdicom.SeriesInfo) -> np.ndarray:
     return lps_affine(first, info.orientation, info.pixel_spacing, step)
 
 
-def to_monai_axes(volume, samples: bool):
-    """kvdicom's ([slices,] rows, columns[, samples]) as ITKReader's (columns, rows[, slices][, samples])."""
+def to_monai_axes(volume, samples: bool, dtype=None):
+    """kvdicom's ([slices,] rows, columns[, samples]) as ITKReader's (columns, rows[, slices][, samples]), C-ordered,
+    cast to ``dtype`` where given."""
     spatial = volume.ndim - int(samples)
+    xp = _array_module(volume)
+    if xp is np and spatial == 3:
+        return _reversed_by_rows(volume, np.dtype(dtype or volume.dtype))
+    if dtype is not None:
+        volume = volume.astype(dtype, copy=False)
     axes = tuple(reversed(range(spatial))) + tuple(range(spatial, volume.ndim))
-    return _array_module(volume).ascontiguousarray(volume.transpose(axes))
+    return xp.ascontiguousarray(volume.transpose(axes))
+
+
+def _reversed_by_rows(volume: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A host volume (slices, rows, columns[, samples]) as (columns, rows, slices[, samples]) of ``dtype``, one row
+    index at a time: that row of every slice is copied (and cast) into a small contiguous block, whose transpose
+    is then written out; runs of rows side by side on kvdicom's host threads (NumPy releases the GIL in copies).
+
+    NumPy's copy of the whole transposed view reads one value per slice in turn, a slice apart (1 MiB for 512²
+    float32). 256 × 512² on the 2-core CPU dev machine, best of 3: float64 → float32 1166 ms that way, 212 ms
+    this way in one thread (int16: 605 → 110 ms), 122 ms in two; two rows a step 199 ms, eight 538 ms.
+    """
+    slices, rows, columns = volume.shape[:3]
+    out = np.empty((columns, rows, slices) + volume.shape[3:], dtype)
+    tasks = 1 if host_read.in_pool() else min(rows, io_tuning.host_threads(),
+                                                max(1, volume.size // settings.RESCALE_TASK_ELEMENTS))
+    in_runs(_reverse_rows, rows, tasks, volume, out)
+    return out
+
+
+def _reverse_rows(volume: np.ndarray, out: np.ndarray, first: int, stop: int) -> None:
+    for row in range(first, stop):
+        out[:, row] = volume[:, row].astype(out.dtype).swapaxes(0, 1)
 
 
 def _array_module(array):
@@ -200,16 +232,14 @@ class KvDicomReader(_Base):
         if isinstance(source, list) or source.is_dir():
             series = [str(p) for p in source] if isinstance(source, list) else source
             volume, info = kvdicom.load_series(series, self.device, rescale=self.rescale, series_uid=self.series_uid)
-            return self._float(volume), info.layouts[0].samples_per_pixel, info, None
+            return volume, info.layouts[0].samples_per_pixel, info, None
         layout = kvdicom.inspect(source)
         array = kvdicom.load(source, self.device, rescale=self.rescale)
-        return self._float(array), layout.samples_per_pixel, None, _header_geometry(str(source))
+        return array, layout.samples_per_pixel, None, _header_geometry(str(source))
 
-    def _float(self, array):
-        """MONAI's readers return rescaled data as float32."""
-        if self.rescale and array.dtype == np.float64:
-            return array.astype(np.float32)
-        return array
+    def _dtype(self, array):
+        """MONAI's readers return rescaled data as float32 (cast as the axes are reordered: one pass, not two)."""
+        return np.float32 if self.rescale and array.dtype == np.float64 else None
 
     def get_data(self, img) -> tuple:
         """(array in MONAI's axis order, meta), a list of images stacked at a new first (channel) axis."""
@@ -224,7 +254,7 @@ class KvDicomReader(_Base):
                 affine = lps_affine(position, orientation, pixel_spacing, None)
                 tags = _tags(position, orientation, pixel_spacing)
             samples = samples_per_pixel > 1
-            monai_array = to_monai_axes(array, samples)
+            monai_array = to_monai_axes(array, samples, self._dtype(array))
             arrays.append(monai_array)
             metas.append(meta_for(monai_array, array.ndim - int(samples), affine, self.affine_lps_to_ras,
                                   self.channel_dim, tags))

@@ -83,6 +83,40 @@ def test_without_rescale_the_stored_values_come_back(folders):
     assert array.dtype == volume.dtype
 
 
+@pytest.mark.parametrize("shape, samples", [((7, 5, 6), False), ((4, 3, 5, 3), True), ((6, 9), False),
+                                           ((5, 4, 3), True), ((6, 100, 1000), False), ((3, 90, 500, 3), True)],
+                         ids=["slices", "rgb-slices", "one-slice", "rgb", "slices-in-runs", "rgb-in-runs"])
+@pytest.mark.parametrize("dtype", [None, np.float32], ids=["kept", "float32"])
+def test_the_axes_come_reversed_and_cast_in_one_pass_as_numpy_would_give_them(shape, samples, dtype):
+    from kvdicom.monai import to_monai_axes
+
+    volume = np.random.default_rng(1).normal(0, 1e4, (2,) + shape)[1]  # a view, not its own base
+    spatial = volume.ndim - int(samples)
+    axes = tuple(reversed(range(spatial))) + tuple(range(spatial, volume.ndim))
+    expected = np.ascontiguousarray(volume.transpose(axes)).astype(dtype or volume.dtype)
+    got = to_monai_axes(volume, samples, dtype)
+    assert got.dtype == expected.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_large_volume_is_reversed_in_runs_side_by_side_but_on_a_pool_thread_in_that_thread(monkeypatch):
+    """From one of kvdicom's pool threads the runs are not queued on the pool, where they could wait behind the
+    very task that waits for them."""
+    from kvdicom import monai as kvmonai
+    from kvdicom._io import host_read
+
+    monkeypatch.setattr(kvmonai.io_tuning, "host_threads", lambda: 4)
+    tasks = []
+    real = kvmonai.in_runs
+    monkeypatch.setattr(kvmonai, "in_runs", lambda fn, n, k, *args: tasks.append(k) or real(fn, n, k, *args))
+    volume = np.arange(6 * 100 * 1000, dtype=np.int16).reshape(6, 100, 1000)
+    expected = volume.transpose(2, 1, 0).astype(np.float32)
+    np.testing.assert_array_equal(kvmonai.to_monai_axes(volume, False, np.float32), expected)
+    on_pool = host_read.pool().submit(kvmonai.to_monai_axes, volume, False, np.float32).result(timeout=60)
+    np.testing.assert_array_equal(on_pool, expected)
+    assert tasks == [2, 1]  # 600,000 values: two runs of rows here; on the pool thread, one
+
+
 def test_a_multiframe_file_and_two_folders_as_channels(folders, tmp_path):
     path = tmp_path / "mf.dcm"
     write_dicom(DicomSpec(frames=4, rows=12, cols=10, bits_allocated=16, bits_stored=16, signed=True), path)
