@@ -26,7 +26,6 @@ import numpy as np
 
 import kvdicom
 from kvdicom import settings
-from kvdicom._io import host_read
 from kvdicom._io import tuning as io_tuning
 from kvdicom._series.volume import in_runs
 
@@ -137,8 +136,7 @@ def _reversed_by_rows(volume: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """
     slices, rows, columns = volume.shape[:3]
     out = np.empty((columns, rows, slices) + volume.shape[3:], dtype)
-    tasks = 1 if host_read.in_pool() else min(rows, io_tuning.host_threads(),
-                                                max(1, volume.size // settings.RESCALE_TASK_ELEMENTS))
+    tasks = min(rows, io_tuning.host_threads(), max(1, volume.size // settings.RESCALE_TASK_ELEMENTS))
     in_runs(_reverse_rows, rows, tasks, volume, out)
     return out
 

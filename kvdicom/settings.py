@@ -153,7 +153,8 @@ HOST_COPY_TASK_BYTES = 4 << 20
 #: thread, not one task a file, whose submissions and hand-overs queued on the GIL.
 SERIES_READS_PER_THREAD = 4
 
-#: Elements per host rescale task: below this a series is rescaled in the caller's thread.
+#: Elements per host task over a volume (the rescale, MONAI's axis reversal): below this it runs in the caller's
+#: thread.
 RESCALE_TASK_ELEMENTS = 1 << 18
 
 # --- Freed host arrays kept for the next load (kvdicom._io.host_memory) -------------------------------------

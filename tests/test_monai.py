@@ -101,20 +101,29 @@ def test_the_axes_come_reversed_and_cast_in_one_pass_as_numpy_would_give_them(sh
 
 def test_a_large_volume_is_reversed_in_runs_side_by_side_but_on_a_pool_thread_in_that_thread(monkeypatch):
     """From one of kvdicom's pool threads the runs are not queued on the pool, where they could wait behind the
-    very task that waits for them."""
+    very task that waits for them (:func:`kvdicom._series.volume.in_runs`)."""
+    import threading
+
     from kvdicom import monai as kvmonai
     from kvdicom._io import host_read
 
     monkeypatch.setattr(kvmonai.io_tuning, "host_threads", lambda: 4)
-    tasks = []
-    real = kvmonai.in_runs
-    monkeypatch.setattr(kvmonai, "in_runs", lambda fn, n, k, *args: tasks.append(k) or real(fn, n, k, *args))
+    runs = []
+    real = kvmonai._reverse_rows
+    monkeypatch.setattr(kvmonai, "_reverse_rows", lambda volume, out, first, stop: runs.append(
+        (threading.current_thread(), first, stop)) or real(volume, out, first, stop))
     volume = np.arange(6 * 100 * 1000, dtype=np.int16).reshape(6, 100, 1000)
     expected = volume.transpose(2, 1, 0).astype(np.float32)
     np.testing.assert_array_equal(kvmonai.to_monai_axes(volume, False, np.float32), expected)
-    on_pool = host_read.pool().submit(kvmonai.to_monai_axes, volume, False, np.float32).result(timeout=60)
-    np.testing.assert_array_equal(on_pool, expected)
-    assert tasks == [2, 1]  # 600,000 values: two runs of rows here; on the pool thread, one
+    # 600,000 values: two runs of rows, on the pool's threads
+    assert sorted((first, stop) for _, first, stop in runs) == [(0, 50), (50, 100)]
+    assert threading.main_thread() not in [thread for thread, _, _ in runs]
+    runs.clear()
+    on_pool = host_read.pool().submit(lambda: (threading.current_thread(),
+                                               kvmonai.to_monai_axes(volume, False, np.float32)))
+    thread, array = on_pool.result(timeout=60)
+    np.testing.assert_array_equal(array, expected)
+    assert runs == [(thread, 0, 100)]  # on a pool thread: one run, in that thread
 
 
 def test_a_multiframe_file_and_two_folders_as_channels(folders, tmp_path):

@@ -71,9 +71,10 @@ def rescale_slices(stored, slopes, intercepts, out, first: int, stop: int) -> No
 
 def in_runs(fn, n: int, tasks: int, *args) -> None:
     """``fn(*args, first, stop)`` over ``range(n)`` cut into ``tasks`` runs of slices, side by side on
-    ``host_read.pool()`` threads (in the caller's thread for one); every run done, errors or not, before the
-    first error is raised (no task still writes after it returns)."""
-    if tasks <= 1:
+    ``host_read.pool()`` threads (in the caller's thread for one, and on a pool thread, where the runs could wait
+    behind the very task that waits for them); every run done, errors or not, before the first error is raised
+    (no task still writes after it returns)."""
+    if tasks <= 1 or host_read.in_pool():
         fn(*args, 0, n)
         return
     bounds = np.linspace(0, n, tasks + 1).astype(int).tolist()
