@@ -47,6 +47,25 @@ def test_an_orientation_of_zeros_or_nan_orders_by_instance_number(tmp_path, orie
     np.testing.assert_array_equal(vol, pydicom_volume(paths))
 
 
+@pytest.mark.parametrize("position,orientation", [
+    ((0.0, 0.0, 1e9), AXIAL), ((0.0, 0.0, 1.0000001e9), AXIAL), ((0.0, -1e9, 0.0), AXIAL),
+    ((0.0, 0.0, float("nan")), AXIAL), ((float("inf"), 0.0, 0.0), AXIAL),
+    ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.5, 0.0, 0.0)), ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 0.5, 0.0)),
+    ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 0.50001, 0.0)), ((0.0, 0.0, 0.0), (1e200, 0.0, 0.0, 0.0, 1e200, 0.0)),
+    ((0.0, 0.0, 0.0), (1e200, 1e200, 0.0, 1e200, 1e200, 0.0)), ((0.0, 0.0, 0.0), (float("inf"),) + AXIAL[1:]),
+    ((0.0, 0.0, 0.0), (0.0,) * 6), (None, AXIAL), ((0.0, 0.0, 0.0), None),
+], ids=lambda v: repr(v))
+def test_the_whole_series_geometry_test_is_the_one_slice_rule(position, orientation):
+    """``order`` tests every slice's geometry at once (``_usable_arrays``); a slice fails it exactly where
+    ``usable_geometry`` says no, at the limits (1e9 mm, a normal of length 0.5) and for NaN, inf and overflow."""
+    from kvdicom._series import order as series_order
+    from kvdicom._series.keys import SliceKeys
+
+    good = SliceKeys(position=(0.0, 0.0, 2.0), orientation=AXIAL)
+    odd = SliceKeys(position=position, orientation=orientation)
+    assert (series_order._usable_arrays([good, odd, good]) is not None) == series_order.usable_geometry(odd)
+
+
 def test_unusable_geometry_and_no_instance_numbers_is_refused_naming_both_rules(tmp_path):
     make_series(tmp_path / "s", 3, positions=[(0.0, 0.0, float("nan"))] * 3, instance_numbers=[None] * 3)
     with pytest.raises(kvdicom.DicomLoadError, match="Instance Number is missing.*non-finite"):
