@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvdicom import _loader as loader
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import host_memory, host_read, known_reads
 from kvdicom._series.headers import Header
@@ -99,9 +100,7 @@ class Predicted:
 
 
 def _read_python(layout: PixelLayout, buffer: np.ndarray, start: int) -> None:
-    from kvdicom._loader import read_host_python
-
-    read_host_python(layout, buffer[start : start + layout.nbytes])
+    loader.read_host_python(layout, buffer[start : start + layout.nbytes])
 
 
 def _predicted_slot(keys, direction: Direction, files: int) -> int | None:
