@@ -72,6 +72,9 @@ def test_ctrl_c_during_a_run_leaves_the_pool_whole_and_its_next_answers_right(po
     def interrupt(*_):
         raise KeyboardInterrupt
 
+    # both workers up first: on a loaded H100 (./dgb test -n 15, 2026-12-05) a worker still starting took the 0.1 s
+    # and then the next run's 5 s wait (WORKER_WAIT_S) with its start, and the interrupt landed before any sleep
+    assert sorted(v for _, v in pool.run([(operator.add, (0, i)) for i in range(2)])) == [0, 1]
     before = signal.signal(signal.SIGALRM, interrupt)
     signal.setitimer(signal.ITIMER_REAL, 0.1)  # while both workers sleep
     try:

@@ -44,9 +44,14 @@ def _load(folder):
     return vol, info
 
 
+@pytest.mark.parametrize("task_files", [1, 32], ids=["a-task-a-batch", "the-rest-at-the-end"])
 @pytest.mark.parametrize("falling", [False, True], ids=["numbers-climb", "numbers-fall"])
-def test_slices_are_read_into_their_own_slots_while_the_headers_come_in(tmp_path, made, falling):
+def test_slices_are_read_into_their_own_slots_while_the_headers_come_in(tmp_path, made, falling, task_files,
+                                                                         monkeypatch):
     """Instance Numbers that climb or fall with the position: every slice read once, into the volume's memory."""
+    from kvdicom import settings
+
+    monkeypatch.setattr(settings, "PREDICTED_TASK_FILES", task_files)
     n = 9
     numbers = list(range(n, 0, -1)) if falling else None
     paths = make_series(tmp_path / "s", n, spec=SPEC, instance_numbers=numbers)  # file names not in slice order
@@ -149,3 +154,17 @@ def test_a_load_on_a_kvdicom_pool_thread_reads_there(tmp_path, made):
     loads, again = made
     np.testing.assert_array_equal(vol, pydicom_volume(paths))
     assert again == [] and len(loads[0].slots) == n
+
+
+def test_predicted_reads_off_reads_after_the_sort(tmp_path, made, monkeypatch):
+    from kvdicom import settings
+    from kvdicom._series import native
+
+    monkeypatch.setattr(settings, "PREDICTED_READS", False)
+    read = []
+    real = native.read_native
+    monkeypatch.setattr(native, "read_native", lambda layouts, *a: (read.append(len(layouts)), real(layouts, *a)))
+    paths = make_series(tmp_path / "s", 9, spec=SPEC)
+    vol, _ = _load(tmp_path / "s")
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert made[0] == [] and read == [9]

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvdicom import _loader as loader
+from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
 from kvdicom._io import host_memory
@@ -182,7 +183,8 @@ def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shar
                 first: PixelLayout | None):
     """``first``: the first file's native layout where :func:`_first_native_layout` read it already: the CPU path
     then reads each slice into its predicted slot while the workers parse (:mod:`kvdicom._series.predicted`)."""
-    guess = first if first is not None and shared is None and backend is None and out is None else None
+    guess = (first if first is not None and shared is None and backend is None and out is None
+             and settings.PREDICTED_READS else None)
     prefault = Prefault(paths, first) if guess is None and shared is None and backend is None and out is None else None
     try:
         return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault, guess)

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kvdicom import _loader as loader
+from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import host_memory, host_read, known_reads
+from kvdicom._io import tuning as io_tuning
 from kvdicom._series.headers import Header
 from kvdicom._series.prefault import predicted_bytes
 from kvdicom.errors import DicomLoadError
@@ -152,6 +154,15 @@ def read(paths: list[str], batches: Iterable[list[tuple[int, Header]]], first: P
                 claimed.append(index)
         return claimed
 
+    pending: list[int] = []  # claimed, not yet submitted
+
+    def flush(tasks: int) -> None:
+        nonlocal pending
+        bounds = np.linspace(0, len(pending), min(tasks, len(pending)) + 1).astype(int).tolist()
+        for a, b in zip(bounds, bounds[1:]):
+            submit(pending[a:b])
+        pending = []
+
     def submit(indices: list[int]) -> None:
         if not indices:
             return
@@ -181,8 +192,11 @@ def read(paths: list[str], batches: Iterable[list[tuple[int, Header]]], first: P
             if not direction.sign and not direction.broken:
                 waiting += ready
                 continue
-            submit(claim(waiting + ready))
+            pending += claim(waiting + ready)
             waiting = []
+            if len(pending) >= settings.PREDICTED_TASK_FILES:
+                flush(1)
+        flush(io_tuning.host_threads())  # every header in: the rest side by side
     finally:
         concurrent.futures.wait(futures)  # none may write into the buffer after we return
     for future, indices in futures.items():
