@@ -289,9 +289,7 @@ def test_stage_read(benchmark, request, stage_spec, device, parsed, stage_refere
                           f"allocate the volume (kept host memory) and read all {n} slices' pixel bytes into it "
                           "on kvdicom's read pool (kvdicom._series.native.read_native: open, identity checks, preadv); "
                           "the stored bytes are the volume, nothing is decoded; what load_series does for a "
-                          "native series on the CPU, its headers parsed in this process; where they are parsed in "
-                          "the pool, the same reads go to the slots the Instance Numbers predict while the headers "
-                          "come in (kvdicom._series.predicted): the overlap with parsing is left out here",
+                          "native series on the CPU, its headers parsed in this process or in the pool",
                           stage_reference, volume)
         assert problem is None, problem
         return

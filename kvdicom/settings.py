@@ -153,13 +153,6 @@ HOST_COPY_TASK_BYTES = 4 << 20
 #: thread, not one task a file, whose submissions and hand-overs queued on the GIL.
 SERIES_READS_PER_THREAD = 4
 
-#: A long native series on the CPU (headers parsed in the process pool): slices read into their predicted slots
-#: while the headers come in (:mod:`kvdicom._series.predicted`); False reads them after the sort instead.
-PREDICTED_READS = True
-#: Predicted slots read this many files a task while headers still come in (the rest, once they are all in, split
-#: over the read pool's threads): each task takes the GIL from the parse at its start and its end.
-PREDICTED_TASK_FILES = 32
-
 #: Elements per host task over a volume (the rescale, MONAI's axis reversal): below this it runs in the caller's
 #: thread.
 RESCALE_TASK_ELEMENTS = 1 << 18

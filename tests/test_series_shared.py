@@ -154,11 +154,10 @@ def test_a_forked_child_drops_the_parents_buffer(tmp_path, shared):
 
 
 @pytest.mark.parametrize("rescale", [False, True])
-def test_cpu_loads_of_a_native_series_are_read_by_this_process_not_the_workers(tmp_path, shared, monkeypatch,
-                                                                            rescale):
+def test_cpu_loads_of_a_native_series_read_the_slices_after_the_sort_not_in_the_workers(tmp_path, shared,
+                                                                                         monkeypatch, rescale):
     """``load_series(..., "cpu")`` of a long native series: the workers parse only (no shared buffer taken, no copy
-    from it); this process reads the slices into their predicted slots while they parse
-    (:mod:`kvdicom._series.predicted`), or into ``out=`` after the sort; equal to pydicom either way."""
+    from it); this process reads the slices into the volume after the sort; equal to pydicom, also into ``out=``."""
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24),
                         rescale=lambda i: (0.5 + i, -1024.0 + i))
     monkeypatch.setattr(worker_reads, "copy_slices", lambda *a: pytest.fail("copied from the shared buffer"))
@@ -168,32 +167,31 @@ def test_cpu_loads_of_a_native_series_are_read_by_this_process_not_the_workers(t
     want = pydicom_volume(paths, rescale=rescale)
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale)
     np.testing.assert_array_equal(vol, want)
-    assert info.paths == tuple(paths) and shared == [] and read == []
+    assert info.paths == tuple(paths) and shared == [] and read == [9]
     out = np.empty_like(want)
     assert kvdicom.load_series(tmp_path / "s", "cpu", rescale=rescale, out=out)[0] is out
     np.testing.assert_array_equal(out, want)
-    assert read == [9]
 
 
 def test_a_cpu_load_of_a_native_series_reads_the_first_header_once_in_this_process(tmp_path, shared, monkeypatch):
-    """The first file's header tells the CPU path to read the slices itself, and its layout sizes the slots they
-    are read into (:mod:`kvdicom._series.predicted`) instead of being read again; no ``Prefault`` is made."""
-    from kvdicom._series import predicted, prefault
+    """The first file's header tells the CPU path to read the slices itself; the volume's prediction
+    (``Prefault``) takes that layout instead of reading the header again."""
+    from kvdicom import settings
+    from kvdicom._series import prefault
 
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24))
+    monkeypatch.setattr(settings, "PREFAULT_MIN_BYTES", 0)  # this small series predicted too
     read = []
     real = series_headers.read_header
     counted = lambda p: (read.append(p), real(p))[1]  # noqa: E731
     monkeypatch.setattr(series_headers, "read_header", counted)
     monkeypatch.setattr(prefault, "read_header", counted)
-    monkeypatch.setattr(series, "Prefault", lambda *a: pytest.fail("a Prefault on the predicted path"))
-    guesses = []
-    real_read = predicted.read
-    monkeypatch.setattr(predicted, "read", lambda paths, batches, first, *a: (guesses.append(first),
-                                                                               real_read(paths, batches, first, *a))[1])
+    made = []
+    real_prefault = series.Prefault
+    monkeypatch.setattr(series, "Prefault", lambda *a: made.append(real_prefault(*a)) or made[-1])
     vol, _ = kvdicom.load_series(tmp_path / "s", "cpu")
     np.testing.assert_array_equal(vol, pydicom_volume(paths))
-    assert len(guesses) == 1 and guesses[0].nbytes * 9 == vol.nbytes  # the layout the loader read
+    assert made and made[0].nbytes == vol.nbytes  # predicted from the layout the loader read
     first = series_headers.list_files(tmp_path / "s")[0][0]
     assert read == [first]  # in this process, once: the workers parsed the headers
 

@@ -43,17 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvdicom import _loader as loader
-from kvdicom import settings
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
 from kvdicom._io import host_memory
 from kvdicom._pixels import modality
-from kvdicom._pixels.decode import decode, decodes_in_place
+from kvdicom._pixels.decode import decode
 from kvdicom._series import decode as series_decode
 from kvdicom._series import headers as series_headers
 from kvdicom._series import native, worker_reads
 from kvdicom._series import order as series_order
-from kvdicom._series import predicted as series_predicted
 from kvdicom._series import stage as series_stage
 from kvdicom._series import volume as series_volume
 from kvdicom._series.prefault import Prefault
@@ -181,27 +179,20 @@ def _first_native_layout(paths: list[str]) -> PixelLayout | None:
 
 def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None,
                 first: PixelLayout | None):
-    """``first``: the first file's native layout where :func:`_first_native_layout` read it already: the CPU path
-    then reads each slice into its predicted slot while the workers parse (:mod:`kvdicom._series.predicted`)."""
-    guess = (first if first is not None and shared is None and backend is None and out is None
-             and settings.PREDICTED_READS else None)
-    prefault = Prefault(paths, first) if guess is None and shared is None and backend is None and out is None else None
+    """``first``: the first file's native layout where :func:`_first_native_layout` read it already."""
+    prefault = Prefault(paths, first) if shared is None and backend is None and out is None else None
     try:
-        return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault, guess)
+        return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault)
     finally:
         if prefault is not None:
             prefault.close()  # a failed load, or a volume of another size: its memory is dropped
 
 
 def _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None,
-                 prefault: Prefault | None, guess: PixelLayout | None = None):
-    staging = predicted = None
+                 prefault: Prefault | None):
+    staging = None
     if shared is not None:
         headers = shared.read_headers(paths)
-    elif guess is not None:
-        with contextlib.closing(series_headers.header_batches(paths)) as batches:
-            predicted = series_predicted.read(paths, batches, guess, series_uid)
-        headers = predicted.headers
     elif backend is not None:
         # closed here, not when collected: a failed stage must not leave the header run holding the workers
         with contextlib.closing(series_headers.header_batches(paths)) as batches:
@@ -232,20 +223,13 @@ def _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, sha
     series_decode.check_expansion(name, layouts)  # before anything is allocated for the volume
     if prefault is not None:  # a prediction of another size is dropped before the volume is allocated
         prefault.keep_if(shape, out_dtype, first.dtype)
-    raw = predicted.raw(ordered) if predicted is not None and not any(lay.compressed for lay in layouts) else None
-    if raw is not None and all(decodes_in_place(layout) for layout in layouts):
-        stored = raw.view(first.dtype).reshape(shape)  # the slices were read where the volume is
-        volume = stored if out_dtype == first.dtype else _empty(xp, shape, out_dtype, shared, prefault)
-    else:
-        volume = out if out is not None else _empty(xp, shape, out_dtype, shared, prefault)
-        # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
-        stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared, prefault)
+    volume = out if out is not None else _empty(xp, shape, out_dtype, shared, prefault)
+    # where the stored-dtype slices are decoded: the volume itself, or one scratch volume
+    stored = volume if out_dtype == first.dtype else _empty(xp, shape, first.dtype, shared, prefault)
     indices = staging.indices(ordered) if staging is not None else None
     values = shared.values(ordered) if shared is not None else None
     decoders: tuple[str, ...] = ()
-    if raw is not None:  # read into their predicted slots while the headers came in (:mod:`.predicted`)
-        series_volume.stored_volume(layouts, xp, raw, stored)
-    elif any(layout.compressed for layout in layouts):
+    if any(layout.compressed for layout in layouts):
         decoders = _decode_compressed(layouts, stored, device, values,
                                       shared.frame_infos(ordered) if shared is not None else None)
     elif values is not None and all(v is not None for v in values):

@@ -87,15 +87,13 @@ class Prefault:
         self.array = None
 
 
-def predicted_bytes(paths: list[str], first: PixelLayout | None = None,
-                    minimum: int | None = None) -> int:
+def predicted_bytes(paths: list[str], first: PixelLayout | None = None) -> int:
     """Every file a slice of the first file's layout, or 0 where that is not a native layout, would be more bytes
     than the files hold (a header, or a folder of small files beside one large one, never makes it more), or is
-    too small to pay (``minimum``, by default :data:`kvdicom.settings.PREFAULT_MIN_BYTES`, judged from the first
-    file's size). ``first``: that layout where the caller has read it already (else its header is read here)."""
-    minimum = settings.PREFAULT_MIN_BYTES if minimum is None else minimum
+    too small to pay (:data:`kvdicom.settings.PREFAULT_MIN_BYTES`, judged from the first file's size).
+    ``first``: that layout where the caller has read it already (else its header is read here)."""
     try:
-        if len(paths) * os.stat(paths[0]).st_size < minimum:
+        if len(paths) * os.stat(paths[0]).st_size < settings.PREFAULT_MIN_BYTES:
             return 0
     except OSError:
         return 0
