@@ -173,6 +173,39 @@ def test_cpu_loads_of_a_native_series_read_the_slices_after_the_sort_not_in_the_
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("first", ["text", "dicomdir"])
+def test_files_that_are_no_image_listed_first_do_not_send_a_native_cpu_series_to_the_workers(tmp_path, shared,
+                                                                                            monkeypatch, first):
+    """A text file or a DICOMDIR listed before the slices: the CPU path still reads the slices itself (no shared
+    buffer taken, no copy from it), and lists the file as skipped."""
+    paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24))
+    if first == "text":
+        extra = tmp_path / "s" / "0-readme.txt"
+        extra.write_bytes(b"not DICOM\n" * 100)
+    else:
+        import pydicom
+        from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian
+
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.9"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.FileSetID = "SET"
+        ds.preamble = b"\0" * 128
+        extra = tmp_path / "s" / "DICOMDIR"
+        pydicom.dcmwrite(extra, ds, enforce_file_format=True)
+    assert series_headers.list_files(tmp_path / "s")[0][0] == str(extra)  # listed first
+    monkeypatch.setattr(worker_reads, "take", lambda *a, **k: pytest.fail("the workers read a native CPU series"))
+    read = []
+    real = native.read_native
+    monkeypatch.setattr(native, "read_native", lambda layouts, *a: (read.append(len(layouts)), real(layouts, *a)))
+    vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
+    np.testing.assert_array_equal(vol, pydicom_volume(paths))
+    assert read == [9] and [p for p, _ in info.skipped] == [str(extra)]
+
+
 def test_a_cpu_load_of_a_native_series_reads_the_first_header_once_in_this_process(tmp_path, shared, monkeypatch):
     """The first file's header tells the CPU path to read the slices itself; the volume's prediction
     (``Prefault``) takes that layout instead of reading the header again."""

@@ -165,16 +165,25 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
                 shared.owner.release()
 
 
+#: Files looked at for the first image's layout: a folder may list files that are no image first (a
+#: ``DICOMDIR``, which sorts before lower-case names, a text file), and one of those sent a native series to the
+#: workers' reads and the copy from their buffer.
+FIRST_IMAGE_LOOKS = 4
+
+
 def _first_native_layout(paths: list[str]) -> PixelLayout | None:
-    """The listing's first file's layout where the headers go to the workers (a long series) and it is a native
-    image, else None: then the CPU path reads the slices itself after the sort (compiled reads, the GIL released),
-    not the workers into the shared buffer and a copy from it. Compressed series keep the workers' reads (and
-    their codestream checks). The layout also serves the volume's prediction (:class:`Prefault`), which would
-    read the same header again."""
+    """The layout of the listing's first image (past up to :data:`FIRST_IMAGE_LOOKS` files that are skipped: not
+    DICOM, no image) where the headers go to the workers (a long series) and it is native, else None: then the CPU
+    path reads the slices itself after the sort (compiled reads, the GIL released), not the workers into the
+    shared buffer and a copy from it. Compressed series keep the workers' reads (and their codestream checks).
+    The layout also serves the volume's prediction (:class:`Prefault`), which would read the same header again."""
     if not paths or not series_headers.use_pool(len(paths)):
         return None
-    layout = series_headers.read_header(paths[0]).layout
-    return layout if isinstance(layout, PixelLayout) else None
+    for path in paths[:FIRST_IMAGE_LOOKS]:
+        header = series_headers.read_header(path)
+        if header.skip is None:
+            return header.layout if isinstance(header.layout, PixelLayout) else None
+    return None
 
 
 def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None,
