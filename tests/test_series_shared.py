@@ -177,8 +177,14 @@ def test_cpu_loads_of_a_native_series_read_the_slices_after_the_sort_not_in_the_
 def test_files_that_are_no_image_listed_first_do_not_send_a_native_cpu_series_to_the_workers(tmp_path, shared,
                                                                                             monkeypatch, first):
     """A text file or a DICOMDIR listed before the slices: the CPU path still reads the slices itself (no shared
-    buffer taken, no copy from it), and lists the file as skipped."""
+    buffer taken, no copy from it), predicts the volume from the slices alone, and lists the file as skipped."""
+    from kvdicom import settings
+
     paths = make_series(tmp_path / "s", 9, spec=kvdicom_spec(rows=16, cols=24))
+    monkeypatch.setattr(settings, "PREFAULT_MIN_BYTES", 0)  # this small series predicted too
+    made = []
+    real_prefault = series.Prefault
+    monkeypatch.setattr(series, "Prefault", lambda *a: made.append(real_prefault(*a)) or made[-1])
     if first == "text":
         extra = tmp_path / "s" / "0-readme.txt"
         extra.write_bytes(b"not DICOM\n" * 100)
@@ -204,6 +210,7 @@ def test_files_that_are_no_image_listed_first_do_not_send_a_native_cpu_series_to
     vol, info = kvdicom.load_series(tmp_path / "s", "cpu")
     np.testing.assert_array_equal(vol, pydicom_volume(paths))
     assert read == [9] and [p for p, _ in info.skipped] == [str(extra)]
+    assert len(made) == 1 and made[0].nbytes == vol.nbytes  # nine slices predicted, not ten
 
 
 def test_a_cpu_load_of_a_native_series_reads_the_first_header_once_in_this_process(tmp_path, shared, monkeypatch):

@@ -149,13 +149,13 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     # this process after the sort, straight into the volume, and the workers parse only: 256 CT slices of 512²
     # on an H200, three rounds of alternated processes: 14.98 / 14.42 / 18.62 ms against 19.40 / 18.23 / 20.96
     # with the workers' reads and the copy from their buffer (docs/loader.md)
-    first = _first_native_layout(paths) if backend is None else None
+    first, images_from = _first_native_image(paths) if backend is None else (None, 0)
     shared = None
     if first is None:
         shared = worker_reads.take(paths, series_uid, pin=backend is not None and xp is not np,
                                    xp=xp if backend is not None else None)
     try:
-        return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared, first)
+        return _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared, first, images_from)
     finally:
         if shared is not None:
             try:
@@ -171,25 +171,28 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
 FIRST_IMAGE_LOOKS = 4
 
 
-def _first_native_layout(paths: list[str]) -> PixelLayout | None:
-    """The layout of the listing's first image (past up to :data:`FIRST_IMAGE_LOOKS` files that are skipped: not
-    DICOM, no image) where the headers go to the workers (a long series) and it is native, else None: then the CPU
-    path reads the slices itself after the sort (compiled reads, the GIL released), not the workers into the
-    shared buffer and a copy from it. Compressed series keep the workers' reads (and their codestream checks).
-    The layout also serves the volume's prediction (:class:`Prefault`), which would read the same header again."""
+def _first_native_image(paths: list[str]) -> tuple[PixelLayout | None, int]:
+    """The layout of the listing's first image and its index in ``paths`` (past up to :data:`FIRST_IMAGE_LOOKS`
+    files that are skipped: not DICOM, no image) where the headers go to the workers (a long series) and it is
+    native, else ``(None, 0)``: then the CPU path reads the slices itself after the sort (compiled reads, the GIL
+    released), not the workers into the shared buffer and a copy from it. Compressed series keep the workers'
+    reads (and their codestream checks). Both serve the volume's prediction (:class:`Prefault`): the layout, which
+    it would read again, and the files from that image on (those skipped before it are no slices)."""
     if not paths or not series_headers.use_pool(len(paths)):
-        return None
-    for path in paths[:FIRST_IMAGE_LOOKS]:
+        return None, 0
+    for index, path in enumerate(paths[:FIRST_IMAGE_LOOKS]):
         header = series_headers.read_header(path)
         if header.skip is None:
-            return header.layout if isinstance(header.layout, PixelLayout) else None
-    return None
+            return (header.layout, index) if isinstance(header.layout, PixelLayout) else (None, 0)
+    return None, 0
 
 
 def _load_files(paths, name, xp, device, rescale, series_uid, out, backend, shared: WorkerReads | None,
-                first: PixelLayout | None):
-    """``first``: the first file's native layout where :func:`_first_native_layout` read it already."""
-    prefault = Prefault(paths, first) if shared is None and backend is None and out is None else None
+                first: PixelLayout | None, images_from: int = 0):
+    """``first``: the first image's native layout where :func:`_first_native_image` read it already, the
+    ``images_from``-th of ``paths``."""
+    predict = shared is None and backend is None and out is None
+    prefault = Prefault(paths[images_from:], first) if predict else None
     try:
         return _load_parsed(paths, name, xp, device, rescale, series_uid, out, backend, shared, prefault)
     finally:
