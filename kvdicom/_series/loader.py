@@ -46,6 +46,7 @@ from kvdicom import _loader as loader
 from kvdicom._header.layout import PixelLayout
 from kvdicom._io import device as devices
 from kvdicom._io import host_memory
+from kvdicom._io.readahead import Readahead
 from kvdicom._pixels import modality
 from kvdicom._pixels.decode import decode
 from kvdicom._series import decode as series_decode
@@ -144,6 +145,11 @@ def _load(source, xp, device, rescale, series_uid, out, backend: series_stage.Ba
     """:func:`load_series` on ``xp``'s device; with ``backend``, the header workers read the pixel bytes into
     the pool's shared buffer (long series), else reads overlap the header parse (staged)."""
     paths, name = series_headers.list_files(source)
+    with Readahead(paths):  # a cold series: every file hinted to the kernel while the headers are parsed
+        return _load_listed(paths, name, xp, device, rescale, series_uid, out, backend)
+
+
+def _load_listed(paths, name, xp, device, rescale, series_uid, out, backend: series_stage.Backend | None):
     # the header workers read the pixel bytes into the shared buffer (long series); on the GPU path (``backend``)
     # page-locked, its native chunks copied to the device as they arrive. On the CPU a native series is read by
     # this process after the sort, straight into the volume, and the workers parse only: 256 CT slices of 512²

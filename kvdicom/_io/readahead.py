@@ -1,0 +1,112 @@
+"""Cold series: the kernel asked to read every file ahead while the headers are parsed.
+
+A series whose files are not in the page cache is parsed one header at a time (in the caller's thread, or by a
+few worker processes each on its run of files), and each header read then waits for the disk alone, the disk's
+queue nearly empty. ``posix_fadvise(POSIX_FADV_WILLNEED)`` queues a range's reads and returns, so a thread that
+hints every file (first the head the parse reads, then the whole file) keeps that queue full while the parse goes
+on; the parse and the pixel reads then mostly find their pages cached. The hints change no byte anyone reads: every
+read still checks the file it reads, as before (:mod:`kvdicom._io.fileid`).
+
+Whether the series is cold is asked of its last file's first page, the last one the parse reaches, with
+``preadv2(RWF_NOWAIT)``, which fails with EAGAIN where it would wait for the disk: a warm series starts no thread
+and pays one open and one read (microseconds). Where the kernel cannot tell (no ``RWF_NOWAIT``, another OS) no
+hint is given. Measured numbers are beside :data:`kvdicom.settings.READAHEAD_HEAD_BYTES`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+from kvdicom import settings
+
+
+def _open_regular(path: str) -> int | None:
+    """A read-only descriptor of ``path`` where it is a regular file, else None (a FIFO listed among the files
+    must not block here: ``O_NONBLOCK``, then ``fstat``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):  # ValueError: a NUL in the path; the header read reports it
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def is_cold(path: str) -> bool:
+    """Whether the first page of ``path`` must come from the disk (not in the page cache); False where that
+    cannot be asked (no ``RWF_NOWAIT``, not a regular file, unreadable, empty)."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return False
+    fd = _open_regular(path)
+    if fd is None:
+        return False
+    try:
+        os.preadv(fd, [bytearray(1)], 0, flag)
+        return False
+    except BlockingIOError:  # EAGAIN: the page is not cached
+        return True
+    except OSError:  # EOPNOTSUPP on file systems without it, and anything else: no hints
+        return False
+    finally:
+        os.close(fd)
+
+
+def _hint(path: str, nbytes: int) -> None:
+    """Ask the kernel to read the first ``nbytes`` of ``path`` (0: all of it) into the page cache; it returns
+    once the reads are queued. A file that cannot be opened is left to the load's own read, which names it."""
+    fd = _open_regular(path)
+    if fd is None:
+        return
+    try:
+        os.posix_fadvise(fd, 0, nbytes, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Readahead:
+    """Hints for every file of ``paths`` on a thread of its own, where the series is cold (:func:`is_cold` of
+    its last file); :meth:`close` stops them (at the next file) and waits for the thread. A context manager."""
+
+    def __init__(self, paths: list[str]):
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if (len(paths) >= settings.READAHEAD_MIN_FILES and hasattr(os, "posix_fadvise")
+                and is_cold(paths[-1])):
+            self._thread = threading.Thread(target=self._run, args=(list(paths),), name="kvdicom-readahead",
+                                            daemon=True)
+            self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether the series was found cold and its hints started."""
+        return self._thread is not None
+
+    def _run(self, paths: list[str]) -> None:
+        # the heads first, in listing order, which is the order the parse (or each worker's run) asks for them;
+        # then the whole files, pixels included
+        for nbytes in (settings.READAHEAD_HEAD_BYTES, 0):
+            for path in paths:
+                if self._stop.is_set():
+                    return
+                _hint(path, nbytes)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Readahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

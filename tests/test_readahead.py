@@ -1,0 +1,147 @@
+"""Cold series read ahead: a series whose files are not cached gets every file hinted to the kernel while its headers
+are parsed; a warm one gets nothing; the volume is the same either way."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pydicom
+import pytest
+
+import kvdicom
+from bench.ceilings import drop_page_cache
+from kvdicom import settings
+from kvdicom._io import readahead
+from kvdicom._io.readahead import Readahead
+from kvdicom._series import headers as series_headers
+from tests.test_series import make_series
+
+needs_nowait = pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2(RWF_NOWAIT) on this OS")
+
+
+def _drop(paths) -> None:
+    """Every file out of the page cache, or the test skipped where that cannot be done and verified (tmpfs)."""
+    for path in paths:
+        left = drop_page_cache(path)
+        if left is None or left > 0:
+            pytest.skip(f"the page cache of {path} cannot be dropped and verified here ({left})")
+
+
+def _series(tmp_path, n=6):
+    folder = tmp_path / "series"
+    make_series(folder, n)
+    return folder, series_headers.list_files(folder)[0]  # in the order the load lists them
+
+
+@pytest.fixture
+def hints(monkeypatch):
+    """(path, nbytes) of every WILLNEED hint given."""
+    given, real = [], os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            given.append((os.readlink(f"/proc/self/fd/{fd}"), length))  # the path, resolved
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    return given
+
+
+@needs_nowait
+def test_a_file_is_cold_once_dropped_and_warm_once_read(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(1 << 16))
+    _drop([path])
+    assert readahead.is_cold(str(path))
+    path.read_bytes()
+    assert not readahead.is_cold(str(path))
+
+
+def test_what_cannot_be_asked_is_not_cold_and_never_blocks(tmp_path):
+    """A FIFO listed among the files (opened without O_NONBLOCK, its open would wait for a writer forever), a
+    folder, a missing file and an empty one: no hints, and no hang."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "empty").write_bytes(b"")
+    answers = {}
+
+    def ask():
+        for name in ("fifo", ".", "missing", "empty"):
+            answers[name] = readahead.is_cold(str(tmp_path / name))
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(10)
+    assert not asker.is_alive(), "is_cold blocked"
+    assert answers == {"fifo": False, ".": False, "missing": False, "empty": False}
+
+
+@needs_nowait
+def test_a_cold_series_hints_every_head_then_every_whole_file_and_loads_the_same_volume(tmp_path, hints):
+    folder, paths = _series(tmp_path)
+    warm, _ = kvdicom.load_series(folder, device="cpu")
+    _drop(paths)
+    cold, info = kvdicom.load_series(folder, device="cpu")
+    resolved = [os.path.realpath(p) for p in paths]
+    assert [p for p, n in hints if n == settings.READAHEAD_HEAD_BYTES] == resolved
+    assert [p for p, n in hints if n == 0] == resolved
+    assert len(hints) == 2 * len(paths)
+    np.testing.assert_array_equal(cold, warm)
+    np.testing.assert_array_equal(cold, np.stack([pydicom.dcmread(p).pixel_array for p in info.paths]))
+
+
+def test_a_warm_series_starts_no_hints(tmp_path, hints):
+    folder, paths = _series(tmp_path)
+    for path in paths:
+        with open(path, "rb") as f:
+            f.read()
+    kvdicom.load_series(folder, device="cpu")
+    assert hints == []
+    assert not Readahead(paths).started
+
+
+def test_the_last_file_is_the_one_asked(tmp_path, monkeypatch):
+    """The last file is the last the parse reaches: a series whose first files were read (a viewer showed them)
+    but not the rest is still cold."""
+    asked = []
+    monkeypatch.setattr(readahead, "is_cold", lambda path: asked.append(path) or False)
+    Readahead(["a", "b", "c"]).close()
+    assert asked == ["c"]
+    monkeypatch.setattr(settings, "READAHEAD_MIN_FILES", 4)
+    Readahead(["a", "b", "c"]).close()
+    assert asked == ["c"]  # too few files: not even asked
+
+
+def test_close_stops_the_hints_at_the_next_file(monkeypatch):
+    """A load that ends early (a refusal) does not leave a thread hinting thousands of files behind it."""
+    monkeypatch.setattr(readahead, "is_cold", lambda path: True)
+    first, release, done = threading.Event(), threading.Event(), []
+
+    def slow_hint(path, nbytes):
+        first.set()
+        release.wait(10)
+        done.append(path)
+
+    monkeypatch.setattr(readahead, "_hint", slow_hint)
+    ahead = Readahead([f"f{i}" for i in range(1000)])
+    assert ahead.started and first.wait(10)
+    closer = threading.Thread(target=ahead.close)
+    closer.start()
+    release.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert len(done) <= 2
+
+
+def test_a_refused_series_still_stops_its_hints(tmp_path, monkeypatch):
+    """The hints' thread is joined whatever the load raises."""
+    folder, paths = _series(tmp_path)
+    data = open(paths[-1], "rb").read()
+    open(paths[-1], "wb").write(data[:-10])  # truncated
+    monkeypatch.setattr(readahead, "is_cold", lambda path: True)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(kvdicom.DicomLoadError, match=os.path.basename(paths[-1])):
+        kvdicom.load_series(folder, device="cpu")
+    assert "kvdicom-readahead" not in {t.name for t in threading.enumerate()} - before
