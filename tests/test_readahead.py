@@ -124,7 +124,7 @@ def test_close_stops_the_hints_at_the_next_file(monkeypatch):
         release.wait(10)
         done.append(path)
 
-    monkeypatch.setattr(readahead, "_hint", slow_hint)
+    monkeypatch.setattr(readahead, "will_need", slow_hint)
     ahead = Readahead([f"f{i}" for i in range(1000)])
     assert ahead.started and first.wait(10)
     closer = threading.Thread(target=ahead.close)

@@ -4,7 +4,9 @@ A series whose files are not in the page cache is parsed one header at a time (i
 few worker processes each on its run of files), and each header read then waits for the disk alone, the disk's
 queue nearly empty. ``posix_fadvise(POSIX_FADV_WILLNEED)`` queues a range's reads and returns, so a thread that
 hints every file (first the head the parse reads, then the whole file) keeps that queue full while the parse goes
-on; the parse and the pixel reads then mostly find their pages cached. The hints change no byte anyone reads: every
+on; the parse and the pixel reads then mostly find their pages cached. (Header workers also announce their own
+run of files, whole, before parsing it, warm or cold: :func:`will_need` in :mod:`kvdicom._series.headers`; the
+heads hinted here first reach every worker's run at once.) The hints change no byte anyone reads: every
 read still checks the file it reads, as before (:mod:`kvdicom._io.fileid`).
 
 Whether the series is cold is asked of its last file's first page, the last one the parse reaches, with
@@ -58,9 +60,10 @@ def is_cold(path: str) -> bool:
         os.close(fd)
 
 
-def _hint(path: str, nbytes: int) -> None:
-    """Ask the kernel to read the first ``nbytes`` of ``path`` (0: all of it) into the page cache; it returns
-    once the reads are queued. A file that cannot be opened is left to the load's own read, which names it."""
+def will_need(path: str, nbytes: int = 0) -> None:
+    """Ask the kernel to start reading the first ``nbytes`` of ``path`` (0: all of it) into the page cache
+    (``POSIX_FADV_WILLNEED``, which returns once the reads are queued); a hint, so errors are ignored here: the
+    load's own read of the file reports them, naming it. A FIFO among the paths cannot hang it."""
     fd = _open_regular(path)
     if fd is None:
         return
@@ -97,7 +100,7 @@ class Readahead:
             for path in paths:
                 if self._stop.is_set():
                     return
-                _hint(path, nbytes)
+                will_need(path, nbytes)
 
     def close(self) -> None:
         self._stop.set()

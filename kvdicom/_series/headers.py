@@ -13,7 +13,6 @@ import errno
 import math
 import operator
 import os
-import stat
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from kvdicom._header.layout import ModalityLUT, ModalityTransform, PixelLayout
 from kvdicom._io import process_pool, shared_staging
 from kvdicom._io.bounded_file import BoundedReader
 from kvdicom._io.fileid import open_identified
+from kvdicom._io.readahead import will_need
 from kvdicom._series import keys as series_keys
 from kvdicom.errors import DicomLoadError, NoPixelDataError
 
@@ -326,22 +326,6 @@ def pack_infos(infos: list) -> tuple:
 
 def unpack_infos(packed: tuple) -> list:
     return [None if values is None else _rebuild(FrameInfo, _INFO_FIELDS, values) for values in packed]
-
-
-def will_need(path: str) -> None:
-    """Ask the kernel to start reading ``path`` now (``POSIX_FADV_WILLNEED``); a hint, so errors are ignored
-    here (the header read reports them). Opened non-blocking, so a FIFO among the paths cannot hang."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read_chunk_shared(paths: list[str], slots: list[tuple[int, int]], fd: int, size: int,
