@@ -89,6 +89,12 @@ PREFAULT_MIN_BYTES = 32 << 20
 READAHEAD_HEAD_BYTES = 16 << 10
 #: Series of fewer files are not read ahead (one file: its header read starts the kernel's own read-ahead).
 READAHEAD_MIN_FILES = 2
+#: Files larger than this get only their head hinted, never the whole file (a video or a large multi-frame file
+#: in the folder is refused or skipped, not worth reading ahead); a 4096² RGB 16-bit slice is 96 MiB.
+READAHEAD_MAX_FILE_BYTES = 256 << 20
+#: Whole files hinted per load at most, in listing order: past this the kernel could drop the first files
+#: read ahead before the parse reached them; the files after it are read as before.
+READAHEAD_MAX_BYTES = 4 << 30
 
 # --- Series reads by the header workers (kvdicom._io.shared_staging) ------------------------------------
 

@@ -119,10 +119,11 @@ def test_close_stops_the_hints_at_the_next_file(monkeypatch):
     monkeypatch.setattr(readahead, "is_cold", lambda path: True)
     first, release, done = threading.Event(), threading.Event(), []
 
-    def slow_hint(path, nbytes):
+    def slow_hint(path, nbytes=0):
         first.set()
         release.wait(10)
         done.append(path)
+        return 1
 
     monkeypatch.setattr(readahead, "will_need", slow_hint)
     ahead = Readahead([f"f{i}" for i in range(1000)])
@@ -145,3 +146,36 @@ def test_a_refused_series_still_stops_its_hints(tmp_path, monkeypatch):
     with pytest.raises(kvdicom.DicomLoadError, match=os.path.basename(paths[-1])):
         kvdicom.load_series(folder, device="cpu")
     assert "kvdicom-readahead" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_a_huge_file_beside_the_slices_gets_its_head_hinted_never_all_of_it(tmp_path, hints, monkeypatch):
+    """A video or a large multi-frame file in the folder is skipped or refused by the load: reading it all ahead
+    would fill the page cache for nothing. The workers' announcements (``will_need`` of a whole file) keep to
+    the same bound."""
+    folder, _ = _series(tmp_path, 3)
+    huge = folder / "zz_video.bin"
+    with open(huge, "wb") as f:
+        f.truncate(settings.READAHEAD_MAX_FILE_BYTES + 1)  # sparse: nothing written
+    paths = series_headers.list_files(folder)[0]
+    readahead.hint_series(paths, threading.Event())
+    given = {}
+    for path, nbytes in hints:
+        given.setdefault(path, []).append(nbytes)
+    assert given.pop(os.path.realpath(huge)) == [settings.READAHEAD_HEAD_BYTES] * 2
+    assert all(nbytes == [settings.READAHEAD_HEAD_BYTES, 0] for nbytes in given.values())
+    assert len(given) == 3
+    hints.clear()
+    assert readahead.will_need(str(huge)) == settings.READAHEAD_HEAD_BYTES
+    assert hints == [(os.path.realpath(huge), settings.READAHEAD_HEAD_BYTES)]
+
+
+def test_whole_files_are_hinted_up_to_the_bytes_bound_in_listing_order(tmp_path, hints, monkeypatch):
+    """A series larger than the bound would push its own first files out of the cache before the parse got
+    there: past it, only heads."""
+    folder, paths = _series(tmp_path, 6)
+    size = os.path.getsize(paths[0])
+    monkeypatch.setattr(settings, "READAHEAD_MAX_BYTES", 2 * size + 1)  # room for two files and a byte
+    readahead.hint_series(paths, threading.Event())
+    whole = [p for p, n in hints if n == 0]
+    assert whole == [os.path.realpath(p) for p in paths[:3]]  # the third starts within the bound
+    assert [p for p, n in hints if n == settings.READAHEAD_HEAD_BYTES] == [os.path.realpath(p) for p in paths]

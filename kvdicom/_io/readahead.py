@@ -24,16 +24,17 @@ import threading
 from kvdicom import settings
 
 
-def _open_regular(path: str) -> int | None:
-    """A read-only descriptor of ``path`` where it is a regular file, else None (a FIFO listed among the files
-    must not block here: ``O_NONBLOCK``, then ``fstat``)."""
+def _open_regular(path: str) -> tuple[int, int] | None:
+    """A read-only descriptor of ``path`` and the file's size where it is a regular file, else None (a FIFO
+    listed among the files must not block here: ``O_NONBLOCK``, then ``fstat``)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError):  # ValueError: a NUL in the path; the header read reports it
         return None
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            return fd, info.st_size
     except OSError:
         pass
     os.close(fd)
@@ -46,9 +47,10 @@ def is_cold(path: str) -> bool:
     flag = getattr(os, "RWF_NOWAIT", None)
     if flag is None:
         return False
-    fd = _open_regular(path)
-    if fd is None:
+    opened = _open_regular(path)
+    if opened is None:
         return False
+    fd = opened[0]
     try:
         os.preadv(fd, [bytearray(1)], 0, flag)
         return False
@@ -60,19 +62,41 @@ def is_cold(path: str) -> bool:
         os.close(fd)
 
 
-def will_need(path: str, nbytes: int = 0) -> None:
-    """Ask the kernel to start reading the first ``nbytes`` of ``path`` (0: all of it) into the page cache
-    (``POSIX_FADV_WILLNEED``, which returns once the reads are queued); a hint, so errors are ignored here: the
-    load's own read of the file reports them, naming it. A FIFO among the paths cannot hang it."""
-    fd = _open_regular(path)
-    if fd is None:
-        return
+def will_need(path: str, nbytes: int = 0) -> int:
+    """Ask the kernel to start reading the first ``nbytes`` of ``path`` (0: all of it, where the file holds at
+    most :data:`kvdicom.settings.READAHEAD_MAX_FILE_BYTES`, else its first ``READAHEAD_HEAD_BYTES``) into the page
+    cache (``POSIX_FADV_WILLNEED``, which returns once the reads are queued). Returns the bytes asked for. A hint,
+    so errors are ignored here: the load's own read of the file reports them, naming it. A FIFO among the paths
+    cannot hang it."""
+    opened = _open_regular(path)
+    if opened is None:
+        return 0
+    fd, size = opened
+    if not nbytes and size > settings.READAHEAD_MAX_FILE_BYTES:  # a video beside the slices: not read for nothing
+        nbytes = settings.READAHEAD_HEAD_BYTES
     try:
         os.posix_fadvise(fd, 0, nbytes, os.POSIX_FADV_WILLNEED)
+        return min(nbytes, size) if nbytes else size
     except OSError:
-        pass
+        return 0
     finally:
         os.close(fd)
+
+
+def hint_series(paths: list[str], stop: threading.Event) -> None:
+    """Every file's head hinted in listing order (the order the parse, or each worker's run, asks for them), then
+    every whole file, up to :data:`kvdicom.settings.READAHEAD_MAX_BYTES` in all (a series larger than that would
+    push its own first files out of the page cache before the parse reached them); ends early once ``stop`` is
+    set."""
+    for path in paths:
+        if stop.is_set():
+            return
+        will_need(path, settings.READAHEAD_HEAD_BYTES)
+    left = settings.READAHEAD_MAX_BYTES
+    for path in paths:
+        if stop.is_set() or left <= 0:
+            return
+        left -= will_need(path)
 
 
 class Readahead:
@@ -84,23 +108,14 @@ class Readahead:
         self._thread: threading.Thread | None = None
         if (len(paths) >= settings.READAHEAD_MIN_FILES and hasattr(os, "posix_fadvise")
                 and is_cold(paths[-1])):
-            self._thread = threading.Thread(target=self._run, args=(list(paths),), name="kvdicom-readahead",
-                                            daemon=True)
+            self._thread = threading.Thread(target=hint_series, args=(list(paths), self._stop),
+                                            name="kvdicom-readahead", daemon=True)
             self._thread.start()
 
     @property
     def started(self) -> bool:
         """Whether the series was found cold and its hints started."""
         return self._thread is not None
-
-    def _run(self, paths: list[str]) -> None:
-        # the heads first, in listing order, which is the order the parse (or each worker's run) asks for them;
-        # then the whole files, pixels included
-        for nbytes in (settings.READAHEAD_HEAD_BYTES, 0):
-            for path in paths:
-                if self._stop.is_set():
-                    return
-                will_need(path, nbytes)
 
     def close(self) -> None:
         self._stop.set()
