@@ -20,6 +20,7 @@ import numpy as np
 
 import kvdicom
 from kvdicom import settings
+from kvdicom._io.readahead import Readahead
 from kvdicom._series import headers as series_headers
 from kvdicom._series import order as series_order
 
@@ -73,7 +74,9 @@ def scan(root: str | os.PathLike) -> list[SeriesRow]:
             continue
         file_bytes = {p: os.stat(p).st_size for p in paths}
         by_series: dict = defaultdict(list)
-        for header in series_headers.read_headers(paths):
+        with Readahead(paths, whole=False):  # cold: every head asked of the kernel at once, no pixel data
+            headers = series_headers.read_headers(paths, pixels=False)
+        for header in headers:
             if header.error is not None:
                 rows.append(SeriesRow(folder, None, (header.path,), None, None, None, file_bytes[header.path], 0,
                                       problem=f"{header.path}: {header.error}"))

@@ -179,3 +179,44 @@ def test_whole_files_are_hinted_up_to_the_bytes_bound_in_listing_order(tmp_path,
     whole = [p for p, n in hints if n == 0]
     assert whole == [os.path.realpath(p) for p in paths[:3]]  # the third starts within the bound
     assert [p for p, n in hints if n == settings.READAHEAD_HEAD_BYTES] == [os.path.realpath(p) for p in paths]
+
+
+class _InProcessPool:
+    """The header pool's ``run``, each call made here and recorded (what the workers would be sent)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, calls):
+        self.calls += calls
+        for k, (function, args) in enumerate(calls):
+            yield k, function(*args)
+
+
+def test_a_headers_only_scan_asks_the_kernel_for_heads_never_for_pixel_data(tmp_path, hints, monkeypatch):
+    """``kvdicom.dask.scan`` reads no pixel: on a cold tree the parent's hints and the header workers'
+    announcements must not pull every file's pixel data through the page cache (a dataset larger than memory
+    would be read whole, for a plan made from headers)."""
+    kvdask = pytest.importorskip("kvdicom.dask")
+    make_series(tmp_path / "study" / "a", 4)
+    make_series(tmp_path / "study" / "b", 3, uid="1.2.3.5")
+    monkeypatch.setattr(readahead, "is_cold", lambda path: True)
+    pool = _InProcessPool()
+    monkeypatch.setattr(series_headers, "header_pool", lambda: pool)
+    monkeypatch.setattr(series_headers, "use_pool", lambda count: True)
+    monkeypatch.setattr(series_headers, "header_processes", lambda: 2)
+    rows = kvdask.scan(tmp_path / "study")
+    assert sorted(len(r.paths) for r in rows if r.problem is None) == [3, 4]
+    assert pool.calls and all(args[-1] is False for _, args in pool.calls)  # pixels=False sent to the workers
+    assert hints and {nbytes for _, nbytes in hints} == {settings.READAHEAD_HEAD_BYTES}
+
+
+def test_a_load_still_announces_whole_files_in_its_header_workers(tmp_path, hints, monkeypatch):
+    """The same workers' run for ``load_series``, whose pixel reads follow the sort: whole files."""
+    folder, paths = _series(tmp_path, 5)
+    pool = _InProcessPool()
+    monkeypatch.setattr(series_headers, "header_pool", lambda: pool)
+    headers = series_headers.read_headers(paths, parallel=True)
+    assert [h.path for h in headers] == paths and all(h.layout is not None for h in headers)
+    assert pool.calls and all(args[-1] is True for _, args in pool.calls)
+    assert sorted(p for p, n in hints if n == 0) == sorted(os.path.realpath(p) for p in paths)

@@ -537,7 +537,7 @@ def test_a_parse_only_worker_chunk_announces_its_files_before_the_first_header(t
     files are still announced first, so from a cold page cache they arrive side by side."""
     paths = make_series(tmp_path / "s", 3, spec=kvdicom_spec(rows=16, cols=24))
     events = []
-    monkeypatch.setattr(series_headers, "will_need", lambda p: events.append(("announce", p)))
+    monkeypatch.setattr(series_headers, "will_need", lambda p, nbytes=0: events.append(("announce", p)))
     real = series_headers.read_header
     monkeypatch.setattr(series_headers, "read_header", lambda p: (events.append(("header", p)), real(p))[1])
     answers = series_headers._read_chunk_packed(paths)

@@ -83,16 +83,16 @@ def will_need(path: str, nbytes: int = 0) -> int:
         os.close(fd)
 
 
-def hint_series(paths: list[str], stop: threading.Event) -> None:
+def hint_series(paths: list[str], stop: threading.Event, whole: bool = True) -> None:
     """Every file's head hinted in listing order (the order the parse, or each worker's run, asks for them), then
-    every whole file, up to :data:`kvdicom.settings.READAHEAD_MAX_BYTES` in all (a series larger than that would
-    push its own first files out of the page cache before the parse reached them); ends early once ``stop`` is
-    set."""
+    (``whole``) every whole file, up to :data:`kvdicom.settings.READAHEAD_MAX_BYTES` in all (a series larger than
+    that would push its own first files out of the page cache before the parse reached them); ends early once
+    ``stop`` is set."""
     for path in paths:
         if stop.is_set():
             return
         will_need(path, settings.READAHEAD_HEAD_BYTES)
-    left = settings.READAHEAD_MAX_BYTES
+    left = settings.READAHEAD_MAX_BYTES if whole else 0
     for path in paths:
         if stop.is_set() or left <= 0:
             return
@@ -101,14 +101,15 @@ def hint_series(paths: list[str], stop: threading.Event) -> None:
 
 class Readahead:
     """Hints for every file of ``paths`` on a thread of its own, where the series is cold (:func:`is_cold` of
-    its last file); :meth:`close` stops them (at the next file) and waits for the thread. A context manager."""
+    its last file); :meth:`close` stops them (at the next file) and waits for the thread. A context manager.
+    ``whole=False``: heads only, for a caller that reads no pixel data (a headers-only scan)."""
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], whole: bool = True):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if (len(paths) >= settings.READAHEAD_MIN_FILES and hasattr(os, "posix_fadvise")
                 and is_cold(paths[-1])):
-            self._thread = threading.Thread(target=hint_series, args=(list(paths), self._stop),
+            self._thread = threading.Thread(target=hint_series, args=(list(paths), self._stop, whole),
                                             name="kvdicom-readahead", daemon=True)
             self._thread.start()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.uid import UID
 
-from kvdicom import _loader
+from kvdicom import _loader, settings
 from kvdicom._header import compressed, fast_header
 from kvdicom._header.codestream import FrameInfo
 from kvdicom._header.compressed import CompressedLayout
@@ -259,12 +259,13 @@ def unpack(packed: tuple) -> Header:
     return _rebuild(Header, _HEADER_FIELDS, (path, layout, keys, skip, error))
 
 
-def _read_chunk_packed(paths: list[str]) -> list[tuple]:
+def _read_chunk_packed(paths: list[str], pixels: bool = True) -> list[tuple]:
     """In a worker: each file's packed header. The chunk's files are announced first (:func:`will_need`), as
-    :func:`_read_chunk_shared` does: the parent reads their pixels after the sort, from a cold page cache
-    then already on their way."""
+    :func:`_read_chunk_shared` does: whole where the parent reads their pixels after the sort, from a cold page
+    cache then already on their way; their heads only where it reads none (``pixels=False``: a headers-only scan
+    must not pull every file's pixel data through the page cache)."""
     for path in paths:
-        will_need(path)
+        will_need(path, 0 if pixels else settings.READAHEAD_HEAD_BYTES)
     return [pack(read_header(p)) for p in paths]
 
 
@@ -367,7 +368,7 @@ def use_pool(count: int) -> bool:
 
 
 def header_batches(paths: list[str], parallel: bool | None = None,
-                   reads: SharedReads | None = None) -> Iterator[list[tuple[int, Header]]]:
+                   reads: SharedReads | None = None, pixels: bool = True) -> Iterator[list[tuple[int, Header]]]:
     """Headers as they are parsed: batches of ``(index in paths, header)``, in the order they finish.
 
     In-process (short series, few cores): one batch of all. In the pool: one
@@ -375,7 +376,8 @@ def header_batches(paths: list[str], parallel: bool | None = None,
     reads of a chunk while later chunks are still being parsed. Every index
     comes exactly once; a pool that breaks mid-way parses the chunks not yet
     given out here instead. With ``reads`` the workers also read each file's
-    pixel bytes into the shared buffer (``reads.results``).
+    pixel bytes into the shared buffer (``reads.results``). ``pixels=False``: the caller reads no pixel data
+    (a headers-only scan), so the workers announce only the files' heads to the kernel.
     """
     if parallel is None:
         parallel = use_pool(len(paths))
@@ -387,7 +389,7 @@ def header_batches(paths: list[str], parallel: bool | None = None,
     starts = list(range(0, len(paths), size))
     left = set(starts)  # chunk starts not yet given out here
     if reads is None:
-        calls = [(_read_chunk_packed, (paths[s : s + size],)) for s in starts]
+        calls = [(_read_chunk_packed, (paths[s : s + size], pixels)) for s in starts]
     else:
         calls = [(_read_chunk_shared, (paths[s : s + size], reads.slots[s : s + size], reads.fd, reads.size,
                                        reads.series_uid)) for s in starts]
@@ -415,12 +417,13 @@ def header_batches(paths: list[str], parallel: bool | None = None,
 
 
 def read_headers(paths: list[str], parallel: bool | None = None, reads: SharedReads | None = None,
-                 on_batch=None) -> list[Header]:
+                 on_batch=None, pixels: bool = True) -> list[Header]:
     """Every header, in the order of ``paths`` (with ``reads``: and the workers' pixel reads); ``on_batch``
-    is called with each batch of :func:`header_batches` as it arrives."""
+    is called with each batch of :func:`header_batches` as it arrives. ``pixels=False``: no pixel data will be
+    read after them (:func:`header_batches`)."""
     headers: list = [None] * len(paths)
     # closed here, not when collected: a failed ``on_batch`` must not leave the run holding the pool's workers
-    with contextlib.closing(header_batches(paths, parallel, reads)) as batches:
+    with contextlib.closing(header_batches(paths, parallel, reads, pixels)) as batches:
         for batch in batches:
             for index, header in batch:
                 headers[index] = header
