@@ -139,8 +139,8 @@ def test_close_stops_the_hints_at_the_next_file(monkeypatch):
 def test_a_refused_series_still_stops_its_hints(tmp_path, monkeypatch):
     """The hints' thread is joined whatever the load raises."""
     folder, paths = _series(tmp_path)
-    data = open(paths[-1], "rb").read()
-    open(paths[-1], "wb").write(data[:-10])  # truncated
+    with open(paths[-1], "r+b") as f:
+        f.truncate(os.path.getsize(paths[-1]) - 10)  # truncated in its pixel data
     monkeypatch.setattr(readahead, "is_cold", lambda path: True)
     before = {t.name for t in threading.enumerate()}
     with pytest.raises(kvdicom.DicomLoadError, match=os.path.basename(paths[-1])):
