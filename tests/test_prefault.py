@@ -165,3 +165,28 @@ def test_a_prediction_of_another_size_is_dropped_before_the_volume_is_allocated(
     assert made[0].nbytes == 6 * 16 * 24 * 2 and held == [None]  # nothing held beside the volume
     assert info.paths == tuple(paths)
     np.testing.assert_array_equal(volume, pydicom_volume(paths))
+
+
+def test_a_freed_volume_of_the_predicted_size_is_taken_without_a_stat_a_file(tmp_path, monkeypatch):
+    """Memory a freed volume left is no new allocation, so the files' sizes need not bound it: one ``stat``
+    (the first file's, for the size rule), not one a file on every load of a series loaded before."""
+    from kvdicom._io import host_memory
+
+    monkeypatch.setattr(settings, "HOST_CACHE_MIN_BYTES", 1024)
+    host_memory.clear()
+    paths = make_series(tmp_path / "s", 6, spec=kvdicom_spec(rows=16, cols=24))
+    first = kvdicom.inspect(paths[0])
+    freed = host_memory.fresh(6 * first.nbytes)
+    del freed  # kept for the next load of its size
+    stats = []
+    real_stat = prefault.os.stat
+    monkeypatch.setattr(prefault.os, "stat", lambda p, *a, **k: stats.append(p) or real_stat(p, *a, **k))
+    made = prefault.Prefault(paths, first)
+    assert made.nbytes == 6 * first.nbytes and stats == [paths[0]]
+    assert made.take((6, 16, 24), np.int16) is not None
+    made.close()
+    host_memory.clear()
+    stats.clear()
+    made = prefault.Prefault(paths, first)  # nothing kept: the prediction is bounded by the files, as before
+    assert made.nbytes == 6 * first.nbytes and len(stats) == 1 + len(paths)
+    made.close()
