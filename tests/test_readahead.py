@@ -220,3 +220,16 @@ def test_a_load_still_announces_whole_files_in_its_header_workers(tmp_path, hint
     assert [h.path for h in headers] == paths and all(h.layout is not None for h in headers)
     assert pool.calls and all(args[-1] is True for _, args in pool.calls)
     assert sorted(p for p, n in hints if n == 0) == sorted(os.path.realpath(p) for p in paths)
+
+
+def test_where_the_os_has_no_posix_fadvise_nothing_is_hinted_and_loads_go_on(tmp_path, monkeypatch):
+    """macOS has no ``posix_fadvise``: the header workers' announcements and the read-ahead give nothing,
+    rather than an AttributeError out of a load."""
+    folder, paths = _series(tmp_path, 3)
+    monkeypatch.delattr(os, "posix_fadvise")
+    monkeypatch.setattr(readahead, "is_cold", lambda path: True)
+    assert readahead.will_need(paths[0]) == 0
+    assert not Readahead(paths).started
+    pool = _InProcessPool()
+    monkeypatch.setattr(series_headers, "header_pool", lambda: pool)
+    assert all(h.layout is not None for h in series_headers.read_headers(paths, parallel=True))

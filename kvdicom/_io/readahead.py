@@ -68,6 +68,8 @@ def will_need(path: str, nbytes: int = 0) -> int:
     cache (``POSIX_FADV_WILLNEED``, which returns once the reads are queued). Returns the bytes asked for. A hint,
     so errors are ignored here: the load's own read of the file reports them, naming it. A FIFO among the paths
     cannot hang it."""
+    if not hasattr(os, "posix_fadvise"):  # not on every OS: then no hints
+        return 0
     opened = _open_regular(path)
     if opened is None:
         return 0
@@ -107,8 +109,7 @@ class Readahead:
     def __init__(self, paths: list[str], whole: bool = True):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if (len(paths) >= settings.READAHEAD_MIN_FILES and hasattr(os, "posix_fadvise")
-                and is_cold(paths[-1])):
+        if len(paths) >= settings.READAHEAD_MIN_FILES and hasattr(os, "posix_fadvise") and is_cold(paths[-1]):
             self._thread = threading.Thread(target=hint_series, args=(list(paths), self._stop, whole),
                                             name="kvdicom-readahead", daemon=True)
             self._thread.start()
