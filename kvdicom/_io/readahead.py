@@ -4,9 +4,9 @@ A series whose files are not in the page cache is parsed one header at a time (i
 few worker processes each on its run of files), and each header read then waits for the disk alone, the disk's
 queue nearly empty. ``posix_fadvise(POSIX_FADV_WILLNEED)`` queues a range's reads and returns, so a thread that
 hints every file (first the head the parse reads, then the whole file) keeps that queue full while the parse goes
-on; the parse and the pixel reads then mostly find their pages cached. (Header workers also announce their own
-run of files, whole, before parsing it, warm or cold: :func:`will_need` in :mod:`kvdicom._series.headers`; the
-heads hinted here first reach every worker's run at once.) The hints change no byte anyone reads: every
+on; the parse and the pixel reads then mostly find their pages cached. (The header workers also announce their own
+run of files before parsing it, warm or cold, through :func:`will_need`: whole for a load, heads for a headers-only
+scan; the heads hinted here first reach every worker's run at once.) The hints change no byte anyone reads: every
 read still checks the file it reads, as before (:mod:`kvdicom._io.fileid`).
 
 Whether the series is cold is asked of its last file's first page, the last one the parse reaches, with

@@ -90,8 +90,6 @@ def _repeated(name: str, data: bytes) -> tuple[object, str | None]:
         return _uid(data), None
     if not data.strip(b" \0"):
         return None, None  # empty: pydicom gives "" or None, i.e. absent
-    if name == "instance_number":
-        return parse_is(data), None
     return _count_problem(name, parse_ds(data))
 
 
