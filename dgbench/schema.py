@@ -50,6 +50,7 @@ class ExtraInfo(TypedDict, total=False):
     ceiling: str | None          # name in CEILINGS this row is held against
     resident_fraction_max: float | None  # cold rows: page-cache residency after the drop, worst round (mincore)
     cached_fraction_before: float | None  # the same, as KvikIO reports it (None without KvikIO)
+    resident_fraction_after: float | None  # cold scan rows: the files' pages cached right after a cold scan (mincore)
     direct_io: bool              # disk ceilings
     bytes_read: int              # disk ceilings
     slices: int                  # series: slices in the volume, and files in the folder

@@ -196,6 +196,22 @@ def test_scorecard_comes_first_with_the_reference_cases(tmp_path, capsys):
     assert rows["CT slice"]["kvdicom on"] == "cpu, warm"
 
 
+def test_a_cases_header_and_scan_rows_are_never_its_reference_row(tmp_path, capsys):
+    """``<case>:scan`` and ``<case>:header`` rows time a case's headers: a run holding only those (a scan
+    benchmark alone) has no CT series or compressed series in the scorecard, not the scan as one."""
+    ct, htj2k = "series256_512x512_i16_explicit_le_ct", "series256_512x512_i16_htj2k_lossless_ct_ic2026.10.10"
+    benches = [bench(f"{case}:scan", loader, "cpu", 256 * 1500, median)
+               for case in (ct, htj2k) for loader, median in (("kvdicom", 0.007), ("pydicom", 0.29))]
+    benches.append(bench("f1_512x512_i16_explicit_le_ct:header", "kvdicom", "cpu", 1500, 0.00002))
+    path = write_result(tmp_path / "r" / "a.json",
+                        result_document(machine_info(H100, SLUG), benches, "2026-03-01T02:00:00+00:00"))
+    out = tmp_path / "out"
+    assert run_report(capsys, path.parent, "-o", out)[0] == 0
+    rows = markdown_tables((out / "report.md").read_text())["Scorecard"]
+    assert {r["Reference case"]: r["Case id"] for r in rows} == {
+        "Seed volume, 256 MiB": "not in any run", "CT series": "not in any run", "CT slice": "not in any run"}
+
+
 def test_scorecard_says_when_a_reference_case_is_absent(one_machine, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_report(capsys, one_machine, "-o", out)[0] == 0

@@ -43,7 +43,8 @@ def reference_cases(benchmarks: Sequence[Benchmark]) -> list[tuple[str, str | No
 
     The CT series is fixtures.profiles.CT_SERIES where measured, else the largest CT series.
     """
-    benchmarks = [b for b in benchmarks if not b.is_scaleout]
+    # not the scale-out rows, nor a case's views (``<case>:header``, ``<case>:scan``: its headers, not its pixels)
+    benchmarks = [b for b in benchmarks if not b.is_scaleout and ":" not in b.case]
     cases = {b.case for b in benchmarks}
     ct_series = CT_SERIES_CASE if CT_SERIES_CASE in cases else _largest(
         benchmarks, lambda c: bool(_SERIES.match(c)) and "_ct" in c and not is_compressed_case(c))
