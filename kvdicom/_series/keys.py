@@ -40,17 +40,27 @@ _VECTORS = {
 }
 
 
+def _count_problem(name: str, value) -> tuple[object, str | None]:
+    """(``value`` as :class:`SliceKeys` holds it, None) where it has the count ``name`` needs, else (None, why)."""
+    spec = _VECTORS.get(name)
+    if spec is None or value is None:
+        return value, None
+    element, count = spec
+    numbers = value if isinstance(value, tuple) else (value,)
+    if count and len(numbers) != count or not count and len(numbers) != 1:
+        return None, f"{element} {value!r} is not {count or 1} number(s)"
+    return (numbers if count else numbers[0]), None
+
+
 def _checked(path: str, values: dict) -> SliceKeys:
     """Numbers of the right count, or a DicomLoadError naming the file and the element."""
     out = dict(values)
-    for name, (element, count) in _VECTORS.items():
-        value = out.get(name)
-        if value is None:
+    for name in _VECTORS:
+        if out.get(name) is None:
             continue
-        numbers = value if isinstance(value, tuple) else (value,)
-        if count and len(numbers) != count or not count and len(numbers) != 1:
-            raise DicomLoadError(path, f"{element} {value!r} is not {count or 1} number(s)")
-        out[name] = numbers if count else numbers[0]
+        out[name], why = _count_problem(name, out[name])
+        if why is not None:
+            raise DicomLoadError(path, why)
     return SliceKeys(**out)
 
 
@@ -70,18 +80,6 @@ def _uid(raw: bytes) -> str | None:
     return value or None
 
 
-def _count_problem(name: str, value) -> tuple[object, str | None]:
-    """(``value`` as :class:`SliceKeys` holds it, None) where it has the count ``name`` needs, else (None, why)."""
-    spec = _VECTORS.get(name)
-    if spec is None or value is None:
-        return value, None
-    element, count = spec
-    numbers = value if isinstance(value, tuple) else (value,)
-    if count and len(numbers) != count or not count and len(numbers) != 1:
-        return None, f"{element} {value!r} is not {count or 1} number(s)"
-    return (numbers if count else numbers[0]), None
-
-
 @functools.lru_cache(maxsize=_REPEATED_VALUES)
 def _repeated(name: str, data: bytes) -> tuple[object, str | None]:
     """A repeated key decoded and count-checked once per spelling: ``(value, None)`` or ``(None, why refused)``;
@@ -99,13 +97,11 @@ def from_raw(path: str, raw: dict[str, bytes]) -> SliceKeys:
     values = dict.fromkeys(_KEY_NAMES)
     problems = {}
     for name, data in raw.items():
-        if name == "position" or name == "instance_number":  # one per slice: not worth a cache entry
-            if not data.strip(b" \0"):
-                continue
-            if name == "instance_number":
-                values[name] = parse_is(data)
-                continue
-            value, why = _count_problem(name, parse_ds(data))
+        if name == "instance_number":  # one per slice: not worth a cache entry, nor a count to check
+            values[name] = parse_is(data) if data.strip(b" \0") else None
+            continue
+        if name == "position":  # one per slice too
+            value, why = _count_problem(name, parse_ds(data)) if data.strip(b" \0") else (None, None)
         else:
             value, why = _repeated(name, data)
         values[name] = value

@@ -49,11 +49,12 @@ class Prefault:
         # a freed volume's memory of that size, faulted in already: no thread, and nothing allocated, so the
         # files' sizes need not bound it (a stat a file: 0.11 / 0.22 ms for 128 / 256 CT slices, 2-core CPU dev
         # machine, on every load of a series loaded before)
-        self.array = host_memory.reuse(len(paths) * layout.nbytes)
+        total = len(paths) * layout.nbytes  # every file a slice of the first file's layout
+        self.array = host_memory.reuse(total)
         if self.array is not None:
-            self.nbytes = self.array.nbytes
+            self.nbytes = total
             return
-        self.nbytes = nbytes = _held(paths, len(paths) * layout.nbytes)
+        self.nbytes = nbytes = _held(paths, total)  # never more than the files hold
         if nbytes:
             self._thread = threading.Thread(target=self._run, args=(nbytes,), name="kvdicom-prefault", daemon=True)
             self._thread.start()
@@ -110,16 +111,9 @@ def first_layout(paths: list[str], first: PixelLayout | None = None) -> PixelLay
     return layout if isinstance(layout, PixelLayout) else None
 
 
-def predicted_bytes(paths: list[str], first: PixelLayout | None = None) -> int:
-    """Every file a slice of the first file's layout (:func:`first_layout`), or 0 where there is none or that
-    would be more bytes than the files hold (a header, or a folder of small files beside one large one, never
-    makes it more)."""
-    layout = first_layout(paths, first)
-    return 0 if layout is None else _held(paths, len(paths) * layout.nbytes)
-
-
 def _held(paths: list[str], total: int) -> int:
-    """``total``, or 0 where the files hold fewer bytes (or one cannot be asked)."""
+    """``total``, or 0 where the files hold fewer bytes (a header, or a folder of small files beside one large one,
+    never makes the prediction more than they hold) or one cannot be asked."""
     held = 0
     for path in paths:
         try:
