@@ -480,3 +480,30 @@ def test_compressed_slices_load_like_pydicom_stacked(tmp_path):
     np.testing.assert_array_equal(vol, pydicom_volume(truth))
     packed = series_headers.pack(series_headers.read_header(truth[0]))
     assert series_headers.unpack(packed).layout.codec == "htj2k"
+
+
+@pytest.mark.parametrize("keyword, value, element, count", [
+    ("ImagePositionPatient", [1.0, 2.0], "(0020,0032) Image Position (Patient)", 3),
+    ("ImageOrientationPatient", [1.0, 0.0, 0.0, 0.0, 1.0], "(0020,0037) Image Orientation (Patient)", 6),
+    ("PixelSpacing", [0.5, 0.5, 0.5], "(0028,0030) Pixel Spacing", 2),
+    ("SliceThickness", [1.0, 2.0], "(0018,0050) Slice Thickness", 1),
+])
+def test_a_key_of_the_wrong_count_is_refused_naming_the_file_on_both_header_paths(tmp_path, keyword, value,
+                                                                                  element, count):
+    """The fast path's keys (``from_raw``, the count checked once per spelling for repeated values) and pydicom's
+    (``from_dataset``) refuse a wrong count alike, and ``load_series`` names the slice."""
+    from kvdicom._header import fast_header
+    from kvdicom._series import keys as series_keys
+
+    paths = make_series(tmp_path / "s", 3)
+    ds = pydicom.dcmread(paths[1])
+    setattr(ds, keyword, value)
+    ds.save_as(paths[1], enforce_file_format=True)
+    why = f"{element} {tuple(value)!r} is not {count} number(s)"
+    for keys in (lambda: series_keys.from_raw(paths[1], fast_header.scan(paths[1]).keys),
+                 lambda: series_keys.from_dataset(paths[1], pydicom.dcmread(paths[1]))):
+        with pytest.raises(kvdicom.DicomLoadError) as info:
+            keys()
+        assert info.value.path == paths[1] and info.value.reason == why
+    with pytest.raises(kvdicom.DicomLoadError, match=os.path.basename(paths[1])):
+        kvdicom.load_series(tmp_path / "s", "cpu")
