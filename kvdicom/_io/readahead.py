@@ -18,27 +18,22 @@ hint is given. Measured numbers are beside :data:`kvdicom.settings.READAHEAD_HEA
 from __future__ import annotations
 
 import os
-import stat
 import threading
 
 from kvdicom import settings
+from kvdicom._io import fileid
+from kvdicom.errors import DicomLoadError
 
 
 def _open_regular(path: str) -> tuple[int, int] | None:
-    """A read-only descriptor of ``path`` and the file's size where it is a regular file, else None (a FIFO
-    listed among the files must not block here: ``O_NONBLOCK``, then ``fstat``)."""
+    """A read-only descriptor of ``path`` and the file's size where it is a regular file, else None: the loads'
+    own open (:func:`kvdicom._io.fileid.open_identified`, which never opens a FIFO or a device), its refusals left
+    to the load's own read of the file, which names it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError):  # ValueError: a NUL in the path; the header read reports it
+        fd, file_id = fileid.open_identified(path)
+    except (OSError, ValueError, DicomLoadError):  # ValueError: a NUL in the path
         return None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode):
-            return fd, info.st_size
-    except OSError:
-        pass
-    os.close(fd)
-    return None
+    return fd, file_id[2]
 
 
 def is_cold(path: str) -> bool:
