@@ -4,9 +4,10 @@
 
 Every file of the series is dropped from the page cache, and the drop verified, before each call; the calls
 alternate in one process: the O_DIRECT and the buffered disk ceilings of the same files
-(``bench.series_disk.SeriesDiskRead``), then the load without hints and with them
-(``kvdicom.settings.READAHEAD_MIN_FILES``). ``pool``: headers parsed by two worker processes, as a 16-core machine
-parses a long series. Prints the medians and each against the O_DIRECT ceiling.
+(``bench.series_disk.SeriesDiskRead``), then the load without hints, with them, and with the heads' hints alone
+(``kvdicom.settings.READAHEAD_MIN_FILES``, ``READAHEAD_MAX_BYTES`` = 0: no whole-file pass, where the header
+workers announce the whole files they read themselves). ``pool``: headers parsed by two worker processes, as a
+16-core machine parses a long series. Prints the medians and each against the O_DIRECT ceiling.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ def main(folder: str, rounds: int = 7, device: str = "cpu", *flags: str) -> None
         kvdicom.configure(processes=2)
         headers.use_pool = lambda count: True
 
-    def load(on: bool):
+    whole_bytes = settings.READAHEAD_MAX_BYTES
+
+    def load(on: bool, whole: bool = True):
         def run():
             settings.READAHEAD_MIN_FILES = 2 if on else 1 << 30
+            settings.READAHEAD_MAX_BYTES = whole_bytes if whole else 0
             kvdicom.load_series(folder, device=device)
             if device == "cuda":
                 import cupy
@@ -45,7 +49,8 @@ def main(folder: str, rounds: int = 7, device: str = "cpu", *flags: str) -> None
     direct = SeriesDiskRead(paths, device, direct=True)
     buffered = SeriesDiskRead(paths, device, direct=False)
     kvdicom.load_series(folder, device=device)
-    cases = {"O_DIRECT": direct, "buffered": buffered, "load off": load(False), "load on": load(True)}
+    cases = {"O_DIRECT": direct, "buffered": buffered, "load off": load(False), "load on": load(True),
+             "load heads": load(True, whole=False)}
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, call in cases.items():
