@@ -9,6 +9,7 @@ Number, and work out spacing, gantry tilt and the LPS affine.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -67,20 +68,18 @@ def check_stackable(headers: list[Header]) -> None:
     want = _stack_key(first.layout)
     if all(_stack_key(h.layout) == want for h in headers):
         return
-    for what, get in (("rows", lambda layout: layout.rows),
-                      ("columns", lambda layout: layout.columns),
-                      ("samples per pixel", lambda layout: layout.samples_per_pixel),
-                      ("dtype", lambda layout: layout.dtype),
-                      ("shape", lambda layout: layout.shape)):
-        odd = [h for h in headers if get(h.layout) != get(first.layout)]
+    for what, name in _STACKED:
+        odd = [h for h in headers if getattr(h.layout, name) != getattr(first.layout, name)]
         if odd:
-            raise DicomLoadError(odd[0].path, f"{what} {get(odd[0].layout)} differs from {get(first.layout)} in "
-                                              f"{first.path}; slices of one volume must match")
+            raise DicomLoadError(odd[0].path, f"{what} {getattr(odd[0].layout, name)} differs from "
+                                              f"{getattr(first.layout, name)} in {first.path}; slices of one volume "
+                                              "must match")
 
 
-def _stack_key(layout) -> tuple:
-    """What slices of one volume share: rows, columns, samples per pixel, dtype, shape."""
-    return layout.rows, layout.columns, layout.samples_per_pixel, layout.dtype, layout.shape
+#: What slices of one volume share, as the refusal names it and as the layout holds it.
+_STACKED = (("rows", "rows"), ("columns", "columns"), ("samples per pixel", "samples_per_pixel"),
+            ("dtype", "dtype"), ("shape", "shape"))
+_stack_key = operator.attrgetter(*(name for _, name in _STACKED))
 
 
 def _normal(orientation) -> np.ndarray:
