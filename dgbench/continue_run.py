@@ -80,8 +80,9 @@ def pytest_collection_modifyitems(config, items):
         return
     if benchmark_session(config) is None:
         raise pytest.UsageError("--continue-from needs pytest-benchmark's plugin")
-    left = config.stash.setdefault(_LEFT, _Left())
-    left.parts = part_files(options)
+    # stashed only once every part is accepted: a refused session must not go on to report parts left out or
+    # "the run is complete" (the summaries below read the stash), which would tell the user to join a refused part
+    left = _Left(parts=part_files(options))
     this = _this_run(config)
     for path in left.parts:
         try:
@@ -92,6 +93,7 @@ def pytest_collection_modifyitems(config, items):
         if problem:
             raise pytest.UsageError(f"--continue-from: {problem}")
         left.names.update(measured(doc))
+    config.stash[_LEFT] = left
     keep, done = [], []
     for item in items:
         (done if item.nodeid in left.names else keep).append(item)

@@ -113,6 +113,9 @@ def test_a_part_of_another_commit_or_machine_is_refused_before_anything_runs(pro
     assert rc == pytest.ExitCode.USAGE_ERROR, output
     assert part.name in output and named in output, output
     assert "test_b_waits" not in output and len(saved(project)) == 1
+    # the refusal is all it says: no count of parts left out, no "the run is complete; join its parts" (on the
+    # device both were printed above the refusal, which told the user to merge a part the refusal had rejected)
+    assert "left out" not in output and "nothing new measured" not in output and "merge_runs" not in output, output
 
 
 def test_an_empty_folder_is_a_first_call_that_leaves_nothing_out(project, tmp_path):
