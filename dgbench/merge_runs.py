@@ -51,9 +51,15 @@ def load_part(path: Path) -> dict:
     return document
 
 
+#: ``machine_info`` fields that differ between two sessions of one machine: py-cpuinfo's ``hz_actual`` is the
+#: clock of the moment (``cpu MHz`` in /proc/cpuinfo), which moves with frequency scaling on bare metal
+#: (pytest-benchmark issue #255). Every other field, the CPU's model and advertised clock included, must agree.
+MOMENTARY_FIELDS = frozenset({"machine_info.cpu.hz_actual", "machine_info.cpu.hz_actual_friendly"})
+
+
 def disagreement(doc: dict, label: str, other: dict, other_label: str) -> str | None:
     """Why the runs ``doc`` and ``other`` cannot be parts of one run (another commit, another machine or
-    profile: any ``machine_info`` field differs), or None."""
+    profile: any ``machine_info`` field but :data:`MOMENTARY_FIELDS` differs), or None."""
     if doc["commit_info"].get("id") != other["commit_info"].get("id"):
         return f"{label} is of commit {doc['commit_info'].get('id')}, {other_label} of {other['commit_info'].get('id')}"
     found = _first_difference(doc["machine_info"], other["machine_info"], "machine_info")
@@ -65,6 +71,8 @@ def disagreement(doc: dict, label: str, other: dict, other_label: str) -> str | 
 
 def _first_difference(mine, theirs, where: str):
     """``(dotted key, value, other value)`` of the first field that differs, descending into dicts; or None."""
+    if where in MOMENTARY_FIELDS:
+        return None
     if isinstance(mine, dict) and isinstance(theirs, dict):
         for key in sorted(set(mine) | set(theirs)):
             found = _first_difference(mine.get(key), theirs.get(key), f"{where}.{key}")

@@ -118,6 +118,19 @@ def test_a_part_of_another_commit_or_machine_is_refused_before_anything_runs(pro
     assert "left out" not in output and "nothing new measured" not in output and "merge_runs" not in output, output
 
 
+def test_a_part_whose_cpu_clock_of_the_moment_differs_is_continued(project):
+    """One machine whose CPU clock moved between two calls (``cpu.hz_actual``, pytest-benchmark #255) still
+    continues its run: the part is left out, not refused."""
+    part = first_part(project)
+    doc = json.loads(part.read_text())
+    doc["machine_info"]["cpu"].update(hz_actual=[1234567000, 0], hz_actual_friendly="1.2346 GHz")
+    part.write_text(json.dumps(doc))
+    rc, output = finish(start(project, "--continue-from", str(part), DGB_TEST_WAIT="0.01"))
+    assert rc == 0, output
+    assert "1 benchmark(s) left out, measured in 1 saved part(s)" in output
+    assert [names(run) for run in saved(project)] == [["test_a_finishes"], ["test_b_waits", "test_c_after"]]
+
+
 def test_an_empty_folder_is_a_first_call_that_leaves_nothing_out(project, tmp_path):
     empty = tmp_path / "parts"
     empty.mkdir()

@@ -65,6 +65,29 @@ def test_parts_that_are_not_one_run_are_refused_and_nothing_is_written(tmp_path,
     assert not history.exists()
 
 
+def _cpu(**fields) -> dict:
+    return {**INFO, "cpu": {**INFO["cpu"], **fields}}
+
+
+def test_parts_whose_cpu_clock_of_the_moment_differs_join_and_another_cpu_model_is_refused(tmp_path, parts, capsys):
+    """py-cpuinfo's ``hz_actual`` moves between two sessions of one bare-metal machine (pytest-benchmark #255);
+    the two H100 hosts of 2026-12-05 differed in it and in their CPU model, which still refuses them."""
+    store = parts[0].parent
+    first = part(store, "0005_abc1234_20261128_110000.json", ["a"], "2026-11-28T11:00:00+00:00",
+                 info=_cpu(model=143, hz_actual=[2000000000, 0], hz_actual_friendly="2.0000 GHz"))
+    later = part(store, "0006_abc1234_20261128_111000.json", ["c"], "2026-11-28T11:10:00+00:00",
+                 info=_cpu(model=143, hz_actual=[2712000000, 0], hz_actual_friendly="2.7120 GHz"))
+    history = tmp_path / "results" / SLUG
+    assert merge_runs.main(["--into", str(history), str(first), str(later)]) == 0, capsys.readouterr().err
+    (joined,) = history.glob("*.json")
+    assert [b["extra_info"]["case"] for b in json.loads(joined.read_text())["benchmarks"]] == ["a", "c"]
+
+    other_host = part(store, "0007_abc1234_20261128_112000.json", ["b"], "2026-11-28T11:20:00+00:00",
+                      info=_cpu(model=207, hz_actual=[2000000000, 0], hz_actual_friendly="2.0000 GHz"))
+    assert merge_runs.main(["--into", str(tmp_path / "other"), str(first), str(other_host)]) == 2
+    assert "differ in machine_info.cpu.model (207 vs 143)" in capsys.readouterr().err
+
+
 def test_a_broken_part_is_named(tmp_path, parts, capsys):
     broken = parts[0].parent / "0009_abc1234_x.json"
     broken.write_text('{"benchmarks": [')
