@@ -24,6 +24,9 @@ DUPLICATE_TOLERANCE = 1e-4
 #: Positions farther than this from the origin (mm; a patient is metres at most) cannot place a slice:
 #: ±1.7e308 overflowed the distances to ±inf and NaN.
 MAX_POSITION_MM = 1e9
+#: The two cosine triples span a plane where their cross product's squared length is above this (the slice's
+#: normal; 1 for unit cosines at right angles). :func:`usable_geometry` and :func:`_usable_arrays` both test it.
+MIN_NORMAL_SQUARED = 0.25
 
 
 def _names(paths, limit: int = 5) -> str:
@@ -98,7 +101,7 @@ def usable_geometry(keys) -> bool:
         return False
     rx, ry, rz, cx, cy, cz = keys.orientation
     nx, ny, nz = ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx
-    return nx * nx + ny * ny + nz * nz > 0.25  # NaN compares False
+    return nx * nx + ny * ny + nz * nz > MIN_NORMAL_SQUARED  # NaN compares False
 
 
 def _usable_arrays(keys) -> tuple[np.ndarray, np.ndarray] | None:
@@ -113,7 +116,7 @@ def _usable_arrays(keys) -> tuple[np.ndarray, np.ndarray] | None:
     orientation = np.array(orientations, dtype=float)
     with np.errstate(invalid="ignore", over="ignore"):
         normal = np.cross(orientation[:, :3], orientation[:, 3:])
-        usable = (np.abs(position) <= MAX_POSITION_MM).all(1) & ((normal * normal).sum(1) > 0.25)
+        usable = (np.abs(position) <= MAX_POSITION_MM).all(1) & ((normal * normal).sum(1) > MIN_NORMAL_SQUARED)
     return (position, orientation) if usable.all() else None
 
 
